@@ -1,0 +1,42 @@
+# The two commands a new machine needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?= watcher.yml
+
+.PHONY: run test lint bench clean
+
+$(BIN)/python:
+	scripts/ensure-python.sh $(PYTHON)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test,apprise]'
+	touch $@ $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(BIN)/watcher run -c $(CONFIG)
+
+test: $(VENV)/.test-installed
+	scripts/install-debian-deps.sh
+	$(BIN)/ruff check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(VENV)/.test-installed
+	scripts/install-debian-deps.sh --bench
+	$(BIN)/python bench/http_bench.py
+	$(BIN)/python bench/ssh_bench.py
+	$(BIN)/python bench/scale_bench.py
+	$(BIN)/python bench/ticket_bench.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

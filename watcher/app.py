@@ -1,0 +1,418 @@
+"""Wires a loaded config into a running watcher: store, engine, outbox, scheduler, web.
+
+``App`` is what ``watcher run`` runs. It holds the state file's run lock, so two watchers
+never share one state file (and never deliver the same action twice).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import integrations as integration_registry
+from integrations.base import Integration, IntegrationEnv
+from probes.base import ProbeContext, Result
+from watcher import __version__
+from watcher.config import Config, ConfigError, load_config
+from watcher.engine import Engine
+from watcher.httpclient import HttpClients
+from watcher.incident import public_view
+from watcher.metrics import Metrics
+from watcher.outbox import Dispatcher
+from watcher.scheduler import Job, Scheduler
+from watcher.store import Store
+from watcher.transports import Runners
+from watcher.web import Request, Response, WebServer, escape, json_response, page, text_response
+
+__all__ = ["App", "build_jobs", "build_integrations", "StateLocked", "configure_logging"]
+
+log = logging.getLogger("watcher")
+
+TICK_EVERY = 5.0
+COMPACT_EVERY = 3600.0
+
+
+class StateLocked(RuntimeError):
+    pass
+
+
+def configure_logging(level: str) -> None:
+    from watcher.secret import redact
+
+    class _Redacting(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return redact(super().format(record))
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(_Redacting("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def acquire_run_lock(state: Path) -> int:
+    """Holds an exclusive lock beside the state file for as long as the process lives."""
+    state.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{state}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StateLocked(f"another watcher is running on {state}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def state_is_locked(state: Path) -> bool:
+    try:
+        fd = os.open(f"{state}.lock", os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def build_integrations(config: Config, http: HttpClients) -> dict[str, Integration]:
+    env = IntegrationEnv(config=config.model, http=http)
+    out: dict[str, Integration] = {}
+    for role, kind, cfg in config.model.integrations.entries():
+        cls = integration_registry.integration_class(kind)
+        out[f"{role}/{cfg.name or kind}"] = cls(cfg, env, role)
+    return out
+
+
+def build_jobs(
+    config: Config, http: HttpClients, runners: Runners, services: dict[str, Any] | None = None
+) -> list[Job]:
+    m = config.model
+    jobs = []
+    for target in m.targets:
+        runner = None
+        for spec in target.probe_specs():
+            cls = spec.probe_class
+            interval = (spec.config.interval or target.interval or cls.default_interval or m.defaults.interval).total_seconds()
+            timeout = (spec.config.timeout or target.timeout or m.defaults.timeout).total_seconds()
+            if cls.needs_runner and runner is None:
+                runner = runners.for_target(target)
+            ctx = ProbeContext(
+                site=m.site,
+                target=target.name,
+                host=target.host,
+                labels=target.labels,
+                timeout=timeout,
+                http=http,
+                runner=runner if cls.needs_runner else None,
+                services=services or {},
+            )
+            jobs.append(Job(target, spec, cls(spec.config), ctx, interval, timeout))
+    return jobs
+
+
+class ResultSink:
+    """The engine's single thread: takes results in batches, runs the clock-driven work."""
+
+    def __init__(self, engine: Engine, store: Store, config_getter: Callable[[], Config]) -> None:
+        self.engine = engine
+        self.store = store
+        self.config = config_getter
+        self.queue: queue.Queue[list[Result]] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
+        self._last_tick = 0.0
+        self._last_compact = 0.0
+        self.last_loop = time.monotonic()
+
+    def put(self, results: list[Result]) -> None:
+        self.queue.put(results)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        self._drain()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and time.monotonic() - self.last_loop < 60
+
+    def _drain(self) -> None:
+        batch: list[Result] = []
+        while True:
+            try:
+                batch.extend(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        if batch:
+            self.engine.process(batch)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.last_loop = time.monotonic()
+            batch: list[Result] = []
+            try:
+                batch.extend(self.queue.get(timeout=0.5))
+                while len(batch) < 2000:
+                    batch.extend(self.queue.get_nowait())
+            except queue.Empty:
+                pass
+            try:
+                if batch:
+                    self.engine.process(batch)
+                self.apply_requests()
+                now = time.monotonic()
+                if now - self._last_tick >= TICK_EVERY:
+                    self._last_tick = now
+                    self.engine.tick()
+                if now - self._last_compact >= COMPACT_EVERY:
+                    self._last_compact = now
+                    h = self.config().model.history
+                    self.store.compact(datetime.now(UTC), raw=h.raw, hourly=h.hourly, daily=h.daily)
+            except Exception:  # a bad batch must not stop incident tracking for good
+                log.exception("engine error")
+
+    def apply_requests(self) -> None:
+        apply_requests(self.engine, self.store)
+
+
+def apply_requests(engine: Engine, store: Store) -> None:
+    """Carries out ack and resolve requests queued by the CLI."""
+    for request in store.pending_requests():
+        incident_id, by, note = request["incident_id"], request["requested_by"], request["note"]
+        if request["kind"] == "ack":
+            incident = engine.acknowledge(incident_id, by=by, source="cli")
+        elif request["kind"] == "resolve":
+            incident = engine.resolve(incident_id, by=by, note=note)
+        else:
+            incident = None
+        outcome = f"{incident.state}" if incident else "no such incident"
+        store.finish_request(request["id"], outcome, engine.clock())
+
+
+class App:
+    def __init__(self, config_path: str | Path, *, config: Config | None = None) -> None:
+        self.config_path = Path(config_path)
+        self.config = config or load_config(self.config_path)
+        self._lock_fd = acquire_run_lock(self.config.state_path)
+        self.store = Store(self.config.state_path)
+        self.metrics = Metrics()
+        self.http = HttpClients()
+        self.runners = Runners(self.config.model)
+        self.services: dict[str, Any] = {}
+        self.dispatcher = Dispatcher(self.store, build_integrations(self.config, self.http), self.metrics)
+        self.engine = Engine(self.config, self.store, on_enqueue=self.dispatcher.wake)
+        self.sink = ResultSink(self.engine, self.store, lambda: self.config)
+        self.scheduler = self._scheduler(self.config)
+        self.metrics.watch_results(self.engine.latest)
+        self.metrics.watch_state(self.engine.incident_counts, self.store.outbox_counts)
+        self.web: WebServer | None = None
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self.started_at = datetime.now(UTC)
+
+    def _scheduler(self, config: Config) -> Scheduler:
+        return Scheduler(
+            build_jobs(config, self.http, self.runners, self.services),
+            workers=config.model.workers,
+            on_results=self.sink.put,
+            metrics=self.metrics,
+            jitter=config.model.defaults.jitter,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        m = self.config.model
+        if m.listen:
+            self.web = WebServer(m.listen, api_token=m.api_token)
+            self._routes(self.web)
+            self.web.start()
+        self.dispatcher.start()
+        self.sink.start()
+        self.scheduler.start()
+        log.info(
+            "watcher %s started for site %s: %d targets, %d checks, tickets via %s, paging via %s",
+            __version__,
+            m.site,
+            len(m.targets),
+            len(self.scheduler.jobs),
+            ", ".join(self.engine.routes["tickets"]) or "the built-in incident list",
+            ", ".join(self.engine.routes["paging"]) or "nothing",
+        )
+
+    def run(self) -> int:
+        """Runs until SIGTERM or SIGINT; SIGHUP reloads the config."""
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+        self.start()
+        while not self._stop.is_set():
+            self._stop.wait(0.5)
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+        self.shutdown()
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def shutdown(self) -> None:
+        log.info("stopping: finishing running checks and deliveries")
+        self.scheduler.stop(wait_for_probes=True)
+        self.sink.stop()
+        self.dispatcher.stop()
+        if self.web:
+            self.web.stop()
+        self.runners.close()
+        self.store.close()
+        os.close(self._lock_fd)
+        log.info("stopped")
+
+    def reload(self) -> bool:
+        """Loads the config again; an invalid one is refused and the old one keeps running."""
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("config reload refused, keeping the running config:\n%s", exc)
+            self.metrics.config_reloads.labels("refused").inc()
+            return False
+        if new.state_path != self.config.state_path or new.model.listen != self.config.model.listen:
+            log.warning("state: and listen: changes take effect at the next restart")
+        old_scheduler = self.scheduler
+        old_scheduler.stop(wait_for_probes=False)
+        old_dispatcher = self.dispatcher
+        old_dispatcher.stop()
+        self.runners.close()
+        self.runners = Runners(new.model)
+        self.config = new
+        self.dispatcher = Dispatcher(self.store, build_integrations(new, self.http), self.metrics)
+        self.engine.on_enqueue = self.dispatcher.wake
+        self.engine.configure(new)
+        self.scheduler = self._scheduler(new)
+        self.dispatcher.start()
+        self.scheduler.start()
+        self.metrics.config_reloads.labels("ok").inc()
+        log.info("config reloaded: %d targets, %d checks", len(new.model.targets), len(self.scheduler.jobs))
+        return True
+
+    @property
+    def healthy(self) -> tuple[bool, str]:
+        if not self.scheduler.alive:
+            return False, "scheduler stalled"
+        if not self.sink.alive:
+            return False, "engine stalled"
+        return True, "ok"
+
+    # --------------------------------------------------------------------- routes
+
+    def _routes(self, web: WebServer) -> None:
+        web.route("GET", "/metrics", lambda r: Response(200, self.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8"))
+        web.route("GET", "/healthz", self._healthz)
+        web.route("GET", "/", self._status_page)
+        web.route("GET", "/api/results", lambda r: json_response([x.to_dict() for x in sorted(self.engine.latest(), key=lambda x: x.key)]))
+        web.route("GET", "/api/incidents", self._api_incidents)
+        web.route("GET", r"/api/incidents/(?P<id>\d+)", self._api_incident)
+        web.route("POST", r"/api/incidents/(?P<id>\d+)/ack", self._api_ack, token=True)
+        web.route("POST", r"/api/incidents/(?P<id>\d+)/resolve", self._api_resolve, token=True)
+
+    def _healthz(self, request: Request) -> Response:
+        ok, why = self.healthy
+        return text_response(f"{why}\n", 200 if ok else 503)
+
+    def _api_incidents(self, request: Request) -> Response:
+        states = request.query.get("state")
+        items = self.store.incidents(states=states) if states else self.store.incidents(limit=500)
+        return json_response([public_view(i) for i in items])
+
+    def _api_incident(self, request: Request) -> Response:
+        incident = self.store.incident(int(request.params["id"]))
+        if incident is None:
+            return json_response({"error": "no such incident"}, 404)
+        data = public_view(incident)
+        data["timeline"] = [{"at": e.at.isoformat(), "kind": e.kind, "message": e.message} for e in self.store.events(incident.id or 0)]
+        data["tickets"] = self.store.tickets(incident.id or 0)
+        return json_response(data)
+
+    def _who(self, request: Request) -> str:
+        body = request.json() or {}
+        by = body.get("by") if isinstance(body, dict) else None
+        return str(by)[:80] if by else f"api ({request.client})"
+
+    def _api_ack(self, request: Request) -> Response:
+        incident = self.engine.acknowledge(int(request.params["id"]), by=self._who(request), source="api")
+        if incident is None:
+            return json_response({"error": "no such incident"}, 404)
+        return json_response(public_view(incident))
+
+    def _api_resolve(self, request: Request) -> Response:
+        incident = self.engine.resolve(int(request.params["id"]), by=self._who(request))
+        if incident is None:
+            return json_response({"error": "no such incident"}, 404)
+        return json_response(public_view(incident))
+
+    def _status_page(self, request: Request) -> Response:
+        from watcher.render import local_time
+
+        calendar = self.config.calendar
+        incidents = [i for i in self.engine.incidents() if i.state != "resolved"]
+        rows = []
+        for i in sorted(incidents, key=lambda i: (i.priority or "P9", i.id or 0)):
+            rows.append(
+                f'<tr class="{escape(i.priority or "")}"><td>{i.id}</td><td>{escape(i.priority or "-")}</td>'
+                f"<td>{escape(i.state)}</td><td>{escape(i.target)}</td><td>{escape(i.summary or i.message)}</td>"
+                f"<td>{escape(local_time(i.response_due, calendar))}</td><td>{escape(local_time(i.resolve_due, calendar))}</td></tr>"
+            )
+        incident_table = (
+            "<table><tr><th>#</th><th>priority</th><th>state</th><th>target</th><th>summary</th>"
+            "<th>respond by</th><th>resolve by</th></tr>" + "".join(rows) + "</table>"
+            if rows
+            else "<p>No open incidents.</p>"
+        )
+        results = []
+        for r in sorted(self.engine.latest(), key=lambda r: r.key):
+            results.append(
+                f"<tr><td>{escape(r.target)}</td><td>{escape(r.probe)} {escape(r.item)}</td>"
+                f'<td class="{escape(r.status)}">{escape(r.status)}</td><td>{escape(r.message)}</td>'
+                f"<td>{escape(local_time(r.at, calendar))}</td></tr>"
+            )
+        results_table = (
+            "<table><tr><th>target</th><th>check</th><th>status</th><th>message</th><th>at</th></tr>"
+            + "".join(results)
+            + "</table>"
+        )
+        site = escape(self.config.site)
+        body = (
+            f"<h1>watcher: {site}</h1><h2>Incidents</h2>{incident_table}"
+            f"<h2>Latest results ({len(results)} checks on {len(self.config.model.targets)} targets)</h2>{results_table}"
+        )
+        return page(f"watcher: {self.config.site}", body)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+

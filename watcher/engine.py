@@ -1,0 +1,212 @@
+"""The engine: results in, incidents tracked, outbox filled, all in one transaction.
+
+The engine owns the working set of incidents (the newest per fingerprint that can still
+change) and is the only writer of incidents. Everything it does to an incident goes
+through the pure functions in ``watcher.tracker``; this module only feeds them and
+persists what they return.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from probes.base import Result
+from watcher import tracker
+from watcher.config import Config
+from watcher.incident import Action, Incident, fingerprint_of
+from watcher.render import ticket_content
+from watcher.store import Store
+from watcher.tracker import Policy, Step
+
+__all__ = ["Engine", "utcnow"]
+
+log = logging.getLogger("watcher.engine")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        on_enqueue: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.on_enqueue = on_enqueue or (lambda _name: None)
+        self._lock = threading.RLock()
+        self._to_wake: set[str] = set()
+        self._latest: dict[tuple[str, str, str], Result] = {r.key: r for r in store.latest()}
+        self.configure(config)
+        self._incidents: dict[str, Incident] = store.working_set(self.policy.reopen_within, clock())
+
+    def configure(self, config: Config) -> None:
+        """Takes a new config (also on reload); incidents and history carry over."""
+        with self._lock:
+            self.config = config
+            m = config.model
+            self.policy = Policy(
+                rules=config.rules,
+                calendar=config.calendar,
+                resolve_after=m.defaults.resolve_after,
+                reopen_within=m.defaults.reopen_within,
+                comment_every=m.defaults.comment_every,
+                escalation_steps=len(m.contacts.escalation),
+            )
+            self.targets = config.targets
+            self.routes: dict[str, list[str]] = {"tickets": [], "paging": []}
+            for role, kind, cfg in m.integrations.entries():
+                self.routes[role].append(cfg.name or kind)
+            base = f"http://{m.listen}" if m.listen else None
+            self.status_url = base + "/" if base else None
+            live = {(t.name, s.id) for t in m.targets for s in t.probe_specs()}
+            self._latest = {k: v for k, v in self._latest.items() if (k[0], k[1]) in live}
+
+    # -------------------------------------------------------------------- results
+
+    def process(self, results: Sequence[Result]) -> list[Step]:
+        """Records a batch of results and applies them to incidents, atomically."""
+        steps: list[Step] = []
+        if not results:
+            return steps
+        with self._lock, self._write() as db:
+            self.store.save_results(db, results)
+            for result in results:
+                self._latest[result.key] = result
+                target = self.targets.get(result.target)
+                if target is None:
+                    continue  # a result from a target removed by a reload
+                evaluations = self.config.rules.evaluate(result, target.labels, target.host)
+                groups: dict[str, list] = {}
+                for evaluation in evaluations:
+                    groups.setdefault(evaluation.group, []).append(evaluation)
+                for group, group_evaluations in groups.items():
+                    fingerprint = fingerprint_of(self.config.site, result.target, group)
+                    step = tracker.observe(
+                        self._incidents.get(fingerprint),
+                        result,
+                        group_evaluations,
+                        self.policy,
+                        result.at,
+                        host=target.host,
+                        labels=target.labels,
+                        runbook=target.runbook,
+                    )
+                    self._apply(db, step, result.at)
+                    steps.append(step)
+        return steps
+
+    def latest(self) -> list[Result]:
+        return list(self._latest.values())
+
+    # ----------------------------------------------------------------- time passes
+
+    def tick(self) -> list[Step]:
+        """Deadline breaches, deferred pages and whatever else waits on the clock."""
+        now = self.clock()
+        steps = []
+        with self._lock:
+            active = [i for i in self._incidents.values() if i.active]
+            if not active:
+                return steps
+            with self._write() as db:
+                for incident in active:
+                    step = tracker.tick(incident, self.policy, now)
+                    self._apply(db, step, now)
+                    steps.append(step)
+        return steps
+
+    # ---------------------------------------------------------- people's requests
+
+    def acknowledge(self, incident_id: int, *, by: str, source: str) -> Incident | None:
+        return self._by_hand(incident_id, lambda inc, now: tracker.acknowledge(inc, self.policy, now, by=by, source=source))
+
+    def resolve(self, incident_id: int, *, by: str, note: str = "") -> Incident | None:
+        return self._by_hand(incident_id, lambda inc, now: tracker.resolve_by_hand(inc, self.policy, now, by=by, note=note))
+
+    def _by_hand(self, incident_id: int, change: Callable[[Incident, datetime], Step]) -> Incident | None:
+        now = self.clock()
+        with self._lock:
+            incident = next((i for i in self._incidents.values() if i.id == incident_id), None)
+            if incident is None:
+                stored = self.store.incident(incident_id)
+                if stored is None:
+                    return None
+                incident = stored
+            step = change(incident, now)
+            with self._write() as db:
+                self._apply(db, step, now)
+            return step.incident
+
+    def incident_counts(self) -> dict[str, int]:
+        with self._lock:
+            tally = Tally(i.priority for i in self._incidents.values() if i.active and i.priority)
+        return {p: tally.get(p, 0) for p in sorted(self.config.rules.priorities)}
+
+    def incidents(self) -> list[Incident]:
+        with self._lock:
+            return sorted(self._incidents.values(), key=lambda i: i.id or 0)
+
+    # ------------------------------------------------------------------ internals
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A transaction after whose commit the dispatchers of new actions are woken."""
+        with self.store.transaction() as db:
+            yield db
+        names, self._to_wake = self._to_wake, set()
+        for name in names:
+            self.on_enqueue(name)
+
+    def _apply(self, db: sqlite3.Connection, step: Step, now: datetime) -> None:
+        incident = step.incident
+        if incident is None or not step.changed:
+            return
+        if step.dropped:
+            if incident.id is not None:
+                self.store.delete_incident(db, incident.id)
+            self._incidents.pop(incident.fingerprint, None)
+            return
+        self.store.save_incident(db, incident, now)
+        self._incidents[incident.fingerprint] = incident
+        assert incident.id is not None
+        self.store.add_events(db, incident.id, step.events)
+        for event in step.events:
+            log.info("incident %s %s [%s] %s: %s", incident.id, event.kind, incident.priority, incident.target, event.message)
+        for action in step.actions:
+            self._enqueue(db, incident, action, now)
+
+    def _enqueue(self, db: sqlite3.Connection, incident: Incident, action: Action, now: datetime) -> None:
+        names = self.routes[action.role]
+        if not names:
+            return
+        assert incident.id is not None
+        target_results = [r for r in self._latest.values() if r.target == incident.target]
+        content = ticket_content(
+            incident,
+            policies=self.config.rules.priorities,
+            calendar=self.policy.calendar,
+            events=self.store.events(incident.id, limit=30),
+            recent=self.store.recent_results(incident.target, incident.probe, incident.item, limit=10),
+            target_results=sorted(target_results, key=lambda r: (r.probe, r.item)),
+            action=action.kind,
+            text=action.text,
+            status_url=self.status_url,
+        )
+        payload = content.to_dict()
+        for name in names:
+            self.store.enqueue(
+                db, incident_id=incident.id, integration=name, role=action.role, action=action.kind, payload=payload, now=now
+            )
+            self._to_wake.add(name)

@@ -1,0 +1,151 @@
+"""Incidents and what happens to them: the data the tracker works on and the store keeps."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from typing import Any, Literal
+
+__all__ = ["Action", "Event", "Hold", "Incident", "State", "fingerprint_of", "ACTIVE_STATES"]
+
+State = Literal["pending", "open", "acknowledged", "resolved"]
+ACTIVE_STATES = ("open", "acknowledged")
+
+# Ticket actions go to every ticketer, page actions to every pager.
+TICKET_ACTIONS = frozenset({"open", "comment", "priority", "resolve", "reopen"})
+PAGE_ACTIONS = frozenset({"page", "page_ack", "page_resolve"})
+
+
+def fingerprint_of(site: str, target: str, group: str) -> str:
+    """Stable, searchable in any helpdesk (no spaces or punctuation), same across restarts."""
+    digest = hashlib.sha256(f"{site}\0{target}\0{group}".encode()).hexdigest()
+    return f"w{digest[:24]}"
+
+
+@dataclass
+class Hold:
+    """How long and how often a rule's condition has held, for ``for`` and ``after``."""
+
+    since: datetime
+    count: int
+
+
+@dataclass
+class Event:
+    """A line in an incident's timeline."""
+
+    kind: str
+    message: str
+    at: datetime
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Action:
+    """Something to tell the outside world; queued in the outbox with the change that caused it."""
+
+    kind: str
+    text: str = ""
+
+    @property
+    def role(self) -> str:
+        return "paging" if self.kind in PAGE_ACTIONS else "tickets"
+
+
+_TIMES = (
+    "first_seen",
+    "last_seen",
+    "opened_at",
+    "acknowledged_at",
+    "resolved_at",
+    "response_due",
+    "resolve_due",
+    "last_page_at",
+    "last_comment_at",
+    "updated_at",
+)
+
+
+@dataclass
+class Incident:
+    """One problem on one target, from the first failing result to its resolution."""
+
+    fingerprint: str
+    site: str
+    target: str
+    group: str
+    probe: str
+    kind: str
+    item: str = ""
+    host: str | None = None
+    id: int | None = None
+    state: State = "pending"
+    priority: str | None = None
+    rule: str | None = None
+    rules: list[str] = field(default_factory=list)
+    summary: str = ""
+    notified_summary: str = ""
+    message: str = ""
+    reason: str = ""
+    evidence: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    runbook: str | None = None
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    opened_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    resolved_at: datetime | None = None
+    response_due: datetime | None = None
+    resolve_due: datetime | None = None
+    occurrences: int = 0
+    ok_streak: int = 0
+    reopen_count: int = 0
+    holds: dict[str, Hold] = field(default_factory=dict)
+    ticketed: bool = False
+    paged: bool = False
+    last_page_at: datetime | None = None
+    page_count: int = 0
+    last_comment_at: datetime | None = None
+    escalation: int = 0
+    breaches: list[str] = field(default_factory=list)
+    flags: dict[str, Any] = field(default_factory=dict)
+    updated_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in _TIMES:
+            value = getattr(self, name)
+            data[name] = value.isoformat() if value else None
+        data["holds"] = {k: {"since": h.since.isoformat(), "count": h.count} for k, h in self.holds.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Incident:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for name in _TIMES:
+            if values.get(name):
+                values[name] = datetime.fromisoformat(values[name])
+        values["holds"] = {
+            k: Hold(datetime.fromisoformat(h["since"]), int(h["count"])) for k, h in (data.get("holds") or {}).items()
+        }
+        return cls(**values)
+
+
+def public_view(incident: Incident) -> dict[str, Any]:
+    """The fields people and scripts read (``--json``, the HTTP API); stable across versions."""
+    data = incident.to_dict()
+    keep = (
+        "id", "fingerprint", "state", "priority", "site", "target", "host", "group", "probe", "kind", "item",
+        "rule", "rules", "summary", "message", "reason", "labels", "runbook", "first_seen", "last_seen",
+        "opened_at", "acknowledged_at", "acknowledged_by", "resolved_at", "response_due", "resolve_due",
+        "occurrences", "reopen_count", "ticketed", "paged", "page_count", "escalation", "breaches", "flags",
+    )
+    return {k: data[k] for k in keep}

@@ -1,0 +1,198 @@
+"""Delivers queued ticket and page actions, once each, with backoff on transient errors.
+
+One worker thread per integration, so a slow helpdesk never holds up the pager. Actions
+for one incident reach one integration in the order they were queued (a comment never
+overtakes the ticket it belongs to). Before opening a ticket the worker asks the
+helpdesk for an open ticket with the incident's fingerprint and adopts it: a watcher
+that died after the helpdesk created the ticket, but before it stored the id, does not
+open a second one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from integrations.base import Integration, PermanentError, TicketContent, TicketRef, TransientError
+from watcher.metrics import Metrics
+from watcher.secret import redact
+from watcher.store import OutboxRow, Store
+
+__all__ = ["Dispatcher", "backoff"]
+
+log = logging.getLogger("watcher.outbox")
+
+MAX_BACKOFF = 600.0
+MAX_RETRY_AFTER = 3600.0
+
+
+def backoff(attempts: int, retry_after: float | None = None, *, base: float = 5.0) -> float:
+    """Seconds to wait before attempt ``attempts + 1``: doubling, jittered, capped."""
+    delay = min(MAX_BACKOFF, base * (2 ** max(0, attempts - 1)))
+    delay *= random.uniform(0.8, 1.2)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+    return delay
+
+
+class Dispatcher:
+    """Runs one delivery worker per configured integration."""
+
+    def __init__(
+        self,
+        store: Store,
+        integrations: Mapping[str, Integration],
+        metrics: Metrics,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        base_delay: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.integrations = dict(integrations)
+        self.metrics = metrics
+        self.clock = clock
+        self.base_delay = base_delay
+        self._stop = threading.Event()
+        self._wake: dict[str, threading.Event] = {name: threading.Event() for name in self.integrations}
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for name in self.integrations:
+            thread = threading.Thread(target=self._work, args=(name,), name=f"outbox-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def wake(self, name: str | None = None) -> None:
+        for key, event in self._wake.items():
+            if name is None or key == name:
+                event.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stops after in-flight deliveries finish (bounded by ``timeout``)."""
+        self._stop.set()
+        self.wake()
+        for thread in self._threads:
+            thread.join(timeout)
+        for integration in self.integrations.values():
+            integration.close()
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Delivers whatever is due now, in the calling thread; True if nothing due remains."""
+        deadline = self.clock() + timedelta(seconds=timeout)
+        while self.clock() < deadline:
+            rows = [r for r in self.store.due_actions(self.clock(), limit=100) if r.integration in self.integrations]
+            if not rows:
+                return True
+            for row in rows:
+                self.deliver(row)
+        return False
+
+    def _work(self, name: str) -> None:
+        event = self._wake[name]
+        while not self._stop.is_set():
+            event.clear()
+            rows = self.store.due_actions(self.clock(), limit=200, integration=name)
+            for row in rows:
+                if self._stop.is_set():
+                    return
+                self.deliver(row)
+            if rows:
+                continue
+            wait = 5.0
+            next_due = self.store.next_due(name)
+            if next_due is not None:
+                wait = min(wait, max(0.05, next_due - self.clock().timestamp()))
+            event.wait(wait)
+
+    # ------------------------------------------------------------------ delivery
+
+    def deliver(self, row: OutboxRow) -> bool:
+        """Delivers one action; True if done. Never raises."""
+        now = self.clock()
+        integration = self.integrations.get(row.integration)
+        if integration is None:
+            self.store.mark_failed(row.id, f"integration {row.integration!r} is no longer configured", now)
+            return False
+        content = replace(TicketContent.from_dict(row.payload), delivery_id=row.id, action=row.action)
+        try:
+            if row.role == "tickets":
+                self._ticket(integration, row, content)
+            else:
+                self._page(integration, row, content)
+        except TransientError as exc:
+            delay = backoff(row.attempts + 1, exc.retry_after, base=self.base_delay)
+            message = redact(str(exc))
+            log.warning(
+                "%s %s for incident %s failed (attempt %d), retrying in %.0fs: %s",
+                row.integration, row.action, row.incident_id, row.attempts + 1, delay, message,
+            )
+            self.metrics.outbox_failures.labels(row.integration, "transient").inc()
+            self.store.mark_retry(row.id, message, now + timedelta(seconds=delay))
+            return False
+        except PermanentError as exc:
+            message = redact(str(exc))
+            log.error(
+                "%s %s for incident %s failed permanently, not retrying: %s",
+                row.integration, row.action, row.incident_id, message,
+            )
+            self.metrics.outbox_failures.labels(row.integration, "permanent").inc()
+            self.store.mark_failed(row.id, message, now)
+            return False
+        except Exception as exc:  # a bug in an integration: keep the action, retry later
+            log.exception("%s %s for incident %s raised", row.integration, row.action, row.incident_id)
+            delay = backoff(row.attempts + 1, base=self.base_delay)
+            self.metrics.outbox_failures.labels(row.integration, "bug").inc()
+            self.store.mark_retry(row.id, redact(f"{type(exc).__name__}: {exc}"), now + timedelta(seconds=delay))
+            return False
+        self.store.mark_done(row.id, self.clock())
+        self.metrics.deliveries.labels(row.integration, row.action).inc()
+        log.info("%s %s for incident %s delivered", row.integration, row.action, row.incident_id)
+        return True
+
+    def _ticket(self, integration: Integration, row: OutboxRow, content: TicketContent) -> None:
+        stored = self.store.ticket(row.incident_id, row.integration)
+        ref = TicketRef(*stored) if stored else None
+        if row.action == "open":
+            if ref is not None:
+                return  # delivered before a crash, recorded, then redelivered: nothing to do
+            found = integration.find(content.fingerprint)
+            if found is not None:
+                self.store.set_ticket(row.incident_id, row.integration, found.id, found.url, self.clock())
+                self.metrics.tickets_adopted.labels(row.integration).inc()
+                log.info("%s: adopted existing ticket %s for incident %s", row.integration, found.id, row.incident_id)
+                return
+            created = integration.open(content)
+            self.store.set_ticket(row.incident_id, row.integration, created.id, created.url, self.clock())
+            self.metrics.tickets_opened.labels(row.integration).inc()
+            return
+        if ref is None:
+            ref = integration.find(content.fingerprint)
+            if ref is None:
+                raise PermanentError(f"no {row.integration} ticket is known for incident {row.incident_id}")
+            self.store.set_ticket(row.incident_id, row.integration, ref.id, ref.url, self.clock())
+        method = {
+            "comment": integration.comment,
+            "priority": integration.set_priority,
+            "resolve": integration.resolve,
+            "reopen": integration.reopen,
+        }.get(row.action)
+        if method is None:
+            raise PermanentError(f"unknown ticket action {row.action!r}")
+        method(ref, content)
+
+    def _page(self, integration: Integration, row: OutboxRow, content: TicketContent) -> None:
+        if row.action == "page":
+            integration.page(content)
+            self.metrics.pages_sent.labels(row.integration).inc()
+        elif row.action == "page_ack":
+            integration.page_acknowledge(content)
+        elif row.action == "page_resolve":
+            integration.page_resolve(content)
+        else:
+            raise PermanentError(f"unknown page action {row.action!r}")
+
+

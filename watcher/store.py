@@ -1,0 +1,610 @@
+"""SQLite state: incidents and their timelines, results history, the outbox.
+
+One file in WAL mode, so the CLI can read while the daemon writes. Every change to an
+incident is written in the same transaction as the outbox rows it causes: a crash
+loses neither, and a restart resumes the deliveries that were pending.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from probes.base import Result
+from watcher.incident import Event, Incident
+
+__all__ = ["Store", "OutboxRow", "SCHEMA_VERSION"]
+
+MIGRATIONS: list[str] = [
+    # 1: the spine
+    """
+    CREATE TABLE incidents (
+        id INTEGER PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        state TEXT NOT NULL,
+        priority TEXT,
+        target TEXT NOT NULL,
+        grp TEXT NOT NULL,
+        opened_at TEXT,
+        acknowledged_at TEXT,
+        resolved_at TEXT,
+        updated_at TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX incidents_fingerprint ON incidents (fingerprint, id);
+    CREATE INDEX incidents_state ON incidents (state);
+    CREATE INDEX incidents_opened ON incidents (opened_at);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        incident_id INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        message TEXT NOT NULL,
+        data TEXT
+    );
+    CREATE INDEX events_incident ON events (incident_id, id);
+    CREATE TABLE results (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        target TEXT NOT NULL,
+        probe TEXT NOT NULL,
+        item TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        message TEXT NOT NULL,
+        metrics TEXT NOT NULL,
+        duration REAL NOT NULL
+    );
+    CREATE INDEX results_check ON results (target, probe, item, at);
+    CREATE INDEX results_at ON results (at);
+    CREATE TABLE latest (
+        target TEXT NOT NULL,
+        probe TEXT NOT NULL,
+        item TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (target, probe, item)
+    );
+    CREATE TABLE rollup (
+        resolution INTEGER NOT NULL,
+        bucket INTEGER NOT NULL,
+        target TEXT NOT NULL,
+        probe TEXT NOT NULL,
+        item TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        total REAL NOT NULL,
+        lo REAL NOT NULL,
+        hi REAL NOT NULL,
+        PRIMARY KEY (resolution, target, probe, item, metric, bucket)
+    );
+    CREATE INDEX rollup_bucket ON rollup (resolution, bucket);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        incident_id INTEGER NOT NULL,
+        integration TEXT NOT NULL,
+        role TEXT NOT NULL,
+        action TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        due_at REAL NOT NULL,
+        last_error TEXT,
+        done_at TEXT
+    );
+    CREATE INDEX outbox_pending ON outbox (state, due_at);
+    CREATE INDEX outbox_incident ON outbox (incident_id, integration, id);
+    CREATE TABLE tickets (
+        incident_id INTEGER NOT NULL,
+        integration TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        url TEXT,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (incident_id, integration)
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE commands (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        incident_id INTEGER NOT NULL,
+        requested_by TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        done_at TEXT,
+        outcome TEXT
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    incident_id: int
+    integration: str
+    role: str
+    action: str
+    payload: dict[str, Any]
+    state: str
+    attempts: int
+    created_at: str
+    due_at: float
+    last_error: str | None
+    done_at: str | None
+
+
+class Store:
+    """The watcher's state file. Thread-safe: one connection behind a lock."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a killed process; only a power cut can lose the last commit.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+        self.writes = 0  # rows written, for the scale benchmark and /metrics
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _migrate(self) -> None:
+        with self._lock:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} was written by a newer watcher (schema {version}, this one knows {SCHEMA_VERSION})"
+                )
+            for number in range(version, SCHEMA_VERSION):
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _statements(MIGRATIONS[number]):
+                        self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version={number + 1}")
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic unit of work; commits on success, rolls back on any exception."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    # ------------------------------------------------------------------ incidents
+
+    def save_incident(self, db: sqlite3.Connection, incident: Incident, now: datetime) -> int:
+        incident.updated_at = now
+        row = (
+            incident.fingerprint,
+            incident.state,
+            incident.priority,
+            incident.target,
+            incident.group,
+            _iso(incident.opened_at),
+            _iso(incident.acknowledged_at),
+            _iso(incident.resolved_at),
+            now.isoformat(),
+        )
+        if incident.id is None:
+            cursor = db.execute(
+                "INSERT INTO incidents (fingerprint, state, priority, target, grp, opened_at, acknowledged_at,"
+                " resolved_at, updated_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '{}')",
+                row,
+            )
+            incident.id = int(cursor.lastrowid or 0)
+        db.execute(
+            "UPDATE incidents SET fingerprint=?, state=?, priority=?, target=?, grp=?, opened_at=?,"
+            " acknowledged_at=?, resolved_at=?, updated_at=?, data=? WHERE id=?",
+            (*row, json.dumps(incident.to_dict()), incident.id),
+        )
+        self.writes += 1
+        return incident.id
+
+    def delete_incident(self, db: sqlite3.Connection, incident_id: int) -> None:
+        db.execute("DELETE FROM events WHERE incident_id=?", (incident_id,))
+        db.execute("DELETE FROM incidents WHERE id=?", (incident_id,))
+        self.writes += 1
+
+    def add_events(self, db: sqlite3.Connection, incident_id: int, events: Iterable[Event]) -> None:
+        rows = [
+            (incident_id, e.at.isoformat(), e.kind, e.message, json.dumps(e.data) if e.data else None)
+            for e in events
+        ]
+        if rows:
+            db.executemany("INSERT INTO events (incident_id, at, kind, message, data) VALUES (?, ?, ?, ?, ?)", rows)
+            self.writes += len(rows)
+
+    def incident(self, incident_id: int) -> Incident | None:
+        rows = self.query("SELECT data FROM incidents WHERE id=?", (incident_id,))
+        return Incident.from_dict(json.loads(rows[0]["data"])) if rows else None
+
+    def incidents(
+        self, *, states: Iterable[str] | None = None, since: datetime | None = None, limit: int = 1000
+    ) -> list[Incident]:
+        sql = "SELECT data FROM incidents"
+        clauses, params = [], []
+        if states is not None:
+            states = list(states)
+            clauses.append(f"state IN ({','.join('?' * len(states))})")
+            params.extend(states)
+        if since is not None:
+            clauses.append("(resolved_at IS NULL OR resolved_at >= ?)")
+            params.append(since.isoformat())
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        return [Incident.from_dict(json.loads(r["data"])) for r in self.query(sql, params)]
+
+    def incidents_between(self, start: datetime, end: datetime) -> list[Incident]:
+        """Incidents opened in [start, end), for reports."""
+        rows = self.query(
+            "SELECT data FROM incidents WHERE opened_at >= ? AND opened_at < ? ORDER BY opened_at",
+            (start.isoformat(), end.isoformat()),
+        )
+        return [Incident.from_dict(json.loads(r["data"])) for r in rows]
+
+    def working_set(self, reopen_within: timedelta, now: datetime) -> dict[str, Incident]:
+        """The newest incident per fingerprint that can still change: active, pending,
+        or resolved recently enough to reopen."""
+        since = (now - reopen_within).isoformat()
+        rows = self.query(
+            "SELECT data FROM incidents WHERE id IN (SELECT max(id) FROM incidents GROUP BY fingerprint)"
+            " AND (state != 'resolved' OR resolved_at >= ?)",
+            (since,),
+        )
+        out = {}
+        for row in rows:
+            incident = Incident.from_dict(json.loads(row["data"]))
+            out[incident.fingerprint] = incident
+        return out
+
+    def events(self, incident_id: int, limit: int = 200) -> list[Event]:
+        rows = self.query(
+            "SELECT at, kind, message, data FROM events WHERE incident_id=? ORDER BY id DESC LIMIT ?",
+            (incident_id, limit),
+        )
+        return [
+            Event(r["kind"], r["message"], datetime.fromisoformat(r["at"]), json.loads(r["data"]) if r["data"] else {})
+            for r in reversed(rows)
+        ]
+
+    # -------------------------------------------------------------------- results
+
+    def save_results(self, db: sqlite3.Connection, results: Iterable[Result]) -> None:
+        history = []
+        latest = []
+        for r in results:
+            history.append(
+                (
+                    r.at.timestamp(),
+                    r.target,
+                    r.probe,
+                    r.item,
+                    r.kind,
+                    r.status,
+                    r.reason,
+                    r.message,
+                    json.dumps(r.metrics),
+                    r.duration_s,
+                )
+            )
+            latest.append((r.target, r.probe, r.item, json.dumps(r.to_dict())))
+        if history:
+            db.executemany(
+                "INSERT INTO results (at, target, probe, item, kind, status, reason, message, metrics, duration)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                history,
+            )
+            db.executemany("INSERT OR REPLACE INTO latest (target, probe, item, data) VALUES (?, ?, ?, ?)", latest)
+            self.writes += 2 * len(history)
+
+    def latest(self, target: str | None = None) -> list[Result]:
+        if target is None:
+            rows = self.query("SELECT data FROM latest ORDER BY target, probe, item")
+        else:
+            rows = self.query("SELECT data FROM latest WHERE target=? ORDER BY probe, item", (target,))
+        return [Result.from_dict(json.loads(r["data"])) for r in rows]
+
+    def recent_results(self, target: str, probe: str, item: str, limit: int = 10) -> list[dict[str, Any]]:
+        rows = self.query(
+            "SELECT at, status, reason, message, metrics FROM results WHERE target=? AND probe=? AND item=?"
+            " ORDER BY at DESC LIMIT ?",
+            (target, probe, item, limit),
+        )
+        return [
+            {
+                "at": datetime.fromtimestamp(r["at"], UTC),
+                "status": r["status"],
+                "reason": r["reason"],
+                "message": r["message"],
+                "metrics": json.loads(r["metrics"]),
+            }
+            for r in reversed(rows)
+        ]
+
+    def compact(self, now: datetime, *, raw: timedelta, hourly: timedelta, daily: timedelta) -> None:
+        """Rolls complete hours of raw results into hourly summaries and complete days of
+        those into daily ones, then drops what is past its retention."""
+        now_s = now.timestamp()
+        hour_end = int(now_s // 3600) * 3600
+        day_end = int(now_s // 86400) * 86400
+        with self.transaction() as db:
+            rolled = float(self._meta(db, "rolled_hourly", "0"))
+            start = rolled if rolled else (db.execute("SELECT min(at) FROM results").fetchone()[0] or hour_end)
+            start = int(start // 3600) * 3600
+            if start < hour_end:
+                _rollup_raw(db, start, hour_end)
+                self._set_meta(db, "rolled_hourly", str(hour_end))
+            rolled_days = float(self._meta(db, "rolled_daily", "0"))
+            start = rolled_days if rolled_days else (
+                db.execute("SELECT min(bucket) FROM rollup WHERE resolution=3600").fetchone()[0] or day_end
+            )
+            start = int(start // 86400) * 86400
+            if start < day_end:
+                db.execute(
+                    "INSERT OR REPLACE INTO rollup (resolution, bucket, target, probe, item, metric, n, total, lo, hi)"
+                    " SELECT 86400, (bucket / 86400) * 86400, target, probe, item, metric, sum(n), sum(total),"
+                    " min(lo), max(hi) FROM rollup WHERE resolution=3600 AND bucket >= ? AND bucket < ?"
+                    " GROUP BY 2, target, probe, item, metric",
+                    (start, day_end),
+                )
+                self._set_meta(db, "rolled_daily", str(day_end))
+            db.execute("DELETE FROM results WHERE at < ?", (now_s - raw.total_seconds(),))
+            db.execute("DELETE FROM rollup WHERE resolution=3600 AND bucket < ?", (now_s - hourly.total_seconds(),))
+            db.execute("DELETE FROM rollup WHERE resolution=86400 AND bucket < ?", (now_s - daily.total_seconds(),))
+            db.execute(
+                "DELETE FROM latest WHERE rowid IN (SELECT latest.rowid FROM latest"
+                " WHERE json_extract(data, '$.at') < ?)",
+                ((now - max(raw, timedelta(days=1))).isoformat(),),
+            )
+
+    def series(
+        self, target: str, probe: str, metric: str, start: datetime, end: datetime, *, item: str | None = None
+    ) -> list[tuple[datetime, float, float, float, str]]:
+        """(time, mean, min, max, item) points from the finest data kept for the period."""
+        points: list[tuple[datetime, float, float, float, str]] = []
+        s, e = start.timestamp(), end.timestamp()
+        item_sql, item_args = ("AND item=?", [item]) if item is not None else ("", [])
+        if metric == "_up":
+            raw = self.query(
+                f"SELECT at, status, item FROM results WHERE target=? AND probe=? {item_sql} AND at>=? AND at<? ORDER BY at",
+                [target, probe, *item_args, s, e],
+            )
+            raw_points = [(r["at"], 1.0 if r["status"] == "ok" else 0.0, r["item"]) for r in raw]
+        else:
+            raw = self.query(
+                f"SELECT at, json_extract(metrics, '$.' || ?) AS v, item FROM results WHERE target=? AND probe=?"
+                f" {item_sql} AND at>=? AND at<? AND v IS NOT NULL ORDER BY at",
+                [metric, target, probe, *item_args, s, e],
+            )
+            raw_points = [(r["at"], float(r["v"]), r["item"]) for r in raw]
+        raw_start = raw_points[0][0] if raw_points else e
+        for resolution in (86400, 3600):
+            rows = self.query(
+                f"SELECT bucket, n, total, lo, hi, item FROM rollup WHERE resolution=? AND target=? AND probe=?"
+                f" AND metric=? {item_sql} AND bucket>=? AND bucket<? ORDER BY bucket",
+                [resolution, target, probe, metric, *item_args, s, e],
+            )
+            for r in rows:
+                if r["bucket"] + resolution <= raw_start and not any(
+                    p[0].timestamp() == r["bucket"] and p[4] == r["item"] for p in points
+                ):
+                    points.append(
+                        (datetime.fromtimestamp(r["bucket"], UTC), r["total"] / r["n"], r["lo"], r["hi"], r["item"])
+                    )
+        points.sort(key=lambda p: p[0])
+        points.extend((datetime.fromtimestamp(at, UTC), v, v, v, it) for at, v, it in raw_points)
+        return points
+
+    @staticmethod
+    def _meta(db: sqlite3.Connection, key: str, default: str) -> str:
+        row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    @staticmethod
+    def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # --------------------------------------------------------------------- outbox
+
+    def enqueue(
+        self,
+        db: sqlite3.Connection,
+        *,
+        incident_id: int,
+        integration: str,
+        role: str,
+        action: str,
+        payload: dict[str, Any],
+        now: datetime,
+    ) -> int:
+        cursor = db.execute(
+            "INSERT INTO outbox (incident_id, integration, role, action, payload, created_at, due_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (incident_id, integration, role, action, json.dumps(payload), now.isoformat(), now.timestamp()),
+        )
+        self.writes += 1
+        return int(cursor.lastrowid or 0)
+
+    def due_actions(self, now: datetime, limit: int = 50, *, integration: str | None = None) -> list[OutboxRow]:
+        """Pending actions whose time has come and that no earlier action for the same
+        incident and integration is still waiting on (comments follow their ticket)."""
+        only = "AND o.integration=?" if integration is not None else ""
+        params: list[Any] = [now.timestamp()]
+        if integration is not None:
+            params.append(integration)
+        rows = self.query(
+            f"SELECT * FROM outbox o WHERE o.state='pending' AND o.due_at <= ? {only} AND NOT EXISTS ("
+            " SELECT 1 FROM outbox p WHERE p.incident_id=o.incident_id AND p.integration=o.integration"
+            " AND p.id < o.id AND p.state='pending') ORDER BY o.id LIMIT ?",
+            (*params, limit),
+        )
+        return [_outbox_row(r) for r in rows]
+
+    def next_due(self, integration: str | None = None) -> float | None:
+        if integration is None:
+            row = self.query("SELECT min(due_at) FROM outbox WHERE state='pending'")
+        else:
+            row = self.query("SELECT min(due_at) FROM outbox WHERE state='pending' AND integration=?", (integration,))
+        return row[0][0] if row else None
+
+    def outbox(self, *, incident_id: int | None = None, states: Iterable[str] | None = None) -> list[OutboxRow]:
+        sql = "SELECT * FROM outbox"
+        clauses, params = [], []
+        if incident_id is not None:
+            clauses.append("incident_id=?")
+            params.append(incident_id)
+        if states is not None:
+            states = list(states)
+            clauses.append(f"state IN ({','.join('?' * len(states))})")
+            params.extend(states)
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        return [_outbox_row(r) for r in self.query(sql + " ORDER BY id", params)]
+
+    def outbox_counts(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.query("SELECT state, count(*) FROM outbox GROUP BY state")}
+
+    def mark_done(self, action_id: int, now: datetime) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET state='done', done_at=?, attempts=attempts+1, last_error=NULL WHERE id=?",
+                (now.isoformat(), action_id),
+            )
+
+    def mark_retry(self, action_id: int, error: str, due: datetime) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET attempts=attempts+1, last_error=?, due_at=? WHERE id=?",
+                (error, due.timestamp(), action_id),
+            )
+
+    def mark_failed(self, action_id: int, error: str, now: datetime) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET state='failed', attempts=attempts+1, last_error=?, done_at=? WHERE id=?",
+                (error, now.isoformat(), action_id),
+            )
+
+    def retry_failed(self, now: datetime, incident_id: int | None = None) -> int:
+        """Puts permanently failed actions back in the queue, after the config was fixed."""
+        with self.transaction() as db:
+            sql = "UPDATE outbox SET state='pending', due_at=? WHERE state='failed'"
+            params: list[Any] = [now.timestamp()]
+            if incident_id is not None:
+                sql += " AND incident_id=?"
+                params.append(incident_id)
+            return db.execute(sql, params).rowcount
+
+    # ------------------------------------------------------------------- commands
+
+    def request(self, kind: str, incident_id: int, by: str, note: str, now: datetime) -> int:
+        """Queues a request (ack, resolve) for whichever process owns the incidents."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO commands (kind, incident_id, requested_by, note, created_at) VALUES (?, ?, ?, ?, ?)",
+                (kind, incident_id, by, note, now.isoformat()),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def pending_requests(self) -> list[sqlite3.Row]:
+        return self.query("SELECT * FROM commands WHERE done_at IS NULL ORDER BY id")
+
+    def finish_request(self, request_id: int, outcome: str, now: datetime) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE commands SET done_at=?, outcome=? WHERE id=?", (now.isoformat(), outcome, request_id))
+
+    def request_outcome(self, request_id: int) -> str | None:
+        rows = self.query("SELECT outcome FROM commands WHERE id=? AND done_at IS NOT NULL", (request_id,))
+        return rows[0]["outcome"] if rows else None
+
+    # -------------------------------------------------------------------- tickets
+
+    def set_ticket(self, incident_id: int, integration: str, external_id: str, url: str | None, now: datetime) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO tickets (incident_id, integration, external_id, url, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (incident_id, integration, external_id, url, now.isoformat()),
+            )
+
+    def ticket(self, incident_id: int, integration: str) -> tuple[str, str | None] | None:
+        rows = self.query(
+            "SELECT external_id, url FROM tickets WHERE incident_id=? AND integration=?", (incident_id, integration)
+        )
+        return (rows[0]["external_id"], rows[0]["url"]) if rows else None
+
+    def tickets(self, incident_id: int) -> list[dict[str, Any]]:
+        rows = self.query("SELECT integration, external_id, url FROM tickets WHERE incident_id=?", (incident_id,))
+        return [dict(r) for r in rows]
+
+
+def _rollup_raw(db: sqlite3.Connection, start: float, end: float) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO rollup (resolution, bucket, target, probe, item, metric, n, total, lo, hi)"
+        " SELECT 3600, CAST(at / 3600 AS INTEGER) * 3600 AS b, target, probe, item, j.key, count(*),"
+        " sum(j.value), min(j.value), max(j.value) FROM results, json_each(results.metrics) AS j"
+        " WHERE at >= ? AND at < ? AND j.type IN ('integer', 'real') GROUP BY b, target, probe, item, j.key",
+        (start, end),
+    )
+    db.execute(
+        "INSERT OR REPLACE INTO rollup (resolution, bucket, target, probe, item, metric, n, total, lo, hi)"
+        " SELECT 3600, CAST(at / 3600 AS INTEGER) * 3600 AS b, target, probe, item, '_up', count(*),"
+        " sum(status = 'ok'), min(status = 'ok'), max(status = 'ok') FROM results"
+        " WHERE at >= ? AND at < ? GROUP BY b, target, probe, item",
+        (start, end),
+    )
+
+
+def _outbox_row(r: sqlite3.Row) -> OutboxRow:
+    return OutboxRow(
+        id=r["id"],
+        incident_id=r["incident_id"],
+        integration=r["integration"],
+        role=r["role"],
+        action=r["action"],
+        payload=json.loads(r["payload"]),
+        state=r["state"],
+        attempts=r["attempts"],
+        created_at=r["created_at"],
+        due_at=r["due_at"],
+        last_error=r["last_error"],
+        done_at=r["done_at"],
+    )
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
