@@ -172,7 +172,15 @@ class CommandResult:
 
 
 class TransportError(Exception):
-    """The command could not be run or did not finish: the probe cannot tell."""
+    """The command could not be run or did not finish: the probe cannot tell.
+
+    ``reason`` becomes the Result's reason, so rules can tell a changed SSH host key
+    (``host_key_changed``) or refused credentials (``auth``) from a plain timeout.
+    """
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class CommandRunner(Protocol):
@@ -237,7 +245,7 @@ def run_probe(
         outcome = probe.check(ctx)
         outcomes = outcome if isinstance(outcome, list) else [outcome]
     except TransportError as exc:
-        outcomes = [Outcome.error(str(exc))]
+        outcomes = [Outcome.error(str(exc), reason=exc.reason)]
     except Exception as exc:  # a bug in a probe must not kill the scheduler
         log.exception("probe %s on %s raised", probe_id, ctx.target)
         outcomes = [Outcome.error(f"probe crashed: {type(exc).__name__}: {exc}")]
