@@ -748,7 +748,12 @@ def _validation_issues(exc: ValidationError, located: Located, root: type[BaseMo
             elif kind.startswith("list_"):
                 hint = "this takes a list: [a, b] or '- a' lines"
         issues.append(ConfigIssue(mark, format_path(path), message, hint))
-    return issues
+    # A union reports each member's complaint; the deepest path is the useful one.
+    paths = {i.path for i in issues}
+    return [
+        i for i in issues
+        if not any(p != i.path and (p.startswith(i.path + ".") or p.startswith(i.path + "[")) for p in paths)
+    ]
 
 
 def _short(value: Any) -> str:
@@ -770,21 +775,18 @@ def _example_for(field_name: str) -> str:
 
 
 def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
-    """Drops pydantic's union tags and wrapper names from a location, keeping real keys."""
+    """Keeps the parts of a pydantic location that exist in the data (dropping union tags
+    and member names), plus a final key the data lacks (a missing field)."""
     path: list[Any] = []
     node = data
-    for part in loc:
-        if isinstance(node, list) and isinstance(part, int) and part < len(node) or isinstance(node, dict) and part in node:
+    for index, part in enumerate(loc):
+        if isinstance(node, list) and isinstance(part, int) and part < len(node):
             path.append(part)
             node = node[part]
-        elif isinstance(part, str) and (part.startswith(("function-", "tagged-union")) or "[" in part):
-            continue
-        elif isinstance(node, dict) and part not in node:
-            # a key the data lacks: either a union tag (skip) or the missing key itself (keep, last)
-            if part == loc[-1]:
-                path.append(part)
-            continue
-        else:
+        elif isinstance(node, dict) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and index == len(loc) - 1:
             path.append(part)
     return tuple(path)
 

@@ -67,7 +67,7 @@ class Engine:
             self.targets = config.targets
             self.routes: dict[str, list[str]] = {"tickets": [], "paging": []}
             for role, kind, cfg in m.integrations.entries():
-                self.routes[role].append(cfg.name or kind)
+                self.routes[role].append(f"{role}/{cfg.name or kind}")
             base = f"http://{m.listen}" if m.listen else None
             self.status_url = base + "/" if base else None
             live = {(t.name, s.id) for t in m.targets for s in t.probe_specs()}

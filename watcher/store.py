@@ -15,12 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from probes.base import Result
 from watcher.incident import Event, Incident
 
-__all__ = ["Store", "OutboxRow", "SCHEMA_VERSION"]
+__all__ = ["Store", "OutboxRow", "Point", "SCHEMA_VERSION", "ROLLUP_DELAY"]
 
 MIGRATIONS: list[str] = [
     # 1: the spine
@@ -122,8 +122,44 @@ MIGRATIONS: list[str] = [
         outcome TEXT
     );
     """,
+    # 2: which kind of probe wrote each series, kept as long as its summaries, so the
+    # audits find disk and load history after the raw results that named it are gone
+    """
+    CREATE TABLE IF NOT EXISTS checks (
+        target TEXT NOT NULL,
+        probe TEXT NOT NULL,
+        item TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        last_at REAL NOT NULL,
+        PRIMARY KEY (target, probe, item)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+HOUR = 3600
+DAY = 86400
+# How long after an hour ends its results are rolled up: results are stamped when the
+# probe starts and stored when it finishes, at most a timeout later.
+ROLLUP_DELAY = timedelta(minutes=15)
+
+
+class Point(NamedTuple):
+    """A moment of a series: one raw result (``span`` 0) or an hourly or daily summary
+    starting at ``at`` and covering ``span`` seconds of ``n`` results."""
+
+    at: datetime
+    mean: float
+    lo: float
+    hi: float
+    item: str
+    n: int = 1
+    span: float = 0.0
+
+    @property
+    def middle(self) -> datetime:
+        return self.at + timedelta(seconds=self.span / 2)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -357,34 +393,49 @@ class Store:
 
     def compact(self, now: datetime, *, raw: timedelta, hourly: timedelta, daily: timedelta) -> None:
         """Rolls complete hours of raw results into hourly summaries and complete days of
-        those into daily ones, then drops what is past its retention."""
+        those into daily ones, then drops what is past its retention.
+
+        An hour is rolled once it ended ``ROLLUP_DELAY`` ago, so a result stamped when its
+        probe started but stored when it finished still counts. Nothing is dropped before
+        it is rolled, whatever the retention says, so the history has no holes.
+        """
         now_s = now.timestamp()
-        hour_end = int(now_s // 3600) * 3600
-        day_end = int(now_s // 86400) * 86400
+        hour_end = _floor(now_s - ROLLUP_DELAY.total_seconds(), HOUR)
+        day_end = _floor(hour_end, DAY)
         with self.transaction() as db:
             rolled = float(self._meta(db, "rolled_hourly", "0"))
-            start = rolled if rolled else (db.execute("SELECT min(at) FROM results").fetchone()[0] or hour_end)
-            start = int(start // 3600) * 3600
-            if start < hour_end:
-                _rollup_raw(db, start, hour_end)
+            if not rolled:
+                oldest = db.execute("SELECT min(at) FROM results").fetchone()[0]
+                rolled = _floor(oldest, HOUR) if oldest is not None else hour_end
+            if rolled < hour_end:
+                _rollup_raw(db, rolled, hour_end)
+                _catalog(db, rolled, hour_end)
                 self._set_meta(db, "rolled_hourly", str(hour_end))
+                rolled = hour_end
             rolled_days = float(self._meta(db, "rolled_daily", "0"))
-            start = rolled_days if rolled_days else (
-                db.execute("SELECT min(bucket) FROM rollup WHERE resolution=3600").fetchone()[0] or day_end
-            )
-            start = int(start // 86400) * 86400
-            if start < day_end:
+            if not rolled_days:
+                oldest = db.execute("SELECT min(bucket) FROM rollup WHERE resolution=3600").fetchone()[0]
+                rolled_days = _floor(oldest, DAY) if oldest is not None else day_end
+            if rolled_days < day_end:
                 db.execute(
                     "INSERT OR REPLACE INTO rollup (resolution, bucket, target, probe, item, metric, n, total, lo, hi)"
                     " SELECT 86400, (bucket / 86400) * 86400, target, probe, item, metric, sum(n), sum(total),"
                     " min(lo), max(hi) FROM rollup WHERE resolution=3600 AND bucket >= ? AND bucket < ?"
                     " GROUP BY 2, target, probe, item, metric",
-                    (start, day_end),
+                    (rolled_days, day_end),
                 )
                 self._set_meta(db, "rolled_daily", str(day_end))
-            db.execute("DELETE FROM results WHERE at < ?", (now_s - raw.total_seconds(),))
-            db.execute("DELETE FROM rollup WHERE resolution=3600 AND bucket < ?", (now_s - hourly.total_seconds(),))
+                rolled_days = day_end
+            db.execute("DELETE FROM results WHERE at < ?", (min(now_s - raw.total_seconds(), rolled),))
+            db.execute(
+                "DELETE FROM rollup WHERE resolution=3600 AND bucket < ?",
+                (min(now_s - hourly.total_seconds(), rolled_days),),
+            )
             db.execute("DELETE FROM rollup WHERE resolution=86400 AND bucket < ?", (now_s - daily.total_seconds(),))
+            db.execute(
+                "DELETE FROM checks WHERE last_at < ?",
+                (now_s - max(raw, hourly, daily).total_seconds(),),
+            )
             db.execute(
                 "DELETE FROM latest WHERE rowid IN (SELECT latest.rowid FROM latest"
                 " WHERE json_extract(data, '$.at') < ?)",
@@ -393,41 +444,79 @@ class Store:
 
     def series(
         self, target: str, probe: str, metric: str, start: datetime, end: datetime, *, item: str | None = None
-    ) -> list[tuple[datetime, float, float, float, str]]:
-        """(time, mean, min, max, item) points from the finest data kept for the period."""
-        points: list[tuple[datetime, float, float, float, str]] = []
+    ) -> list[Point]:
+        """One metric's points in [start, end) from the finest data kept: raw results where
+        they still exist, hourly summaries before those, daily ones before those, never two
+        resolutions for the same stretch of one item. ``_up`` is 1 for ok, 0 otherwise.
+
+        A summary belongs to the period if its middle does. Sorted by time, then item.
+        """
         s, e = start.timestamp(), end.timestamp()
         item_sql, item_args = ("AND item=?", [item]) if item is not None else ("", [])
         if metric == "_up":
-            raw = self.query(
-                f"SELECT at, status, item FROM results WHERE target=? AND probe=? {item_sql} AND at>=? AND at<? ORDER BY at",
+            rows = self.query(
+                f"SELECT at, status = 'ok' AS v, item FROM results WHERE target=? AND probe=? {item_sql}"
+                " AND at>=? AND at<? ORDER BY at",
                 [target, probe, *item_args, s, e],
             )
-            raw_points = [(r["at"], 1.0 if r["status"] == "ok" else 0.0, r["item"]) for r in raw]
         else:
-            raw = self.query(
-                f"SELECT at, json_extract(metrics, '$.' || ?) AS v, item FROM results WHERE target=? AND probe=?"
-                f" {item_sql} AND at>=? AND at<? AND v IS NOT NULL ORDER BY at",
-                [metric, target, probe, *item_args, s, e],
+            rows = self.query(
+                f"SELECT at, json_extract(metrics, ?) AS v, item FROM results WHERE target=? AND probe=? {item_sql}"
+                " AND at>=? AND at<? AND v IS NOT NULL ORDER BY at",
+                [f'$."{metric}"', target, probe, *item_args, s, e],
             )
-            raw_points = [(r["at"], float(r["v"]), r["item"]) for r in raw]
-        raw_start = raw_points[0][0] if raw_points else e
-        for resolution in (86400, 3600):
+        points: list[Point] = []
+        covered_from: dict[str, float] = {}
+        for r in rows:
+            value = float(r["v"])
+            points.append(Point(datetime.fromtimestamp(r["at"], UTC), value, value, value, r["item"]))
+            covered_from.setdefault(r["item"], r["at"])
+        for resolution in (HOUR, DAY):
+            half = resolution / 2
             rows = self.query(
                 f"SELECT bucket, n, total, lo, hi, item FROM rollup WHERE resolution=? AND target=? AND probe=?"
                 f" AND metric=? {item_sql} AND bucket>=? AND bucket<? ORDER BY bucket",
-                [resolution, target, probe, metric, *item_args, s, e],
+                [resolution, target, probe, metric, *item_args, s - half, e - half],
             )
+            earliest: dict[str, float] = {}
             for r in rows:
-                if r["bucket"] + resolution <= raw_start and not any(
-                    p[0].timestamp() == r["bucket"] and p[4] == r["item"] for p in points
-                ):
-                    points.append(
-                        (datetime.fromtimestamp(r["bucket"], UTC), r["total"] / r["n"], r["lo"], r["hi"], r["item"])
+                limit = covered_from.get(r["item"])
+                if limit is not None and r["bucket"] + resolution > limit:
+                    continue
+                points.append(
+                    Point(
+                        datetime.fromtimestamp(r["bucket"], UTC),
+                        r["total"] / r["n"],
+                        float(r["lo"]),
+                        float(r["hi"]),
+                        r["item"],
+                        int(r["n"]),
+                        float(resolution),
                     )
-        points.sort(key=lambda p: p[0])
-        points.extend((datetime.fromtimestamp(at, UTC), v, v, v, it) for at, v, it in raw_points)
+                )
+                earliest.setdefault(r["item"], r["bucket"])
+            covered_from.update(earliest)
+        points.sort(key=lambda p: (p.at, p.item))
         return points
+
+    def series_keys(self, since: datetime | None = None) -> list[tuple[str, str, str, str]]:
+        """(target, probe, item, kind) of every series with history, newest knowledge first:
+        the latest results, then the catalog that compaction keeps."""
+        found: dict[tuple[str, str, str], str] = {}
+        for r in self.latest():
+            found.setdefault(r.key, r.kind)
+        cutoff = since.timestamp() if since is not None else 0.0
+        for row in self.query("SELECT target, probe, item, kind FROM checks WHERE last_at >= ?", (cutoff,)):
+            found.setdefault((row["target"], row["probe"], row["item"]), row["kind"])
+        return sorted((t, p, i, k) for (t, p, i), k in found.items())
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self.query("SELECT value FROM meta WHERE key=?", (key,))
+        return rows[0]["value"] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            self._set_meta(db, key, value)
 
     @staticmethod
     def _meta(db: sqlite3.Connection, key: str, default: str) -> str:
@@ -570,6 +659,22 @@ class Store:
     def tickets(self, incident_id: int) -> list[dict[str, Any]]:
         rows = self.query("SELECT integration, external_id, url FROM tickets WHERE incident_id=?", (incident_id,))
         return [dict(r) for r in rows]
+
+
+def _floor(seconds: float, size: int) -> float:
+    return float(int(seconds // size) * size)
+
+
+def _catalog(db: sqlite3.Connection, start: float, end: float) -> None:
+    """Remembers the kind behind each rolled series (the rollup rows do not carry it)."""
+    db.execute(
+        "INSERT INTO checks (target, probe, item, kind, last_at)"
+        " SELECT target, probe, item, kind, max(at) FROM results WHERE at >= ? AND at < ?"
+        " GROUP BY target, probe, item"
+        " ON CONFLICT (target, probe, item) DO UPDATE SET kind=excluded.kind, last_at=excluded.last_at"
+        " WHERE excluded.last_at >= checks.last_at",
+        (start, end),
+    )
 
 
 def _rollup_raw(db: sqlite3.Connection, start: float, end: float) -> None:

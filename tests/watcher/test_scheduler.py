@@ -1,0 +1,103 @@
+"""The scheduler: intervals, no double starts, a watchdog for runs that never end."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from probes.base import Outcome, Probe, ProbeConfig, ProbeContext, Result
+from tests.helpers import config_from
+from watcher.httpclient import HttpClients
+from watcher.metrics import Metrics
+from watcher.scheduler import Job, Scheduler
+
+
+class Stuck(Probe):
+    """Ignores its timeout until released, like a probe wedged in a C call."""
+
+    kind = "command"
+
+    def __init__(self) -> None:
+        super().__init__(ProbeConfig())
+        self.release = threading.Event()
+        self.calls = 0
+
+    def check(self, ctx: ProbeContext) -> Outcome:
+        self.calls += 1
+        self.release.wait(30)
+        return Outcome.ok("finally")
+
+
+class Crashing(Probe):
+    kind = "command"
+
+    def check(self, ctx: ProbeContext) -> Outcome:
+        raise ZeroDivisionError("a bug inside the probe")
+
+
+def _job(tmp_path: Path, probe: Probe, *, interval: float, timeout: float) -> Job:
+    config = config_from(tmp_path, "site: acme\ntargets: [{name: t, probes: [{command: {run: [/bin/true]}}]}]\n")
+    target = config.model.targets[0]
+    spec = target.probe_specs()[0]
+    ctx = ProbeContext(site="acme", target="t", host=None, labels={}, timeout=timeout, http=HttpClients())
+    return Job(target, spec, probe, ctx, interval, timeout)
+
+
+def _wait(predicate, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not predicate():
+        time.sleep(0.02)
+    assert predicate()
+
+
+def test_a_run_past_its_turn_is_not_started_twice_and_the_watchdog_reports_it(tmp_path: Path) -> None:
+    probe = Stuck()
+    results: list[Result] = []
+    metrics = Metrics()
+    scheduler = Scheduler(
+        [_job(tmp_path, probe, interval=0.2, timeout=0.5)], workers=4, on_results=results.extend, metrics=metrics, jitter=False
+    )
+    scheduler.start()
+    try:
+        _wait(lambda: results, timeout=20)
+        assert results[0].status == "error" and "did not finish within its timeout" in results[0].message
+        _wait(lambda: metrics.scheduler_skipped._value.get() >= 3)
+        assert probe.calls == 1
+        probe.release.set()
+        _wait(lambda: probe.calls >= 2)  # free again: it runs at its next turn
+    finally:
+        probe.release.set()
+        scheduler.stop()
+    late = [r for r in results if r.message == "finally"]
+    assert len(late) <= len(results) - 1  # the first, overdue run's late result was dropped
+
+
+def test_a_crashing_probe_becomes_an_error_result_and_the_scheduler_goes_on(tmp_path: Path) -> None:
+    results: list[Result] = []
+    scheduler = Scheduler(
+        [_job(tmp_path, Crashing(ProbeConfig()), interval=0.1, timeout=1)],
+        workers=2,
+        on_results=results.extend,
+        metrics=Metrics(),
+        jitter=False,
+    )
+    scheduler.start()
+    try:
+        _wait(lambda: len(results) >= 3)
+    finally:
+        scheduler.stop()
+    assert all(r.status == "error" and "ZeroDivisionError" in r.message for r in results)
+
+
+def test_run_round_reports_every_check_even_one_that_hangs(tmp_path: Path) -> None:
+    stuck = Stuck()
+    scheduler = Scheduler(
+        [_job(tmp_path, stuck, interval=60, timeout=0.2)], workers=2, on_results=lambda r: None, metrics=Metrics()
+    )
+    try:
+        [result] = scheduler.run_round()
+    finally:
+        stuck.release.set()
+        scheduler.stop(wait_for_probes=False)
+    assert result.status == "error" and result.reason == "timeout"
