@@ -780,10 +780,7 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
     path: list[Any] = []
     node = data
     for index, part in enumerate(loc):
-        if isinstance(node, list) and isinstance(part, int) and part < len(node):
-            path.append(part)
-            node = node[part]
-        elif isinstance(node, dict) and part in node:
+        if isinstance(node, list) and isinstance(part, int) and part < len(node) or isinstance(node, dict) and part in node:
             path.append(part)
             node = node[part]
         elif isinstance(node, dict) and index == len(loc) - 1:
