@@ -16,6 +16,7 @@ __all__ = ["REGISTRY", "integration_class", "kinds"]
 REGISTRY: dict[str, str] = {
     "email": "integrations.email:EmailIntegration",
     "webhook": "integrations.webhook:WebhookIntegration",
+    "request_tracker": "integrations.request_tracker:RequestTrackerIntegration",
 }
 
 
