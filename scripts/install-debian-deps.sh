@@ -22,13 +22,13 @@ packages=(
   openssh-server openssh-client
   postfix dovecot-imapd dovecot-pop3d ssl-cert
   request-tracker5 rt5-db-sqlite rt5-standalone
-  prometheus
+  prometheus prometheus-blackbox-exporter
   monitoring-plugins-basic monitoring-plugins-standard
   chromium
   iproute2 procps util-linux sqlite3 ca-certificates
 )
 if [ "$want_bench" = 1 ]; then
-  packages+=(prometheus-blackbox-exporter nginx-light monitoring-plugins)
+  packages+=(nginx-light monitoring-plugins)
 fi
 
 missing=()
