@@ -149,6 +149,8 @@ class WebServer:
             allowed.append(route.method)
             if route.method != request.method:
                 continue
+            if route.token and not self.api_token:
+                return json_response({"error": "this endpoint is off: set api_token in watcher.yml to enable it"}, 403)
             if route.token and not self._authorised(request):
                 return json_response({"error": "a valid Authorization: Bearer token is needed"}, 401)
             request.params = match.groupdict()
