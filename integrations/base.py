@@ -34,7 +34,7 @@ __all__ = [
     "error_for_status",
 ]
 
-Role = Literal["tickets", "paging"]
+Role = Literal["tickets", "paging", "escalation"]
 
 
 class DeliveryError(Exception):
@@ -124,6 +124,7 @@ class TicketContent:
     text: str = ""  # the comment, recovery note or escalation note for this action
     action: str = ""  # what this delivery does: open, comment, resolve, page, ...
     delivery_id: int = 0  # the outbox row, unique per delivery: receivers can dedup on it
+    escalation: int = 0  # escalation steps notified so far (an ``escalate`` action: its step)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -22,8 +22,10 @@ import integrations as integration_registry
 from integrations.base import Integration, IntegrationEnv
 from probes.base import ProbeContext, Result
 from watcher import __version__
+from watcher.acks import HelpdeskPoller
 from watcher.config import Config, ConfigError, load_config
 from watcher.engine import Engine
+from watcher.escalation import ESCALATION_ROUTE, EscalationMailer
 from watcher.httpclient import HttpClients
 from watcher.incident import public_view
 from watcher.metrics import Metrics
@@ -95,6 +97,8 @@ def build_integrations(config: Config, http: HttpClients) -> dict[str, Integrati
     for role, kind, cfg in config.model.integrations.entries():
         cls = integration_registry.integration_class(kind)
         out[f"{role}/{cfg.name or kind}"] = cls(cfg, env, role)
+    if any(c.email for c in config.model.contacts.escalation):
+        out[ESCALATION_ROUTE] = EscalationMailer(env)
     return out
 
 
@@ -220,6 +224,7 @@ class App:
         self.dispatcher = Dispatcher(self.store, build_integrations(self.config, self.http), self.metrics)
         self.engine = Engine(self.config, self.store, on_enqueue=self.dispatcher.wake)
         self.sink = ResultSink(self.engine, self.store, lambda: self.config)
+        self.poller = HelpdeskPoller(self.engine, self.store, build_integrations(self.config, self.http))
         self.scheduler = self._scheduler(self.config)
         self.metrics.watch_results(self.engine.latest)
         self.metrics.watch_state(self.engine.incident_counts, self.store.outbox_counts)
@@ -247,6 +252,7 @@ class App:
             self.web.start()
         self.dispatcher.start()
         self.sink.start()
+        self.poller.start()
         self.scheduler.start()
         log.info(
             "watcher %s started for site %s: %d targets, %d checks, tickets via %s, paging via %s",
@@ -279,6 +285,7 @@ class App:
         log.info("stopping: finishing running checks and deliveries")
         self.scheduler.stop(wait_for_probes=True)
         self.sink.stop()
+        self.poller.stop()
         self.dispatcher.stop()
         if self.web:
             self.web.stop()
@@ -309,6 +316,8 @@ class App:
         self.engine.configure(new)
         self.scheduler = self._scheduler(new)
         self.dispatcher.start()
+        self.poller.replace(build_integrations(new, self.http))
+        self.poller.start()
         self.scheduler.start()
         self.metrics.config_reloads.labels("ok").inc()
         log.info("config reloaded: %d targets, %d checks", len(new.model.targets), len(self.scheduler.jobs))

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from probes.base import Result
 from watcher import tracker
 from watcher.config import Config
+from watcher.escalation import ESCALATION_ROUTE
 from watcher.incident import Action, Incident, fingerprint_of
 from watcher.render import ticket_content
 from watcher.store import Store
@@ -62,12 +63,16 @@ class Engine:
                 resolve_after=m.defaults.resolve_after,
                 reopen_within=m.defaults.reopen_within,
                 comment_every=m.defaults.comment_every,
-                escalation_steps=len(m.contacts.escalation),
+                escalation_chain=tuple(
+                    f"{c.name} ({c.role})" if c.name and c.role else c.label for c in m.contacts.escalation
+                ),
             )
             self.targets = config.targets
-            self.routes: dict[str, list[str]] = {"tickets": [], "paging": []}
+            self.routes: dict[str, list[str]] = {"tickets": [], "paging": [], "escalation": []}
             for role, kind, cfg in m.integrations.entries():
                 self.routes[role].append(f"{role}/{cfg.name or kind}")
+            if any(c.email for c in m.contacts.escalation):
+                self.routes["escalation"].append(ESCALATION_ROUTE)
             base = f"http://{m.listen}" if m.listen else None
             self.status_url = base + "/" if base else None
             live = {(t.name, s.id) for t in m.targets for s in t.probe_specs()}

@@ -12,9 +12,11 @@ __all__ = ["Action", "Event", "Hold", "Incident", "State", "fingerprint_of", "AC
 State = Literal["pending", "open", "acknowledged", "resolved"]
 ACTIVE_STATES = ("open", "acknowledged")
 
-# Ticket actions go to every ticketer, page actions to every pager.
+# Ticket actions go to every ticketer, page actions to every pager, escalations to the
+# escalation chain's contacts.
 TICKET_ACTIONS = frozenset({"open", "comment", "priority", "resolve", "reopen"})
 PAGE_ACTIONS = frozenset({"page", "page_ack", "page_resolve"})
+ESCALATION_ACTIONS = frozenset({"escalate"})
 
 
 def fingerprint_of(site: str, target: str, group: str) -> str:
@@ -50,6 +52,8 @@ class Action:
 
     @property
     def role(self) -> str:
+        if self.kind in ESCALATION_ACTIONS:
+            return "escalation"
         return "paging" if self.kind in PAGE_ACTIONS else "tickets"
 
 
@@ -86,6 +90,7 @@ class Incident:
     rules: list[str] = field(default_factory=list)
     summary: str = ""
     notified_summary: str = ""
+    notified_priority: str | None = None  # what the ticket was last told; None: the current one
     message: str = ""
     reason: str = ""
     evidence: str = ""

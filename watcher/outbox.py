@@ -192,6 +192,8 @@ class Dispatcher:
             integration.page_acknowledge(content)
         elif row.action == "page_resolve":
             integration.page_resolve(content)
+        elif row.action == "escalate":
+            integration.page(content)
         else:
             raise PermanentError(f"unknown page action {row.action!r}")
 

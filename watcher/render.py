@@ -70,6 +70,7 @@ def ticket_content(
         url=status_url,
         text=text,
         action=action,
+        escalation=incident.escalation,
     )
 
 

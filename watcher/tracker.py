@@ -25,7 +25,9 @@ from rules.model import Rule, render_template
 from watcher.incident import Action, Event, Hold, Incident, fingerprint_of
 from watcher.sla import BusinessCalendar, deadline
 
-__all__ = ["Policy", "Step", "observe", "acknowledge", "resolve_by_hand", "tick", "fingerprint_of"]
+__all__ = ["Policy", "Step", "observe", "acknowledge", "resolve_by_hand", "tick", "fingerprint_of", "escalation_due"]
+
+DEFAULT_ESCALATION_CHAIN = ("Senior Product Manager", "VP of Business", "CTO")
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,16 @@ class Policy:
     reopen_within: timedelta = timedelta(hours=1)
     comment_every: timedelta = timedelta(minutes=15)
     default_repage: timedelta = timedelta(minutes=30)
-    escalation_steps: int = 3
+    # who each escalation step reaches, in order (labels for the ticket and timeline)
+    escalation_chain: tuple[str, ...] = DEFAULT_ESCALATION_CHAIN
 
     @property
     def site(self) -> str:
         return self.rules.site
+
+    @property
+    def escalation_steps(self) -> int:
+        return len(self.escalation_chain)
 
 
 @dataclass
@@ -208,6 +215,7 @@ def _open(incident: Incident, firing: Sequence[Rule], result: Result, policy: Po
     incident.runbook = rule.runbook or incident.runbook
     incident.summary = _summary(rule, result, policy, incident.host)
     incident.notified_summary = incident.summary
+    incident.notified_priority = rule.priority
     incident.occurrences = 1
     incident.response_due, incident.resolve_due = _deadlines(policy, rule.priority, now)
     step.note("opened", f"opened at {rule.priority} by rule {rule.name}: {incident.summary}", now, priority=rule.priority, rule=rule.name)
@@ -232,6 +240,8 @@ def _reopen(incident: Incident, firing: Sequence[Rule], result: Result, policy: 
     incident.ok_streak = 0
     incident.summary = _summary(rule, result, policy, incident.host)
     incident.notified_summary = incident.summary
+    incident.notified_priority = rule.priority
+    incident.last_comment_at = now
     incident.response_due, incident.resolve_due = _deadlines(policy, rule.priority, now)
     incident.paged = False
     incident.escalation = 0
@@ -247,45 +257,67 @@ def _reopen(incident: Incident, firing: Sequence[Rule], result: Result, policy: 
 
 
 def _reprioritise(incident: Incident, firing: Sequence[Rule], result: Result, policy: Policy, now: datetime, step: Step) -> None:
+    """The incident holds at the most urgent firing rule's priority. A raise reaches the
+    ticket at once (unless the ticket already knows that priority); a fall and a changed
+    summary reach it at most once per ``comment_every``, so a value flapping across two
+    rules' thresholds does not become a comment storm."""
     rule = _top(firing, policy)
+    rank = policy.rules.rank
     incident.rules = sorted(r.name for r in firing)
     old = incident.priority or rule.priority
     new = rule.priority
     summary = _summary(rule, result, policy, incident.host)
     incident.summary = summary
-    if policy.rules.rank(new) < policy.rules.rank(old):
+    if rank(new) < rank(old):
         incident.priority = new
         incident.rule = rule.name
         response, resolution = _deadlines(policy, new, now)
         incident.response_due = _earlier(incident.response_due, response) if not incident.acknowledged_at else incident.response_due
         incident.resolve_due = _earlier(incident.resolve_due, resolution)
-        incident.notified_summary = summary
-        incident.last_comment_at = now
         step.note("raised", f"priority raised {old} -> {new} by rule {rule.name}: {summary}", now, old=old, new=new)
         spec = policy.rules.policy(new)
+        told = incident.notified_priority or old
         if incident.ticketed:
-            step.send("priority", f"Priority raised from {old} to {new} ({rule.name}): {summary}\n{result.message}")
+            if rank(new) < rank(told):
+                _told(incident, now)
+                step.send("priority", f"Priority raised from {told} to {new} ({rule.name}): {summary}\n{result.message}")
         elif spec.ticket:
             incident.ticketed = True
+            _told(incident, now)
             step.send("open")
         _page_if_due(incident, policy, now, step)
         return
-    if policy.rules.rank(new) > policy.rules.rank(old):
+    if rank(new) > rank(old):
         incident.priority = new
         incident.rule = rule.name
-        incident.notified_summary = summary
         step.note("lowered", f"now holds at {new} ({rule.name}); was {old}: {summary}", now, old=old, new=new)
-        if incident.ticketed:
-            step.send("comment", f"Condition eased: now {new} ({rule.name}). {summary}")
+    _update_ticket_if_due(incident, policy, now, step, result.message)
+
+
+def _told(incident: Incident, now: datetime) -> None:
+    incident.notified_priority = incident.priority
+    incident.notified_summary = incident.summary
+    incident.last_comment_at = now
+
+
+def _update_ticket_if_due(incident: Incident, policy: Policy, now: datetime, step: Step, message: str) -> None:
+    """Tells the ticket what changed since it last heard, if ``comment_every`` has passed."""
+    told = incident.notified_priority or incident.priority
+    if told == incident.priority and incident.summary == incident.notified_summary:
         return
-    if summary != incident.notified_summary:
-        last = incident.last_comment_at or incident.opened_at or now
-        if now - last >= policy.comment_every:
-            incident.notified_summary = summary
-            incident.last_comment_at = now
-            step.note("changed", f"now: {summary}", now)
-            if incident.ticketed:
-                step.send("comment", f"Now: {summary}\n{result.message}")
+    last = incident.last_comment_at or incident.opened_at or now
+    if now - last < policy.comment_every:
+        return
+    summary = incident.summary
+    if told != incident.priority:
+        action, text = "priority", f"Priority now {incident.priority} (was {told}): {summary}\n{message}"
+    else:
+        step.note("changed", f"now: {summary}", now)
+        action, text = "comment", f"Now: {summary}\n{message}"
+    _told(incident, now)
+    step.changed = True
+    if incident.ticketed:
+        step.send(action, text)
 
 
 def _page_if_due(incident: Incident, policy: Policy, now: datetime, step: Step) -> None:
@@ -349,17 +381,85 @@ def resolve_by_hand(incident: Incident, policy: Policy, now: datetime, *, by: st
 
 
 def tick(incident: Incident, policy: Policy, now: datetime) -> Step:
-    """Time-driven work on an active incident: deferred pages and deadline breaches."""
+    """Time-driven work on an active incident: deferred pages, repages until someone
+    acknowledges, deadline breaches and the escalation chain."""
     step = Step(copy.deepcopy(incident))
     inc = step.incident
     assert inc is not None
-    if not inc.active:
+    if not inc.active or inc.priority is None:
         return step
     _page_if_due(inc, policy, now, step)
-    if inc.response_due and now >= inc.response_due and inc.acknowledged_at is None and "response" not in inc.breaches:
-        inc.breaches.append("response")
-        step.note("breach", f"response deadline {inc.response_due.isoformat(timespec='minutes')} passed unacknowledged", now, deadline="response")
-    if inc.resolve_due and now >= inc.resolve_due and "resolve" not in inc.breaches:
-        inc.breaches.append("resolve")
-        step.note("breach", f"resolution deadline {inc.resolve_due.isoformat(timespec='minutes')} passed unresolved", now, deadline="resolve")
+    _repage_if_due(inc, policy, now, step)
+    for trigger, due, reason in escalation_due(inc, policy, now):
+        inc.breaches.append(trigger)
+        step.note("breach", reason, now, deadline=trigger, due=due.isoformat())
+        spec = policy.rules.policy(inc.priority)
+        if spec.escalate and not (trigger == "response" and inc.acknowledged_at is not None):
+            _escalate(inc, policy, now, step, reason)
     return step
+
+
+def _repage_if_due(incident: Incident, policy: Policy, now: datetime, step: Step) -> None:
+    """Pages again every ``repage_every`` (default 30m) while nobody has acknowledged,
+    within the priority's clock."""
+    if incident.state != "open" or not incident.paged or incident.last_page_at is None or incident.priority is None:
+        return
+    spec = policy.rules.policy(incident.priority)
+    if not spec.page:
+        return
+    every = spec.repage_every if spec.repage_every is not None else policy.default_repage
+    if every <= timedelta(0) or now - incident.last_page_at < every:
+        return
+    if spec.clock == "business" and not policy.calendar.is_open(now):
+        return
+    incident.last_page_at = now
+    incident.page_count += 1
+    since = (incident.opened_at or now).isoformat(timespec="minutes")
+    step.note("repaged", f"paged the hotline again (page {incident.page_count}): unacknowledged since {since}", now)
+    step.send("page", f"Repage {incident.page_count}: still unacknowledged since {since}. {incident.summary}")
+
+
+def escalation_due(incident: Incident, policy: Policy, now: datetime) -> list[tuple[str, datetime, str]]:
+    """The deadlines this incident has passed and not yet answered for, in order, as
+    (trigger, deadline, reason): ``response`` (not acknowledged in time), ``resolve``
+    (not resolved in time), then ``resolve+1``, ``resolve+2``, ... one more resolution
+    time on the priority's clock each, while escalation steps remain."""
+    if incident.priority is None:
+        return []
+    spec = policy.rules.policy(incident.priority)
+    due: list[tuple[str, datetime, str]] = []
+    stamp = lambda m: m.isoformat(timespec="minutes")  # noqa: E731
+    response = incident.response_due
+    if response and now >= response and "response" not in incident.breaches and (
+        incident.acknowledged_at is None or incident.acknowledged_at > response
+    ):
+        due.append(("response", response, f"response deadline {stamp(response)} passed unacknowledged"))
+    resolve = incident.resolve_due
+    if resolve is None or now < resolve:
+        return due
+    if "resolve" not in incident.breaches:
+        due.append(("resolve", resolve, f"resolution deadline {stamp(resolve)} passed unresolved"))
+    later = resolve
+    for extra in range(1, policy.escalation_steps + 1):
+        later = deadline(later, spec.resolve, spec.clock, policy.calendar) if spec.resolve else None
+        if later is None or later <= resolve or now < later:
+            break
+        trigger = f"resolve+{extra}"
+        if trigger not in incident.breaches:
+            due.append((trigger, later, f"still unresolved {extra + 1} resolution times after opening ({stamp(later)})"))
+    return due
+
+
+def _escalate(incident: Incident, policy: Policy, now: datetime, step: Step, reason: str) -> None:
+    """Notifies the next step of the chain once: a ticket comment, a timeline line and an
+    ``escalate`` action that the escalation notifier delivers to that step's contact."""
+    if incident.escalation >= policy.escalation_steps:
+        return
+    incident.escalation += 1
+    number, total = incident.escalation, policy.escalation_steps
+    who = policy.escalation_chain[number - 1]
+    text = f"Escalated to {who} (step {number} of {total}): {reason}."
+    step.note("escalated", text, now, step=number, contact=who)
+    if incident.ticketed:
+        step.send("comment", text)
+    step.send("escalate", text)
