@@ -134,6 +134,19 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (target, probe, item)
     );
     """,
+    # 3: pushed heartbeats (checkins:): what each job last said and when (watcher/checkins.py)
+    """
+    CREATE TABLE IF NOT EXISTS checkins (
+        name TEXT PRIMARY KEY,
+        first_seen TEXT NOT NULL,
+        last_ok_at TEXT,
+        last_fail_at TEXT,
+        exit_code INTEGER,
+        note TEXT NOT NULL DEFAULT '',
+        pings INTEGER NOT NULL DEFAULT 0,
+        failures INTEGER NOT NULL DEFAULT 0
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
