@@ -23,6 +23,7 @@ from integrations.base import Integration, IntegrationEnv
 from probes.base import ProbeContext, Result
 from watcher import __version__
 from watcher.acks import HelpdeskPoller
+from watcher.audit_schedule import AuditScheduler
 from watcher.config import Config, ConfigError, load_config
 from watcher.engine import Engine
 from watcher.escalation import ESCALATION_ROUTE, EscalationMailer
@@ -219,11 +220,12 @@ class App:
         self.store = Store(self.config.state_path)
         self.metrics = Metrics()
         self.http = HttpClients()
-        self.runners = Runners(self.config.model)
+        self.runners = Runners(self.config.model, base_dir=self.config.base_dir)
         self.services: dict[str, Any] = {}
         self.dispatcher = Dispatcher(self.store, build_integrations(self.config, self.http), self.metrics)
         self.engine = Engine(self.config, self.store, on_enqueue=self.dispatcher.wake)
         self.sink = ResultSink(self.engine, self.store, lambda: self.config)
+        self.audits = AuditScheduler(self.store, lambda: self.config, http=self.http)
         self.poller = HelpdeskPoller(self.engine, self.store, build_integrations(self.config, self.http))
         self.scheduler = self._scheduler(self.config)
         self.metrics.watch_results(self.engine.latest)
@@ -252,6 +254,7 @@ class App:
             self.web.start()
         self.dispatcher.start()
         self.sink.start()
+        self.audits.start()
         self.poller.start()
         self.scheduler.start()
         log.info(
@@ -284,6 +287,7 @@ class App:
     def shutdown(self) -> None:
         log.info("stopping: finishing running checks and deliveries")
         self.scheduler.stop(wait_for_probes=True)
+        self.audits.stop()
         self.sink.stop()
         self.poller.stop()
         self.dispatcher.stop()
@@ -309,7 +313,7 @@ class App:
         old_dispatcher = self.dispatcher
         old_dispatcher.stop()
         self.runners.close()
-        self.runners = Runners(new.model)
+        self.runners = Runners(new.model, base_dir=new.base_dir)
         self.config = new
         self.dispatcher = Dispatcher(self.store, build_integrations(new, self.http), self.metrics)
         self.engine.on_enqueue = self.dispatcher.wake

@@ -130,7 +130,7 @@ def _round(config: Config, targets: list[str] | None) -> list[Any]:
     for name in targets or []:
         if name not in known:
             raise ConfigError([_issue(f"no target named {name!r}; targets: {', '.join(sorted(known))}")])
-    runners = Runners(config.model)
+    runners = Runners(config.model, base_dir=config.base_dir)
     jobs = [j for j in build_jobs(config, HttpClients(), runners) if not targets or j.target.name in targets]
     scheduler = Scheduler(jobs, workers=config.model.workers, on_results=lambda r: None, metrics=Metrics())
     try:

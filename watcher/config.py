@@ -55,6 +55,7 @@ __all__ = [
     "ProbeSpec",
     "SshOptions",
     "SmtpSettings",
+    "AuditSchedule",
     "Target",
     "WatcherConfig",
     "load_config",
@@ -98,6 +99,8 @@ class SshOptions(Model):
     host_key: str | None = None
     trust_on_first_use: bool | None = None
     connect_timeout: OptionalDuration = None
+    banner_timeout: OptionalDuration = None
+    auth_timeout: OptionalDuration = None
     keepalive: OptionalDuration = None
     idle_close: OptionalDuration = None
     max_channels: int | None = Field(default=None, ge=1)
@@ -207,6 +210,69 @@ class HistoryRetention(Model):
     daily: Duration = timedelta(days=730)
 
 
+AUDIT_CONTACT_LISTS = ("managers", "escalation", "hotline")
+
+
+class AuditSchedule(Model):
+    """A report mailed on a schedule: ``{every: "mon 08:00", since: 7d, to: [managers]}``.
+
+    ``to`` takes addresses or the names of the ``contacts:`` lists; ``since`` defaults to
+    the time since the schedule's previous run; times are in ``business_hours.timezone``.
+    """
+
+    name: str | None = None
+    every: str
+    since: OptionalDuration = None
+    to: list[str] = ["managers"]
+    format: Literal["html", "json", "md"] = "html"
+    attach: bool = False
+    subject: str | None = None
+    thresholds: dict[str, float] = {}
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: str) -> str:
+        from watcher.every import parse_every
+
+        parse_every(value)
+        return value
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if "@" not in entry and entry not in AUDIT_CONTACT_LISTS:
+                raise ValueError(f"{entry!r} is neither a mail address nor a contact list ({', '.join(AUDIT_CONTACT_LISTS)})")
+        return value
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        from dataclasses import fields as dataclass_fields
+
+        from watcher.audit import Thresholds  # imported late: the audit module imports this one
+
+        known = [f.name for f in dataclass_fields(Thresholds)]
+        for key in value:
+            if key not in known:
+                raise ValueError(f"unknown threshold {key!r}; {did_you_mean(key, known) or 'known: ' + ', '.join(known)}")
+        return value
+
+    @property
+    def key(self) -> str:
+        """What the last run is remembered by: the name, else the schedule."""
+        return self.name or self.every
+
+    def recipients(self, contacts: Contacts) -> list[str]:
+        out: list[str] = []
+        for entry in self.to:
+            if "@" in entry:
+                out.append(entry)
+            else:
+                out.extend(c.email for c in getattr(contacts, entry) if c.email)
+        return list(dict.fromkeys(out))
+
+
 def _none_is_empty(value: Any) -> Any:
     return {} if value is None else value
 
@@ -304,6 +370,8 @@ class Target(Model):
     def runner_kind(self) -> Literal["local", "ssh"]:
         if self.transport:
             return self.transport
+        if self.via is not None:
+            return "ssh"  # the bastion's own localhost is still a remote host
         return "local" if self.host is None or self.host in LOCAL_HOSTS else "ssh"
 
     def probe_specs(self) -> list[ProbeSpec]:
@@ -345,6 +413,7 @@ class WatcherConfig(Model):
     integrations: Integrations = Integrations()
     rules: list[str] = ["default"]
     history: HistoryRetention = HistoryRetention()
+    audits: list[AuditSchedule] = []
     targets: list[Target] = []
 
     @field_validator("site")
@@ -463,6 +532,7 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     if model is None:
         raise ConfigError(issues)
     issues.extend(_check_targets(model, located))
+    issues.extend(_check_audits(model, located))
     ruleset, rule_issues = _merge_rules(model, packs)
     issues.extend(rule_issues)
     if issues:
@@ -540,6 +610,8 @@ def _check_targets(model: WatcherConfig, located: Located) -> list[ConfigIssue]:
             issues.append(
                 ConfigIssue(located.mark((*here, "via")), format_path((*here, "via")), "a target cannot be its own bastion")
             )
+        if target.via is not None and target.via in names and target.via != target.name:
+            issues.extend(_check_via(model, target, located, (*here, "via")))
         for d_index, dependency in enumerate(target.depends_on):
             parent = dependency.split("/", 1)[0]
             if parent not in names or parent == target.name:
@@ -577,6 +649,68 @@ def _check_targets(model: WatcherConfig, located: Located) -> list[ConfigIssue]:
                     f"{kind} serves: {', '.join(sorted(roles))}",
                 )
             )
+    return issues
+
+
+def _check_via(model: WatcherConfig, target: Target, located: Located, path: tuple[Any, ...]) -> list[ConfigIssue]:
+    """A bastion must be an SSH host itself, and a chain of them must end somewhere."""
+    by_name = {t.name: t for t in model.targets}
+    bastion = by_name[target.via]  # type: ignore[index]
+    if bastion.host is None or bastion.runner_kind != "ssh":
+        return [
+            ConfigIssue(
+                located.mark(path),
+                format_path(path),
+                f"via: {bastion.name!r} is not reached over SSH, so it cannot be a bastion",
+                f"give {bastion.name!r} a host: (and transport: ssh if that host is local)",
+            )
+        ]
+    chain = [target.name]
+    hop: Target | None = bastion
+    while hop is not None:
+        if hop.name in chain:
+            loop = " -> ".join([*chain, hop.name])
+            return [ConfigIssue(located.mark(path), format_path(path), f"via: loops: {loop}", "end the chain at a host reached directly")]
+        chain.append(hop.name)
+        hop = by_name.get(hop.via) if hop.via else None
+    return []
+
+
+def _check_audits(model: WatcherConfig, located: Located) -> list[ConfigIssue]:
+    """Scheduled audits need a mail relay, someone to mail, and names of their own."""
+    issues = []
+    keys: dict[str, int] = {}
+    for index, audit in enumerate(model.audits):
+        here = ("audits", index)
+        if model.smtp is None:
+            issues.append(
+                ConfigIssue(
+                    located.mark(here),
+                    format_path(here),
+                    "scheduled audits are mailed through the smtp: relay, which is not set",
+                    "add smtp: {host: mail.example.org, port: 25, from: watcher@example.org}",
+                )
+            )
+        if not audit.recipients(model.contacts):
+            lists = [entry for entry in audit.to if "@" not in entry]
+            issues.append(
+                ConfigIssue(
+                    located.mark((*here, "to")),
+                    format_path((*here, "to")),
+                    "no address to mail this audit to" + (f": contacts.{lists[0]} has no email" if lists else ""),
+                    "give the contacts an email, or write addresses: to: [it-manager@example.org]",
+                )
+            )
+        if audit.key in keys:
+            issues.append(
+                ConfigIssue(
+                    located.mark(here),
+                    format_path(here),
+                    f"two audits run at {audit.key!r}; each needs its own name to remember its last run",
+                    "add name: weekly-managers (any name) to one of them",
+                )
+            )
+        keys.setdefault(audit.key, index)
     return issues
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from probes.base import CommandResult, CommandRunner, TransportError
 
 if TYPE_CHECKING:
     from watcher.config import Target, WatcherConfig
+    from watcher.transports.ssh import SshPool
 
 __all__ = ["CommandResult", "CommandRunner", "TransportError", "OUTPUT_CAP", "Runners"]
 
@@ -18,27 +21,62 @@ OUTPUT_CAP = 64 * 1024
 
 
 class Runners:
-    """Hands each target the runner its probes use; SSH connections are pooled per host."""
+    """Hands each target the runner its probes use; SSH connections are pooled per host.
 
-    def __init__(self, config: WatcherConfig) -> None:
+    ``base_dir`` is the config file's folder: relative ``state``, ``key_file`` and
+    ``known_hosts`` paths are taken from there. Keys trusted on first use are recorded in
+    ``<state>.known_hosts`` beside the state file.
+    """
+
+    def __init__(self, config: WatcherConfig, *, base_dir: Path | None = None) -> None:
         from watcher.transports.local import LocalRunner
 
         self.config = config
+        self.base_dir = base_dir
         self.local = LocalRunner()
-        self._ssh = None
+        self._ssh: SshPool | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def trust_file(self) -> Path:
+        state = Path(self.config.state).expanduser()
+        if not state.is_absolute() and self.base_dir is not None:
+            state = self.base_dir / state
+        return state.with_suffix(".known_hosts")
+
+    @property
+    def ssh(self) -> SshPool:
+        from watcher.transports.ssh import SshPool
+
+        with self._lock:
+            if self._ssh is None:
+                self._ssh = SshPool(trust_file=self.trust_file)
+            return self._ssh
 
     def for_target(self, target: Target) -> CommandRunner:
         if target.runner_kind == "local":
             return self.local
-        return _Unavailable(f"ssh to {target.host}")
+        from watcher.transports.ssh import settings_for
+
+        try:
+            settings = settings_for(target, self.config, self.base_dir)
+        except TransportError as exc:
+            return _Unavailable(f"ssh to {target.host}", str(exc))
+        return self.ssh.runner(settings)
 
     def close(self) -> None:
-        pass
+        with self._lock:
+            pool, self._ssh = self._ssh, None
+        if pool is not None:
+            pool.close()
 
 
 class _Unavailable:
-    def __init__(self, description: str) -> None:
+    """Stands in for a runner that cannot be built; every check says why."""
+
+    def __init__(self, description: str, problem: str) -> None:
         self.description = description
+        self.problem = problem
 
     def run(self, command: Sequence[str] | str, timeout: float) -> CommandResult:
-        raise TransportError(f"{self.description}: the SSH transport is not available in this build")
+        raise TransportError(f"{self.description}: {self.problem}")
