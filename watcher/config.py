@@ -105,6 +105,16 @@ class SshOptions(Model):
     idle_close: OptionalDuration = None
     max_channels: int | None = Field(default=None, ge=1)
 
+    @field_validator("host_key")
+    @classmethod
+    def _host_key(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}", value):
+            raise ValueError(
+                "host_key is a fingerprint like SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s "
+                "(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the host prints it)"
+            )
+        return value
+
     def merged(self, override: SshOptions | None) -> SshOptions:
         if override is None:
             return self
