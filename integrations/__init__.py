@@ -17,6 +17,13 @@ REGISTRY: dict[str, str] = {
     "email": "integrations.email:EmailIntegration",
     "webhook": "integrations.webhook:WebhookIntegration",
     "request_tracker": "integrations.request_tracker:RequestTrackerIntegration",
+    "jira": "integrations.jira:JiraIntegration",
+    "zammad": "integrations.zammad:ZammadIntegration",
+    "redmine": "integrations.redmine:RedmineIntegration",
+    "pagerduty": "integrations.pagerduty:PagerDutyIntegration",
+    "opsgenie": "integrations.opsgenie:OpsgenieIntegration",
+    "twilio": "integrations.twilio:TwilioIntegration",
+    "apprise": "integrations.apprise:AppriseIntegration",
 }
 
 

@@ -1,0 +1,143 @@
+"""``redmine``: issues in Redmine through its REST API (enable it under Administration,
+Settings, API).
+
+The fingerprint goes into a text custom field (``fingerprint_field_id``; tick "Used as
+a filter" on it, or Redmine ignores the ``cf_`` filter that ``find()`` searches with).
+Updates are notes. Resolve and reopen set the issue's status by id.
+
+    - redmine:
+        url: https://redmine.acme.example
+        api_key: ${REDMINE_KEY}
+        project: ops
+        fingerprint_field_id: 4
+        priorities: {P1: 4, P2: 3, P3: 2, P4: 1}   # Urgent, High, Normal, Low
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any
+
+from integrations.base import (
+    Integration,
+    PermanentError,
+    TicketContent,
+    TicketRef,
+    TicketStatus,
+)
+from integrations.rest import HelpdeskConfig, call, json_of, mapped_priority, session_for
+from watcher.secret import Secret
+
+__all__ = ["RedmineConfig", "RedmineIntegration"]
+
+# Redmine's default enumeration: 1 Low, 2 Normal, 3 High, 4 Urgent, 5 Immediate
+DEFAULT_PRIORITIES: dict[str, str | int] = {"P1": 4, "P2": 3, "P3": 2, "P4": 1}
+
+
+class RedmineConfig(HelpdeskConfig):
+    api_key: Secret
+    project: str
+    fingerprint_field_id: int
+    tracker_id: int | None = None
+    new_status_id: int = 1  # New
+    resolved_status_id: int = 3  # Resolved
+    reopen_status_id: int = 1  # back to New: someone moving it on acknowledges
+    private_notes: bool = False
+
+
+class RedmineIntegration(Integration):
+    kind = "redmine"
+    Config = RedmineConfig
+    roles = frozenset({"tickets"})
+    config: RedmineConfig
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._session = session_for(self.config, self.env)
+        self._session.headers["X-Redmine-API-Key"] = self.config.api_key.reveal()
+        self._session.headers["Accept"] = "application/json"
+
+    def _call(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
+        response = call(self._session, method, self.config.url + path, f"Redmine {self.name}: {what}", **kwargs)
+        return json_of(response, f"Redmine {self.name}: {what}") if response.content.strip() else None
+
+    def _url(self, issue_id: str) -> str:
+        return f"{self.config.url}/issues/{issue_id}"
+
+    def _priority(self, ticket: TicketContent) -> int:
+        value = mapped_priority(self.config.priorities, DEFAULT_PRIORITIES, ticket.priority)
+        try:
+            return int(value)
+        except ValueError:
+            raise PermanentError(f"Redmine {self.name}: priorities must be priority ids (numbers), got {value!r}") from None
+
+    def open(self, ticket: TicketContent) -> TicketRef:
+        issue: dict[str, Any] = {
+            "project_id": self.config.project,
+            "subject": " ".join(ticket.subject.split())[:255],
+            "description": ticket.body,
+            "priority_id": self._priority(ticket),
+            "custom_fields": [{"id": self.config.fingerprint_field_id, "value": ticket.fingerprint}],
+        }
+        if self.config.tracker_id is not None:
+            issue["tracker_id"] = self.config.tracker_id
+        answer = self._call("POST", "/issues.json", "create issue", json={"issue": issue}) or {}
+        issue_id = str((answer.get("issue") or {}).get("id") or "")
+        if not issue_id:
+            raise PermanentError(f"Redmine {self.name}: create answered without an issue id: {answer!r}"[:300])
+        return TicketRef(id=issue_id, url=self._url(issue_id))
+
+    def _update(self, ref: TicketRef, fields: dict[str, Any], what: str, text: str) -> None:
+        if text:
+            fields["notes"] = text
+            fields["private_notes"] = self.config.private_notes
+        self._call("PUT", f"/issues/{ref.id}.json", what, json={"issue": fields})
+
+    def comment(self, ref: TicketRef, ticket: TicketContent) -> None:
+        self._update(ref, {}, "add note", ticket.text or ticket.body)
+
+    def set_priority(self, ref: TicketRef, ticket: TicketContent) -> None:
+        self._update(ref, {"priority_id": self._priority(ticket)}, "set priority", ticket.text)
+
+    def resolve(self, ref: TicketRef, ticket: TicketContent) -> None:
+        self._update(ref, {"status_id": self.config.resolved_status_id}, "resolve", ticket.text)
+
+    def reopen(self, ref: TicketRef, ticket: TicketContent) -> None:
+        fields = {"status_id": self.config.reopen_status_id, "priority_id": self._priority(ticket)}
+        self._update(ref, fields, "reopen", ticket.text)
+
+    def find(self, fingerprint: str) -> TicketRef | None:
+        params = urllib.parse.urlencode(
+            {
+                "project_id": self.config.project,
+                "status_id": "open",
+                f"cf_{self.config.fingerprint_field_id}": fingerprint,
+                "sort": "id",
+                "limit": 5,
+            }
+        )
+        answer = self._call("GET", f"/issues.json?{params}", "search issues") or {}
+        for issue in answer.get("issues") or []:
+            # a custom field Redmine does not filter on would return every open issue
+            values = {str(f.get("id")): f.get("value") for f in issue.get("custom_fields") or []}
+            if values.get(str(self.config.fingerprint_field_id)) == fingerprint:
+                issue_id = str(issue["id"])
+                return TicketRef(id=issue_id, url=self._url(issue_id))
+        return None
+
+    def status(self, ref: TicketRef) -> TicketStatus | None:
+        issue = (self._call("GET", f"/issues/{ref.id}.json", "read issue") or {}).get("issue") or {}
+        status = issue.get("status") or {}
+        status_id = status.get("id")
+        assignee = issue.get("assigned_to") or None
+        owner = str(assignee.get("name") or assignee.get("id")) if isinstance(assignee, dict) else None
+        if status.get("is_closed") or status_id == self.config.resolved_status_id:
+            state = "resolved"
+        elif status_id == self.config.new_status_id:
+            state = "new"
+        else:
+            state = "open"
+        return TicketStatus(state=state, taken=owner is not None, owner=owner)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self._session.close()
