@@ -18,6 +18,12 @@ REGISTRY: dict[str, str] = {
     "tcp": "probes.tcp:TcpProbe",
     "disk": "probes.disk:DiskProbe",
     "command": "probes.command:CommandProbe",
+    "load": "probes.load:LoadProbe",
+    "memory": "probes.memory:MemoryProbe",
+    "service": "probes.service:ServiceProbe",
+    "mail_queue": "probes.mail_queue:MailQueueProbe",
+    "nagios": "probes.nagios:NagiosProbe",
+    "du": "probes.du:DuProbe",
 }
 
 

@@ -62,6 +62,11 @@ class CommandProbe(Probe):
     needs_runner = True
     config: CommandConfig
 
+    @classmethod
+    def produced_metrics(cls, config: CommandConfig) -> set[str]:
+        """The exit code and latency, plus every metric the config's regexes name."""
+        return set(cls.base_metrics) | set(config.metrics)
+
     def check(self, ctx: ProbeContext) -> Outcome:
         assert ctx.runner is not None
         cfg = self.config

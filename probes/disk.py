@@ -72,15 +72,24 @@ class DiskProbe(Probe):
             if not mounts:
                 return [_df_failed(space)]
             return [self._outcome(mount, mount, figures, space) for mount, figures in sorted(mounts.items())]
-        # df prints one line per argument, in order, naming the mount that holds it.
+        # df prints one line per argument it could read, in order, naming the mount that
+        # holds it; the ones it could not read are named on stderr instead.
         lines = [line for line in space.stdout.splitlines()[1:] if line.strip()]
+        unreadable = _df_complaints(space.stderr)
+        readable = [p for p in cfg.paths if p not in unreadable]
+        mount_of = (
+            {path: line.split(None, 5)[-1] for path, line in zip(readable, lines, strict=True)}
+            if len(readable) == len(lines)
+            else {}
+        )
         outcomes = []
-        for index, path in enumerate(cfg.paths):
-            mount = lines[index].split(None, 5)[-1] if index < len(lines) else None
+        for path in cfg.paths:
+            mount = mount_of.get(path)
             if mount is None or mount not in mounts:
+                said = [line for line in space.stderr.splitlines() if path in line] or [space.stderr.strip()]
                 outcomes.append(
                     Outcome.error(
-                        f"cannot read {path}: {space.stderr.strip() or 'df printed nothing'}",
+                        f"cannot read {path}: {said[0] or 'df printed nothing'}",
                         labels={"path": path},
                         evidence=space.stdout + space.stderr,
                     )
@@ -98,6 +107,18 @@ class DiskProbe(Probe):
         if "inodes_used_percent" in metrics:
             message += f", inodes {metrics['inodes_used_percent']:.0f}% used"
         return Outcome.ok(message, metrics=metrics, labels={"path": path}, evidence=df.stdout)
+
+
+def _df_complaints(stderr: str) -> set[str]:
+    """The paths df named in ``df: PATH: reason`` lines (GNU quotes odd names)."""
+    named = set()
+    for line in stderr.splitlines():
+        if line.startswith("df: ") and ": " in line[4:]:
+            name = line[4:].rsplit(": ", 1)[0]
+            if len(name) >= 2 and name[0] == name[-1] and name[0] in "'\"":
+                name = name[1:-1]
+            named.add(name)
+    return named
 
 
 def _df_failed(df: CommandResult) -> Outcome:

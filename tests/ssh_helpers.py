@@ -7,7 +7,7 @@ points watcher's SSH settings at a test sshd with its host key in a known_hosts 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -16,9 +16,10 @@ from probes.base import CommandRunner, Probe, ProbeContext, Result, run_probe
 from tests.servers.base import make_workdir
 from tests.servers.sshd import Sshd
 from watcher.httpclient import HttpClients
+from watcher.transports.local import LocalRunner
 from watcher.transports.ssh import SshPool, SshSettings
 
-__all__ = ["new_pool", "settings_for_sshd", "run_check", "context"]
+__all__ = ["new_pool", "runner_for", "settings_for_sshd", "run_check", "context"]
 
 
 @contextmanager
@@ -60,3 +61,14 @@ def context(runner: CommandRunner | None, timeout: float = 10.0, target: str = "
 def run_check(probe: Probe, runner: CommandRunner | None, timeout: float = 10.0, probe_id: str | None = None) -> list[Result]:
     """Runs one check as the scheduler does (errors become results, never exceptions)."""
     return run_probe(probe, context(runner, timeout), probe_id or probe.kind)
+
+
+@contextmanager
+def runner_for(kind: str, sshd_factory: Callable[..., Sshd]) -> Iterator[CommandRunner]:
+    """``ssh``: a pooled runner to a fresh test sshd; ``local``: the watcher host itself."""
+    if kind == "local":
+        yield LocalRunner()
+        return
+    sshd = sshd_factory()
+    with new_pool() as pool:
+        yield pool.runner(settings_for_sshd(sshd))
