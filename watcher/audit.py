@@ -50,14 +50,14 @@ MEMORY = "memory"
 MAIL_QUEUE = "mail_queue"
 DU = "du"
 FLEET = "agent_checkins"
-HEARTBEATS = frozenset({"heartbeat", "checkin", "checkins"})
+HEARTBEAT = "heartbeat"
 
 # Metric names, first found wins: the probes name them, the audit only reads them.
-QUEUE_LENGTH = ("queue_length", "length", "messages", "queued", "queue_messages")
-QUEUE_AGE = ("oldest_age_s", "oldest_age_seconds", "oldest_seconds", "oldest_s", "oldest_message_age_s")
-LOAD_PER_CORE = ("load1_per_core", "load_per_core", "load1_per_cpu")
-CORES = ("cores", "cpus", "cpu_count", "ncpu")
-DU_SIZE = ("size_bytes", "bytes", "used_bytes")
+QUEUE_LENGTH = ("queued",)
+QUEUE_AGE = ("oldest_age_s",)
+LOAD_PER_CORE = ("load1_per_core",)
+CORES = ("cores",)
+DU_SIZE = ("size_bytes",)  # per directory; the path's own result has total_bytes
 CHART_POINTS = 168  # a week of hours; longer periods are averaged down to it
 
 SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
@@ -119,13 +119,14 @@ class UsageFigures:
     per_week: float | None
     history: list[tuple[datetime, float]]
     unit: str = ""
+    growing: bool = False  # a trend clearly above the noise (t >= 3) and upward
 
 
 @dataclass
 class Cleanup:
     target: str
     path: str
-    why: str  # "largest", "growing", "old logs"
+    why: str  # "largest", "growing", "logs" (a log directory), or two of them
     size_bytes: float | None
     growth_bytes_per_week: float | None = None
     detail: str = ""
@@ -161,7 +162,8 @@ class HeartbeatFigures:
     target: str
     name: str
     results: int
-    missed: int
+    missed: int  # late or failed episodes: runs of failing results
+    failing_hours: float
     last_status: str | None
     last_message: str
 
@@ -321,23 +323,22 @@ def build_audit(
         server(target).mail_queue.extend(_mail_queue(store, target, probe, item, start, end, limits))
     du_keys = by_kind.get(DU, [])
     for target in sorted({k[0] for k in du_keys}):
-        server(target).cleanup.extend(_cleanup(store, [k for k in du_keys if k[0] == target], latest, start, end))
+        server(target).cleanup.extend(_cleanup(store, [k for k in du_keys if k[0] == target], start, end))
     fleet = [
         f for target, probe, item in by_kind.get(FLEET, [])
         if (f := _fleet(store, target, probe, item, latest, start, end)) is not None
     ]
-    heartbeats = [
-        _heartbeat(store, target, probe, item, latest, start, end)
-        for kind in sorted(HEARTBEATS)
-        for target, probe, item in by_kind.get(kind, [])
-    ]
+    heartbeats = [_heartbeat(store, target, probe, item, latest, start, end) for target, probe, item in by_kind.get(HEARTBEAT, [])]
     heartbeats = [h for h in heartbeats if h.results]
     for name in targets:  # configured servers appear even with no usage history yet
         if any(spec.kind in (DISK, LOAD, MEMORY, MAIL_QUEUE, DU) for spec in targets[name].probe_specs()):
             server(name)
     for s in servers.values():
         s.disks.sort(key=lambda d: d.path)
-    incident_figures = _incidents(store.incidents_between(start, end), config, end, limits)
+    # a day either side, then exact: opened_at is compared as text in the store
+    nearby = store.incidents_between(start - timedelta(days=1), end + timedelta(days=1))
+    opened = [i for i in nearby if i.opened_at is not None and start <= i.opened_at < end]
+    incident_figures = _incidents(opened, config, end, limits)
     for kind, what in ((DISK, "disk"), (LOAD, "load"), (MEMORY, "memory"), (MAIL_QUEUE, "mail queue"), (DU, "cleanup (du)")):
         if not by_kind.get(kind):
             notes.append(f"no {what} history in this period: add a {kind} probe to a target to see it here")
@@ -423,8 +424,9 @@ def _disk(store: Store, target: str, probe: str, path: str, start: datetime, end
 
 
 def _usage(label: str, metric: str, probe: str, hours: list[Hour], threshold: float | None, unit: str = "") -> UsageFigures:
-    per_week, _ = trend(hours)
-    return UsageFigures(label, metric, probe, stats(hours, threshold), per_week, chart_history(hours), unit)
+    per_week, fit = trend(hours)
+    growing = fit is not None and fit.slope > 0 and fit.t_value >= 3
+    return UsageFigures(label, metric, probe, stats(hours, threshold), per_week, chart_history(hours), unit, growing)
 
 
 def _load(store: Store, target: str, probe: str, item: str, start: datetime, end: datetime, limits: Thresholds) -> list[UsageFigures]:
@@ -466,54 +468,40 @@ def _mail_queue(store: Store, target: str, probe: str, item: str, start: datetim
     return out
 
 
-_LOG_LINE = re.compile(r"^\s*(?P<size>\d+(?:\.\d+)?)\s*(?P<unit>[KMGT]?)i?B?\s+(?P<path>/\S.*?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1.0, "k": 1024.0, "m": 1024.0**2, "g": 1024.0**3, "t": 1024.0**4}
+def du_directory(item: str) -> str:
+    """The directory of a ``du`` result: its item is "<dir> <path>" (labels in key order)."""
+    for index in range(len(item) - 1, 0, -1):
+        if item[index] == " " and item[:index].startswith(item[index + 1 :]):
+            return item[:index]
+    return item
 
 
-def _cleanup(store: Store, keys: list[tuple[str, str, str]], latest: dict[Any, Any], start: datetime, end: datetime) -> list[Cleanup]:
-    """Largest and fastest-growing directories from ``du`` results; old log files from its evidence."""
+def _cleanup(store: Store, keys: list[tuple[str, str, str]], start: datetime, end: datetime) -> list[Cleanup]:
+    """The largest and the fastest-growing directories the ``du`` probe measured; log
+    directories among them are named as such (rotating and compressing is the cleanup)."""
     sized: list[Cleanup] = []
     for target, probe, item in keys:
         found = _first_metric(store, target, probe, item, DU_SIZE, start, end)
-        if found is None or not item:
+        if found is None:
             continue
         hours = found[1]
         per_week, fit = trend(hours)
         grows = per_week if fit is not None and fit.t_value >= 3 and per_week and per_week > 0 else None
-        sized.append(Cleanup(target, item, "largest", hours[-1].mean, grows))
-    out: list[Cleanup] = []
+        directory = du_directory(item)
+        why = "logs" if re.search(r"/(log|logs)(/|$)", directory) else "largest"
+        sized.append(Cleanup(target, directory, why, hours[-1].mean, grows))
     largest = sorted(sized, key=lambda c: -(c.size_bytes or 0))[:5]
-    out.extend(largest)
-    growing = sorted((c for c in sized if c.growth_bytes_per_week), key=lambda c: -(c.growth_bytes_per_week or 0))[:5]
-    for c in growing:
-        out.append(Cleanup(c.target, c.path, "growing", c.size_bytes, c.growth_bytes_per_week))
-    for (target, _probe, _item), result in latest.items():
-        if result.kind != DU or target not in {k[0] for k in keys}:
-            continue
-        logs = result.labels.get("old_logs") if hasattr(result, "labels") else None
-        text = result.evidence or ""
-        for line in _old_log_lines(text, logs):
-            match = _LOG_LINE.match(line)
-            if match:
-                size = float(match.group("size")) * _UNITS[match.group("unit").lower()]
-                out.append(Cleanup(target, match.group("path"), "old logs", size, detail=line.strip()))
-    return out
-
-
-def _old_log_lines(evidence: str, _labels: object) -> list[str]:
-    """Lines of ``du`` evidence under an "old log files" heading, if the probe writes one."""
-    lines = evidence.splitlines()
-    out, inside = [], False
-    for line in lines:
-        lowered = line.lower()
-        if "old log" in lowered:
-            inside = True
-            continue
-        if inside:
-            if not line.strip() or line.rstrip().endswith(":"):
-                break
-            out.append(line)
-    return out[:10]
+    chosen = {(c.target, c.path) for c in largest}
+    growing = [
+        Cleanup(c.target, c.path, "growing", c.size_bytes, c.growth_bytes_per_week)
+        for c in sorted((c for c in sized if c.growth_bytes_per_week), key=lambda c: -(c.growth_bytes_per_week or 0))[:5]
+    ]
+    for g in growing:
+        for c in largest:
+            if (c.target, c.path) == (g.target, g.path):
+                c.why = "logs, growing" if c.why == "logs" else "largest, growing"
+    logs = [c for c in sized if c.why == "logs" and (c.target, c.path) not in chosen][:3]
+    return largest + [g for g in growing if (g.target, g.path) not in chosen] + logs
 
 
 def _fleet(store: Store, target: str, probe: str, item: str, latest: dict[Any, Any], start: datetime, end: datetime) -> FleetFigures | None:
@@ -525,7 +513,8 @@ def _fleet(store: Store, target: str, probe: str, item: str, latest: dict[Any, A
     never = _series(store, target, probe, "never_checked_in", item, start, end)
     per_week, _ = trend(ratio)
     result = latest.get((target, probe, item))
-    late = [line.strip() for line in (result.evidence if result else "").splitlines() if line.strip()][:15]
+    lines = [line.strip() for line in (result.evidence if result else "").splitlines() if line.strip()]
+    late = [line for line in lines if not line.endswith(":")][:15]
     return FleetFigures(
         target=target,
         probe=probe,
@@ -541,12 +530,29 @@ def _fleet(store: Store, target: str, probe: str, item: str, latest: dict[Any, A
 
 
 def _heartbeat(store: Store, target: str, probe: str, item: str, latest: dict[Any, Any], start: datetime, end: datetime) -> HeartbeatFigures:
+    """Late or failed episodes of a pushed heartbeat: each unbroken run of failing
+    results (or of hours with one) counts once, however often it was re-reported."""
     points = store.series(target, probe, "_up", start, end, item=item)
-    results = sum(p.n for p in points)
-    missed = round(sum(p.n * (1.0 - p.mean) for p in points))
+    episodes, failing, previous_end = 0, 0.0, None
+    in_episode = False
+    for p in points:
+        bad = p.lo < 1.0
+        contiguous = previous_end is not None and p.at <= previous_end + timedelta(hours=1)
+        if bad and not (in_episode and contiguous):
+            episodes += 1
+        in_episode = bad
+        previous_end = p.at + timedelta(seconds=p.span)
+        if bad and p.span:
+            failing += p.span / 3600 * (1.0 - p.mean)
+    raw = [p for p in points if not p.span]
+    for a, b in zip(raw, raw[1:], strict=False):
+        if a.lo < 1.0:
+            failing += (b.at - a.at).total_seconds() / 3600
     last = latest.get((target, probe, item))
-    name = item or probe
-    return HeartbeatFigures(target, name, results, missed, last.status if last else None, last.message if last else "")
+    return HeartbeatFigures(
+        target, item or probe, sum(p.n for p in points), episodes, round(failing, 2),
+        last.status if last else None, last.message if last else "",
+    )
 
 
 # ------------------------------------------------------------------------ incidents
@@ -742,16 +748,16 @@ def recommend(audit: Audit) -> list[Recommendation]:
             elif not is_age and st.hours_above:
                 out.append(Recommendation("high", f"{s.target}: {q.label} held {t.queue_length:g}+ messages for {st.hours_above:.0f} h",
                                           s.target, "mail", f"p95 {_num(st.p95)}, max {_num(st.max)}", 1.0))
-            elif not is_age and q.per_week is not None and q.per_week > 0 and st.mean and q.per_week > st.mean:
+            elif not is_age and q.growing and q.per_week is not None and _grew(q, audit) >= max(10.0, 0.5 * (st.p50 or 0)):
                 out.append(Recommendation("medium", f"{s.target}: {q.label} keeps growing ({q.per_week:+.0f} messages a week)",
                                           s.target, "mail", "", 10.0))
         for c in s.cleanup:
-            if c.why == "growing" and c.growth_bytes_per_week:
+            if "growing" in c.why and c.growth_bytes_per_week:
                 out.append(Recommendation("low", f"Clean up {c.path} on {c.target}: {format_bytes(c.size_bytes)}, growing {format_bytes(c.growth_bytes_per_week)} a week",
                                           c.target, "cleanup", "", -c.growth_bytes_per_week))
-            elif c.why == "old logs":
-                out.append(Recommendation("low", f"Old log file {c.path} on {c.target} ({format_bytes(c.size_bytes)}): rotate or delete",
-                                          c.target, "cleanup", c.detail, -(c.size_bytes or 0)))
+            elif c.why.startswith("logs"):
+                out.append(Recommendation("low", f"Log directory {c.path} on {c.target} holds {format_bytes(c.size_bytes)}: rotate and compress old logs",
+                                          c.target, "cleanup", "", -(c.size_bytes or 0)))
     for f in audit.fleet:
         ratio = f.stale_ratio
         if ratio is not None and ratio >= t.stale_ratio:
@@ -786,6 +792,11 @@ def recommend(audit: Audit) -> list[Recommendation]:
                                       None, "rules", "", -r.noise))
     out.sort(key=lambda r: (SEVERITY_RANK[r.severity], r.urgency, r.text))
     return out
+
+
+def _grew(u: UsageFigures, audit: Audit) -> float:
+    """How much the fitted trend rose over the period."""
+    return (u.per_week or 0.0) * (audit.end - audit.start).total_seconds() / (7 * 86400)
 
 
 def _num(value: float | None) -> str:

@@ -115,12 +115,15 @@ class AuditScheduler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         http: HttpClients | None = None,
         send: Sender | None = None,
+        poll_every: float = POLL_EVERY,
     ) -> None:
         self.store = store
         self.config = config
         self.clock = clock
         self.http = http or HttpClients()
         self.send: Sender = send or (lambda settings, message: send_mail(settings, message, self.http))
+        self.poll_every = poll_every
+        self.looks = 0  # how often the clock was looked at, for tests and health
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -143,7 +146,7 @@ class AuditScheduler:
                 self.run_due()
             except Exception:  # a broken report must not stop the next one
                 log.exception("scheduled audit failed")
-            self._stop.wait(POLL_EVERY)
+            self._stop.wait(self.poll_every)
 
     # ------------------------------------------------------------------- the work
 
@@ -153,7 +156,9 @@ class AuditScheduler:
             config = self.config()
             now = self.clock()
             tz = ZoneInfo(config.model.business_hours.timezone)
-            return [d for s in config.model.audits if (d := self._run_one(config, s, now, tz)) is not None]
+            done = [d for s in config.model.audits if (d := self._run_one(config, s, now, tz)) is not None]
+            self.looks += 1
+            return done
 
     def _state_key(self, schedule: AuditSchedule) -> str:
         return f"audit:{schedule.key}"

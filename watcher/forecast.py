@@ -192,13 +192,56 @@ class Forecast:
         return self.at is not None and self.confidence != "none"
 
 
-def _restart(hours: Sequence[Hour], drop: float) -> tuple[int, Hour | None, Hour | None]:
-    """Index after the last fall of at least ``drop`` between neighbouring hours."""
-    index, before, after = 0, None, None
-    for i in range(1, len(hours)):
-        if hours[i - 1].mean - hours[i].mean >= drop:
-            index, before, after = i, hours[i - 1], hours[i]
-    return index, before, after
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _noise(values: Sequence[float]) -> float:
+    """The hour-to-hour noise (a standard deviation), robust to trends and steps: from the
+    median absolute difference of neighbours."""
+    if len(values) < 3:
+        return 0.0
+    differences = [abs(b - a) for a, b in zip(values, values[1:], strict=False)]
+    return _median(differences) / 0.6745 / math.sqrt(2)
+
+
+def _restart(hours: Sequence[Hour], drop: float, window: int = 6) -> tuple[int, float, float]:
+    """Where the last lasting fall (a cleanup) ends: (index, level before, level after).
+
+    A fall counts when the level (the median of ``window`` hours) after it is at least
+    ``drop`` and five times the hourly noise below the level before it, so noise alone
+    never restarts a fit. The index is the first hour wholly after the fall.
+    """
+    values = [h.mean for h in hours]
+    needed = max(drop, 5 * _noise(values))
+    last = len(values) - window
+
+    def levels(i: int) -> tuple[float, float]:
+        return _median(values[i - window : i]), _median(values[i : i + window])
+
+    found = (0, 0.0, 0.0)
+    i = window
+    while i <= last:
+        before, after = levels(i)
+        if before - after < needed:
+            i += 1
+            continue
+        # the windows straddle the fall for a few hours: take where the step is sharpest
+        best = i
+        j = i + 1
+        while j <= last and (lv := levels(j))[0] - lv[1] >= needed:
+            if lv[0] - lv[1] >= before - after:
+                best, (before, after) = j, lv
+            j += 1
+        # an hour holding both levels is neither: start where values sit at the new one
+        start = best
+        while start < len(values) - 1 and values[start] - after > (before - after) / 4:
+            start += 1
+        found = (start, before, after)
+        i = max(j, start + 1)
+    return found
 
 
 def forecast(
@@ -224,9 +267,8 @@ def forecast(
         used = hours[start_index:]
         if len(used) >= MIN_POINTS and (used[-1].middle - used[0].middle).total_seconds() >= MIN_SPAN:
             hours = used
-            assert before is not None and after is not None
-            reset = {"at": after.at, "from": before.mean, "to": after.mean}
-            note_prefix = f"fitted since {after.at:%d %b}, when it fell from {before.mean:.4g} to {after.mean:.4g}{unit}; "
+            reset = {"at": used[0].at, "from": before, "to": after}
+            note_prefix = f"fitted since {used[0].at:%d %b}, when it fell from {before:.0f} to {after:.0f}{unit}; "
     if len(hours) < MIN_POINTS or (hours[-1].middle - hours[0].middle).total_seconds() < MIN_SPAN:
         span_h = (hours[-1].middle - hours[0].middle).total_seconds() / 3600 if hours else 0.0
         return Forecast(

@@ -140,7 +140,7 @@ def line_chart(
         return top + plot_h - v / top_value * plot_h
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
+        f'<svg viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{escape(title)}" class="chart">',
         f"<title>{escape(title)}</title>",
         f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fbfcfd" stroke="#d8dee6"/>',
@@ -229,7 +229,7 @@ def sla_bars(audit: Audit, width: int = 720) -> str:
     height = top + len(rows) * 2 * row_h + len(rows) * 8 + 24
     target = audit.thresholds.sla_target
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
+        f'<svg viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="SLA compliance by priority" class="chart sla">',
         "<title>SLA compliance by priority</title>",
     ]
@@ -460,13 +460,14 @@ def _heartbeats(audit: Audit) -> str:
         return ""
     rows = "".join(
         f"<tr><td>{escape(h.name)}</td><td>{escape(h.target)}</td><td class=\"n\">{h.results}</td>"
-        f'<td class="n{" bad" if h.missed else ""}">{h.missed}</td><td>{escape(h.last_status or "-")}</td>'
-        f'<td class="note">{escape(h.last_message)}</td></tr>'
+        f'<td class="n{" bad" if h.missed else ""}">{h.missed}</td><td class="n">{h.failing_hours:.1f} h</td>'
+        f'<td>{escape(h.last_status or "-")}</td><td class="note">{escape(h.last_message)}</td></tr>'
         for h in audit.heartbeats
     )
     return (
-        '<section id="heartbeats"><h2>Heartbeats</h2><table><tr><th>heartbeat</th><th>target</th><th class="n">checks</th>'
-        '<th class="n">late or failed</th><th>now</th><th>last message</th></tr>' + rows + "</table></section>"
+        '<section id="heartbeats"><h2>Heartbeats</h2><table><tr><th>heartbeat</th><th>target</th><th class="n">results</th>'
+        '<th class="n">times late or failed</th><th class="n">hours late or failed</th><th>now</th><th>last message</th></tr>'
+        + rows + "</table></section>"
     )
 
 

@@ -98,8 +98,8 @@ def render_markdown(audit: Audit) -> str:
         )
     if audit.heartbeats:
         lines += ["## Heartbeats", ""]
-        lines += _table(["heartbeat", "checks", "late or failed", "now"],
-                        [[h.name, h.results, h.missed, h.last_status or "-"] for h in audit.heartbeats])
+        lines += _table(["heartbeat", "times late or failed", "hours late or failed", "now"],
+                        [[h.name, h.missed, f"{h.failing_hours:.1f}", h.last_status or "-"] for h in audit.heartbeats])
     inc = audit.incidents
     lines += ["## Incidents and SLA", ""]
     lines.append(f"{inc.opened} incidents opened; MTTA {_dur(inc.mtta_s)}, MTTR {_dur(inc.mttr_s)}.")
