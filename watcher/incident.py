@@ -68,6 +68,7 @@ _TIMES = (
     "last_page_at",
     "last_comment_at",
     "updated_at",
+    "priority_since",
 )
 
 
@@ -91,6 +92,7 @@ class Incident:
     summary: str = ""
     notified_summary: str = ""
     notified_priority: str | None = None  # what the ticket was last told; None: the current one
+    priority_since: datetime | None = None  # when the priority last changed
     message: str = ""
     reason: str = ""
     evidence: str = ""

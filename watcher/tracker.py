@@ -210,6 +210,7 @@ def _open(incident: Incident, firing: Sequence[Rule], result: Result, policy: Po
     incident.state = "open"
     incident.opened_at = now
     incident.priority = rule.priority
+    incident.priority_since = now
     incident.rule = rule.name
     incident.rules = sorted(r.name for r in firing)
     incident.runbook = rule.runbook or incident.runbook
@@ -234,6 +235,7 @@ def _reopen(incident: Incident, firing: Sequence[Rule], result: Result, policy: 
     incident.acknowledged_at = None
     incident.acknowledged_by = None
     incident.priority = rule.priority
+    incident.priority_since = now
     incident.rule = rule.name
     incident.rules = sorted(r.name for r in firing)
     incident.occurrences += 1
@@ -270,6 +272,7 @@ def _reprioritise(incident: Incident, firing: Sequence[Rule], result: Result, po
     incident.summary = summary
     if rank(new) < rank(old):
         incident.priority = new
+        incident.priority_since = now
         incident.rule = rule.name
         response, resolution = _deadlines(policy, new, now)
         incident.response_due = _earlier(incident.response_due, response) if not incident.acknowledged_at else incident.response_due
@@ -289,6 +292,7 @@ def _reprioritise(incident: Incident, firing: Sequence[Rule], result: Result, po
         return
     if rank(new) > rank(old):
         incident.priority = new
+        incident.priority_since = now
         incident.rule = rule.name
         step.note("lowered", f"now holds at {new} ({rule.name}); was {old}: {summary}", now, old=old, new=new)
     _update_ticket_if_due(incident, policy, now, step, result.message)
@@ -301,20 +305,25 @@ def _told(incident: Incident, now: datetime) -> None:
 
 
 def _update_ticket_if_due(incident: Incident, policy: Policy, now: datetime, step: Step, message: str) -> None:
-    """Tells the ticket what changed since it last heard, if ``comment_every`` has passed."""
+    """Tells the ticket what changed since it last heard, at most once per
+    ``comment_every``; a lower priority only once it has held that long."""
     told = incident.notified_priority or incident.priority
-    if told == incident.priority and incident.summary == incident.notified_summary:
+    since = incident.priority_since or incident.opened_at or now
+    lowered = told != incident.priority and now - since >= policy.comment_every
+    if not lowered and incident.summary == incident.notified_summary:
         return
     last = incident.last_comment_at or incident.opened_at or now
     if now - last < policy.comment_every:
         return
     summary = incident.summary
-    if told != incident.priority:
+    if lowered:
         action, text = "priority", f"Priority now {incident.priority} (was {told}): {summary}\n{message}"
+        incident.notified_priority = incident.priority
     else:
         step.note("changed", f"now: {summary}", now)
         action, text = "comment", f"Now: {summary}\n{message}"
-    _told(incident, now)
+    incident.notified_summary = summary
+    incident.last_comment_at = now
     step.changed = True
     if incident.ticketed:
         step.send(action, text)

@@ -64,10 +64,18 @@ integrations:
 
 
 class Site:
-    def __init__(self, directory: Path, config_text: str, *, clock: Clock | None = None, environ: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        config_text: str,
+        *,
+        clock: Clock | None = None,
+        environ: dict[str, str] | None = None,
+        rules: str = SITE_RULES,
+    ) -> None:
         self.directory = directory
         self.clock = clock or Clock()
-        self.config = config_from(directory, config_text, extra={"site.yml": SITE_RULES}, environ=environ)
+        self.config = config_from(directory, config_text, extra={"site.yml": rules}, environ=environ)
         self.store = Store(self.config.state_path)
         self.metrics = Metrics()
         self.http = HttpClients()
