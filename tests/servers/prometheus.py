@@ -217,6 +217,10 @@ class BlackboxExporter:
     def stop(self) -> None:
         self._process.stop()
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
     def probe(self, target: str, module: str = "http_2xx") -> str:
         """Run one probe; returns the exposition text the exporter answers."""
         url = f"{self.url}/probe?" + urllib.parse.urlencode({"target": target, "module": module})
