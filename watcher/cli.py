@@ -315,6 +315,7 @@ def cmd_test_integration(args: argparse.Namespace) -> int:
     from integrations.base import DeliveryError, TicketContent
     from watcher.app import build_integrations
     from watcher.httpclient import HttpClients
+    from watcher.secret import redact
 
     config = load_config(args.config)
     built = build_integrations(config, HttpClients())
@@ -354,7 +355,7 @@ def cmd_test_integration(args: argparse.Namespace) -> int:
                 integration.page_resolve(content)
         except DeliveryError as exc:
             kind = "temporary" if exc.retry else "permanent"
-            print(f"{key}: FAILED ({kind}): {exc}", file=sys.stderr)
+            print(f"{key}: FAILED ({kind}): {redact(str(exc))}", file=sys.stderr)
             status = EXIT_FAILING
         finally:
             integration.close()
