@@ -61,6 +61,8 @@ DU_SIZE = ("size_bytes",)  # per directory; the path's own result has total_byte
 CHART_POINTS = 168  # a week of hours; longer periods are averaged down to it
 
 SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+# Within a severity: outages before slowness, slowness before housekeeping.
+AREA_RANK = {a: i for i, a in enumerate(("sla", "disk", "inodes", "mail", "heartbeat", "fleet", "memory", "load", "cleanup", "rules"))}
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class UsageFigures:
     history: list[tuple[datetime, float]]
     unit: str = ""
     growing: bool = False  # a trend clearly above the noise (t >= 3) and upward
+    peaks: list[tuple[datetime, float]] = field(default_factory=list)  # the highest value in each chart point
 
 
 @dataclass
@@ -372,19 +375,20 @@ def _first_metric(store: Store, target: str, probe: str, item: str, names: Seque
     return None
 
 
-def chart_history(hours: Sequence[Hour], limit: int = CHART_POINTS) -> list[tuple[datetime, float]]:
-    """At most ``limit`` points for a chart, averaging neighbours (time at each group's middle)."""
+def chart_history(hours: Sequence[Hour], limit: int = CHART_POINTS, *, peaks: bool = False) -> list[tuple[datetime, float]]:
+    """At most ``limit`` points for a chart, averaging neighbours (time at each group's
+    middle); with ``peaks``, the highest value of each group instead."""
     if not hours:
         return []
     if len(hours) <= limit:
-        return [(h.middle, h.mean) for h in hours]
+        return [(h.middle, h.hi if peaks else h.mean) for h in hours]
     size = math.ceil(len(hours) / limit)
     out = []
     for i in range(0, len(hours), size):
         group = hours[i : i + size]
         weight = sum(h.hours for h in group)
         middle = group[0].middle + (group[-1].middle - group[0].middle) / 2
-        out.append((middle, sum(h.mean * h.hours for h in group) / weight))
+        out.append((middle, max(h.hi for h in group) if peaks else sum(h.mean * h.hours for h in group) / weight))
     return out
 
 
@@ -426,7 +430,9 @@ def _disk(store: Store, target: str, probe: str, path: str, start: datetime, end
 def _usage(label: str, metric: str, probe: str, hours: list[Hour], threshold: float | None, unit: str = "") -> UsageFigures:
     per_week, fit = trend(hours)
     growing = fit is not None and fit.slope > 0 and fit.t_value >= 3
-    return UsageFigures(label, metric, probe, stats(hours, threshold), per_week, chart_history(hours), unit, growing)
+    return UsageFigures(
+        label, metric, probe, stats(hours, threshold), per_week, chart_history(hours), unit, growing, chart_history(hours, peaks=True)
+    )
 
 
 def _load(store: Store, target: str, probe: str, item: str, start: datetime, end: datetime, limits: Thresholds) -> list[UsageFigures]:
@@ -790,7 +796,7 @@ def recommend(audit: Audit) -> list[Recommendation]:
             out.append(Recommendation("low",
                                       f"Rule {r.rule} opened {r.incidents} incidents ({r.reopens} reopened, {r.short_lived} over within 15 min): raise its threshold or add a 'for:'",
                                       None, "rules", "", -r.noise))
-    out.sort(key=lambda r: (SEVERITY_RANK[r.severity], r.urgency, r.text))
+    out.sort(key=lambda r: (SEVERITY_RANK[r.severity], AREA_RANK.get(r.area, 99), r.urgency, r.text))
     return out
 
 

@@ -76,10 +76,15 @@ footer { margin-top: 32px; color: var(--muted); font-size: 12px; }
 # ------------------------------------------------------------------------ charts
 
 
-def _nice_step(span: float, ticks: int = 5) -> float:
+_TIME_STEPS = (1, 5, 10, 15, 30, 60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800)
+
+
+def _nice_step(span: float, ticks: int = 5, unit: str = "") -> float:
     raw = span / max(ticks, 1)
     if raw <= 0:
         return 1.0
+    if unit == "s":
+        return float(next((step for step in _TIME_STEPS if step >= raw), _TIME_STEPS[-1]))
     power = 10 ** math.floor(math.log10(raw))
     for factor in (1, 2, 2.5, 5, 10):
         if raw <= factor * power:
@@ -93,7 +98,7 @@ def _fmt_axis(value: float, unit: str) -> str:
     if unit == "s":
         return format_duration(value) if value else "0"
     if unit == "ratio":
-        return f"{value:.0%}"
+        return f"{value * 100:.3g}%"
     text = f"{value:.3g}"
     return text + ("%" if unit == "%" else "")
 
@@ -120,15 +125,18 @@ def line_chart(
     left, right, top, bottom = 58, 16, 26, 44
     plot_w, plot_h = width - left - right, height - top - bottom
     period = (end - start).total_seconds() or 1.0
+    # room for forecasts: up to half the period ahead (two weeks at least), so a date
+    # that matters shows its marker and a far one shows its direction
+    ahead = end + timedelta(seconds=max(period / 2, 14 * 86400))
     x_end = end
     for _, ((_, _), (t1, _)) in forecasts:
         if t1 > x_end:
-            x_end = min(t1 + timedelta(seconds=period * 0.03), end + timedelta(seconds=max(period, 60 * 86400)))
+            x_end = min(max(x_end, t1 + timedelta(seconds=period * 0.03)), ahead)
     x0, x1 = start.timestamp(), x_end.timestamp()
     values = [v for _, pts in series for _, v in pts] + [v for v, _, _ in thresholds]
     top_value = y_max if y_max is not None else (max(values) * 1.1 if values else 1.0)
     top_value = top_value or 1.0
-    step = _nice_step(top_value)
+    step = _nice_step(top_value, unit=unit)
     if y_max is None:
         top_value = math.ceil(top_value / step) * step
 
@@ -380,7 +388,7 @@ def _usage_chart(u: UsageFigures, target: str, audit: Audit, tz: ZoneInfo) -> st
     thresholds = [(u.stats.threshold, f"threshold {_num(u.stats.threshold, unit)}", CRIT)] if u.stats.threshold is not None else []
     chart = line_chart(
         f"{u.label} on {target}",
-        [(u.label, u.history)],
+        [(f"{u.label} (hourly mean)", u.history), ("peak", u.peaks)],
         start=audit.start,
         end=audit.end,
         tz=tz,

@@ -1,0 +1,132 @@
+"""The HTML report: self-contained, escaped, with its charts; opened in headless Chromium
+for console errors, outside requests, the charts, a screenshot and the printed PDF."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import config_from
+from tests.servers.base import require_binary
+from tests.watcher.audit_history import NOW, SITE_CONFIG, populate_site
+from tests.watcher.chromium import open_page
+from watcher.audit import Audit, build_audit
+from watcher.report_html import CSP, render_html
+from watcher.report_md import render_markdown
+from watcher.store import Store
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+# 2 disk charts (one per server with disks), 3 usage charts per server with load and
+# memory (load, memory, swap), 2 for the mail queue, 1 for the fleet, 1 SLA chart
+CHARTS = 2 + 3 + 3 + 2 + 1 + 1
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Audit:
+    directory = tmp_path_factory.mktemp("site")
+    config = config_from(directory, SITE_CONFIG, environ={})
+    store = Store(config.state_path)
+    populate_site(store, config)
+    audit = build_audit(store, config, since=timedelta(days=30), now=NOW)
+    store.close()
+    return audit
+
+
+@pytest.fixture(scope="module")
+def html(site: Audit) -> str:
+    return render_html(site)
+
+
+def test_the_page_forbids_every_outside_load_and_names_no_address(html: str) -> None:
+    head = html[: html.index("</head>")]
+    assert f'<meta http-equiv="Content-Security-Policy" content="{CSP}">' in head
+    assert head.index("Content-Security-Policy") < head.index("<style>")
+    for pattern in (r"\bsrc\s*=", r"\bhref\s*=", r"url\(", r"@import", r"https?:", r"<script", r"<link", r"<iframe", r"<img"):
+        assert re.search(pattern, html, re.IGNORECASE) is None, pattern
+
+
+def test_text_from_probes_and_incidents_is_shown_not_interpreted(html: str) -> None:
+    assert "HTTP 502 &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+    assert "&lt;b&gt;Front desk&lt;/b&gt;" in html
+
+
+def test_the_charts_are_inline_svg_with_thresholds_and_forecasts(html: str) -> None:
+    assert html.count("<svg ") == CHARTS
+    disk_chart = html[html.index('<figure class="disk-chart">', html.index('id="server-mail1"')):]
+    disk_chart = disk_chart[: disk_chart.index("</figure>")]
+    assert disk_chart.count('class="threshold"') == 2 and "critical 95%" in disk_chart
+    assert disk_chart.count('class="forecast"') == 1 and "/var 02 Dec" in disk_chart
+    bars = re.findall(r'<rect [^>]*width="([\d.]+)"[^>]*class="bar"', html)
+    assert len(bars) == 4 and float(bars[1]) == 0.0  # P1 resolution: none met
+
+
+def test_the_page_starts_with_ranked_recommendations(html: str, site: Audit) -> None:
+    section = html[html.index('id="recommendations"'):html.index("</section>", html.index('id="recommendations"'))]
+    assert section.index("/var on mail1 full in about 9 days at the current rate") < section.index("was overloaded")
+    assert section.count("<li>") == len(site.recommendations)
+
+
+def test_the_markdown_carries_the_same_recommendations_and_tables(site: Audit) -> None:
+    text = render_markdown(site)
+    assert text.startswith("# Server and usage audit: acme-pune\n")
+    assert "2. **HIGH** /var on mail1 full in about 9 days at the current rate" in text
+    assert re.search(r"^\| mail1 \| /var \| 91% \| 9\.01 GB \| \+7\.00 pts \| 02 Dec 2026 \(in 9 d\) \|", text, re.MULTILINE)
+    assert "| P1 Urgent | 2 | 2 | 0 | 100% (2/2) | 0% (0/2) | 40m | 5h |" in text
+
+
+# ------------------------------------------------------------------------ in a browser
+
+QUESTIONS = {
+    "title": "document.title",
+    "charts": "document.querySelectorAll('svg.chart').length",
+    "chart_lines": "document.querySelectorAll('svg.chart path.series').length",
+    "loaded_resources": "performance.getEntriesByType('resource').length",
+    "width": "document.documentElement.scrollWidth",
+    "recommendations": "document.querySelectorAll('ol.recs li').length",
+}
+
+
+@pytest.mark.slow
+def test_chromium_draws_the_report_without_errors_or_outside_requests(html: str, site: Audit, tmp_path: Path) -> None:
+    chromium = require_binary("chromium")
+    page = tmp_path / "audit.html"
+    page.write_text(html, encoding="utf-8")
+    report = open_page(chromium, page, expressions=QUESTIONS)
+    assert report.problems == []
+    assert report.requests == [page.resolve().as_uri()]
+    assert report.values["loaded_resources"] == 0
+    assert report.values["charts"] == CHARTS and report.values["chart_lines"] >= CHARTS - 1
+    assert report.values["recommendations"] == len(site.recommendations)
+    assert report.values["title"].startswith("Audit acme-pune: 24 Oct 2026 to 23 Nov 2026")
+    assert report.values["width"] <= 1100  # nothing wider than the window
+    assert report.png.startswith(b"\x89PNG\r\n\x1a\n") and len(report.png) > 50_000
+    assert report.pdf.startswith(b"%PDF-")
+    pages = len(re.findall(rb"/Type\s*/Page[^s]", report.pdf))
+    assert 3 <= pages <= 12  # printable on A4: a handful of pages, sections kept whole
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "audit-report.png").write_bytes(report.png)
+    (ARTIFACTS / "audit-report.pdf").write_bytes(report.pdf)
+    (ARTIFACTS / "audit-report.html").write_text(html, encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_the_browser_check_would_catch_an_outside_request(html: str, tmp_path: Path, http_server) -> None:
+    """The control: the same check sees a request the page should not make, and the
+    page's policy is what keeps it from leaving."""
+    chromium = require_binary("chromium")
+    outside = http_server.url_for("/pixel.png")
+    injected = html.replace("</body>", f'<img src="{outside}" alt=""></body>')
+    guarded = tmp_path / "guarded.html"
+    guarded.write_text(injected, encoding="utf-8")
+    report = open_page(chromium, guarded)
+    assert outside in report.requests
+    assert any("Content Security Policy" in p for p in report.problems)
+    assert http_server.requests_for("/pixel.png") == []
+    unguarded = tmp_path / "unguarded.html"
+    unguarded.write_text(re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", injected), encoding="utf-8")
+    report = open_page(chromium, unguarded)
+    assert outside in report.requests
+    assert len(http_server.requests_for("/pixel.png")) == 1
