@@ -24,6 +24,11 @@ REGISTRY: dict[str, str] = {
     "mail_queue": "probes.mail_queue:MailQueueProbe",
     "nagios": "probes.nagios:NagiosProbe",
     "du": "probes.du:DuProbe",
+    "smtp": "probes.smtp:SmtpProbe",
+    "imap": "probes.imap:ImapProbe",
+    "pop3": "probes.pop3:Pop3Probe",
+    "agent_checkins": "probes.agent_checkins:AgentCheckinsProbe",
+    "heartbeat": "probes.heartbeat:HeartbeatProbe",
 }
 
 

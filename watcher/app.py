@@ -24,6 +24,7 @@ from probes.base import ProbeContext, Result
 from watcher import __version__
 from watcher.acks import HelpdeskPoller
 from watcher.audit_schedule import AuditScheduler
+from watcher.checkins import attach as attach_checkins
 from watcher.config import Config, ConfigError, load_config
 from watcher.engine import Engine
 from watcher.escalation import ESCALATION_ROUTE, EscalationMailer
@@ -225,6 +226,8 @@ class App:
         self.dispatcher = Dispatcher(self.store, build_integrations(self.config, self.http), self.metrics)
         self.engine = Engine(self.config, self.store, on_enqueue=self.dispatcher.wake)
         self.sink = ResultSink(self.engine, self.store, lambda: self.config)
+        self.services["previous_results"] = lambda target, probe: [r for r in self.store.latest(target) if r.probe == probe]
+        self.checkins = attach_checkins(self)
         self.audits = AuditScheduler(self.store, lambda: self.config, http=self.http)
         self.poller = HelpdeskPoller(self.engine, self.store, build_integrations(self.config, self.http))
         self.scheduler = self._scheduler(self.config)
@@ -318,6 +321,7 @@ class App:
         self.dispatcher = Dispatcher(self.store, build_integrations(new, self.http), self.metrics)
         self.engine.on_enqueue = self.dispatcher.wake
         self.engine.configure(new)
+        self.checkins.configure(new)
         self.scheduler = self._scheduler(new)
         self.dispatcher.start()
         self.poller.replace(build_integrations(new, self.http))
@@ -346,6 +350,7 @@ class App:
         web.route("GET", r"/api/incidents/(?P<id>\d+)", self._api_incident)
         web.route("POST", r"/api/incidents/(?P<id>\d+)/ack", self._api_ack, token=True)
         web.route("POST", r"/api/incidents/(?P<id>\d+)/resolve", self._api_resolve, token=True)
+        self.checkins.routes(web)
 
     def _healthz(self, request: Request) -> Response:
         ok, why = self.healthy

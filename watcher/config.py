@@ -220,6 +220,56 @@ class HistoryRetention(Model):
     daily: Duration = timedelta(days=730)
 
 
+class Checkin(Model):
+    """A pushed heartbeat: a job calls ``POST /checkin/<name>``; late past its period (or
+    cron schedule) plus grace, failed when it calls ``/checkin/<name>/fail``."""
+
+    name: str
+    period: OptionalDuration = None
+    schedule: str | None = None
+    grace: Duration = timedelta(minutes=5)
+    timezone: str | None = None
+    token: Secret | None = None
+    target: str | None = None
+    labels: dict[str, str] = {}
+    description: str | None = None
+    runbook: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError("a check-in name is letters, digits and . _ - @ (it goes into the URL /checkin/<name>)")
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        from watcher.cron import parse_cron
+
+        if value is not None:
+            parse_cron(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown timezone {value!r}; write e.g. Asia/Kolkata or UTC") from None
+        return value
+
+    @property
+    def result_target(self) -> str:
+        """The target its results belong to: the one named, else a target of its own."""
+        return self.target or self.name
+
+    def as_target(self) -> Target:
+        return Target(name=self.name, description=self.description, labels=self.labels, runbook=self.runbook)
+
+
 AUDIT_CONTACT_LISTS = ("managers", "escalation", "hotline")
 
 
@@ -425,6 +475,7 @@ class WatcherConfig(Model):
     history: HistoryRetention = HistoryRetention()
     audits: list[AuditSchedule] = []
     targets: list[Target] = []
+    checkins: list[Checkin] = []
 
     @field_validator("site")
     @classmethod
@@ -489,7 +540,10 @@ class Config:
 
     @property
     def targets(self) -> dict[str, Target]:
-        return {t.name: t for t in self.model.targets}
+        targets = {t.name: t for t in self.model.targets}
+        for checkin in self.model.checkins:  # a check-in without target: is a target of its own
+            targets.setdefault(checkin.result_target, checkin.as_target())
+        return targets
 
     @property
     def calendar(self) -> BusinessCalendar:
@@ -542,6 +596,7 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     if model is None:
         raise ConfigError(issues)
     issues.extend(_check_targets(model, located))
+    issues.extend(_check_checkins(model, located))
     issues.extend(_check_audits(model, located))
     ruleset, rule_issues = _merge_rules(model, packs)
     issues.extend(rule_issues)
@@ -724,6 +779,53 @@ def _check_audits(model: WatcherConfig, located: Located) -> list[ConfigIssue]:
     return issues
 
 
+def _check_checkins(model: WatcherConfig, located: Located) -> list[ConfigIssue]:
+    """Each check-in: a schedule, a way to authenticate, a name no other check uses."""
+    issues = []
+    seen: dict[str, int] = {}
+    targets = {t.name: t for t in model.targets}
+    for index, checkin in enumerate(model.checkins):
+        here = ("checkins", index)
+
+        def issue(message: str, hint: str = "", key: str | None = None, here: tuple[Any, ...] = here) -> None:
+            path = (*here, key) if key else here
+            issues.append(ConfigIssue(located.mark(path), format_path(path), message, hint))
+
+        if checkin.name in seen:
+            issue(f"two check-ins are named {checkin.name!r} (first at checkins[{seen[checkin.name]}])", "", "name")
+        seen.setdefault(checkin.name, index)
+        if (checkin.period is None) == (checkin.schedule is None):
+            issue(
+                "a check-in needs either period: or schedule:, not both" if checkin.period else "a check-in needs period: or schedule:",
+                'write period: 1d (runs every day) or schedule: "30 2 * * *" (cron), with grace: 2h',
+            )
+        if checkin.period is not None and checkin.period.total_seconds() <= 0:
+            issue("period must be longer than 0", "e.g. period: 1h", "period")
+        if checkin.token is None and model.api_token is None:
+            issue(
+                f"nobody can check in to {checkin.name!r}: it has no token and there is no api_token",
+                'add token: "${BACKUP_CHECKIN_TOKEN}" to the check-in, or api_token: at the top',
+            )
+        if model.listen is None:
+            issue("check-ins arrive over HTTP, but listen: is off", "set listen: 0.0.0.0:9177 (or the address jobs reach)")
+        if checkin.target is not None and checkin.target not in targets:
+            issue(f"target names no configured target: {checkin.target!r}", did_you_mean(checkin.target, targets), "target")
+        elif checkin.target is not None:
+            if checkin.name in {spec.id for spec in targets[checkin.target].probe_specs()}:
+                issue(
+                    f"target {checkin.target!r} already has a probe named {checkin.name!r}",
+                    "rename the check-in; its results sit beside that target's probes",
+                    "name",
+                )
+        elif checkin.name in targets:
+            issue(
+                f"a target is also named {checkin.name!r}",
+                f"add target: {checkin.name} to attach the check-in to it, or rename one",
+                "name",
+            )
+    return issues
+
+
 def _check_host(host: str, located: Located, path: tuple[Any, ...], issues: list[ConfigIssue]) -> None:
     try:
         ipaddress.ip_address(host)
@@ -742,8 +844,9 @@ def _merge_rules(model: WatcherConfig, packs: list[tuple[Located, RulePack]]) ->
             by_name[rule.name] = (rule, located, index)
     issues = []
     configured = {spec.id: spec for t in model.targets for spec in t.probe_specs()}
+    configured.update({c.name: ProbeSpec("heartbeat", c.name, ProbeConfig()) for c in model.checkins})
     configured_kinds = {spec.kind for spec in configured.values()}
-    target_names = {t.name for t in model.targets}
+    target_names = {t.name for t in model.targets} | {c.result_target for c in model.checkins}
     for rule, located, index in by_name.values():
         here = ("rules", index)
         if rule.priority not in priorities:

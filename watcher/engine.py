@@ -48,6 +48,7 @@ class Engine:
         self.on_enqueue = on_enqueue or (lambda _name: None)
         self._lock = threading.RLock()
         self._to_wake: set[str] = set()
+        self._tickers: list[Callable[[datetime], Sequence[Result]]] = []
         self._latest: dict[tuple[str, str, str], Result] = {r.key: r for r in store.latest()}
         self.configure(config)
         self._incidents: dict[str, Incident] = store.working_set(self.policy.reopen_within, clock())
@@ -76,6 +77,7 @@ class Engine:
             base = f"http://{m.listen}" if m.listen else None
             self.status_url = base + "/" if base else None
             live = {(t.name, s.id) for t in m.targets for s in t.probe_specs()}
+            live |= {(c.result_target, c.name) for c in m.checkins}
             self._latest = {k: v for k, v in self._latest.items() if (k[0], k[1]) in live}
 
     # -------------------------------------------------------------------- results
@@ -117,10 +119,21 @@ class Engine:
 
     # ----------------------------------------------------------------- time passes
 
+    def add_ticker(self, ticker: Callable[[datetime], Sequence[Result]]) -> None:
+        """Adds something whose results come from time passing, not from a probe run
+        (a pushed heartbeat that goes late); ``tick()`` asks it with the engine's clock."""
+        self._tickers.append(ticker)
+
     def tick(self) -> list[Step]:
         """Deadline breaches, deferred pages and whatever else waits on the clock."""
         now = self.clock()
-        steps = []
+        due: list[Result] = []
+        for ticker in list(self._tickers):
+            try:
+                due.extend(ticker(now))
+            except Exception:  # one broken source must not stop deadlines and pages
+                log.exception("ticker %r failed", ticker)
+        steps = self.process(due)
         with self._lock:
             active = [i for i in self._incidents.values() if i.active]
             if not active:

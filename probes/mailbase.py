@@ -1,0 +1,141 @@
+"""What the ``smtp``, ``imap`` and ``pop3`` probes share: TLS options, certificate
+verdicts and the reasons a failed connection is given.
+
+Certificate problems get reasons of their own (``cert_expired``, ``cert_untrusted``,
+``cert_expiring``) so the shipped certificate rules, not the service-down rules, speak
+for them: an expired certificate is a ticket, not a page at 3 a.m. Credentials never go
+over a connection whose certificate failed verification.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+from pydantic import field_validator, model_validator
+
+from probes.base import Outcome, ProbeConfig, ProbeContext
+from probes.http import cert_days_left
+from watcher.durations import parse_duration
+from watcher.secret import Secret
+
+__all__ = [
+    "CERT_REASONS",
+    "MailConfig",
+    "cert_failure",
+    "connection_failure",
+    "days_left",
+    "judge_common",
+]
+
+CERT_REASONS = ("cert_expired", "cert_untrusted", "cert_expiring")
+_X509_EXPIRED = 10
+_X509_NOT_YET_VALID = 9
+
+
+class MailConfig(ProbeConfig):
+    """Connection options of the mail probes. ``tls`` is implicit TLS (SMTPS, IMAPS,
+    POP3S); ``starttls`` upgrades a plain connection. Verification is on unless
+    ``tls_verify: false`` is written."""
+
+    default_ports: ClassVar[tuple[int, int]] = (0, 0)  # (plain or STARTTLS, implicit TLS)
+
+    host: str | None = None
+    port: int | None = None
+    tls: bool = False
+    starttls: bool = False
+    tls_verify: bool = True
+    ca_file: str | None = None
+    cert_min_days: float | None = None
+    user: str | None = None
+    password: Secret | None = None
+    max_latency: timedelta | None = None
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, value: int | None) -> int | None:
+        if value is not None and not 0 < value < 65536:
+            raise ValueError("a port is between 1 and 65535")
+        return value
+
+    @field_validator("max_latency", mode="before")
+    @classmethod
+    def _latency(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MailConfig:
+        if self.tls and self.starttls:
+            raise ValueError("choose one: tls: true (implicit TLS) or starttls: true (upgrade), not both")
+        if (self.user is None) != (self.password is None):
+            raise ValueError("a login needs both user and password (password: \"${ENV_VAR}\")")
+        if self.password is not None and not (self.tls or self.starttls):
+            raise ValueError("a password is only sent over TLS: add tls: true or starttls: true")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return self.default_ports[1] if self.tls else self.default_ports[0]
+
+    def where(self, ctx: ProbeContext) -> tuple[str, int]:
+        return self.host or ctx.host or "127.0.0.1", self.effective_port
+
+
+def tls_context(ctx: ProbeContext, cfg: MailConfig, *, verify: bool | None = None) -> ssl.SSLContext:
+    return ctx.http.ssl_context(verify=cfg.tls_verify if verify is None else verify, ca_file=cfg.ca_file)
+
+
+def cert_failure(exc: ssl.SSLCertVerificationError, where: str) -> tuple[str, str]:
+    """(reason, message) for a certificate that failed verification."""
+    if exc.verify_code == _X509_EXPIRED:
+        return "cert_expired", f"TLS certificate of {where} has expired"
+    if exc.verify_code == _X509_NOT_YET_VALID:
+        return "cert_untrusted", f"TLS certificate of {where} is not valid yet"
+    return "cert_untrusted", f"TLS certificate of {where} not trusted: {exc.verify_message or exc}"
+
+
+def connection_failure(exc: BaseException, where: str, timeout: float, step: str = "connect") -> Outcome:
+    """A ``fail`` for whatever stopped the conversation with the server."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason, message = cert_failure(exc, where)
+        return Outcome.fail(message, reason=reason)
+    if isinstance(exc, ssl.SSLError):
+        return Outcome.fail(f"TLS handshake with {where} failed: {exc.reason or exc}", reason="tls")
+    if isinstance(exc, ConnectionRefusedError):
+        return Outcome.fail(f"connection to {where} refused", reason="refused")
+    if isinstance(exc, socket.gaierror):
+        return Outcome.fail(f"cannot resolve {where.rsplit(':', 1)[0]}: {exc.strerror}", reason="dns")
+    if isinstance(exc, TimeoutError):
+        return Outcome.fail(f"{where} did not answer within {timeout:.1f}s ({step})", reason="timeout")
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, EOFError, smtplib.SMTPServerDisconnected)):
+        return Outcome.fail(f"{where} closed the connection ({step})", reason="protocol")
+    if isinstance(exc, OSError):
+        return Outcome.fail(f"cannot talk to {where} ({step}): {exc.strerror or exc}", reason="refused")
+    return Outcome.fail(f"{where} broke the exchange ({step}): {type(exc).__name__}: {exc}", reason="protocol")
+
+
+def days_left(sock: Any) -> float | None:
+    """Days until the peer certificate of a TLS socket expires (negative once expired)."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return None
+    der = sock.getpeercert(binary_form=True)
+    return round(cert_days_left(der, datetime.now(UTC)), 3) if der else None
+
+
+def judge_common(cfg: MailConfig, metrics: dict[str, float]) -> list[tuple[str, str]]:
+    """(reason, message) for the limits every mail probe has: latency and certificate age."""
+    failures = []
+    days = metrics.get("cert_days_left")
+    if cfg.cert_min_days is not None and days is not None and days < cfg.cert_min_days:
+        failures.append(
+            ("cert_expiring", f"certificate expires in {days:.1f} days (minimum {cfg.cert_min_days:g})")
+        )
+    latency = metrics.get("latency_s")
+    if cfg.max_latency is not None and latency is not None and latency > cfg.max_latency.total_seconds():
+        failures.append(("slow", f"answered in {latency:.2f}s, over {cfg.max_latency.total_seconds():g}s"))
+    return failures
