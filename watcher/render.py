@@ -103,9 +103,12 @@ def _body(
         f"First seen:    {t(incident.first_seen)}",
         f"Last seen:     {t(incident.last_seen)}",
         f"Occurrences:   {incident.occurrences}",
-        f"State:         {incident.state}",
+        f"State:         {incident.state}"
+        + (f" (by {incident.acknowledged_by} at {t(incident.acknowledged_at)})" if incident.acknowledged_at else ""),
         f"Fingerprint:   {incident.fingerprint}",
     ]
+    if incident.escalation:
+        lines.append(f"Escalated:     {incident.escalation} step{'s' if incident.escalation > 1 else ''} of the chain notified")
     if incident.runbook:
         lines.append(f"Runbook:       {incident.runbook}")
     if status_url:

@@ -106,6 +106,7 @@ def test_an_unacknowledged_p1_climbs_the_chain_each_step_once_also_across_a_rest
     body = p1.sink.messages[0].body
     assert body.startswith("Escalated to Priya (Senior Product Manager) (step 1 of 3): response deadline")
     assert "Fingerprint:" in body  # the whole ticket body follows the reason
+    assert "Escalated:     1 step of the chain notified" in body
     assert p1.sink.messages[0].headers["X-Watcher-Escalation-Step"] == "1"
     p1.at(hours=3, minutes=55)
     assert len(p1.escalations()) == 1
