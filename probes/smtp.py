@@ -175,12 +175,20 @@ class SmtpProbe(Probe):
 
     # ------------------------------------------------------------------ the session
 
+    def _wait(self, ctx: ProbeContext) -> float:
+        """How long one answer may take: the check's timeout, less the roundtrip's own
+        deadline (waiting for delivery is not waiting for an answer)."""
+        rt = self.config.roundtrip
+        if rt is None:
+            return ctx.timeout
+        return max(5.0, ctx.timeout - rt.deadline.total_seconds())
+
     def _client(self, ctx: ProbeContext, *, verify: bool | None = None) -> smtplib.SMTP:
         cfg = self.config
         helo = cfg.helo or socket.gethostname() or "watcher"
         if cfg.tls:
-            return smtplib.SMTP_SSL(local_hostname=helo, timeout=ctx.timeout, context=tls_context(ctx, cfg, verify=verify))
-        return smtplib.SMTP(local_hostname=helo, timeout=ctx.timeout)
+            return smtplib.SMTP_SSL(local_hostname=helo, timeout=self._wait(ctx), context=tls_context(ctx, cfg, verify=verify))
+        return smtplib.SMTP(local_hostname=helo, timeout=self._wait(ctx))
 
     def _converse(
         self, ctx: ProbeContext, host: str, port: int, metrics: dict[str, float], transcript: list[str]
@@ -199,7 +207,7 @@ class SmtpProbe(Probe):
                 transcript.append(f"<<< {exc.smtp_code} {text}")
                 raise _Stop(Outcome.fail(f"{where} greeted with {exc.smtp_code} {text}", reason="banner")) from None
             except (OSError, smtplib.SMTPException) as exc:
-                raise _Stop(connection_failure(exc, where, ctx.timeout, "connect")) from None
+                raise _Stop(connection_failure(exc, where, self._wait(ctx), "connect")) from None
             metrics["banner_s"] = time.perf_counter() - t0
             if cfg.tls:
                 metrics["tls_s"] = metrics["banner_s"]
@@ -207,7 +215,7 @@ class SmtpProbe(Probe):
             transcript.append(f"<<< {code} {_text(banner)}")
             if cfg.banner is not None and not _search(cfg.banner, _text(banner)):
                 raise _Stop(Outcome.fail(f"banner {_text(banner)!r} does not match /{cfg.banner}/", reason="banner"))
-            features = self._ehlo(client, where, ctx.timeout, metrics, transcript)
+            features = self._ehlo(client, where, self._wait(ctx), metrics, transcript)
             offered = set(features)  # STARTTLS is offered before TLS only
             if cfg.starttls:
                 if "starttls" not in features:
@@ -216,11 +224,11 @@ class SmtpProbe(Probe):
                 try:
                     client.starttls(context=tls_context(ctx, cfg))
                 except (OSError, smtplib.SMTPException) as exc:
-                    raise _Stop(connection_failure(exc, where, ctx.timeout, "STARTTLS")) from None
+                    raise _Stop(connection_failure(exc, where, self._wait(ctx), "STARTTLS")) from None
                 metrics["tls_s"] = time.perf_counter() - t1
                 self._cert_days(client, metrics)
                 transcript.append(">>> STARTTLS (ok)")
-                features = self._ehlo(client, where, ctx.timeout, metrics, transcript)
+                features = self._ehlo(client, where, self._wait(ctx), metrics, transcript)
             metrics["extensions"] = len(features)
             size = features.get("size", "").split()
             if size and size[0].isdigit() and int(size[0]) > 0:
@@ -230,7 +238,7 @@ class SmtpProbe(Probe):
             if missing:
                 raise _Stop(Outcome.fail(f"{where} does not advertise {', '.join(missing)}", reason="extensions"))
             if cfg.user is not None and cfg.password is not None:
-                self._login(client, where, ctx.timeout, metrics, transcript)
+                self._login(client, where, self._wait(ctx), metrics, transcript)
             sent = None
             if cfg.roundtrip is not None:
                 sent = self._send(ctx, client, where, metrics, transcript)
@@ -330,7 +338,7 @@ class SmtpProbe(Probe):
                 Outcome.fail(f"{where} refused the probe mail: {exc.smtp_code} {_text(exc.smtp_error)}", reason="roundtrip")
             ) from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise _Stop(connection_failure(exc, where, ctx.timeout, "sending the probe mail")) from None
+            raise _Stop(connection_failure(exc, where, self._wait(ctx), "sending the probe mail")) from None
         if refused:
             raise _Stop(Outcome.fail(f"{where} refused the probe mail to {rt.to}", reason="roundtrip"))
         metrics["send_s"] = time.perf_counter() - t0
@@ -356,13 +364,13 @@ class SmtpProbe(Probe):
         undelivered = f"accepted by {smtp_host} but "
         try:
             if box.tls:
-                imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(host, port, ssl_context=context, timeout=ctx.timeout)
+                imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(host, port, ssl_context=context, timeout=self._wait(ctx))
             else:
-                imap = imaplib.IMAP4(host, port, timeout=ctx.timeout)
+                imap = imaplib.IMAP4(host, port, timeout=self._wait(ctx))
                 if box.starttls:
                     imap.starttls(ssl_context=context)
         except (OSError, imaplib.IMAP4.error) as exc:
-            failed = connection_failure(exc, where, ctx.timeout, "IMAP")
+            failed = connection_failure(exc, where, self._wait(ctx), "IMAP")
             return Outcome.fail(
                 f"{undelivered}its delivery cannot be confirmed: {failed.message}", metrics=metrics, reason="roundtrip"
             )
@@ -390,7 +398,7 @@ class SmtpProbe(Probe):
             # This probe's earlier mails that came in after their deadline go too.
             _delete(imap, _search_tag(imap, tag.rsplit("/", 1)[0] + "/"))
         except (OSError, imaplib.IMAP4.error) as exc:
-            failed = connection_failure(exc, where, ctx.timeout, "IMAP")
+            failed = connection_failure(exc, where, self._wait(ctx), "IMAP")
             return Outcome.fail(f"{undelivered}confirming delivery failed: {failed.message}", metrics=metrics, reason="roundtrip")
         finally:
             _quietly_logout(imap)

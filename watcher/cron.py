@@ -108,12 +108,8 @@ class CronSchedule:
             return False
         by_date = day.day in self.days
         by_weekday = day.isoweekday() % 7 in self.weekdays
-        if self.any_day and self.any_weekday:
-            return True
-        if self.any_day:
-            return by_weekday
-        if self.any_weekday:
-            return by_date
+        if self.any_day or self.any_weekday:
+            return by_date and by_weekday  # a * field has every day in it
         return by_date or by_weekday
 
     def _instant(self, day: date, hour: int, minute: int) -> datetime | None:
