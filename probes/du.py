@@ -54,7 +54,9 @@ def parse_du(output: str) -> list[tuple[str, int]]:
 class DuProbe(Probe):
     kind = "du"
     Config = DuConfig
-    metrics: ClassVar[frozenset[str]] = frozenset({"total_bytes", "size_bytes", "share_percent", "unreadable"})
+    metrics: ClassVar[frozenset[str]] = frozenset(
+        {"total_bytes", "size_bytes", "share_percent", "unreadable"}
+    )
     labels = ("path", "dir")
     needs_runner = True
     default_interval = timedelta(hours=24)
@@ -65,18 +67,30 @@ class DuProbe(Probe):
         cfg = self.config
         outcomes: list[Outcome] = []
         for path in cfg.paths:
-            done = ctx.runner.run(["sh", "-c", _DU_SCRIPT, "du", str(cfg.depth), path, str(cfg.top + 1)], ctx.timeout)
+            done = ctx.runner.run(
+                ["sh", "-c", _DU_SCRIPT, "du", str(cfg.depth), path, str(cfg.top + 1)], ctx.timeout
+            )
             outcomes.extend(self._path(path, done))
         return outcomes
 
     def _path(self, path: str, done: CommandResult) -> list[Outcome]:
         sizes = parse_du(done.stdout)
         unreadable = sum(1 for line in done.stderr.splitlines() if "Permission denied" in line)
-        total = next((size for p, size in sizes if p.rstrip("/") == path.rstrip("/") or p == path), None)
+        total = next(
+            (size for p, size in sizes if p.rstrip("/") == path.rstrip("/") or p == path), None
+        )
         if total is None:
             said = (done.stderr.strip() or "du printed nothing").splitlines()[0]
-            return [Outcome.error(f"cannot measure {path}: {said}", labels={"path": path}, evidence=done.stdout + done.stderr)]
-        dirs = [(p, size) for p, size in sizes if p.rstrip("/") != path.rstrip("/")][: self.config.top]
+            return [
+                Outcome.error(
+                    f"cannot measure {path}: {said}",
+                    labels={"path": path},
+                    evidence=done.stdout + done.stderr,
+                )
+            ]
+        dirs = [(p, size) for p, size in sizes if p.rstrip("/") != path.rstrip("/")][
+            : self.config.top
+        ]
         table = "\n".join(f"{size / 2**20:12.1f} MiB  {p}" for p, size in dirs)
         note = f" ({unreadable} unreadable, not counted)" if unreadable else ""
         largest = f"; largest {dirs[0][0]} {dirs[0][1] / 2**30:.2f} GiB" if dirs else ""
@@ -90,7 +104,10 @@ class DuProbe(Probe):
         return [summary] + [
             Outcome.ok(
                 f"{d}: {size / 2**20:.1f} MiB",
-                metrics={"size_bytes": float(size), "share_percent": round(100.0 * size / total, 2) if total else 0.0},
+                metrics={
+                    "size_bytes": float(size),
+                    "share_percent": round(100.0 * size / total, 2) if total else 0.0,
+                },
                 labels={"path": path, "dir": d},
             )
             for d, size in dirs

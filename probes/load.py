@@ -39,7 +39,9 @@ def parse_load(output: str) -> dict[str, float] | None:
     match = proc or _UPTIME.search(lines[0])
     if match is None:
         return None
-    figures["load1"], figures["load5"], figures["load15"] = (float(match.group(i)) for i in (1, 2, 3))
+    figures["load1"], figures["load5"], figures["load15"] = (
+        float(match.group(i)) for i in (1, 2, 3)
+    )
     if proc is not None:
         figures["procs_running"] = float(proc.group(4))
         figures["procs_total"] = float(proc.group(5))
@@ -73,7 +75,9 @@ class LoadProbe(Probe):
         evidence = done.stdout + (f"\n--- stderr ---\n{done.stderr}" if done.stderr.strip() else "")
         figures = parse_load(done.stdout)
         if figures is None:
-            return Outcome.error(f"no load averages in the output (exit {done.exit_code})", evidence=evidence)
+            return Outcome.error(
+                f"no load averages in the output (exit {done.exit_code})", evidence=evidence
+            )
         if self.config.cores:
             figures["cores"] = float(self.config.cores)
         cores = figures.get("cores")

@@ -20,7 +20,14 @@ from typing import ClassVar, Literal
 
 from probes.base import Outcome, Probe, ProbeConfig, ProbeContext
 
-__all__ = ["MailQueueProbe", "MailQueueConfig", "QueueReport", "parse_postfix", "parse_exim", "parse_sendmail"]
+__all__ = [
+    "MailQueueProbe",
+    "MailQueueConfig",
+    "QueueReport",
+    "parse_postfix",
+    "parse_exim",
+    "parse_sendmail",
+]
 
 # "$@" is the listing command: nothing from the config is spliced into the script text.
 # postqueue and exim live in sbin, which an unprivileged login's PATH often lacks.
@@ -30,7 +37,12 @@ _EXIM_ENTRY = re.compile(r"^\s*(\d+)([smhdw])\s+\S+\s+(\S{6}-\S{6}-\S{2,6})\s+<(
 _SENDMAIL_ENTRY = re.compile(
     r"^(\S+?)[*X-]?\s+(\d+)\s+\w{3}\s+(\w{3})\s+(\d{1,2})\s+(\d{1,2}):(\d{2})(?::(\d{2}))?\s+(\S+)"
 )
-_MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
 
 
 class MailQueueConfig(ProbeConfig):
@@ -114,7 +126,9 @@ def parse_exim(listing: str) -> QueueReport:
         if match is None:
             continue
         report.queued += 1
-        report.oldest_age_s = max(report.oldest_age_s, float(int(match.group(1)) * _AGE_UNITS[match.group(2)]))
+        report.oldest_age_s = max(
+            report.oldest_age_s, float(int(match.group(1)) * _AGE_UNITS[match.group(2)])
+        )
         if "*** frozen ***" in match.group(5):
             report.counts["frozen"] += 1
     return report
@@ -145,7 +159,9 @@ def parse_sendmail(listing: str, now: datetime) -> QueueReport:
 class MailQueueProbe(Probe):
     kind = "mail_queue"
     Config = MailQueueConfig
-    metrics: ClassVar[frozenset[str]] = frozenset({"queued", "oldest_age_s", "deferred", "active", "hold", "frozen"})
+    metrics: ClassVar[frozenset[str]] = frozenset(
+        {"queued", "oldest_age_s", "deferred", "active", "hold", "frozen"}
+    )
     needs_runner = True
     config: MailQueueConfig
 
@@ -158,15 +174,24 @@ class MailQueueProbe(Probe):
         evidence = listing + (f"\n--- stderr ---\n{done.stderr}" if done.stderr.strip() else "")
         now = _target_clock(clock_line)
         if now is None:
-            return Outcome.error(f"cannot read the target's clock: {clock_line[:80]!r}", evidence=done.stdout + done.stderr)
+            return Outcome.error(
+                f"cannot read the target's clock: {clock_line[:80]!r}",
+                evidence=done.stdout + done.stderr,
+            )
         if done.exit_code != 0:
             said = (done.stderr.strip() or listing.strip() or "no output").splitlines()[-1]
             hint = " (not installed?)" if done.exit_code == 127 else ""
-            return Outcome.error(f"{command[0]} exited {done.exit_code}{hint}: {said}", evidence=evidence)
+            return Outcome.error(
+                f"{command[0]} exited {done.exit_code}{hint}: {said}", evidence=evidence
+            )
         if cfg.mta == "postfix":
             report = parse_postfix(listing, now)
             if report.lines:
-                evidence = "\n".join(report.lines) + (f"\n... {report.queued - len(report.lines)} more" if report.queued > len(report.lines) else "")
+                evidence = "\n".join(report.lines) + (
+                    f"\n... {report.queued - len(report.lines)} more"
+                    if report.queued > len(report.lines)
+                    else ""
+                )
         elif cfg.mta == "exim":
             report = parse_exim(listing)
         else:
@@ -175,7 +200,8 @@ class MailQueueProbe(Probe):
         metrics.update({k: float(v) for k, v in report.counts.items()})
         if report.queued == 0 and listing.strip() and "empty" not in listing.lower():
             return Outcome.error(
-                f"no queue entries recognised in the {cfg.mta} listing (is mta: right?)", evidence=evidence
+                f"no queue entries recognised in the {cfg.mta} listing (is mta: right?)",
+                evidence=evidence,
             )
         if report.queued == 0:
             return Outcome.ok(f"{cfg.mta} queue empty", metrics=metrics, evidence=evidence)

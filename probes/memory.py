@@ -72,9 +72,14 @@ class MemoryProbe(Probe):
         figures = memory_figures(parse_meminfo(done.stdout))
         if figures is None:
             said = done.stderr.strip() or "no MemTotal in /proc/meminfo"
-            return Outcome.error(f"cannot read memory figures (exit {done.exit_code}): {said}", evidence=done.stdout + done.stderr)
+            return Outcome.error(
+                f"cannot read memory figures (exit {done.exit_code}): {said}",
+                evidence=done.stdout + done.stderr,
+            )
         swap = (
-            f", swap {figures['swap_used_percent']:.0f}% used" if figures["swap_total_bytes"] else ", no swap"
+            f", swap {figures['swap_used_percent']:.0f}% used"
+            if figures["swap_total_bytes"]
+            else ", no swap"
         )
         message = (
             f"memory {figures['used_percent']:.0f}% used, "

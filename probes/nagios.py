@@ -56,7 +56,9 @@ class NagiosConfig(ProbeConfig):
     def _names(cls, value: list[str]) -> list[str]:
         for name in value:
             if not _NAME.match(name):
-                raise ValueError(f"perfdata name {name!r} must be lower_snake_case, as watcher names them")
+                raise ValueError(
+                    f"perfdata name {name!r} must be lower_snake_case, as watcher names them"
+                )
         return value
 
     @model_validator(mode="after")
@@ -201,7 +203,9 @@ class NagiosProbe(Probe):
         if state in ("warning", "critical"):
             return Outcome.fail(said, metrics=metrics, evidence=evidence, reason=state)
         if done.exit_code == 127 or done.exit_code == 126:
-            said = f"plugin not found or not executable on the target (exit {done.exit_code}): {said}"
+            said = (
+                f"plugin not found or not executable on the target (exit {done.exit_code}): {said}"
+            )
         elif state is None:
             said = f"plugin exited {done.exit_code}: {said}"
         return Outcome.error(said, metrics=metrics, evidence=evidence, reason="unknown")

@@ -20,7 +20,16 @@ from probes.base import CommandResult, Outcome, Probe, ProbeConfig, ProbeContext
 __all__ = ["ServiceProbe", "ServiceConfig"]
 
 # systemctl is-active prints one of these per unit; anything else means it could not tell.
-_UNIT_STATES = {"active", "reloading", "inactive", "failed", "activating", "deactivating", "maintenance", "refreshing"}
+_UNIT_STATES = {
+    "active",
+    "reloading",
+    "inactive",
+    "failed",
+    "activating",
+    "deactivating",
+    "maintenance",
+    "refreshing",
+}
 _COMM_LEN = 15  # the kernel keeps the first 15 bytes of a process name
 
 
@@ -39,7 +48,9 @@ class ServiceConfig(ProbeConfig):
     def _one_kind(self) -> ServiceConfig:
         given = [k for k in ("unit", "process", "pattern") if getattr(self, k)]
         if len(given) != 1:
-            raise ValueError("give exactly one of unit: (systemd), process: (a name) or pattern: (a regex)")
+            raise ValueError(
+                "give exactly one of unit: (systemd), process: (a name) or pattern: (a regex)"
+            )
         for name in [*self.unit, *self.process]:
             if not name.strip() or name.startswith("-"):
                 raise ValueError(f"{name!r} is not a unit or process name")
@@ -66,7 +77,9 @@ class ServiceProbe(Probe):
         if done.exit_code not in (0, 1):
             return [_could_not_tell(f"pgrep -f {cfg.pattern!r}", done, cfg.pattern)]
         count = len(done.stdout.split())
-        return [self._verdict(cfg.pattern, count, f"processes matching /{cfg.pattern}/", done.stdout)]
+        return [
+            self._verdict(cfg.pattern, count, f"processes matching /{cfg.pattern}/", done.stdout)
+        ]
 
     def _units(self, ctx: ProbeContext) -> list[Outcome]:
         assert ctx.runner is not None
@@ -79,9 +92,13 @@ class ServiceProbe(Probe):
         for unit, state in zip(units, states, strict=True):
             labels = {"service": unit}
             if state in ("active", "reloading", "refreshing"):
-                outcomes.append(Outcome.ok(f"{unit} is {state}", metrics={"active": 1.0}, labels=labels))
+                outcomes.append(
+                    Outcome.ok(f"{unit} is {state}", metrics={"active": 1.0}, labels=labels)
+                )
                 continue
-            status = ctx.runner.run(["systemctl", "status", "--no-pager", "--lines=20", "--", unit], ctx.timeout)
+            status = ctx.runner.run(
+                ["systemctl", "status", "--no-pager", "--lines=20", "--", unit], ctx.timeout
+            )
             outcomes.append(
                 Outcome.fail(
                     f"{unit} is {state}",
@@ -100,7 +117,9 @@ class ServiceProbe(Probe):
         if done.exit_code != 0 or not names:
             return [_could_not_tell("ps -e -o comm=", done, name) for name in self.config.process]
         return [
-            self._verdict(name, sum(1 for n in names if n == name[:_COMM_LEN]), f"{name} processes", "")
+            self._verdict(
+                name, sum(1 for n in names if n == name[:_COMM_LEN]), f"{name} processes", ""
+            )
             for name in self.config.process
         ]
 
@@ -109,7 +128,9 @@ class ServiceProbe(Probe):
         metrics = {"processes": float(count), "active": 1.0 if count >= wanted else 0.0}
         labels = {"service": service}
         if count >= wanted:
-            return Outcome.ok(f"{count} {what} running", metrics=metrics, labels=labels, evidence=evidence)
+            return Outcome.ok(
+                f"{count} {what} running", metrics=metrics, labels=labels, evidence=evidence
+            )
         return Outcome.fail(
             f"{count} {what} running, expected at least {wanted}",
             metrics=metrics,

@@ -32,7 +32,9 @@ def new_pool() -> Iterator[SshPool]:
         pool.close()
 
 
-def settings_for_sshd(sshd: Sshd, *, known: bool = True, key: str = "ed25519", **changes: Any) -> SshSettings:
+def settings_for_sshd(
+    sshd: Sshd, *, known: bool = True, key: str = "ed25519", **changes: Any
+) -> SshSettings:
     """Settings that reach ``sshd`` as its test user with one client key.
 
     ``known``: write the server's key into a fresh known_hosts file (else an empty one).
@@ -55,10 +57,20 @@ def settings_for_sshd(sshd: Sshd, *, known: bool = True, key: str = "ed25519", *
 
 
 def context(runner: CommandRunner | None, timeout: float = 10.0, target: str = "t") -> ProbeContext:
-    return ProbeContext(site="test", target=target, host="127.0.0.1", labels={}, timeout=timeout, http=HttpClients(), runner=runner)
+    return ProbeContext(
+        site="test",
+        target=target,
+        host="127.0.0.1",
+        labels={},
+        timeout=timeout,
+        http=HttpClients(),
+        runner=runner,
+    )
 
 
-def run_check(probe: Probe, runner: CommandRunner | None, timeout: float = 10.0, probe_id: str | None = None) -> list[Result]:
+def run_check(
+    probe: Probe, runner: CommandRunner | None, timeout: float = 10.0, probe_id: str | None = None
+) -> list[Result]:
     """Runs one check as the scheduler does (errors become results, never exceptions)."""
     return run_probe(probe, context(runner, timeout), probe_id or probe.kind)
 

@@ -37,13 +37,20 @@ def test_a_filesystem_filled_to_96_percent_reads_as_such_and_trips_the_critical_
     assert high.metrics["free_bytes"] < 0.05 * small_fs.total_bytes
     assert 0 <= high.metrics["inodes_used_percent"] < 100
     # The shipped rules see the same figures: critical at 96%, only "high" at 40% is not.
-    config = config_from(tmp_path, "site: acme\nlisten: null\ntargets: [{name: t, probes: [{disk: {paths: [/]}}]}]\n")
+    config = config_from(
+        tmp_path, "site: acme\nlisten: null\ntargets: [{name: t, probes: [{disk: {paths: [/]}}]}]\n"
+    )
     held = {e.rule.name for e in config.rules.evaluate(high, {}, None) if e.value is True}
     assert {"disk-critical", "disk-high"} <= held
-    assert not {e.rule.name for e in config.rules.evaluate(low, {}, None) if e.value is True} & {"disk-critical", "disk-high"}
+    assert not {e.rule.name for e in config.rules.evaluate(low, {}, None) if e.value is True} & {
+        "disk-critical",
+        "disk-high",
+    }
 
 
-def test_one_result_per_path_even_when_a_path_is_missing(runner: CommandRunner, small_fs: SmallFs) -> None:
+def test_one_result_per_path_even_when_a_path_is_missing(
+    runner: CommandRunner, small_fs: SmallFs
+) -> None:
     mount = str(small_fs.path)
     sub = small_fs.path / "sub dir"
     sub.mkdir()

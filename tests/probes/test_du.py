@@ -31,7 +31,9 @@ def tree() -> Path:
     return root
 
 
-def test_the_largest_directories_come_first_with_their_share(runner: CommandRunner, tree: Path) -> None:
+def test_the_largest_directories_come_first_with_their_share(
+    runner: CommandRunner, tree: Path
+) -> None:
     results = run_check(DuProbe(DuConfig(paths=[str(tree)], top=2)), runner)
     summary, *dirs = results
     assert summary.labels == {"path": str(tree)} and summary.status == "ok"
@@ -39,8 +41,14 @@ def test_the_largest_directories_come_first_with_their_share(runner: CommandRunn
     assert summary.metrics["unreadable"] == 0
     assert [r.labels["dir"] for r in dirs] == [str(tree / "big"), str(tree / "medium")]
     assert dirs[0].metrics["size_bytes"] == pytest.approx(3 << 20, rel=0.05)
-    assert dirs[0].metrics["share_percent"] == pytest.approx(100 * dirs[0].metrics["size_bytes"] / summary.metrics["total_bytes"], abs=0.01)
-    assert "big" in summary.evidence and "medium" in summary.evidence and "small" not in summary.evidence
+    assert dirs[0].metrics["share_percent"] == pytest.approx(
+        100 * dirs[0].metrics["size_bytes"] / summary.metrics["total_bytes"], abs=0.01
+    )
+    assert (
+        "big" in summary.evidence
+        and "medium" in summary.evidence
+        and "small" not in summary.evidence
+    )
 
 
 def test_directories_the_login_cannot_read_are_counted_not_hidden(sshd_factory, tree: Path) -> None:  # type: ignore[no-untyped-def]

@@ -33,7 +33,9 @@ def test_it_reads_the_three_averages_and_divides_them_by_the_cores(runner: Comma
 def test_a_configured_core_count_wins(runner: CommandRunner) -> None:
     [result] = run_check(LoadProbe(LoadConfig(cores=64)), runner)
     assert result.metrics["cores"] == 64
-    assert result.metrics["load5_per_core"] == pytest.approx(result.metrics["load5"] / 64, abs=0.001)
+    assert result.metrics["load5_per_core"] == pytest.approx(
+        result.metrics["load5"] / 64, abs=0.001
+    )
 
 
 def test_uptime_output_is_the_fallback_where_there_is_no_proc(runner: CommandRunner) -> None:

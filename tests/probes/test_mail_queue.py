@@ -15,11 +15,17 @@ from watcher.transports.local import LocalRunner
 
 
 @pytest.mark.slow
-def test_deferred_mail_in_a_real_postfix_queue_is_counted_and_aged(fresh_mail_server: MailServer) -> None:
+def test_deferred_mail_in_a_real_postfix_queue_is_counted_and_aged(
+    fresh_mail_server: MailServer,
+) -> None:
     server = fresh_mail_server
     probe = MailQueueProbe(MailQueueConfig(config_dir=str(server.postfix_dir)))
     [empty] = run_check(probe, LocalRunner())
-    assert (empty.status, empty.metrics["queued"], empty.message) == ("ok", 0, "postfix queue empty")
+    assert (empty.status, empty.metrics["queued"], empty.message) == (
+        "ok",
+        0,
+        "postfix queue empty",
+    )
     server.break_delivery()
     for n in range(3):
         server.send(subject=f"stuck {n}")
@@ -27,18 +33,25 @@ def test_deferred_mail_in_a_real_postfix_queue_is_counted_and_aged(fresh_mail_se
     [result] = run_check(probe, LocalRunner())
     assert result.status == "ok", result.message
     assert result.metrics["queued"] == 3
-    assert result.metrics["deferred"] + result.metrics["active"] + result.metrics.get("incoming", 0) == 3
+    assert (
+        result.metrics["deferred"] + result.metrics["active"] + result.metrics.get("incoming", 0)
+        == 3
+    )
     assert 0 <= result.metrics["oldest_age_s"] < 600
     assert "3 messages in the postfix queue" in result.message
     assert server.address in result.evidence
     # The same queue in the sendmail-style listing (postqueue -p), as older tools print it.
-    listing = subprocess.run(["postqueue", "-c", str(server.postfix_dir), "-p"], capture_output=True, text=True).stdout
+    listing = subprocess.run(
+        ["postqueue", "-c", str(server.postfix_dir), "-p"], capture_output=True, text=True
+    ).stdout
     report = parse_sendmail(listing, datetime.now().astimezone())
     assert report.queued == 3 and 0 <= report.oldest_age_s < 600
 
 
 @pytest.mark.slow
-def test_a_queue_the_login_may_not_list_is_an_error_over_ssh(fresh_mail_server: MailServer, sshd_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_queue_the_login_may_not_list_is_an_error_over_ssh(
+    fresh_mail_server: MailServer, sshd_factory
+) -> None:  # type: ignore[no-untyped-def]
     # Postfix lets an unprivileged user list only its default instance (or ones named in
     # alternate_config_directories); the test instance is neither, so postqueue refuses.
     probe = MailQueueProbe(MailQueueConfig(config_dir=str(fresh_mail_server.postfix_dir)))

@@ -35,33 +35,54 @@ def runner(request: pytest.FixtureRequest, sshd_factory) -> Iterator[CommandRunn
     ("code", "status", "reason"),
     [(0, "ok", ""), (1, "fail", "warning"), (2, "fail", "critical"), (3, "error", "unknown")],
 )
-def test_exit_codes_map_to_ok_warning_critical_and_could_not_tell(runner: CommandRunner, code: int, status: str, reason: str) -> None:
+def test_exit_codes_map_to_ok_warning_critical_and_could_not_tell(
+    runner: CommandRunner, code: int, status: str, reason: str
+) -> None:
     require_binary(str(PLUGINS / "check_dummy"))
-    [result] = run_check(NagiosProbe(NagiosConfig(plugin="check_dummy", args=[str(code), "said so"])), runner)
+    [result] = run_check(
+        NagiosProbe(NagiosConfig(plugin="check_dummy", args=[str(code), "said so"])), runner
+    )
     assert (result.status, result.reason, result.metrics["exit_code"]) == (status, reason, code)
     assert "said so" in result.message
 
 
 def test_check_load_over_the_wire_gives_its_perfdata_as_metrics(runner: CommandRunner) -> None:
-    probe = NagiosProbe(NagiosConfig(plugin="check_load", args=["-r", "-w", "1000,1000,1000", "-c", "2000,2000,2000"]))
+    probe = NagiosProbe(
+        NagiosConfig(
+            plugin="check_load", args=["-r", "-w", "1000,1000,1000", "-c", "2000,2000,2000"]
+        )
+    )
     [result] = run_check(probe, runner)
     assert result.status == "ok", result.message
     assert result.message.startswith("LOAD OK")
-    assert {"load1", "load5", "load15", "scaled_load1", "scaled_load5", "scaled_load15"} <= set(result.metrics)
+    assert {"load1", "load5", "load15", "scaled_load1", "scaled_load5", "scaled_load15"} <= set(
+        result.metrics
+    )
     assert "$ /usr/lib/nagios/plugins/check_load -r -w" in result.evidence
 
 
-def test_check_disk_on_a_filesystem_filled_for_real(runner: CommandRunner, small_fs: SmallFs) -> None:
+def test_check_disk_on_a_filesystem_filled_for_real(
+    runner: CommandRunner, small_fs: SmallFs
+) -> None:
     small_fs.fill_to(50)
     mount = str(small_fs.path)
 
     def check(warn: str, crit: str):  # type: ignore[no-untyped-def]
-        [result] = run_check(NagiosProbe(NagiosConfig(plugin="check_disk", args=["-w", warn, "-c", crit, "-p", mount])), runner)
+        [result] = run_check(
+            NagiosProbe(
+                NagiosConfig(plugin="check_disk", args=["-w", warn, "-c", crit, "-p", mount])
+            ),
+            runner,
+        )
         return result
 
     ok, warning, critical = check("10%", "5%"), check("60%", "40%"), check("90%", "80%")
     assert (ok.status, warning.status, warning.reason, critical.status, critical.reason) == (
-        "ok", "fail", "warning", "fail", "critical"
+        "ok",
+        "fail",
+        "warning",
+        "fail",
+        "critical",
     )
     name = metric_name(mount)
     assert ok.metrics[f"{name}_max"] == pytest.approx(small_fs.total_bytes, rel=0.02)
@@ -69,19 +90,30 @@ def test_check_disk_on_a_filesystem_filled_for_real(runner: CommandRunner, small
 
 
 def test_a_plugin_that_cannot_tell_is_an_error(runner: CommandRunner) -> None:
-    [result] = run_check(NagiosProbe(NagiosConfig(plugin="check_load", args=["-w", "x", "-c", "y"])), runner)
+    [result] = run_check(
+        NagiosProbe(NagiosConfig(plugin="check_load", args=["-w", "x", "-c", "y"])), runner
+    )
     assert (result.status, result.reason) == ("error", "unknown")
     assert "Warning threshold must be float" in result.message
 
 
 def test_a_mount_that_is_gone_is_critical_as_check_disk_says(runner: CommandRunner) -> None:
-    [result] = run_check(NagiosProbe(NagiosConfig(plugin="check_disk", args=["-w", "10%", "-c", "5%", "-p", "/no/such/mount"])), runner)
+    [result] = run_check(
+        NagiosProbe(
+            NagiosConfig(
+                plugin="check_disk", args=["-w", "10%", "-c", "5%", "-p", "/no/such/mount"]
+            )
+        ),
+        runner,
+    )
     assert (result.status, result.reason) == ("fail", "critical")
     assert "/no/such/mount is not accessible" in result.message
 
 
 def test_a_missing_plugin_is_an_error_that_says_so(runner: CommandRunner) -> None:
-    [result] = run_check(NagiosProbe(NagiosConfig(run="/usr/lib/nagios/plugins/check_nothing_here")), runner)
+    [result] = run_check(
+        NagiosProbe(NagiosConfig(run="/usr/lib/nagios/plugins/check_nothing_here")), runner
+    )
     assert result.status == "error"
     assert "not found" in result.message
 
@@ -115,16 +147,27 @@ def test_rules_on_declared_perfdata_are_checked_at_load(tmp_path: Path) -> None:
     bad = {"site.yml": "rules: [{name: loady, probe: nagios, when: 'load7 > 1', priority: P3}]\n"}
     with pytest.raises(ConfigError, match="'load7' is not a metric that the nagios probe produces"):
         config_from(tmp_path, base, extra=bad)
-    good = {"site.yml": "rules: [{name: loady, probe: nagios, when: 'load5 > 4 and exit_code == 0', priority: P3}]\n"}
+    good = {
+        "site.yml": "rules: [{name: loady, probe: nagios, when: 'load5 > 4 and exit_code == 0', priority: P3}]\n"
+    }
     config_from(tmp_path, base, extra=good)
     # Without perfdata: names are unknowable, so rules are not refused for them.
     config_from(tmp_path, base.replace(", perfdata: [load1, load5, load15]", ""), extra=bad)
 
 
 def test_the_config_takes_a_plugin_or_a_command_line() -> None:
-    assert NagiosConfig(plugin="check_load", args=["-w", "1"]).command() == ["/usr/lib/nagios/plugins/check_load", "-w", "1"]
+    assert NagiosConfig(plugin="check_load", args=["-w", "1"]).command() == [
+        "/usr/lib/nagios/plugins/check_load",
+        "-w",
+        "1",
+    ]
     assert NagiosConfig(plugin="/opt/plugins/check_x").command() == ["/opt/plugins/check_x"]
     assert NagiosConfig(run="check_x -w 1").command() == "check_x -w 1"
-    for bad in ({}, {"plugin": "a", "run": "b"}, {"run": "b", "args": ["-w"]}, {"plugin": "a", "perfdata": ["Load 1"]}):
+    for bad in (
+        {},
+        {"plugin": "a", "run": "b"},
+        {"run": "b", "args": ["-w"]},
+        {"plugin": "a", "perfdata": ["Load 1"]},
+    ):
         with pytest.raises(ValueError):
             NagiosConfig(**bad)

@@ -27,15 +27,22 @@ def daemon() -> Iterator[Path]:
     path = make_workdir("svc") / "watcher-test-daemon-7"
     shutil.copy("/bin/sleep", path)
     procs = [subprocess.Popen([str(path), "3000.25"]) for _ in range(2)]
-    wait_until(lambda: subprocess.run(["pgrep", "-f", "3000.25"], capture_output=True).stdout.count(b"\n") == 2,
-               10, "the test daemons to start")
+    wait_until(
+        lambda: (
+            subprocess.run(["pgrep", "-f", "3000.25"], capture_output=True).stdout.count(b"\n") == 2
+        ),
+        10,
+        "the test daemons to start",
+    )
     yield path
     for proc in procs:
         proc.kill()
         proc.wait()
 
 
-def test_a_running_process_is_found_by_its_name_even_past_15_characters(runner: CommandRunner, daemon: Path) -> None:
+def test_a_running_process_is_found_by_its_name_even_past_15_characters(
+    runner: CommandRunner, daemon: Path
+) -> None:
     [result] = run_check(ServiceProbe(ServiceConfig(process=daemon.name, min_count=2)), runner)
     assert (result.status, result.labels) == ("ok", {"service": daemon.name})
     assert result.metrics == {"processes": 2.0, "active": 1.0}
@@ -48,7 +55,9 @@ def test_too_few_processes_is_a_failure(runner: CommandRunner, daemon: Path) -> 
 
 
 def test_each_listed_process_gets_its_own_result(runner: CommandRunner, daemon: Path) -> None:
-    results = run_check(ServiceProbe(ServiceConfig(process=[daemon.name, "no-such-daemon"])), runner)
+    results = run_check(
+        ServiceProbe(ServiceConfig(process=[daemon.name, "no-such-daemon"])), runner
+    )
     assert [(r.labels["service"], r.status, r.metrics["processes"]) for r in results] == [
         (daemon.name, "ok", 2.0),
         ("no-such-daemon", "fail", 0.0),
@@ -62,11 +71,15 @@ def test_a_pattern_matches_whole_command_lines(runner: CommandRunner, daemon: Pa
     assert result.status == "fail" and result.metrics["processes"] == 0.0
 
 
-def test_a_unit_is_judged_by_systemd_or_the_probe_says_it_cannot_tell(runner: CommandRunner) -> None:
+def test_a_unit_is_judged_by_systemd_or_the_probe_says_it_cannot_tell(
+    runner: CommandRunner,
+) -> None:
     results = run_check(ServiceProbe(ServiceConfig(unit=["watcher-no-such-unit.service"])), runner)
     [result] = results
     assert result.labels == {"service": "watcher-no-such-unit.service"}
-    if Path("/run/systemd/system").is_dir():  # systemd runs here: a unit that does not exist is inactive
+    if Path(
+        "/run/systemd/system"
+    ).is_dir():  # systemd runs here: a unit that does not exist is inactive
         assert (result.status, result.reason) == ("fail", "inactive")
     else:  # a container without systemd: systemctl answers, but cannot say
         assert result.status == "error"

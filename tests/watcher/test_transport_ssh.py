@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
+import socket
 import subprocess
 import threading
 import time
@@ -16,7 +19,7 @@ import pytest
 from probes.base import TransportError
 from probes.command import CommandConfig, CommandProbe
 from tests.helpers import config_from
-from tests.servers.base import make_workdir, run, wait_until
+from tests.servers.base import descendants, make_workdir, run, wait_until
 from tests.servers.sshd import BastionPair, Sshd, make_client_keys
 from tests.ssh_helpers import new_pool, run_check, settings_for_sshd
 from watcher.config import ConfigError
@@ -38,13 +41,19 @@ def _writable_dir() -> Path:
 
 
 def _logins(sshd: Sshd) -> int:
-    return len(re.findall(r"Accepted (?:publickey|password) for", sshd.log_path.read_text(errors="replace")))
+    return len(
+        re.findall(
+            r"Accepted (?:publickey|password) for", sshd.log_path.read_text(errors="replace")
+        )
+    )
 
 
 # --------------------------------------------------------------------------- commands
 
 
-def test_checks_share_one_connection_and_argv_arrives_word_for_word(sshd: Sshd, ssh_pool: SshPool) -> None:
+def test_checks_share_one_connection_and_argv_arrives_word_for_word(
+    sshd: Sshd, ssh_pool: SshPool
+) -> None:
     runner = ssh_pool.runner(settings_for_sshd(sshd))
     done = runner.run(["printf", "%s|", "two words", "$HOME", "it's", "; touch /tmp/nope"], 10)
     assert done.exit_code == 0
@@ -55,13 +64,17 @@ def test_checks_share_one_connection_and_argv_arrives_word_for_word(sshd: Sshd, 
     assert _logins(sshd) == 1
 
 
-def test_a_string_command_runs_through_the_remote_shell_and_reports_exit_and_stderr(sshd: Sshd, ssh_pool: SshPool) -> None:
+def test_a_string_command_runs_through_the_remote_shell_and_reports_exit_and_stderr(
+    sshd: Sshd, ssh_pool: SshPool
+) -> None:
     runner = ssh_pool.runner(settings_for_sshd(sshd))
     done = runner.run("echo $((40 + 2)); echo oops >&2; exit 3", 10)
     assert (done.exit_code, done.stdout, done.stderr) == (3, "42\n", "oops\n")
 
 
-def test_output_is_capped_and_bytes_that_are_not_utf8_are_kept_readable(sshd: Sshd, ssh_pool: SshPool) -> None:
+def test_output_is_capped_and_bytes_that_are_not_utf8_are_kept_readable(
+    sshd: Sshd, ssh_pool: SshPool
+) -> None:
     runner = ssh_pool.runner(settings_for_sshd(sshd))
     done = runner.run("printf '\\377\\376ok\\n'; head -c 300000 /dev/zero | tr '\\0' x", 10)
     assert done.exit_code == 0
@@ -84,8 +97,11 @@ def test_a_command_past_its_timeout_is_an_error_in_time_and_the_connection_serve
     assert runner.run(["echo", "next"], 10).stdout == "next\n"
     assert runner.connection.connects == 1
     # sshd was asked to KILL the command, so nothing lingers on the target.
-    wait_until(lambda: subprocess.run(["pgrep", "-f", "sleep 31.5"], capture_output=True).returncode == 1, 10,
-               "the timed-out sleep to be killed")
+    wait_until(
+        lambda: subprocess.run(["pgrep", "-f", "sleep 31.5"], capture_output=True).returncode == 1,
+        10,
+        "the timed-out sleep to be killed",
+    )
 
 
 def test_a_probe_whose_command_hangs_gives_error_not_fail(sshd: Sshd, ssh_pool: SshPool) -> None:
@@ -97,7 +113,9 @@ def test_a_probe_whose_command_hangs_gives_error_not_fail(sshd: Sshd, ssh_pool: 
     assert result.status == "ok"
 
 
-def test_checks_beyond_the_channel_cap_wait_their_turn_on_the_same_connection(sshd: Sshd, ssh_pool: SshPool) -> None:
+def test_checks_beyond_the_channel_cap_wait_their_turn_on_the_same_connection(
+    sshd: Sshd, ssh_pool: SshPool
+) -> None:
     runner = ssh_pool.runner(settings_for_sshd(sshd, max_channels=2))
     script = "echo start $(date +%s.%N); sleep 0.4; echo end $(date +%s.%N)"
     outputs: list[str] = []
@@ -121,7 +139,9 @@ def test_checks_beyond_the_channel_cap_wait_their_turn_on_the_same_connection(ss
     assert runner.connection.connects == 1
 
 
-def test_a_full_channel_cap_is_an_error_once_the_timeout_passes(sshd: Sshd, ssh_pool: SshPool) -> None:
+def test_a_full_channel_cap_is_an_error_once_the_timeout_passes(
+    sshd: Sshd, ssh_pool: SshPool
+) -> None:
     runner = ssh_pool.runner(settings_for_sshd(sshd, max_channels=1))
     runner.run(["true"], 10)
     blocker = threading.Thread(target=lambda: runner.run(["sleep", "2"], 10))
@@ -132,7 +152,9 @@ def test_a_full_channel_cap_is_an_error_once_the_timeout_passes(sshd: Sshd, ssh_
     blocker.join(10)
 
 
-def test_an_idle_connection_is_closed_and_reopened_on_the_next_check(sshd: Sshd, ssh_pool: SshPool) -> None:
+def test_an_idle_connection_is_closed_and_reopened_on_the_next_check(
+    sshd: Sshd, ssh_pool: SshPool
+) -> None:
     runner = ssh_pool.runner(settings_for_sshd(sshd, idle_close=0.5))
     runner.run(["true"], 10)
     assert runner.connection.connected
@@ -144,7 +166,9 @@ def test_an_idle_connection_is_closed_and_reopened_on_the_next_check(sshd: Sshd,
 # --------------------------------------------------------------------------- a dying server
 
 
-def test_sshd_killed_gives_errors_then_recovers_after_restart_without_a_new_pool(sshd: Sshd, ssh_pool: SshPool) -> None:
+def test_sshd_killed_gives_errors_then_recovers_after_restart_without_a_new_pool(
+    sshd: Sshd, ssh_pool: SshPool
+) -> None:
     runner = ssh_pool.runner(settings_for_sshd(sshd))
     probe = CommandProbe(CommandConfig(run=["echo", "alive"]))
     assert run_check(probe, runner)[0].status == "ok"
@@ -159,7 +183,9 @@ def test_sshd_killed_gives_errors_then_recovers_after_restart_without_a_new_pool
     assert runner.connection.connects == 2
 
 
-def test_a_restart_between_checks_is_absorbed_by_one_reconnect(sshd: Sshd, ssh_pool: SshPool) -> None:
+def test_a_restart_between_checks_is_absorbed_by_one_reconnect(
+    sshd: Sshd, ssh_pool: SshPool
+) -> None:
     runner = ssh_pool.runner(settings_for_sshd(sshd))
     runner.run(["true"], 10)
     sshd.restart()
@@ -167,17 +193,65 @@ def test_a_restart_between_checks_is_absorbed_by_one_reconnect(sshd: Sshd, ssh_p
     assert runner.connection.connects == 2
 
 
-def test_killing_only_the_listener_leaves_the_open_connection_working(sshd: Sshd, ssh_pool: SshPool) -> None:
+def test_killing_only_the_listener_leaves_the_open_connection_working(
+    sshd: Sshd, ssh_pool: SshPool
+) -> None:
     runner = ssh_pool.runner(settings_for_sshd(sshd))
     runner.run(["true"], 10)
     sshd.kill(sessions=False)
     assert runner.run(["echo", "still"], 10).stdout == "still\n"
 
 
+def test_a_frozen_server_costs_one_timeout_and_the_next_check_reconnects(
+    sshd: Sshd, ssh_pool: SshPool
+) -> None:
+    runner = ssh_pool.runner(settings_for_sshd(sshd))
+    runner.run(["true"], 10)
+    frozen = descendants(sshd.pid or 0)  # this connection's sshd processes, not the listener
+    assert frozen
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TransportError) as caught:
+            runner.run(["echo", "hello"], 1.0)
+        assert caught.value.reason == "timeout"
+        assert time.monotonic() - started < 1.0 + 1.0
+        assert runner.run(["echo", "fresh"], 10).stdout == "fresh\n"
+        assert runner.connection.connects == 2
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def test_a_server_that_never_speaks_ssh_is_a_timeout_in_time(ssh_pool: SshPool, sshd: Sshd) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        settings = replace(settings_for_sshd(sshd), port=port, connect_timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(TransportError) as caught:
+            ssh_pool.runner(settings).run(["true"], 5)
+    assert caught.value.reason in ("timeout", "unreachable")
+    assert "handshake" in str(caught.value) or "banner" in str(caught.value)
+    assert time.monotonic() - started < 1.0 + 1.0
+
+
+def test_a_closed_pool_refuses_new_checks(sshd: Sshd) -> None:
+    pool = SshPool(trust_file=None)
+    runner = pool.runner(settings_for_sshd(sshd))
+    runner.run(["true"], 10)
+    pool.close()
+    with pytest.raises(TransportError, match="pool was closed"):
+        runner.run(["true"], 10)
+
+
 # --------------------------------------------------------------------------- host keys
 
 
-def test_a_changed_host_key_is_refused_before_login_and_no_command_runs(sshd: Sshd, ssh_pool: SshPool) -> None:
+def test_a_changed_host_key_is_refused_before_login_and_no_command_runs(
+    sshd: Sshd, ssh_pool: SshPool
+) -> None:
     marker = _writable_dir() / "touched"
     settings = settings_for_sshd(sshd)  # knows the current key
     old = sshd.host_key_fingerprint
@@ -197,7 +271,9 @@ def test_a_changed_host_key_is_refused_before_login_and_no_command_runs(sshd: Ss
     assert marker.exists()
 
 
-def test_a_changed_host_key_is_an_error_result_with_its_own_reason(sshd: Sshd, ssh_pool: SshPool) -> None:
+def test_a_changed_host_key_is_an_error_result_with_its_own_reason(
+    sshd: Sshd, ssh_pool: SshPool
+) -> None:
     settings = settings_for_sshd(sshd)
     sshd.regenerate_host_key()
     [result] = run_check(CommandProbe(CommandConfig(run=["true"])), ssh_pool.runner(settings))
@@ -205,7 +281,9 @@ def test_a_changed_host_key_is_an_error_result_with_its_own_reason(sshd: Sshd, s
     assert "host key CHANGED" in result.message
 
 
-def test_an_unknown_host_is_refused_without_trust_on_first_use(sshd: Sshd, ssh_pool: SshPool) -> None:
+def test_an_unknown_host_is_refused_without_trust_on_first_use(
+    sshd: Sshd, ssh_pool: SshPool
+) -> None:
     marker = _writable_dir() / "touched"
     runner = ssh_pool.runner(settings_for_sshd(sshd, known=False))
     with pytest.raises(HostKeyError) as caught:
@@ -239,7 +317,9 @@ def test_trust_on_first_use_records_the_key_once_and_then_holds_it_to_it(sshd: S
     assert len(trust_file.read_text().splitlines()) == 1
 
 
-def test_a_pinned_fingerprint_is_enough_and_a_wrong_pin_is_a_changed_key(sshd: Sshd, ssh_pool: SshPool) -> None:
+def test_a_pinned_fingerprint_is_enough_and_a_wrong_pin_is_a_changed_key(
+    sshd: Sshd, ssh_pool: SshPool
+) -> None:
     pinned = settings_for_sshd(sshd, known=False, host_key=sshd.host_key_fingerprint)
     assert ssh_pool.runner(pinned).run(["echo", "pinned"], 10).stdout == "pinned\n"
     other_pool = SshPool(trust_file=None)
@@ -285,7 +365,9 @@ def test_a_key_the_server_does_not_know_is_an_auth_error(sshd: Sshd, ssh_pool: S
     assert "authentication refused" in result.message and "retrying will not help" in result.message
 
 
-def test_a_wrong_password_is_an_auth_error_that_never_shows_the_password(sshd: Sshd, ssh_pool: SshPool) -> None:
+def test_a_wrong_password_is_an_auth_error_that_never_shows_the_password(
+    sshd: Sshd, ssh_pool: SshPool
+) -> None:
     from watcher.secret import Secret
 
     settings = settings_for_sshd(sshd, key_files=(), password=Secret("not-the-password-123"))
@@ -295,14 +377,17 @@ def test_a_wrong_password_is_an_auth_error_that_never_shows_the_password(sshd: S
 
 
 @pytest.mark.parametrize(
-    ("passphrase", "expected"), [(None, "is encrypted: set ssh: passphrase"), ("wrong-one", "wrong passphrase")]
+    ("passphrase", "expected"),
+    [(None, "is encrypted: set ssh: passphrase"), ("wrong-one", "wrong passphrase")],
 )
 def test_an_encrypted_key_without_its_passphrase_says_so(
     sshd: Sshd, ssh_pool: SshPool, passphrase: str | None, expected: str
 ) -> None:
     from watcher.secret import Secret
 
-    settings = settings_for_sshd(sshd, key="ed25519_encrypted", passphrase=Secret(passphrase) if passphrase else None)
+    settings = settings_for_sshd(
+        sshd, key="ed25519_encrypted", passphrase=Secret(passphrase) if passphrase else None
+    )
     with pytest.raises(TransportError, match=expected) as caught:
         ssh_pool.runner(settings).run(["true"], 10)
     assert caught.value.reason == "auth"
@@ -311,7 +396,9 @@ def test_an_encrypted_key_without_its_passphrase_says_so(
 # --------------------------------------------------------------------------- bastion
 
 
-def test_a_host_reachable_only_through_the_bastion_is_checked_through_it(bastion_pair: BastionPair, ssh_pool: SshPool) -> None:
+def test_a_host_reachable_only_through_the_bastion_is_checked_through_it(
+    bastion_pair: BastionPair, ssh_pool: SshPool
+) -> None:
     bastion, inner = bastion_pair.bastion, bastion_pair.inner
     hop = settings_for_sshd(bastion, target="jump")
     settings = settings_for_sshd(inner, target="inner", via=hop)
@@ -328,10 +415,14 @@ def test_a_host_reachable_only_through_the_bastion_is_checked_through_it(bastion
         assert caught.value.reason in ("unreachable", "timeout")
 
 
-def test_the_host_behind_a_bastion_has_its_key_checked_too(bastion_pair: BastionPair, ssh_pool: SshPool) -> None:
+def test_the_host_behind_a_bastion_has_its_key_checked_too(
+    bastion_pair: BastionPair, ssh_pool: SshPool
+) -> None:
     bastion, inner = bastion_pair.bastion, bastion_pair.inner
     marker = _writable_dir() / "touched"
-    settings = settings_for_sshd(inner, target="inner", via=settings_for_sshd(bastion, target="jump"))
+    settings = settings_for_sshd(
+        inner, target="inner", via=settings_for_sshd(bastion, target="jump")
+    )
     inner.regenerate_host_key()
     with pytest.raises(HostKeyError, match="host key CHANGED"):
         ssh_pool.runner(settings).run(["touch", str(marker)], 10)
@@ -375,7 +466,9 @@ def _config(tmp_path: Path, sshd: Sshd, extra_target: str = "", ssh_extra: str =
 
 
 def test_a_target_in_watcher_yml_runs_its_probes_over_ssh(tmp_path: Path, sshd: Sshd) -> None:
-    config = config_from(tmp_path, _config(tmp_path, sshd), environ={"KEY_PASSPHRASE": sshd.client_keys.passphrase})
+    config = config_from(
+        tmp_path, _config(tmp_path, sshd), environ={"KEY_PASSPHRASE": sshd.client_keys.passphrase}
+    )
     runners = Runners(config.model, base_dir=config.base_dir)
     try:
         target = config.targets["box"]
@@ -390,8 +483,12 @@ def test_a_target_in_watcher_yml_runs_its_probes_over_ssh(tmp_path: Path, sshd: 
         runners.close()
 
 
-def test_trust_on_first_use_from_watcher_yml_writes_beside_the_state_file(tmp_path: Path, sshd: Sshd) -> None:
-    text = _config(tmp_path, sshd, ssh_extra="trust_on_first_use: true").replace("known_hosts: known_hosts", "known_hosts: empty")
+def test_trust_on_first_use_from_watcher_yml_writes_beside_the_state_file(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    text = _config(tmp_path, sshd, ssh_extra="trust_on_first_use: true").replace(
+        "known_hosts: known_hosts", "known_hosts: empty"
+    )
     (tmp_path / "empty").write_text("")
     config = config_from(tmp_path, text, environ={"KEY_PASSPHRASE": sshd.client_keys.passphrase})
     runners = Runners(config.model, base_dir=config.base_dir)
@@ -399,10 +496,14 @@ def test_trust_on_first_use_from_watcher_yml_writes_beside_the_state_file(tmp_pa
         assert runners.for_target(config.targets["box"]).run(["true"], 10).exit_code == 0
     finally:
         runners.close()
-    assert (tmp_path / "watcher.known_hosts").read_text().split()[2] == sshd.host_public_key_line.split()[1]
+    assert (tmp_path / "watcher.known_hosts").read_text().split()[
+        2
+    ] == sshd.host_public_key_line.split()[1]
 
 
-def test_via_in_watcher_yml_tunnels_through_the_other_target(tmp_path: Path, bastion_pair: BastionPair) -> None:
+def test_via_in_watcher_yml_tunnels_through_the_other_target(
+    tmp_path: Path, bastion_pair: BastionPair
+) -> None:
     bastion, inner = bastion_pair.bastion, bastion_pair.inner
     known = tmp_path / "known_hosts"
     known.write_text(bastion.known_hosts_line() + "\n" + inner.known_hosts_line() + "\n")
@@ -424,7 +525,10 @@ def test_via_in_watcher_yml_tunnels_through_the_other_target(tmp_path: Path, bas
     runners = Runners(config.model, base_dir=config.base_dir)
     try:
         runner = runners.for_target(config.targets["inner"])
-        assert runner.run("echo $SSH_CONNECTION", 10).stdout.split()[2:] == [inner.host, str(inner.port)]
+        assert runner.run("echo $SSH_CONNECTION", 10).stdout.split()[2:] == [
+            inner.host,
+            str(inner.port),
+        ]
     finally:
         runners.close()
 
@@ -432,14 +536,28 @@ def test_via_in_watcher_yml_tunnels_through_the_other_target(tmp_path: Path, bas
 @pytest.mark.parametrize(
     ("snippet", "problem"),
     [
-        ("ssh: {user: m, host_key: 'MD5:aa:bb'}\ntargets: [{name: a, host: 10.0.0.1}]", "host_key is a fingerprint like SHA256:"),
-        ("ssh: {user: m}\ntargets: [{name: a, host: 10.0.0.1, via: b}, {name: b, host: 10.0.0.2, via: a}]", "via: loops: a -> b -> a"),
-        ("ssh: {user: m}\ntargets: [{name: a, host: 10.0.0.1, via: b}, {name: b}]", "'b' is not reached over SSH"),
-        ("ssh: {user: m}\ntargets: [{name: a, host: 10.0.0.1, via: nope}]", "via names no target: 'nope'"),
+        (
+            "ssh: {user: m, host_key: 'MD5:aa:bb'}\ntargets: [{name: a, host: 10.0.0.1}]",
+            "host_key is a fingerprint like SHA256:",
+        ),
+        (
+            "ssh: {user: m}\ntargets: [{name: a, host: 10.0.0.1, via: b}, {name: b, host: 10.0.0.2, via: a}]",
+            "via: loops: a -> b -> a",
+        ),
+        (
+            "ssh: {user: m}\ntargets: [{name: a, host: 10.0.0.1, via: b}, {name: b}]",
+            "'b' is not reached over SSH",
+        ),
+        (
+            "ssh: {user: m}\ntargets: [{name: a, host: 10.0.0.1, via: nope}]",
+            "via names no target: 'nope'",
+        ),
         ("ssh: {user: m, max_channels: 0}\ntargets: []", "ssh.max_channels"),
     ],
 )
-def test_ssh_settings_that_cannot_work_are_refused_at_load(tmp_path: Path, snippet: str, problem: str) -> None:
+def test_ssh_settings_that_cannot_work_are_refused_at_load(
+    tmp_path: Path, snippet: str, problem: str
+) -> None:
     with pytest.raises(ConfigError) as caught:
         config_from(tmp_path, f"site: acme\nlisten: null\n{snippet}\n")
     assert problem in str(caught.value)
@@ -459,5 +577,11 @@ def test_no_thread_or_descriptor_outlives_a_closed_pool(sshd: Sshd) -> None:
         runner.run(["true"], 10)
     pool.close()
     assert not runner.connection.connected
-    wait_until(lambda: threading.active_count() <= threads_before, 10, "the transport and idle threads to end")
-    wait_until(lambda: len(os.listdir("/proc/self/fd")) <= fds_before, 10, "descriptors to be released")
+    wait_until(
+        lambda: threading.active_count() <= threads_before,
+        10,
+        "the transport and idle threads to end",
+    )
+    wait_until(
+        lambda: len(os.listdir("/proc/self/fd")) <= fds_before, 10, "descriptors to be released"
+    )

@@ -137,7 +137,9 @@ def settings_for(
     agent = opts.agent if opts.agent is not None else not (key_files or opts.password)
     if not key_files and not opts.password and opts.agent is None:
         # Nothing configured: do what ssh does, the agent and then the usual key files.
-        key_files = tuple(p for p in (Path(f).expanduser() for f in DEFAULT_KEY_FILES) if p.is_file())
+        key_files = tuple(
+            p for p in (Path(f).expanduser() for f in DEFAULT_KEY_FILES) if p.is_file()
+        )
     connect = opts.connect_timeout.total_seconds() if opts.connect_timeout else 10.0
     return SshSettings(
         target=target.name,
@@ -203,7 +205,9 @@ class SshPool:
                 conn = SshConnection(settings, pool=self, via=via)
                 self._connections[settings.key] = conn
             if self._reaper is None:
-                self._reaper = threading.Thread(target=self._reap_idle, name="ssh-idle", daemon=True)
+                self._reaper = threading.Thread(
+                    target=self._reap_idle, name="ssh-idle", daemon=True
+                )
                 self._reaper.start()
             return conn
 
@@ -232,10 +236,15 @@ class SshPool:
     def record_host_key(self, settings: SshSettings, key: paramiko.PKey) -> Path:
         """Appends the key to the trust file, unless another connection just did."""
         if self.trust_file is None:
-            raise HostKeyError(f"{settings.where}: trust_on_first_use needs a state file to record keys beside")
+            raise HostKeyError(
+                f"{settings.where}: trust_on_first_use needs a state file to record keys beside"
+            )
         name = known_hosts_name(settings.host, settings.port)
         with self._trust_lock:
-            if any(entry.key.asbytes() == key.asbytes() for entry in _matching_entries(self.trust_file, name)):
+            if any(
+                entry.key.asbytes() == key.asbytes()
+                for entry in _matching_entries(self.trust_file, name)
+            ):
                 return self.trust_file
             self.trust_file.parent.mkdir(parents=True, exist_ok=True)
             with open(self.trust_file, "a", encoding="utf-8") as fh:
@@ -252,7 +261,9 @@ class _KnownKey:
 class SshConnection:
     """One host's transport, reopened when found dead, with a cap on concurrent channels."""
 
-    def __init__(self, settings: SshSettings, *, pool: SshPool, via: SshConnection | None = None) -> None:
+    def __init__(
+        self, settings: SshSettings, *, pool: SshPool, via: SshConnection | None = None
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.via = via
@@ -267,6 +278,7 @@ class SshConnection:
         self._tunnels: set[SshConnection] = set()
         self.last_used = time.monotonic()
         self.connects = 0
+        self._closed = False
         if via is not None:
             via._tunnels.add(self)
 
@@ -277,7 +289,9 @@ class SshConnection:
         return transport is not None and transport.is_active()
 
     def close(self) -> None:
+        """Closes the transport for good: a check still connecting drops what it opens."""
         with self._state_lock:
+            self._closed = True
             transport, self._transport = self._transport, None
         if transport is not None:
             transport.close()
@@ -322,15 +336,28 @@ class SshConnection:
         for attempt in (1, 2):
             transport = self.transport(deadline)
             try:
-                return transport.open_session(timeout=_remaining(deadline, where, "opening a channel"))
+                return transport.open_session(
+                    timeout=_remaining(deadline, where, "opening a channel")
+                )
             except paramiko.ChannelException as exc:
-                raise TransportError(f"{where}: the server refused a session channel: {exc}") from None
+                raise TransportError(
+                    f"{where}: the server refused a session channel: {exc}"
+                ) from None
             except (paramiko.SSHException, EOFError, OSError) as exc:
-                # Nothing ran yet, so one fresh connection is safe to try.
-                log.info("%s: connection found dead (%s), reconnecting", where, exc or type(exc).__name__)
+                # A transport that cannot open a channel is dead or hung: drop it. Nothing
+                # ran yet, so one fresh connection is safe to try if time is left.
                 self._discard(transport)
+                if time.monotonic() >= deadline:
+                    raise TransportError(
+                        f"{where}: timed out opening a channel", reason="timeout"
+                    ) from None
                 if attempt == 2:
-                    raise TransportError(f"{where}: connection lost: {exc}", reason="unreachable") from None
+                    raise TransportError(
+                        f"{where}: connection lost: {exc}", reason="unreachable"
+                    ) from None
+                log.info(
+                    "%s: connection found dead (%s), reconnecting", where, exc or type(exc).__name__
+                )
         raise AssertionError("unreachable")
 
     def _discard(self, transport: paramiko.Transport) -> None:
@@ -346,9 +373,13 @@ class SshConnection:
         if transport is not None and transport.is_active():
             return transport
         where = self.settings.where
+        if self._closed:
+            raise TransportError(f"{where}: the connection pool was closed", reason="unreachable")
         waiting_since = time.monotonic()
         if not self._connect_lock.acquire(timeout=max(0.0, deadline - waiting_since)):
-            raise TransportError(f"{where}: timed out waiting for the connection to open", reason="timeout")
+            raise TransportError(
+                f"{where}: timed out waiting for the connection to open", reason="timeout"
+            )
         try:
             transport = self._transport
             if transport is not None and transport.is_active():
@@ -364,7 +395,14 @@ class SshConnection:
                 self._failure = (time.monotonic(), exc)
                 raise
             with self._state_lock:
-                self._transport = transport
+                closed = self._closed
+                if not closed:
+                    self._transport = transport
+            if closed:
+                transport.close()
+                raise TransportError(
+                    f"{where}: the connection pool was closed", reason="unreachable"
+                )
             self._failure = None
             self.connects += 1
             return transport
@@ -388,7 +426,9 @@ class SshConnection:
             negotiated = threading.Event()
             transport.start_client(event=negotiated)
             if not negotiated.wait(max(0.0, limit - time.monotonic())):
-                raise TransportError(f"{s.where}: no SSH handshake within {s.connect_timeout:.0f}s", reason="timeout")
+                raise TransportError(
+                    f"{s.where}: no SSH handshake within {s.connect_timeout:.0f}s", reason="timeout"
+                )
             if not transport.is_active():
                 raise TransportError(
                     f"{s.where}: SSH handshake failed: {transport.get_exception() or 'connection closed'}",
@@ -403,7 +443,9 @@ class SshConnection:
             raise
         except (paramiko.SSHException, EOFError, OSError) as exc:
             transport.close()
-            raise TransportError(f"{s.where}: SSH connection failed: {exc}", reason="unreachable") from None
+            raise TransportError(
+                f"{s.where}: SSH connection failed: {exc}", reason="unreachable"
+            ) from None
         except BaseException:
             transport.close()
             raise
@@ -419,23 +461,35 @@ class SshConnection:
             bastion = self.via.transport(limit)
             try:
                 return bastion.open_channel(
-                    "direct-tcpip", (s.host, s.port), ("127.0.0.1", 0), timeout=max(0.1, limit - time.monotonic())
+                    "direct-tcpip",
+                    (s.host, s.port),
+                    ("127.0.0.1", 0),
+                    timeout=max(0.1, limit - time.monotonic()),
                 )
             except paramiko.ChannelException as exc:
                 raise TransportError(
-                    f"{s.where}: the bastion could not reach {s.host}:{s.port} ({exc.text})", reason="unreachable"
+                    f"{s.where}: the bastion could not reach {s.host}:{s.port} ({exc.text})",
+                    reason="unreachable",
                 ) from None
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 self.via._discard(bastion)
-                raise TransportError(f"{s.where}: tunnel through the bastion failed: {exc}", reason="unreachable") from None
+                raise TransportError(
+                    f"{s.where}: tunnel through the bastion failed: {exc}", reason="unreachable"
+                ) from None
         try:
             sock = socket.create_connection((s.host, s.port), timeout=budget)
         except TimeoutError:
-            raise TransportError(f"{s.where}: TCP connect timed out after {budget:.1f}s", reason="timeout") from None
+            raise TransportError(
+                f"{s.where}: TCP connect timed out after {budget:.1f}s", reason="timeout"
+            ) from None
         except ConnectionRefusedError:
-            raise TransportError(f"{s.where}: connection refused (is sshd running?)", reason="unreachable") from None
+            raise TransportError(
+                f"{s.where}: connection refused (is sshd running?)", reason="unreachable"
+            ) from None
         except OSError as exc:
-            raise TransportError(f"{s.where}: cannot connect: {exc.strerror or exc}", reason="unreachable") from None
+            raise TransportError(
+                f"{s.where}: cannot connect: {exc.strerror or exc}", reason="unreachable"
+            ) from None
         # Each exec is a few small packets answered by the server: without TCP_NODELAY,
         # Nagle's algorithm holds them back ~40 ms per check waiting for delayed ACKs.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -469,7 +523,9 @@ class SshConnection:
         if any(k.key.asbytes() == key.asbytes() for k in known):
             return
         if known:
-            listed = "; ".join(f"{k.key.get_name()} {fingerprint(k.key)} ({k.source})" for k in known)
+            listed = "; ".join(
+                f"{k.key.get_name()} {fingerprint(k.key)} ({k.source})" for k in known
+            )
             raise HostKeyError(
                 f"{s.where}: host key CHANGED: the host presented {presented}, but known is {listed}. "
                 "Someone may be intercepting the connection, or the host was reinstalled: verify the "
@@ -494,18 +550,27 @@ class SshConnection:
         tried: list[str] = []
         for label, key in self._client_keys():
             tried.append(label)
-            if _try_auth(lambda k=key: transport.auth_publickey(s.user, k)) and transport.is_authenticated():
+            if (
+                _try_auth(lambda k=key: transport.auth_publickey(s.user, k))
+                and transport.is_authenticated()
+            ):
                 return
         if s.agent:
             with contextlib.closing(paramiko.Agent()) as agent:
                 for key in agent.get_keys():
                     tried.append(f"agent key {fingerprint(key)}")
-                    if _try_auth(lambda k=key: transport.auth_publickey(s.user, k)) and transport.is_authenticated():
+                    if (
+                        _try_auth(lambda k=key: transport.auth_publickey(s.user, k))
+                        and transport.is_authenticated()
+                    ):
                         return
         if s.password:
             tried.append("password")
             secret = s.password.reveal()
-            if _try_auth(lambda: transport.auth_password(s.user, secret)) and transport.is_authenticated():
+            if (
+                _try_auth(lambda: transport.auth_password(s.user, secret))
+                and transport.is_authenticated()
+            ):
                 return
         if not tried:
             raise TransportError(
@@ -521,7 +586,9 @@ class SshConnection:
 
     def _client_keys(self) -> list[tuple[str, paramiko.PKey]]:
         if self._keys is None:
-            self._keys = [(f"key {path}", _load_key(path, self.settings)) for path in self.settings.key_files]
+            self._keys = [
+                (f"key {path}", _load_key(path, self.settings)) for path in self.settings.key_files
+            ]
         return self._keys
 
 
@@ -548,7 +615,9 @@ def _try_auth(attempt: object) -> bool:
 def _load_key(path: Path, settings: SshSettings) -> paramiko.PKey:
     where = settings.where
     if not path.is_file():
-        raise TransportError(f"{where}: key_file {path} does not exist or is not a file", reason="auth")
+        raise TransportError(
+            f"{where}: key_file {path} does not exist or is not a file", reason="auth"
+        )
     passphrase = settings.passphrase.reveal().encode() if settings.passphrase else None
     try:
         return paramiko.PKey.from_path(path, password=passphrase)
@@ -556,9 +625,13 @@ def _load_key(path: Path, settings: SshSettings) -> paramiko.PKey:
         # An encrypted key without a passphrase: paramiko's loader raises
         # PasswordRequiredException, cryptography's (OpenSSH format) a TypeError.
         if passphrase is None and isinstance(exc, (paramiko.PasswordRequiredException, TypeError)):
-            raise TransportError(f"{where}: key_file {path} is encrypted: set ssh: passphrase", reason="auth") from None
+            raise TransportError(
+                f"{where}: key_file {path} is encrypted: set ssh: passphrase", reason="auth"
+            ) from None
         hint = " (wrong passphrase?)" if passphrase else ""
-        raise TransportError(f"{where}: cannot load key_file {path}{hint}: {exc}", reason="auth") from None
+        raise TransportError(
+            f"{where}: cannot load key_file {path}{hint}: {exc}", reason="auth"
+        ) from None
 
 
 def _prefer_key_types(transport: paramiko.Transport, known: list[_KnownKey]) -> None:
@@ -666,7 +739,9 @@ def _signal_kill(channel: paramiko.Channel) -> None:
         channel.transport._send_user_message(message)
 
 
-def _run_on_channel(channel: paramiko.Channel, command: str, deadline: float, timeout: float, where: str) -> CommandResult:
+def _run_on_channel(
+    channel: paramiko.Channel, command: str, deadline: float, timeout: float, where: str
+) -> CommandResult:
     started = time.perf_counter()
     try:
         # Like the local runner, ask for the C locale so df and friends stay parseable;
@@ -681,14 +756,17 @@ def _run_on_channel(channel: paramiko.Channel, command: str, deadline: float, ti
         _signal_kill(channel)
         channel.close()
         raise TransportError(
-            f"{where}: command did not finish within {timeout:.1f}s; its channel was closed", reason="timeout"
+            f"{where}: command did not finish within {timeout:.1f}s; its channel was closed",
+            reason="timeout",
         ) from None
     except TransportError:
         channel.close()
         raise
     except (paramiko.SSHException, EOFError, OSError) as exc:
         channel.close()
-        raise TransportError(f"{where}: connection lost while the command ran: {exc}", reason="unreachable") from None
+        raise TransportError(
+            f"{where}: connection lost while the command ran: {exc}", reason="unreachable"
+        ) from None
     channel.close()
     return CommandResult(
         exit_code=exit_code,
