@@ -72,7 +72,9 @@ class Pagination(BaseModel):
     def _one_way(self) -> Pagination:
         ways = [self.next_path is not None, self.page_param is not None, self.link_header]
         if sum(ways) != 1:
-            raise ValueError("choose one: next_path (a URL in the body), page_param (a page number) or link_header: true")
+            raise ValueError(
+                "choose one: next_path (a URL in the body), page_param (a page number) or link_header: true"
+            )
         if (self.page_size_param is None) != (self.page_size is None):
             raise ValueError("page_size_param and page_size go together")
         return self
@@ -112,7 +114,9 @@ def parse_checkin_time(value: Any) -> datetime | None:
     """ISO-8601 (a date without an offset is UTC) or epoch seconds or milliseconds."""
     if value is None or value == "" or isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)) or (isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value.strip())):
+    if isinstance(value, (int, float)) or (
+        isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value.strip())
+    ):
         number = float(value)
         if number <= 0:
             return None
@@ -153,7 +157,15 @@ class AgentCheckinsProbe(Probe):
     kind = "agent_checkins"
     Config = AgentCheckinsConfig
     metrics: ClassVar[frozenset[str]] = frozenset(
-        {"devices_total", "stale_devices", "stale_ratio", "never_checked_in", "pages", "latency_s", "checkin_age_s"}
+        {
+            "devices_total",
+            "stale_devices",
+            "stale_ratio",
+            "never_checked_in",
+            "pages",
+            "latency_s",
+            "checkin_age_s",
+        }
     )
     labels = ("scope", "device")
     config: AgentCheckinsConfig
@@ -209,11 +221,16 @@ class AgentCheckinsProbe(Probe):
         while url is not None:
             if pages >= cfg.max_pages:
                 raise _Unreadable(
-                    Outcome.error(f"the device list has more than {cfg.max_pages} pages; raise max_pages", reason="pagination")
+                    Outcome.error(
+                        f"the device list has more than {cfg.max_pages} pages; raise max_pages",
+                        reason="pagination",
+                    )
                 )
             request_url = self._page_url(url, page_number)
             if request_url in seen_urls:
-                raise _Unreadable(Outcome.error(f"pagination loops back to {request_url}", reason="pagination"))
+                raise _Unreadable(
+                    Outcome.error(f"pagination loops back to {request_url}", reason="pagination")
+                )
             seen_urls.add(request_url)
             response, body = self._get(session, request_url, ctx.timeout)
             pages += 1
@@ -230,13 +247,19 @@ class AgentCheckinsProbe(Probe):
         if pagination is None or pagination.page_param is None:
             return url
         parts = urlsplit(url)
-        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in (pagination.page_param, pagination.page_size_param)]
+        query = [
+            (k, v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            if k not in (pagination.page_param, pagination.page_size_param)
+        ]
         query.append((pagination.page_param, str(page_number)))
         if pagination.page_size_param and pagination.page_size:
             query.append((pagination.page_size_param, str(pagination.page_size)))
         return urlunsplit(parts._replace(query=urlencode(query)))
 
-    def _get(self, session: requests.Session, url: str, timeout: float) -> tuple[requests.Response, bytes]:
+    def _get(
+        self, session: requests.Session, url: str, timeout: float
+    ) -> tuple[requests.Response, bytes]:
         where = urlsplit(url).netloc
         try:
             response = session.get(url, timeout=timeout, stream=True)
@@ -245,17 +268,25 @@ class AgentCheckinsProbe(Probe):
             if verify is not None:
                 reason, message = cert_failure(verify, where)
                 raise _Unreadable(Outcome.fail(message, reason=reason)) from None
-            raise _Unreadable(Outcome.fail(f"TLS with {where} failed: {exc}", reason="tls")) from None
+            raise _Unreadable(
+                Outcome.fail(f"TLS with {where} failed: {exc}", reason="tls")
+            ) from None
         except requests.exceptions.ConnectTimeout:
-            raise _Unreadable(Outcome.fail(f"no connection to {where} within {timeout:.1f}s", reason="timeout")) from None
+            raise _Unreadable(
+                Outcome.fail(f"no connection to {where} within {timeout:.1f}s", reason="timeout")
+            ) from None
         except requests.exceptions.ReadTimeout:
-            raise _Unreadable(Outcome.fail(f"{where} did not answer within {timeout:.1f}s", reason="timeout")) from None
+            raise _Unreadable(
+                Outcome.fail(f"{where} did not answer within {timeout:.1f}s", reason="timeout")
+            ) from None
         except requests.exceptions.ConnectionError as exc:
             refused = _find_cause(exc, ConnectionRefusedError) is not None
             text = f"connection to {where} refused" if refused else f"cannot reach {where}: {exc}"
             raise _Unreadable(Outcome.fail(text, reason="refused")) from None
         except requests.exceptions.RequestException as exc:
-            raise _Unreadable(Outcome.fail(f"request to {where} failed: {exc}", reason="protocol")) from None
+            raise _Unreadable(
+                Outcome.fail(f"request to {where} failed: {exc}", reason="protocol")
+            ) from None
         chunks: list[bytes] = []
         size = 0
         with response:
@@ -264,11 +295,16 @@ class AgentCheckinsProbe(Probe):
                     size += len(chunk)
                     if size > MAX_PAGE_BYTES:
                         raise _Unreadable(
-                            Outcome.error(f"a page of {url} is over {MAX_PAGE_BYTES // 2**20} MiB", reason="format")
+                            Outcome.error(
+                                f"a page of {url} is over {MAX_PAGE_BYTES // 2**20} MiB",
+                                reason="format",
+                            )
                         )
                     chunks.append(chunk)
             except requests.exceptions.RequestException as exc:
-                raise _Unreadable(Outcome.fail(f"{where} broke off the answer: {exc}", reason="protocol")) from None
+                raise _Unreadable(
+                    Outcome.fail(f"{where} broke off the answer: {exc}", reason="protocol")
+                ) from None
         body = b"".join(chunks)
         if response.status_code in (401, 403):
             raise _Unreadable(
@@ -280,7 +316,11 @@ class AgentCheckinsProbe(Probe):
             )
         if not 200 <= response.status_code < 300:
             raise _Unreadable(
-                Outcome.fail(f"HTTP {response.status_code} from {url}", reason="status", evidence=_snippet(body))
+                Outcome.fail(
+                    f"HTTP {response.status_code} from {url}",
+                    reason="status",
+                    evidence=_snippet(body),
+                )
             )
         return response, body
 
@@ -289,19 +329,30 @@ class AgentCheckinsProbe(Probe):
             document = json.loads(body)
         except ValueError:
             raise _Unreadable(
-                Outcome.error(f"{url} did not return JSON", reason="format", evidence=_snippet(body))
+                Outcome.error(
+                    f"{url} did not return JSON", reason="format", evidence=_snippet(body)
+                )
             ) from None
         path = self.config.list_path
         try:
             items = json_path_get(document, path) if path else document
         except KeyError:
             raise _Unreadable(
-                Outcome.error(f"no {path!r} in the answer of {url}; check list_path", reason="format", evidence=_snippet(body))
+                Outcome.error(
+                    f"no {path!r} in the answer of {url}; check list_path",
+                    reason="format",
+                    evidence=_snippet(body),
+                )
             ) from None
         if items is None:
             items = []
         if not isinstance(items, list):
-            raise _Unreadable(Outcome.error(f"{path or 'the answer'} of {url} is not a list; check list_path", reason="format"))
+            raise _Unreadable(
+                Outcome.error(
+                    f"{path or 'the answer'} of {url} is not a list; check list_path",
+                    reason="format",
+                )
+            )
         return items, document
 
     def _device(self, item: Any, skipped: list[str]) -> Device | None:
@@ -330,7 +381,12 @@ class AgentCheckinsProbe(Probe):
         return Device(str(raw_id), str(name), last)
 
     def _next(
-        self, url: str, page_number: int, response: requests.Response, document: Any, items: list[Any]
+        self,
+        url: str,
+        page_number: int,
+        response: requests.Response,
+        document: Any,
+        items: list[Any],
     ) -> tuple[str | None, int]:
         pagination = self.config.pagination
         if pagination is None:
@@ -356,9 +412,15 @@ class AgentCheckinsProbe(Probe):
             return self.config.never_checked_in_is_stale
         return age > self.config.stale_after.total_seconds()
 
-    def _fleet(self, devices: list[Device], pages: int, skipped: list[str], now: datetime, latency: float) -> Outcome:
+    def _fleet(
+        self, devices: list[Device], pages: int, skipped: list[str], now: datetime, latency: float
+    ) -> Outcome:
         cfg = self.config
-        stale = sorted((d for d in devices if self._is_stale(d, now)), key=lambda d: _staleness(d, now), reverse=True)
+        stale = sorted(
+            (d for d in devices if self._is_stale(d, now)),
+            key=lambda d: _staleness(d, now),
+            reverse=True,
+        )
         never = sum(1 for d in devices if d.last_checkin is None)
         total = len(devices)
         metrics = {
@@ -369,7 +431,9 @@ class AgentCheckinsProbe(Probe):
             "pages": pages,
             "latency_s": latency,
         }
-        lines = [f"{len(stale)} of {total} devices have not checked in for {format_duration(cfg.stale_after)} (stalest first):"]
+        lines = [
+            f"{len(stale)} of {total} devices have not checked in for {format_duration(cfg.stale_after)} (stalest first):"
+        ]
         for device in stale[: cfg.evidence_devices]:
             lines.append(f"  {device.id}  {device.name}  {_last_seen(device, now)}")
         if len(stale) > cfg.evidence_devices:
@@ -442,7 +506,9 @@ class AgentCheckinsProbe(Probe):
         """Devices this check reported stale, recovered from the last results after a restart."""
         if self._reported is None:
             self._reported = {}
-            previous: Callable[[str, str], Iterable[Result]] | None = ctx.services.get("previous_results")
+            previous: Callable[[str, str], Iterable[Result]] | None = ctx.services.get(
+                "previous_results"
+            )
             if previous is not None:
                 probe_id = self.config.name or self.kind
                 for result in previous(ctx.target, probe_id):
@@ -483,9 +549,14 @@ def _find_cause(exc: BaseException, kind: type[BaseException]) -> Any:
         seen.add(id(current))
         if isinstance(current, kind):
             return current
-        todo.extend([current.__cause__, current.__context__, *[a for a in current.args if isinstance(a, BaseException)]])
+        todo.extend(
+            [
+                current.__cause__,
+                current.__context__,
+                *[a for a in current.args if isinstance(a, BaseException)],
+            ]
+        )
         reason = getattr(current, "reason", None)
         if isinstance(reason, BaseException):
             todo.append(reason)
     return None
-

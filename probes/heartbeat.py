@@ -30,7 +30,9 @@ class HeartbeatConfig(ProbeConfig):
 class HeartbeatProbe(Probe):
     kind = "heartbeat"
     Config = HeartbeatConfig
-    metrics: ClassVar[frozenset[str]] = frozenset({"age_s", "late_s", "exit_code", "checkins_total", "failures_total"})
+    metrics: ClassVar[frozenset[str]] = frozenset(
+        {"age_s", "late_s", "exit_code", "checkins_total", "failures_total"}
+    )
 
     def check(self, ctx: ProbeContext) -> Outcome:
         return Outcome.error("heartbeats are pushed to /checkin/<name>, never probed")

@@ -51,18 +51,40 @@ class ImapProbe(Probe):
             return Outcome(outcome.status, outcome.message, metrics, {}, evidence, outcome.reason)
         failures = judge_common(cfg, metrics)
         if failures:
-            return Outcome.fail("; ".join(m for _, m in failures), metrics=metrics, evidence=evidence, reason=failures[0][0])
-        detail = f", {int(metrics['messages'])} messages in {cfg.mailbox}" if "messages" in metrics else ""
-        return Outcome.ok(f"{where} answered in {metrics['latency_s'] * 1000:.0f} ms{detail}", metrics=metrics, evidence=evidence)
+            return Outcome.fail(
+                "; ".join(m for _, m in failures),
+                metrics=metrics,
+                evidence=evidence,
+                reason=failures[0][0],
+            )
+        detail = (
+            f", {int(metrics['messages'])} messages in {cfg.mailbox}"
+            if "messages" in metrics
+            else ""
+        )
+        return Outcome.ok(
+            f"{where} answered in {metrics['latency_s'] * 1000:.0f} ms{detail}",
+            metrics=metrics,
+            evidence=evidence,
+        )
 
-    def _connect(self, ctx: ProbeContext, host: str, port: int, *, verify: bool | None = None) -> imaplib.IMAP4:
+    def _connect(
+        self, ctx: ProbeContext, host: str, port: int, *, verify: bool | None = None
+    ) -> imaplib.IMAP4:
         cfg = self.config
         if cfg.tls:
-            return imaplib.IMAP4_SSL(host, port, ssl_context=tls_context(ctx, cfg, verify=verify), timeout=ctx.timeout)
+            return imaplib.IMAP4_SSL(
+                host, port, ssl_context=tls_context(ctx, cfg, verify=verify), timeout=ctx.timeout
+            )
         return imaplib.IMAP4(host, port, timeout=ctx.timeout)
 
     def _session(
-        self, ctx: ProbeContext, host: str, port: int, metrics: dict[str, float], transcript: list[str]
+        self,
+        ctx: ProbeContext,
+        host: str,
+        port: int,
+        metrics: dict[str, float],
+        transcript: list[str],
     ) -> Outcome:
         cfg = self.config
         where = f"{host}:{port}"
@@ -99,14 +121,19 @@ class ImapProbe(Probe):
                 raise
             except imaplib.IMAP4.error as exc:
                 transcript.append(f">>> LOGIN {cfg.user}\n<<< NO {_text(exc)}")
-                return Outcome.error(f"{where} refused the login of {cfg.user}: {_text(exc)}", reason="auth")
+                return Outcome.error(
+                    f"{where} refused the login of {cfg.user}: {_text(exc)}", reason="auth"
+                )
             metrics["login_s"] = time.perf_counter() - t2
             transcript.append(f">>> LOGIN {cfg.user}\n<<< OK")
             step = "SELECT"
             t3 = time.perf_counter()
             status, data = imap.select(_quote(cfg.mailbox), readonly=True)
             if status != "OK":
-                return Outcome.error(f"{where} has no mailbox {cfg.mailbox!r} for {cfg.user}: {_text(data[0])}", reason="mailbox")
+                return Outcome.error(
+                    f"{where} has no mailbox {cfg.mailbox!r} for {cfg.user}: {_text(data[0])}",
+                    reason="mailbox",
+                )
             metrics["select_s"] = time.perf_counter() - t3
             if data and data[0] and _text(data[0]).isdigit():
                 metrics["messages"] = int(_text(data[0]))

@@ -69,9 +69,11 @@ class MailConfig(ProbeConfig):
     @model_validator(mode="after")
     def _consistent(self) -> MailConfig:
         if self.tls and self.starttls:
-            raise ValueError("choose one: tls: true (implicit TLS) or starttls: true (upgrade), not both")
+            raise ValueError(
+                "choose one: tls: true (implicit TLS) or starttls: true (upgrade), not both"
+            )
         if (self.user is None) != (self.password is None):
-            raise ValueError("a login needs both user and password (password: \"${ENV_VAR}\")")
+            raise ValueError('a login needs both user and password (password: "${ENV_VAR}")')
         if self.password is not None and not (self.tls or self.starttls):
             raise ValueError("a password is only sent over TLS: add tls: true or starttls: true")
         return self
@@ -86,8 +88,12 @@ class MailConfig(ProbeConfig):
         return self.host or ctx.host or "127.0.0.1", self.effective_port
 
 
-def tls_context(ctx: ProbeContext, cfg: MailConfig, *, verify: bool | None = None) -> ssl.SSLContext:
-    return ctx.http.ssl_context(verify=cfg.tls_verify if verify is None else verify, ca_file=cfg.ca_file)
+def tls_context(
+    ctx: ProbeContext, cfg: MailConfig, *, verify: bool | None = None
+) -> ssl.SSLContext:
+    return ctx.http.ssl_context(
+        verify=cfg.tls_verify if verify is None else verify, ca_file=cfg.ca_file
+    )
 
 
 def cert_failure(exc: ssl.SSLCertVerificationError, where: str) -> tuple[str, str]:
@@ -99,7 +105,9 @@ def cert_failure(exc: ssl.SSLCertVerificationError, where: str) -> tuple[str, st
     return "cert_untrusted", f"TLS certificate of {where} not trusted: {exc.verify_message or exc}"
 
 
-def connection_failure(exc: BaseException, where: str, timeout: float, step: str = "connect") -> Outcome:
+def connection_failure(
+    exc: BaseException, where: str, timeout: float, step: str = "connect"
+) -> Outcome:
     """A ``fail`` for whatever stopped the conversation with the server."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         reason, message = cert_failure(exc, where)
@@ -109,14 +117,24 @@ def connection_failure(exc: BaseException, where: str, timeout: float, step: str
     if isinstance(exc, ConnectionRefusedError):
         return Outcome.fail(f"connection to {where} refused", reason="refused")
     if isinstance(exc, socket.gaierror):
-        return Outcome.fail(f"cannot resolve {where.rsplit(':', 1)[0]}: {exc.strerror}", reason="dns")
+        return Outcome.fail(
+            f"cannot resolve {where.rsplit(':', 1)[0]}: {exc.strerror}", reason="dns"
+        )
     if isinstance(exc, TimeoutError):
-        return Outcome.fail(f"{where} did not answer within {timeout:.1f}s ({step})", reason="timeout")
-    if isinstance(exc, (ConnectionResetError, BrokenPipeError, EOFError, smtplib.SMTPServerDisconnected)):
+        return Outcome.fail(
+            f"{where} did not answer within {timeout:.1f}s ({step})", reason="timeout"
+        )
+    if isinstance(
+        exc, (ConnectionResetError, BrokenPipeError, EOFError, smtplib.SMTPServerDisconnected)
+    ):
         return Outcome.fail(f"{where} closed the connection ({step})", reason="protocol")
     if isinstance(exc, OSError):
-        return Outcome.fail(f"cannot talk to {where} ({step}): {exc.strerror or exc}", reason="refused")
-    return Outcome.fail(f"{where} broke the exchange ({step}): {type(exc).__name__}: {exc}", reason="protocol")
+        return Outcome.fail(
+            f"cannot talk to {where} ({step}): {exc.strerror or exc}", reason="refused"
+        )
+    return Outcome.fail(
+        f"{where} broke the exchange ({step}): {type(exc).__name__}: {exc}", reason="protocol"
+    )
 
 
 def days_left(sock: Any) -> float | None:
@@ -133,9 +151,18 @@ def judge_common(cfg: MailConfig, metrics: dict[str, float]) -> list[tuple[str, 
     days = metrics.get("cert_days_left")
     if cfg.cert_min_days is not None and days is not None and days < cfg.cert_min_days:
         failures.append(
-            ("cert_expiring", f"certificate expires in {days:.1f} days (minimum {cfg.cert_min_days:g})")
+            (
+                "cert_expiring",
+                f"certificate expires in {days:.1f} days (minimum {cfg.cert_min_days:g})",
+            )
         )
     latency = metrics.get("latency_s")
-    if cfg.max_latency is not None and latency is not None and latency > cfg.max_latency.total_seconds():
-        failures.append(("slow", f"answered in {latency:.2f}s, over {cfg.max_latency.total_seconds():g}s"))
+    if (
+        cfg.max_latency is not None
+        and latency is not None
+        and latency > cfg.max_latency.total_seconds()
+    ):
+        failures.append(
+            ("slow", f"answered in {latency:.2f}s, over {cfg.max_latency.total_seconds():g}s")
+        )
     return failures

@@ -27,7 +27,16 @@ class Pop3Probe(Probe):
     kind = "pop3"
     Config = Pop3Config
     metrics: ClassVar[frozenset[str]] = frozenset(
-        {"connect_s", "tls_s", "login_s", "stat_s", "latency_s", "cert_days_left", "messages", "mailbox_bytes"}
+        {
+            "connect_s",
+            "tls_s",
+            "login_s",
+            "stat_s",
+            "latency_s",
+            "cert_days_left",
+            "messages",
+            "mailbox_bytes",
+        }
     )
     config: Pop3Config
 
@@ -49,18 +58,36 @@ class Pop3Probe(Probe):
             return Outcome(outcome.status, outcome.message, metrics, {}, evidence, outcome.reason)
         failures = judge_common(cfg, metrics)
         if failures:
-            return Outcome.fail("; ".join(m for _, m in failures), metrics=metrics, evidence=evidence, reason=failures[0][0])
+            return Outcome.fail(
+                "; ".join(m for _, m in failures),
+                metrics=metrics,
+                evidence=evidence,
+                reason=failures[0][0],
+            )
         detail = f", {int(metrics['messages'])} messages" if "messages" in metrics else ""
-        return Outcome.ok(f"{where} answered in {metrics['latency_s'] * 1000:.0f} ms{detail}", metrics=metrics, evidence=evidence)
+        return Outcome.ok(
+            f"{where} answered in {metrics['latency_s'] * 1000:.0f} ms{detail}",
+            metrics=metrics,
+            evidence=evidence,
+        )
 
-    def _connect(self, ctx: ProbeContext, host: str, port: int, *, verify: bool | None = None) -> poplib.POP3:
+    def _connect(
+        self, ctx: ProbeContext, host: str, port: int, *, verify: bool | None = None
+    ) -> poplib.POP3:
         cfg = self.config
         if cfg.tls:
-            return poplib.POP3_SSL(host, port, context=tls_context(ctx, cfg, verify=verify), timeout=ctx.timeout)
+            return poplib.POP3_SSL(
+                host, port, context=tls_context(ctx, cfg, verify=verify), timeout=ctx.timeout
+            )
         return poplib.POP3(host, port, timeout=ctx.timeout)
 
     def _session(
-        self, ctx: ProbeContext, host: str, port: int, metrics: dict[str, float], transcript: list[str]
+        self,
+        ctx: ProbeContext,
+        host: str,
+        port: int,
+        metrics: dict[str, float],
+        transcript: list[str],
     ) -> Outcome:
         cfg = self.config
         where = f"{host}:{port}"
@@ -95,7 +122,9 @@ class Pop3Probe(Probe):
                 pop.pass_(cfg.password.reveal())
             except poplib.error_proto as exc:
                 transcript.append(f">>> USER {cfg.user} / PASS\n<<< {_text(exc)}")
-                return Outcome.error(f"{where} refused the login of {cfg.user}: {_text(exc)}", reason="auth")
+                return Outcome.error(
+                    f"{where} refused the login of {cfg.user}: {_text(exc)}", reason="auth"
+                )
             metrics["login_s"] = time.perf_counter() - t2
             transcript.append(f">>> USER {cfg.user} / PASS\n<<< +OK")
             step = "STAT"

@@ -63,9 +63,13 @@ class MailboxAccess(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> MailboxAccess:
         if self.tls and self.starttls:
-            raise ValueError("choose one: tls: true or starttls: true (write tls: false with starttls: true)")
+            raise ValueError(
+                "choose one: tls: true or starttls: true (write tls: false with starttls: true)"
+            )
         if self.password is not None and not (self.tls or self.starttls):
-            raise ValueError("the mailbox password is only sent over TLS: tls: true or starttls: true")
+            raise ValueError(
+                "the mailbox password is only sent over TLS: tls: true or starttls: true"
+            )
         return self
 
 
@@ -104,7 +108,11 @@ class SmtpConfig(MailConfig):
         # The wait for delivery is part of the check: give it room unless told otherwise.
         if isinstance(data, dict) and data.get("roundtrip") and data.get("timeout") is None:
             rt = data["roundtrip"]
-            deadline = parse_duration(rt.get("deadline", 60)) if isinstance(rt, dict) else timedelta(seconds=60)
+            deadline = (
+                parse_duration(rt.get("deadline", 60))
+                if isinstance(rt, dict)
+                else timedelta(seconds=60)
+            )
             data = {**data, "timeout": deadline + timedelta(seconds=20)}
         return data
 
@@ -112,9 +120,13 @@ class SmtpConfig(MailConfig):
     def _roundtrip_login(self) -> SmtpConfig:
         rt = self.roundtrip
         if rt is not None and (rt.imap.user or self.user) is None:
-            raise ValueError("roundtrip needs a mailbox login: set roundtrip.imap.user and password, or user/password")
+            raise ValueError(
+                "roundtrip needs a mailbox login: set roundtrip.imap.user and password, or user/password"
+            )
         if rt is not None and (rt.imap.password or self.password) is None:
-            raise ValueError("roundtrip needs the mailbox password: roundtrip.imap.password: \"${ENV_VAR}\"")
+            raise ValueError(
+                'roundtrip needs the mailbox password: roundtrip.imap.password: "${ENV_VAR}"'
+            )
         if rt is not None and self.timeout is not None and self.timeout <= rt.deadline:
             raise ValueError(
                 f"timeout ({self.timeout.total_seconds():g}s) must be longer than roundtrip.deadline "
@@ -167,10 +179,22 @@ class SmtpProbe(Probe):
                 metrics["cert_days_left"] = days
         evidence = "\n".join(transcript)
         if outcome.status != "ok":
-            return Outcome(outcome.status, outcome.message, metrics, {}, evidence or outcome.evidence, outcome.reason)
+            return Outcome(
+                outcome.status,
+                outcome.message,
+                metrics,
+                {},
+                evidence or outcome.evidence,
+                outcome.reason,
+            )
         failures = judge_common(cfg, metrics)
         if failures:
-            return Outcome.fail("; ".join(m for _, m in failures), metrics=metrics, evidence=evidence, reason=failures[0][0])
+            return Outcome.fail(
+                "; ".join(m for _, m in failures),
+                metrics=metrics,
+                evidence=evidence,
+                reason=failures[0][0],
+            )
         return Outcome(outcome.status, outcome.message, metrics, {}, evidence, outcome.reason)
 
     # ------------------------------------------------------------------ the session
@@ -187,11 +211,20 @@ class SmtpProbe(Probe):
         cfg = self.config
         helo = cfg.helo or socket.gethostname() or "watcher"
         if cfg.tls:
-            return smtplib.SMTP_SSL(local_hostname=helo, timeout=self._wait(ctx), context=tls_context(ctx, cfg, verify=verify))
+            return smtplib.SMTP_SSL(
+                local_hostname=helo,
+                timeout=self._wait(ctx),
+                context=tls_context(ctx, cfg, verify=verify),
+            )
         return smtplib.SMTP(local_hostname=helo, timeout=self._wait(ctx))
 
     def _converse(
-        self, ctx: ProbeContext, host: str, port: int, metrics: dict[str, float], transcript: list[str]
+        self,
+        ctx: ProbeContext,
+        host: str,
+        port: int,
+        metrics: dict[str, float],
+        transcript: list[str],
     ) -> Outcome:
         cfg = self.config
         where = f"{host}:{port}"
@@ -205,7 +238,9 @@ class SmtpProbe(Probe):
             except smtplib.SMTPConnectError as exc:
                 text = _text(exc.smtp_error)
                 transcript.append(f"<<< {exc.smtp_code} {text}")
-                raise _Stop(Outcome.fail(f"{where} greeted with {exc.smtp_code} {text}", reason="banner")) from None
+                raise _Stop(
+                    Outcome.fail(f"{where} greeted with {exc.smtp_code} {text}", reason="banner")
+                ) from None
             except (OSError, smtplib.SMTPException) as exc:
                 raise _Stop(connection_failure(exc, where, self._wait(ctx), "connect")) from None
             metrics["banner_s"] = time.perf_counter() - t0
@@ -214,7 +249,11 @@ class SmtpProbe(Probe):
                 self._cert_days(client, metrics)
             transcript.append(f"<<< {code} {_text(banner)}")
             if cfg.banner is not None and not _search(cfg.banner, _text(banner)):
-                raise _Stop(Outcome.fail(f"banner {_text(banner)!r} does not match /{cfg.banner}/", reason="banner"))
+                raise _Stop(
+                    Outcome.fail(
+                        f"banner {_text(banner)!r} does not match /{cfg.banner}/", reason="banner"
+                    )
+                )
             features = self._ehlo(client, where, self._wait(ctx), metrics, transcript)
             offered = set(features)  # STARTTLS is offered before TLS only
             if cfg.starttls:
@@ -224,7 +263,9 @@ class SmtpProbe(Probe):
                 try:
                     client.starttls(context=tls_context(ctx, cfg))
                 except (OSError, smtplib.SMTPException) as exc:
-                    raise _Stop(connection_failure(exc, where, self._wait(ctx), "STARTTLS")) from None
+                    raise _Stop(
+                        connection_failure(exc, where, self._wait(ctx), "STARTTLS")
+                    ) from None
                 metrics["tls_s"] = time.perf_counter() - t1
                 self._cert_days(client, metrics)
                 transcript.append(">>> STARTTLS (ok)")
@@ -236,7 +277,11 @@ class SmtpProbe(Probe):
             offered |= set(features)
             missing = [e for e in cfg.extensions if e.lower() not in offered]
             if missing:
-                raise _Stop(Outcome.fail(f"{where} does not advertise {', '.join(missing)}", reason="extensions"))
+                raise _Stop(
+                    Outcome.fail(
+                        f"{where} does not advertise {', '.join(missing)}", reason="extensions"
+                    )
+                )
             if cfg.user is not None and cfg.password is not None:
                 self._login(client, where, self._wait(ctx), metrics, transcript)
             sent = None
@@ -250,7 +295,12 @@ class SmtpProbe(Probe):
         return Outcome.ok(f"{where} answered in {metrics['latency_s'] * 1000:.0f} ms")
 
     def _ehlo(
-        self, client: smtplib.SMTP, where: str, timeout: float, metrics: dict[str, float], transcript: list[str]
+        self,
+        client: smtplib.SMTP,
+        where: str,
+        timeout: float,
+        metrics: dict[str, float],
+        transcript: list[str],
     ) -> dict[str, str]:
         t0 = time.perf_counter()
         try:
@@ -263,11 +313,20 @@ class SmtpProbe(Probe):
         metrics["ehlo_s"] = metrics.get("ehlo_s", 0.0) + time.perf_counter() - t0
         transcript.append(f">>> EHLO\n<<< {code} " + _text(reply).replace("\n", "\n<<< "))
         if code != 250:
-            raise _Stop(Outcome.fail(f"{where} refused EHLO and HELO: {code} {_text(reply)}", reason="protocol"))
+            raise _Stop(
+                Outcome.fail(
+                    f"{where} refused EHLO and HELO: {code} {_text(reply)}", reason="protocol"
+                )
+            )
         return dict(client.esmtp_features)
 
     def _login(
-        self, client: smtplib.SMTP, where: str, timeout: float, metrics: dict[str, float], transcript: list[str]
+        self,
+        client: smtplib.SMTP,
+        where: str,
+        timeout: float,
+        metrics: dict[str, float],
+        transcript: list[str],
     ) -> None:
         cfg = self.config
         assert cfg.user is not None and cfg.password is not None
@@ -277,10 +336,15 @@ class SmtpProbe(Probe):
         except smtplib.SMTPAuthenticationError as exc:
             transcript.append(f">>> AUTH ({cfg.user})\n<<< {exc.smtp_code} {_text(exc.smtp_error)}")
             raise _Stop(
-                Outcome.error(f"{where} refused the login of {cfg.user}: {exc.smtp_code} {_text(exc.smtp_error)}", reason="auth")
+                Outcome.error(
+                    f"{where} refused the login of {cfg.user}: {exc.smtp_code} {_text(exc.smtp_error)}",
+                    reason="auth",
+                )
             ) from None
         except smtplib.SMTPNotSupportedError:
-            raise _Stop(Outcome.error(f"{where} offers no AUTH on this port", reason="auth")) from None
+            raise _Stop(
+                Outcome.error(f"{where} offers no AUTH on this port", reason="auth")
+            ) from None
         except smtplib.SMTPException as exc:
             raise _Stop(Outcome.error(f"login at {where} failed: {exc}", reason="auth")) from None
         except OSError as exc:
@@ -311,7 +375,12 @@ class SmtpProbe(Probe):
     # ------------------------------------------------------------------ roundtrip
 
     def _send(
-        self, ctx: ProbeContext, client: smtplib.SMTP, where: str, metrics: dict[str, float], transcript: list[str]
+        self,
+        ctx: ProbeContext,
+        client: smtplib.SMTP,
+        where: str,
+        metrics: dict[str, float],
+        transcript: list[str],
     ) -> tuple[str, float]:
         rt = self.config.roundtrip
         assert rt is not None
@@ -332,21 +401,38 @@ class SmtpProbe(Probe):
             refused = client.send_message(message)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
-            raise _Stop(Outcome.fail(f"{where} refused the probe mail to {rt.to}: {code} {_text(text)}", reason="roundtrip")) from None
+            raise _Stop(
+                Outcome.fail(
+                    f"{where} refused the probe mail to {rt.to}: {code} {_text(text)}",
+                    reason="roundtrip",
+                )
+            ) from None
         except smtplib.SMTPResponseException as exc:
             raise _Stop(
-                Outcome.fail(f"{where} refused the probe mail: {exc.smtp_code} {_text(exc.smtp_error)}", reason="roundtrip")
+                Outcome.fail(
+                    f"{where} refused the probe mail: {exc.smtp_code} {_text(exc.smtp_error)}",
+                    reason="roundtrip",
+                )
             ) from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise _Stop(connection_failure(exc, where, self._wait(ctx), "sending the probe mail")) from None
+            raise _Stop(
+                connection_failure(exc, where, self._wait(ctx), "sending the probe mail")
+            ) from None
         if refused:
-            raise _Stop(Outcome.fail(f"{where} refused the probe mail to {rt.to}", reason="roundtrip"))
+            raise _Stop(
+                Outcome.fail(f"{where} refused the probe mail to {rt.to}", reason="roundtrip")
+            )
         metrics["send_s"] = time.perf_counter() - t0
         transcript.append(f">>> probe mail {TAG_HEADER}: {tag}\n<<< 250 accepted")
         return tag, t0
 
     def _await_delivery(
-        self, ctx: ProbeContext, smtp_host: str, sent: tuple[str, float], metrics: dict[str, float], transcript: list[str]
+        self,
+        ctx: ProbeContext,
+        smtp_host: str,
+        sent: tuple[str, float],
+        metrics: dict[str, float],
+        transcript: list[str],
     ) -> Outcome:
         cfg = self.config
         rt = cfg.roundtrip
@@ -364,7 +450,9 @@ class SmtpProbe(Probe):
         undelivered = f"accepted by {smtp_host} but "
         try:
             if box.tls:
-                imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(host, port, ssl_context=context, timeout=self._wait(ctx))
+                imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(
+                    host, port, ssl_context=context, timeout=self._wait(ctx)
+                )
             else:
                 imap = imaplib.IMAP4(host, port, timeout=self._wait(ctx))
                 if box.starttls:
@@ -372,7 +460,9 @@ class SmtpProbe(Probe):
         except (OSError, imaplib.IMAP4.error) as exc:
             failed = connection_failure(exc, where, self._wait(ctx), "IMAP")
             return Outcome.fail(
-                f"{undelivered}its delivery cannot be confirmed: {failed.message}", metrics=metrics, reason="roundtrip"
+                f"{undelivered}its delivery cannot be confirmed: {failed.message}",
+                metrics=metrics,
+                reason="roundtrip",
             )
         try:
             try:
@@ -385,7 +475,11 @@ class SmtpProbe(Probe):
                 )
             status, _ = imap.select(_quote(box.mailbox))
             if status != "OK":
-                return Outcome.error(f"cannot confirm delivery: no mailbox {box.mailbox!r} at {where}", metrics=metrics, reason="mailbox")
+                return Outcome.error(
+                    f"cannot confirm delivery: no mailbox {box.mailbox!r} at {where}",
+                    metrics=metrics,
+                    reason="mailbox",
+                )
             while True:
                 found = _search_tag(imap, tag)
                 if found:
@@ -399,17 +493,25 @@ class SmtpProbe(Probe):
             _delete(imap, _search_tag(imap, tag.rsplit("/", 1)[0] + "/"))
         except (OSError, imaplib.IMAP4.error) as exc:
             failed = connection_failure(exc, where, self._wait(ctx), "IMAP")
-            return Outcome.fail(f"{undelivered}confirming delivery failed: {failed.message}", metrics=metrics, reason="roundtrip")
+            return Outcome.fail(
+                f"{undelivered}confirming delivery failed: {failed.message}",
+                metrics=metrics,
+                reason="roundtrip",
+            )
         finally:
             _quietly_logout(imap)
         if "roundtrip_seconds" not in metrics:
-            transcript.append(f"*** not in {box.mailbox} of {user} at {where} after {rt.deadline.total_seconds():g}s")
+            transcript.append(
+                f"*** not in {box.mailbox} of {user} at {where} after {rt.deadline.total_seconds():g}s"
+            )
             return Outcome.fail(
                 f"{undelivered}not delivered to {rt.to} within {rt.deadline.total_seconds():g}s",
                 metrics=metrics,
                 reason="roundtrip",
             )
-        transcript.append(f"*** delivered to {box.mailbox} of {user} in {metrics['roundtrip_seconds']:.2f}s (deleted)")
+        transcript.append(
+            f"*** delivered to {box.mailbox} of {user} in {metrics['roundtrip_seconds']:.2f}s (deleted)"
+        )
         return Outcome.ok(f"mail delivered to {rt.to} in {metrics['roundtrip_seconds']:.1f}s")
 
 

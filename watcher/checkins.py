@@ -75,7 +75,9 @@ class CheckinState:
     @property
     def failed(self) -> bool:
         """The last word from the job was a failure."""
-        return self.last_fail_at is not None and (self.last_ok_at is None or self.last_fail_at > self.last_ok_at)
+        return self.last_fail_at is not None and (
+            self.last_ok_at is None or self.last_fail_at > self.last_ok_at
+        )
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,11 @@ def verdict(spec: Checkin, state: CheckinState, now: datetime, timezone: str = "
         code = f" with exit code {state.exit_code}" if state.exit_code is not None else ""
         failure = f"last run failed{code} at {local(state.last_fail_at)}"
     if now > deadline:
-        since = f"last check-in {local(last)}" if last else f"no check-in since watching began {local(state.first_seen)}"
+        since = (
+            f"last check-in {local(last)}"
+            if last
+            else f"no check-in since watching began {local(state.first_seen)}"
+        )
         message = f"{since}; expected by {local(expected)} + {format_duration(spec.grace)} grace"
         if failure:
             message += f"; {failure}"
@@ -134,12 +140,28 @@ def verdict(spec: Checkin, state: CheckinState, now: datetime, timezone: str = "
     if failure:
         return Verdict("failed", "fail", "failed", failure, metrics, expected, deadline)
     if last is None:
-        return Verdict("new", "ok", "", f"waiting for the first check-in, due by {local(deadline)}", metrics, expected, deadline)
+        return Verdict(
+            "new",
+            "ok",
+            "",
+            f"waiting for the first check-in, due by {local(deadline)}",
+            metrics,
+            expected,
+            deadline,
+        )
     if now > expected:
         message = f"due at {local(expected)}, within grace until {local(deadline)}"
         return Verdict("grace", "ok", "", message, metrics, expected, deadline)
     ago = format_duration(max(0.0, (now - last).total_seconds()))
-    return Verdict("up", "ok", "", f"checked in {ago} ago; next by {local(expected)}", metrics, expected, deadline)
+    return Verdict(
+        "up",
+        "ok",
+        "",
+        f"checked in {ago} ago; next by {local(expected)}",
+        metrics,
+        expected,
+        deadline,
+    )
 
 
 class RateLimiter:
@@ -310,26 +332,41 @@ class Checkins:
             for spec in self.specs.values():
                 result, found = self._judge(spec, now)
                 last = self._emitted.get(spec.name)
-                if last is None or last.state != found.state or now - last.at >= self.emit_every or now < last.at:
+                if (
+                    last is None
+                    or last.state != found.state
+                    or now - last.at >= self.emit_every
+                    or now < last.at
+                ):
                     self._emitted[spec.name] = _Emitted(now, found.state)
                     out.append(result)
         return out
 
     def _evidence(self, spec: Checkin, state: CheckinState) -> str:
         tz = self.timezone(spec)
-        when = f"every {format_duration(spec.period)}" if spec.period else f"cron {spec.schedule!r} ({tz})"
+        when = (
+            f"every {format_duration(spec.period)}"
+            if spec.period
+            else f"cron {spec.schedule!r} ({tz})"
+        )
         lines = [
             f"check-in {spec.name}: {when}, grace {format_duration(spec.grace)}",
             f"watched since {state.first_seen.isoformat(timespec='seconds')}; "
             f"{state.pings} check-ins, {state.failures} failures",
             f"last success: {_iso(state.last_ok_at) or 'never'}",
             f"last failure: {_iso(state.last_fail_at) or 'never'}"
-            + (f" (exit code {state.exit_code})" if state.failed and state.exit_code is not None else ""),
+            + (
+                f" (exit code {state.exit_code})"
+                if state.failed and state.exit_code is not None
+                else ""
+            ),
         ]
         if spec.description:
             lines.insert(1, spec.description)
         if state.note:
-            lines.append(f"output sent with the last {'failure' if state.failed else 'check-in'}:\n{state.note}")
+            lines.append(
+                f"output sent with the last {'failure' if state.failed else 'check-in'}:\n{state.note}"
+            )
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ signals
@@ -351,43 +388,69 @@ class Checkins:
         client: str = "",
     ) -> SignalOutcome:
         """A job checking in. Unknown names and wrong tokens get the same answer."""
-        return self._gate(name, token, client) or self._record_signal(name, ok=ok, exit_code=exit_code, note=note)
+        return self._gate(name, token, client) or self._record_signal(
+            name, ok=ok, exit_code=exit_code, note=note
+        )
 
     def _gate(self, name: str, token: str, client: str) -> SignalOutcome | None:
         """None if the client may check in to ``name``; else the 429 or the one 401."""
         if not self.limiter.allow(client):
             wait = max(1, round(self.limiter.retry_after(client)))
-            return SignalOutcome(429, {"error": "too many check-ins; slow down"}, {"Retry-After": str(wait)})
+            return SignalOutcome(
+                429, {"error": "too many check-ins; slow down"}, {"Retry-After": str(wait)}
+            )
         with self._lock:
             expected = self._expected_token(self.specs.get(name))
-        matches = hmac.compare_digest(token.encode(), expected if expected is not None else self._decoy)
+        matches = hmac.compare_digest(
+            token.encode(), expected if expected is not None else self._decoy
+        )
         if expected is not None and matches:
             return None
         self.limiter.charge(client, MISS_COST)
-        log.warning("check-in refused from %s: unknown check or wrong token (%r)", client or "?", name[:64])
-        return SignalOutcome(401, {"error": "unknown check or wrong token"}, {"WWW-Authenticate": "Bearer"})
+        log.warning(
+            "check-in refused from %s: unknown check or wrong token (%r)", client or "?", name[:64]
+        )
+        return SignalOutcome(
+            401, {"error": "unknown check or wrong token"}, {"WWW-Authenticate": "Bearer"}
+        )
 
-    def _record_signal(self, name: str, *, ok: bool, exit_code: int | None, note: str) -> SignalOutcome:
+    def _record_signal(
+        self, name: str, *, ok: bool, exit_code: int | None, note: str
+    ) -> SignalOutcome:
         now = self.clock()
         with self._lock:
             spec = self.specs[name]
             state = self.state(name, now)
             last = state.last_signal_at
             if last is not None and now <= last:
-                now = last + timedelta(microseconds=1)  # same instant (a coarse clock): keep the order
+                now = last + timedelta(
+                    microseconds=1
+                )  # same instant (a coarse clock): keep the order
             note = note[-NOTE_CAP:] if note else ""
             if ok:
-                state = replace(state, last_ok_at=now, exit_code=exit_code, note=note, pings=state.pings + 1)
+                state = replace(
+                    state, last_ok_at=now, exit_code=exit_code, note=note, pings=state.pings + 1
+                )
             else:
                 state = replace(
-                    state, last_fail_at=now, exit_code=exit_code, note=note, pings=state.pings + 1, failures=state.failures + 1
+                    state,
+                    last_fail_at=now,
+                    exit_code=exit_code,
+                    note=note,
+                    pings=state.pings + 1,
+                    failures=state.failures + 1,
                 )
             self._record(state)
             result, found = self._judge(spec, now)
             self._emitted[name] = _Emitted(now, found.state)
         self.on_results([result])
         log.info("check-in %s: %s", name, "ok" if ok else f"failed (exit code {exit_code})")
-        body = {"name": name, "state": found.state, "status": result.status, "next_due": found.expected_at.isoformat()}
+        body = {
+            "name": name,
+            "state": found.state,
+            "status": result.status,
+            "next_due": found.expected_at.isoformat(),
+        }
         return SignalOutcome(200, body, result=result)
 
     # ------------------------------------------------------------------ HTTP
@@ -428,7 +491,11 @@ def _signal_of(what: str | None, query: dict[str, list[str]]) -> tuple[bool, int
     if what.isdigit() and len(what) <= 3:
         code = int(what)
         return code == 0, code, ""
-    return False, None, f"unknown signal {what[:20]!r}; use /checkin/<name>, /checkin/<name>/fail or /checkin/<name>/<exit code>"
+    return (
+        False,
+        None,
+        f"unknown signal {what[:20]!r}; use /checkin/<name>, /checkin/<name>/fail or /checkin/<name>/<exit code>",
+    )
 
 
 def _state_from_row(row: Any) -> CheckinState:
@@ -455,6 +522,8 @@ def _from_iso(text: str | None) -> datetime | None:
 def attach(app: App) -> Checkins:
     """Wires check-ins into a running watcher: results go to the engine's queue, the
     engine's tick asks for the late ones, and the clock is the engine's."""
-    checkins = Checkins(app.config, app.store, clock=lambda: app.engine.clock(), on_results=app.sink.put)
+    checkins = Checkins(
+        app.config, app.store, clock=lambda: app.engine.clock(), on_results=app.sink.put
+    )
     app.engine.add_ticker(checkins.due_results)
     return checkins

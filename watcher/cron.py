@@ -63,7 +63,9 @@ def _field(text: str, field: str, low: int, high: int, names: list[str] | None) 
         step = 1
         if slash:
             if not step_text.isdigit() or int(step_text) == 0:
-                raise ValueError(f"step {step_text!r} in the {field} field must be a whole number above 0")
+                raise ValueError(
+                    f"step {step_text!r} in the {field} field must be a whole number above 0"
+                )
             step = int(step_text)
         if base == "*":
             start, end = low, high
@@ -161,7 +163,7 @@ def parse_cron(text: str, timezone: str = "UTC") -> CronSchedule:
     if len(parts) != 5:
         raise ValueError(
             f"{text!r} is not a cron schedule: write five fields (minute hour day-of-month month "
-            "day-of-week), e.g. \"30 2 * * *\", or @daily / @hourly"
+            'day-of-week), e.g. "30 2 * * *", or @daily / @hourly'
         )
     fields = [_field(part, *spec) for part, spec in zip(parts, _FIELDS, strict=True)]
     schedule = CronSchedule(

@@ -74,7 +74,9 @@ def serve_linked(server: MdmServer, devices: list[dict[str, Any]], per_page: int
         path = "/api/devices" if index == 0 else f"/api/devices/p{index + 1}"
         following = f"/api/devices/p{index + 2}" if index + 1 < len(pages) else None
         body = {"data": {"devices": page}, "links": {"next": following}}
-        server.set_response(path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+        server.set_response(
+            path, body=json.dumps(body), headers={"Content-Type": "application/json"}
+        )
 
 
 BASE = {
@@ -97,7 +99,14 @@ def test_a_healthy_fleet_over_three_pages_is_ok_with_metrics(mdm: MdmServer) -> 
     serve_linked(mdm, fleet(25, 0))
     (r,) = check(mdm, headers={"Authorization": "Bearer mdm-Token-123"})
     assert r.status == "ok", r.message
-    assert r.metrics == {**r.metrics, "devices_total": 25, "stale_devices": 0, "stale_ratio": 0.0, "never_checked_in": 0, "pages": 3}
+    assert r.metrics == {
+        **r.metrics,
+        "devices_total": 25,
+        "stale_devices": 0,
+        "stale_ratio": 0.0,
+        "never_checked_in": 0,
+        "pages": 3,
+    }
     assert r.labels == {"scope": "fleet"}
     assert [q.path for q in mdm.requests] == ["/api/devices", "/api/devices/p2", "/api/devices/p3"]
     assert all(q.headers["Authorization"] == "Bearer mdm-Token-123" for q in mdm.requests)
@@ -143,15 +152,27 @@ def test_page_number_pagination_stops_at_a_short_page(mdm: MdmServer) -> None:
         ProbeContext(site="acme", target="mdm", host=None, labels={}, timeout=10.0, http=HTTP),
         "agent_checkins",
     )
-    assert (r.status, r.metrics["devices_total"], r.metrics["pages"], r.metrics["stale_devices"]) == ("ok", 12, 3, 3)
+    assert (
+        r.status,
+        r.metrics["devices_total"],
+        r.metrics["pages"],
+        r.metrics["stale_devices"],
+    ) == ("ok", 12, 3, 3)
 
 
 def test_link_header_pagination_and_basic_auth(mdm: MdmServer) -> None:
     devices = fleet(6, 2)
-    mdm.set_response("/d", body=json.dumps(devices[:3]), headers={"Link": f'<{mdm.url_for("/d?cursor=abc")}>; rel="next"'})
+    mdm.set_response(
+        "/d",
+        body=json.dumps(devices[:3]),
+        headers={"Link": f'<{mdm.url_for("/d?cursor=abc")}>; rel="next"'},
+    )
     mdm.set_response("/d?cursor=abc", body=json.dumps(devices[3:]))
     (r,) = check(
-        mdm, url=mdm.url_for("/d"), list_path="", pagination={"link_header": True},
+        mdm,
+        url=mdm.url_for("/d"),
+        list_path="",
+        pagination={"link_header": True},
         basic_auth={"user": "watcher", "password": "mdm-Basic-pw-9"},
     )
     assert (r.metrics["devices_total"], r.metrics["stale_devices"], r.metrics["pages"]) == (6, 2, 2)
@@ -159,7 +180,10 @@ def test_link_header_pagination_and_basic_auth(mdm: MdmServer) -> None:
 
 
 def test_a_pagination_loop_is_an_error_not_a_hang(mdm: MdmServer) -> None:
-    mdm.set_response("/api/devices", body=json.dumps({"data": {"devices": []}, "links": {"next": "/api/devices"}}))
+    mdm.set_response(
+        "/api/devices",
+        body=json.dumps({"data": {"devices": []}, "links": {"next": "/api/devices"}}),
+    )
     (r,) = check(mdm)
     assert (r.status, r.reason) == ("error", "pagination")
 
@@ -174,7 +198,9 @@ def test_a_pagination_loop_is_an_error_not_a_hang(mdm: MdmServer) -> None:
         (200, '{"items": []}', ("error", "format")),
     ],
 )
-def test_answers_the_probe_cannot_use(mdm: MdmServer, status: int, body: str, expected: tuple[str, str]) -> None:
+def test_answers_the_probe_cannot_use(
+    mdm: MdmServer, status: int, body: str, expected: tuple[str, str]
+) -> None:
     mdm.set_response("/api/devices", status=status, body=body)
     (r,) = check(mdm)
     assert (r.status, r.reason) == expected, r.message
@@ -207,7 +233,11 @@ def test_checkin_times_in_every_shape() -> None:
     assert parse_checkin_time("2026-11-20T08:30:00") == moment
     assert parse_checkin_time(moment.timestamp()) == moment
     assert parse_checkin_time(str(int(moment.timestamp() * 1000))) == moment
-    assert parse_checkin_time(None) is None and parse_checkin_time("") is None and parse_checkin_time(0) is None
+    assert (
+        parse_checkin_time(None) is None
+        and parse_checkin_time("") is None
+        and parse_checkin_time(0) is None
+    )
     with pytest.raises(ValueError, match="ISO-8601"):
         parse_checkin_time("yesterday")
 
@@ -233,37 +263,62 @@ def test_bad_settings_are_refused(options: dict[str, Any], words: str) -> None:
 def test_per_device_results_are_capped_stalest_first_and_sticky(mdm: MdmServer) -> None:
     devices = fleet(20, 8)
     serve_linked(mdm, devices)
-    probe = AgentCheckinsProbe(AgentCheckinsConfig(**BASE, url=mdm.url_for("/api/devices"), per_device=True, max_devices=3))
+    probe = AgentCheckinsProbe(
+        AgentCheckinsConfig(**BASE, url=mdm.url_for("/api/devices"), per_device=True, max_devices=3)
+    )
     ctx = ProbeContext(site="acme", target="mdm", host=None, labels={}, timeout=10.0, http=HTTP)
     fleet_result, *per_device = run_probe(probe, ctx, "agent_checkins")
     assert fleet_result.metrics["stale_devices"] == 8 and fleet_result.labels == {"scope": "fleet"}
     assert [(r.labels["device"], r.status, r.reason) for r in per_device] == [
-        ("dev-000", "fail", "stale"), ("dev-001", "fail", "stale"), ("dev-002", "fail", "stale")
+        ("dev-000", "fail", "stale"),
+        ("dev-001", "fail", "stale"),
+        ("dev-002", "fail", "stale"),
     ]
     # dev-001 checks in: it gets ok results, its place goes to the next stalest.
     devices[1] = device(1, age=timedelta(minutes=1))
     serve_linked(mdm, devices)
     _, *per_device = run_probe(probe, ctx, "agent_checkins")
     assert {(r.labels["device"], r.status) for r in per_device} == {
-        ("dev-000", "fail"), ("dev-002", "fail"), ("dev-003", "fail"), ("dev-001", "ok")
+        ("dev-000", "fail"),
+        ("dev-002", "fail"),
+        ("dev-003", "fail"),
+        ("dev-001", "ok"),
     }
     # dev-000 leaves the list (retired): ok, so its incident resolves.
     serve_linked(mdm, devices[1:])
     _, *per_device = run_probe(probe, ctx, "agent_checkins")
     statuses = {r.labels["device"]: (r.status, r.message) for r in per_device}
-    assert statuses["dev-000"][0] == "ok" and "no longer in the device list" in statuses["dev-000"][1]
+    assert (
+        statuses["dev-000"][0] == "ok" and "no longer in the device list" in statuses["dev-000"][1]
+    )
 
 
 def test_a_restarted_watcher_still_clears_devices_it_reported_before(mdm: MdmServer) -> None:
     serve_linked(mdm, fleet(5, 1))
-    earlier = make_result("mdm", "agent_checkins", status="fail", labels={"scope": "device", "device": "dev-004"})
-    probe = AgentCheckinsProbe(AgentCheckinsConfig(**BASE, url=mdm.url_for("/api/devices"), per_device=True))
+    earlier = make_result(
+        "mdm", "agent_checkins", status="fail", labels={"scope": "device", "device": "dev-004"}
+    )
+    probe = AgentCheckinsProbe(
+        AgentCheckinsConfig(**BASE, url=mdm.url_for("/api/devices"), per_device=True)
+    )
     ctx = ProbeContext(
-        site="acme", target="mdm", host=None, labels={}, timeout=10.0, http=HTTP,
-        services={"previous_results": lambda target, probe_id: [earlier] if (target, probe_id) == ("mdm", "agent_checkins") else []},
+        site="acme",
+        target="mdm",
+        host=None,
+        labels={},
+        timeout=10.0,
+        http=HTTP,
+        services={
+            "previous_results": lambda target, probe_id: (
+                [earlier] if (target, probe_id) == ("mdm", "agent_checkins") else []
+            )
+        },
     )
     _, *per_device = run_probe(probe, ctx, "agent_checkins")
-    assert {(r.labels["device"], r.status) for r in per_device} == {("dev-000", "fail"), ("dev-004", "ok")}
+    assert {(r.labels["device"], r.status) for r in per_device} == {
+        ("dev-000", "fail"),
+        ("dev-004", "ok"),
+    }
 
 
 # --------------------------------------------------------------------------- incidents and tickets
@@ -297,12 +352,12 @@ def _site(mdm: MdmServer, receiver: HTTPTestServer, extra: str = "") -> str:
     state: state.db
     listen: null
     integrations:
-      tickets: [{{webhook: {{url: "{receiver.url_for('/hook')}"}}}}]
+      tickets: [{{webhook: {{url: "{receiver.url_for("/hook")}"}}}}]
     targets:
       - name: mdm
         probes:
           - agent_checkins:
-              url: "{mdm.url_for('/api/devices')}"
+              url: "{mdm.url_for("/api/devices")}"
               list_path: data.devices
               fields: {{id: udid, name: info.name, last_checkin: last_seen}}
               pagination: {{next_path: links.next}}
@@ -330,7 +385,11 @@ def test_a_stale_ratio_over_the_threshold_is_exactly_one_fleet_incident_and_tick
     serve_linked(mdm, fleet(30, 15))  # 50%: over both fleet thresholds
     rig.rounds(5)
     (incident,) = rig.incidents()
-    assert (incident.state, incident.priority, incident.rule) == ("open", "P2", "agent-checkins-stale-many")
+    assert (incident.state, incident.priority, incident.rule) == (
+        "open",
+        "P2",
+        "agent-checkins-stale-many",
+    )
     assert "15 of 30 devices not checking in" in incident.summary
     assert len(deliveries(receiver, "ticket.open")) == 1
     serve_linked(mdm, fleet(30, 0))
@@ -349,7 +408,12 @@ def test_per_device_mode_opens_the_capped_number_of_tickets_and_clears_them(
     opened = deliveries(receiver, "ticket.open")
     assert len(opened) == 4
     assert sorted(i["target"] for i in opened) == ["mdm"] * 4
-    assert sorted(i["summary"].split("(")[1].split(")")[0] for i in opened) == ["dev-000", "dev-001", "dev-002", "dev-003"]
+    assert sorted(i["summary"].split("(")[1].split(")")[0] for i in opened) == [
+        "dev-000",
+        "dev-001",
+        "dev-002",
+        "dev-003",
+    ]
     assert len({i["fingerprint"] for i in opened}) == 4  # each device its own fingerprint
     assert len([i for i in rig.incidents() if i.state == "open"]) == 4
 
@@ -360,5 +424,8 @@ def test_per_device_mode_opens_the_capped_number_of_tickets_and_clears_them(
     rig.rounds(3)
     assert len(deliveries(receiver, "ticket.resolve")) == 2
     opened = deliveries(receiver, "ticket.open")
-    assert len(opened) == 6 and {i["summary"].split("(")[1].split(")")[0] for i in opened[4:]} == {"dev-004", "dev-005"}
+    assert len(opened) == 6 and {i["summary"].split("(")[1].split(")")[0] for i in opened[4:]} == {
+        "dev-004",
+        "dev-005",
+    }
     assert len([i for i in rig.incidents() if i.state == "open"]) == 4  # never more than the cap

@@ -22,7 +22,9 @@ HTTP = HttpClients()
 
 def imap(m: MailServer, **options: Any) -> Result:
     options.setdefault("ca_file", str(m.ca_path))
-    ctx = ProbeContext(site="acme", target="mail1", host="127.0.0.1", labels={}, timeout=10.0, http=HTTP)
+    ctx = ProbeContext(
+        site="acme", target="mail1", host="127.0.0.1", labels={}, timeout=10.0, http=HTTP
+    )
     (result,) = run_probe(ImapProbe(ImapConfig(**options)), ctx, "imap")
     return result
 
@@ -43,7 +45,9 @@ def test_imaps_with_a_login_selects_the_inbox(fresh_mail_server: MailServer) -> 
     assert m.password not in r.evidence
 
 
-def test_starttls_without_a_login_checks_greeting_and_certificate(fresh_mail_server: MailServer) -> None:
+def test_starttls_without_a_login_checks_greeting_and_certificate(
+    fresh_mail_server: MailServer,
+) -> None:
     m = fresh_mail_server
     r = imap(m, port=m.imap_port, starttls=True)
     assert r.status == "ok" and "cert_days_left" in r.metrics and "login_s" not in r.metrics
@@ -79,7 +83,9 @@ def test_an_expired_certificate_fails_with_its_own_reason(fresh_mail_server: Mai
         assert r.metrics["cert_days_left"] < 0
 
 
-def test_a_self_signed_certificate_is_not_trusted_and_no_password_is_sent(fresh_mail_server: MailServer) -> None:
+def test_a_self_signed_certificate_is_not_trusted_and_no_password_is_sent(
+    fresh_mail_server: MailServer,
+) -> None:
     m = fresh_mail_server
     m._set_cert(m.pki.self_signed)
     r = imap(m, **login(m, port=m.imaps_port, tls=True))
@@ -113,7 +119,9 @@ def rig(tmp_path: Path, fresh_mail_server: MailServer) -> Iterator[Rig]:
     rig.close()
 
 
-def test_imap_down_for_two_minutes_is_p1_and_a_bad_certificate_is_p2(fresh_mail_server: MailServer, rig: Rig) -> None:
+def test_imap_down_for_two_minutes_is_p1_and_a_bad_certificate_is_p2(
+    fresh_mail_server: MailServer, rig: Rig
+) -> None:
     m = fresh_mail_server
     m.stop_dovecot()
     rig.rounds(3)
@@ -124,4 +132,7 @@ def test_imap_down_for_two_minutes_is_p1_and_a_bad_certificate_is_p2(fresh_mail_
     rig.rounds(2)
     by_rule = {i.rule: i for i in rig.incidents()}
     assert by_rule["imap-down"].state == "resolved"
-    assert (by_rule["certificate-invalid"].state, by_rule["certificate-invalid"].priority) == ("open", "P2")
+    assert (by_rule["certificate-invalid"].state, by_rule["certificate-invalid"].priority) == (
+        "open",
+        "P2",
+    )

@@ -21,7 +21,9 @@ HTTP = HttpClients()
 
 def pop3(m: MailServer, **options: Any) -> Result:
     options.setdefault("ca_file", str(m.ca_path))
-    ctx = ProbeContext(site="acme", target="mail1", host="127.0.0.1", labels={}, timeout=10.0, http=HTTP)
+    ctx = ProbeContext(
+        site="acme", target="mail1", host="127.0.0.1", labels={}, timeout=10.0, http=HTTP
+    )
     (result,) = run_probe(Pop3Probe(Pop3Config(**options)), ctx, "pop3")
     return result
 
@@ -34,7 +36,9 @@ def test_pop3s_with_a_login_counts_the_maildrop(fresh_mail_server: MailServer) -
     r = pop3(m, port=m.pop3s_port, tls=True, user=m.user.name, password=m.password)
     assert r.status == "ok", r.message
     assert r.metrics["messages"] == 2 and r.metrics["mailbox_bytes"] > 0
-    assert {"connect_s", "tls_s", "login_s", "stat_s", "latency_s", "cert_days_left"} <= set(r.metrics)
+    assert {"connect_s", "tls_s", "login_s", "stat_s", "latency_s", "cert_days_left"} <= set(
+        r.metrics
+    )
 
 
 def test_stls_upgrades_the_plain_port(fresh_mail_server: MailServer) -> None:
@@ -56,7 +60,9 @@ def test_dovecot_stopped_is_a_failure(fresh_mail_server: MailServer) -> None:
     assert pop3(m, port=m.pop3_port).reason == "refused"
 
 
-def test_expired_and_self_signed_certificates_fail_with_their_own_reasons(fresh_mail_server: MailServer) -> None:
+def test_expired_and_self_signed_certificates_fail_with_their_own_reasons(
+    fresh_mail_server: MailServer,
+) -> None:
     m = fresh_mail_server
     m.use_expired_cert()
     r = pop3(m, port=m.pop3s_port, tls=True)

@@ -21,7 +21,9 @@ HTTP = HttpClients()
 
 
 def _ctx() -> ProbeContext:
-    return ProbeContext(site="acme", target="mail1", host="127.0.0.1", labels={}, timeout=10.0, http=HTTP)
+    return ProbeContext(
+        site="acme", target="mail1", host="127.0.0.1", labels={}, timeout=10.0, http=HTTP
+    )
 
 
 def smtp(m: MailServer, **options: Any) -> Result:
@@ -31,7 +33,13 @@ def smtp(m: MailServer, **options: Any) -> Result:
 
 
 def submission(m: MailServer, **options: Any) -> dict[str, Any]:
-    return {"port": m.submission_port, "starttls": True, "user": m.user.name, "password": m.password, **options}
+    return {
+        "port": m.submission_port,
+        "starttls": True,
+        "user": m.user.name,
+        "password": m.password,
+        **options,
+    }
 
 
 # --------------------------------------------------------------------------- healthy
@@ -39,7 +47,13 @@ def submission(m: MailServer, **options: Any) -> dict[str, Any]:
 
 def test_a_healthy_server_is_ok_with_a_metric_per_step(fresh_mail_server: MailServer) -> None:
     m = fresh_mail_server
-    r = smtp(m, port=m.smtp_port, starttls=True, banner="ESMTP", extensions=["STARTTLS", "SIZE", "PIPELINING"])
+    r = smtp(
+        m,
+        port=m.smtp_port,
+        starttls=True,
+        banner="ESMTP",
+        extensions=["STARTTLS", "SIZE", "PIPELINING"],
+    )
     assert (r.status, r.reason) == ("ok", ""), r.message
     for step in ("banner_s", "ehlo_s", "tls_s", "latency_s"):
         assert r.metrics[step] >= 0
@@ -72,7 +86,9 @@ def test_a_missing_extension_fails(fresh_mail_server: MailServer) -> None:
 # --------------------------------------------------------------------------- certificates
 
 
-def test_an_expired_certificate_fails_with_its_own_reason_and_days_left(fresh_mail_server: MailServer) -> None:
+def test_an_expired_certificate_fails_with_its_own_reason_and_days_left(
+    fresh_mail_server: MailServer,
+) -> None:
     m = fresh_mail_server
     m.use_expired_cert()
     r = smtp(m, port=m.smtp_port, starttls=True)
@@ -96,7 +112,9 @@ def test_verification_is_off_only_when_written(fresh_mail_server: MailServer) ->
     assert r.status == "ok" and r.metrics["cert_days_left"] < 0
 
 
-def test_a_certificate_close_to_expiry_fails_with_cert_min_days(fresh_mail_server: MailServer) -> None:
+def test_a_certificate_close_to_expiry_fails_with_cert_min_days(
+    fresh_mail_server: MailServer,
+) -> None:
     m = fresh_mail_server
     r = smtp(m, port=m.smtp_port, starttls=True, cert_min_days=45)
     assert (r.status, r.reason) == ("fail", "cert_expiring")
@@ -117,23 +135,44 @@ def test_postfix_stopped_is_a_failure_at_once(fresh_mail_server: MailServer) -> 
 
 def test_a_roundtrip_finds_the_mail_and_deletes_it(fresh_mail_server: MailServer) -> None:
     m = fresh_mail_server
-    r = smtp(m, **submission(m, roundtrip={"to": m.address, "deadline": "20s", "imap": {"port": m.imaps_port}}))
+    r = smtp(
+        m,
+        **submission(
+            m, roundtrip={"to": m.address, "deadline": "20s", "imap": {"port": m.imaps_port}}
+        ),
+    )
     assert r.status == "ok", r.message
     assert 0 < r.metrics["roundtrip_seconds"] < 20
     assert m.messages() == []  # deleted after it was found
 
 
-def test_a_roundtrip_fails_when_smtp_accepts_but_nothing_is_delivered(fresh_mail_server: MailServer) -> None:
+def test_a_roundtrip_fails_when_smtp_accepts_but_nothing_is_delivered(
+    fresh_mail_server: MailServer,
+) -> None:
     m = fresh_mail_server
     m.break_delivery()  # Postfix answers 250 and keeps the mail in its queue
-    r = smtp(m, **submission(m, roundtrip={"to": m.address, "deadline": "3s", "imap": {"port": m.imaps_port}}))
+    r = smtp(
+        m,
+        **submission(
+            m, roundtrip={"to": m.address, "deadline": "3s", "imap": {"port": m.imaps_port}}
+        ),
+    )
     assert (r.status, r.reason) == ("fail", "roundtrip"), r.message
-    assert "not delivered" in r.message and "send_s" in r.metrics and "roundtrip_seconds" not in r.metrics
+    assert (
+        "not delivered" in r.message
+        and "send_s" in r.metrics
+        and "roundtrip_seconds" not in r.metrics
+    )
     assert m.queued() == 1
     # Once delivery works again the late probe mail lands, and the next round removes it.
     m.fix_delivery()
     m.wait_for_messages(1)
-    again = smtp(m, **submission(m, roundtrip={"to": m.address, "deadline": "20s", "imap": {"port": m.imaps_port}}))
+    again = smtp(
+        m,
+        **submission(
+            m, roundtrip={"to": m.address, "deadline": "20s", "imap": {"port": m.imaps_port}}
+        ),
+    )
     assert again.status == "ok"
     assert m.messages() == []
 
@@ -144,7 +183,11 @@ def test_a_roundtrip_fails_when_the_mailbox_cannot_be_read(fresh_mail_server: Ma
     r = smtp(
         m,
         port=m.smtp_port,
-        roundtrip={"to": m.address, "deadline": "3s", "imap": {"port": m.imaps_port, "user": m.user.name, "password": m.password}},
+        roundtrip={
+            "to": m.address,
+            "deadline": "3s",
+            "imap": {"port": m.imaps_port, "user": m.user.name, "password": m.password},
+        },
     )
     assert (r.status, r.reason) == ("fail", "roundtrip"), r.message
     assert "refused" in r.message
@@ -154,7 +197,14 @@ def test_a_wrong_mailbox_password_is_an_error(fresh_mail_server: MailServer) -> 
     m = fresh_mail_server
     r = smtp(
         m,
-        **submission(m, roundtrip={"to": m.address, "deadline": "5s", "imap": {"port": m.imaps_port, "password": "nope-Nope-1"}}),
+        **submission(
+            m,
+            roundtrip={
+                "to": m.address,
+                "deadline": "5s",
+                "imap": {"port": m.imaps_port, "password": "nope-Nope-1"},
+            },
+        ),
     )
     assert (r.status, r.reason) == ("error", "auth")
 
@@ -162,10 +212,17 @@ def test_a_wrong_mailbox_password_is_an_error(fresh_mail_server: MailServer) -> 
 def test_probe_mails_carry_a_tag_that_names_the_check(fresh_mail_server: MailServer) -> None:
     m = fresh_mail_server
     m.break_delivery()
-    smtp(m, **submission(m, roundtrip={"to": m.address, "deadline": "1s", "imap": {"port": m.imaps_port}}))
+    smtp(
+        m,
+        **submission(
+            m, roundtrip={"to": m.address, "deadline": "1s", "imap": {"port": m.imaps_port}}
+        ),
+    )
     m.fix_delivery()
     (mail,) = m.wait_for_messages(1)
-    assert mail[TAG_HEADER].startswith("acme/mail1/smtp/") and mail["Subject"].startswith("watcher delivery check")
+    assert mail[TAG_HEADER].startswith("acme/mail1/smtp/") and mail["Subject"].startswith(
+        "watcher delivery check"
+    )
     m.clear_mailbox()
 
 
@@ -180,8 +237,17 @@ def test_probe_mails_carry_a_tag_that_names_the_check(fresh_mail_server: MailSer
         ({"port": 25, "user": "a"}, "both user and password"),
         ({"port": 25, "roundtrip": {"to": "a@b"}}, "needs a mailbox login"),
         ({"port": 25, "banner": "(", "starttls": True}, "regular expression"),
-        ({"port": 25, "timeout": "30s", "roundtrip": {"to": "a@b", "deadline": "60s"}, "starttls": True,
-          "user": "a", "password": "secret-1"}, "longer than roundtrip.deadline"),
+        (
+            {
+                "port": 25,
+                "timeout": "30s",
+                "roundtrip": {"to": "a@b", "deadline": "60s"},
+                "starttls": True,
+                "user": "a",
+                "password": "secret-1",
+            },
+            "longer than roundtrip.deadline",
+        ),
     ],
 )
 def test_bad_settings_are_refused(options: dict[str, Any], words: str) -> None:
@@ -190,7 +256,13 @@ def test_bad_settings_are_refused(options: dict[str, Any], words: str) -> None:
 
 
 def test_a_roundtrip_gets_a_timeout_longer_than_its_deadline() -> None:
-    cfg = SmtpConfig(port=587, starttls=True, user="a", password="secret-1", roundtrip={"to": "a@b", "deadline": "90s"})
+    cfg = SmtpConfig(
+        port=587,
+        starttls=True,
+        user="a",
+        password="secret-1",
+        roundtrip={"to": "a@b", "deadline": "90s"},
+    )
     assert cfg.timeout is not None and cfg.timeout.total_seconds() == 110
     assert SmtpConfig(port=25).effective_port == 25 and SmtpConfig(tls=True).effective_port == 465
 
@@ -237,7 +309,11 @@ def test_postfix_stopped_fails_within_one_interval_and_opens_one_p1_incident_wit
     fresh_mail_server: MailServer, smtp_sink: SmtpSink, rig_factory
 ) -> None:
     m = fresh_mail_server
-    rig = rig_factory(_mail_site(m, smtp_sink, f'smtp: {{port: {m.smtp_port}, starttls: true, ca_file: "{m.ca_path}"}}'))
+    rig = rig_factory(
+        _mail_site(
+            m, smtp_sink, f'smtp: {{port: {m.smtp_port}, starttls: true, ca_file: "{m.ca_path}"}}'
+        )
+    )
     (first,) = rig.round()
     assert first.status == "ok" and rig.incidents() == []
 
@@ -249,8 +325,20 @@ def test_postfix_stopped_fails_within_one_interval_and_opens_one_p1_incident_wit
     (incident,) = rig.incidents()
     assert (incident.state, incident.priority, incident.rule) == ("open", "P1", "smtp-down")
     mails = smtp_sink.wait_for_messages(2)
-    assert sum(1 for x in mails if x.subject.strip().startswith("[Emergency] [P1][acme] mail1: SMTP not answering")) == 1
-    assert sum(1 for x in mails if x.subject.strip().startswith("[P1][acme] mail1: SMTP not answering")) == 1
+    assert (
+        sum(
+            1
+            for x in mails
+            if x.subject.strip().startswith("[Emergency] [P1][acme] mail1: SMTP not answering")
+        )
+        == 1
+    )
+    assert (
+        sum(
+            1 for x in mails if x.subject.strip().startswith("[P1][acme] mail1: SMTP not answering")
+        )
+        == 1
+    )
 
     m.start_postfix()
     rig.rounds(2)
@@ -269,23 +357,37 @@ def test_broken_delivery_is_p2_at_once_and_p1_after_fifteen_minutes(
     m.break_delivery()
     rig.rounds(2)  # mail-delivery-failing: after 2 failed roundtrips
     (incident,) = rig.incidents()
-    assert (incident.state, incident.priority, incident.rule) == ("open", "P2", "mail-delivery-failing")
+    assert (incident.state, incident.priority, incident.rule) == (
+        "open",
+        "P2",
+        "mail-delivery-failing",
+    )
     rig.advance(minutes=14)
     rig.round()
     (incident,) = rig.incidents()
     assert (incident.priority, incident.rule) == ("P1", "mail-delivery-down")
-    assert [x.state for x in rig.incidents()] == ["open"]  # one incident, raised; smtp-down never fired
+    assert [x.state for x in rig.incidents()] == [
+        "open"
+    ]  # one incident, raised; smtp-down never fired
 
 
 def test_expired_and_self_signed_certificates_fire_the_certificate_rule_not_smtp_down(
     fresh_mail_server: MailServer, smtp_sink: SmtpSink, rig_factory
 ) -> None:
     m = fresh_mail_server
-    rig = rig_factory(_mail_site(m, smtp_sink, f'smtp: {{port: {m.smtp_port}, starttls: true, ca_file: "{m.ca_path}"}}'))
+    rig = rig_factory(
+        _mail_site(
+            m, smtp_sink, f'smtp: {{port: {m.smtp_port}, starttls: true, ca_file: "{m.ca_path}"}}'
+        )
+    )
     m.use_expired_cert()
     rig.rounds(3)
     (incident,) = rig.incidents()
-    assert (incident.state, incident.priority, incident.rule) == ("open", "P2", "certificate-invalid")
+    assert (incident.state, incident.priority, incident.rule) == (
+        "open",
+        "P2",
+        "certificate-invalid",
+    )
     assert incident.group == "smtp certificate" and "has expired" in incident.summary
     m._set_cert(m.pki.self_signed)
     rig.round()
@@ -294,6 +396,10 @@ def test_expired_and_self_signed_certificates_fire_the_certificate_rule_not_smtp
     m.use_valid_cert()
     rig.rounds(2)
     assert [i.state for i in rig.incidents()] == ["resolved"]
-    tickets = [x for x in smtp_sink.wait_for_messages(1) if "support@helpdesk.example" in x.rcpt_tos]
-    assert not any(x.subject.strip().startswith("[Emergency]") for x in smtp_sink.messages)  # a P2: no page
+    tickets = [
+        x for x in smtp_sink.wait_for_messages(1) if "support@helpdesk.example" in x.rcpt_tos
+    ]
+    assert not any(
+        x.subject.strip().startswith("[Emergency]") for x in smtp_sink.messages
+    )  # a P2: no page
     assert tickets[0].subject.strip().startswith("[P2][acme] mail1: smtp TLS certificate not valid")

@@ -57,18 +57,34 @@ def test_a_period_check_goes_new_up_grace_late_as_the_clock_moves() -> None:
     pinged = CheckinState("job", first_seen=START, last_ok_at=START + timedelta(minutes=5), pings=1)
     seen = [verdict(spec, pinged, START + timedelta(minutes=m)) for m in (30, 66, 74, 76)]
     assert [(v.state, v.status, v.reason) for v in seen] == [
-        ("up", "ok", ""), ("grace", "ok", ""), ("grace", "ok", ""), ("late", "fail", "late")
+        ("up", "ok", ""),
+        ("grace", "ok", ""),
+        ("grace", "ok", ""),
+        ("late", "fail", "late"),
     ]
     assert seen[-1].metrics["late_s"] == 60 and seen[-1].metrics["age_s"] == 71 * 60
 
 
 def test_a_failure_holds_until_the_next_success() -> None:
     spec = _spec(period="1h")
-    failed = CheckinState("job", START, last_ok_at=START, last_fail_at=START + timedelta(minutes=1), exit_code=3, pings=2, failures=1)
+    failed = CheckinState(
+        "job",
+        START,
+        last_ok_at=START,
+        last_fail_at=START + timedelta(minutes=1),
+        exit_code=3,
+        pings=2,
+        failures=1,
+    )
     found = verdict(spec, failed, START + timedelta(minutes=2))
     assert (found.state, found.reason, found.metrics["exit_code"]) == ("failed", "failed", 3)
     assert "exit code 3" in found.message
-    recovered = CheckinState("job", START, last_ok_at=START + timedelta(minutes=3), last_fail_at=START + timedelta(minutes=1))
+    recovered = CheckinState(
+        "job",
+        START,
+        last_ok_at=START + timedelta(minutes=3),
+        last_fail_at=START + timedelta(minutes=1),
+    )
     assert verdict(spec, recovered, START + timedelta(minutes=4)).state == "up"
     late = verdict(spec, failed, START + timedelta(hours=2))
     assert late.reason == "late" and "last run failed" in late.message
@@ -78,7 +94,11 @@ def test_a_cron_schedule_is_honoured_in_its_timezone_as_the_clock_moves() -> Non
     spec = _spec(schedule="30 2 * * mon-fri", grace="1h")
     tz = "Asia/Kolkata"
     # Checked in Monday 02:40 IST (Sunday 21:10 UTC); next run Tuesday 02:30 IST = Monday 21:00 UTC.
-    state = CheckinState("job", first_seen=START - timedelta(days=2), last_ok_at=datetime(2026, 11, 22, 21, 10, tzinfo=UTC))
+    state = CheckinState(
+        "job",
+        first_seen=START - timedelta(days=2),
+        last_ok_at=datetime(2026, 11, 22, 21, 10, tzinfo=UTC),
+    )
     moments = {
         "monday noon IST": (datetime(2026, 11, 23, 6, 30, tzinfo=UTC), "up"),
         "tuesday 02:45 IST": (datetime(2026, 11, 23, 21, 15, tzinfo=UTC), "grace"),
@@ -88,7 +108,11 @@ def test_a_cron_schedule_is_honoured_in_its_timezone_as_the_clock_moves() -> Non
     for name, (now, expected) in moments.items():
         assert verdict(spec, state, now, tz).state == expected, name
     # Checked in Friday 02:35 IST: nothing is due over the weekend, Monday 03:30 IST is the deadline.
-    friday = CheckinState("job", first_seen=START - timedelta(days=7), last_ok_at=datetime(2026, 11, 26, 21, 5, tzinfo=UTC))
+    friday = CheckinState(
+        "job",
+        first_seen=START - timedelta(days=7),
+        last_ok_at=datetime(2026, 11, 26, 21, 5, tzinfo=UTC),
+    )
     assert verdict(spec, friday, datetime(2026, 11, 29, 21, 59, tzinfo=UTC), tz).state == "grace"
     sunday = verdict(spec, friday, datetime(2026, 11, 29, 12, 0, tzinfo=UTC), tz)
     assert sunday.state == "up" and sunday.expected_at == datetime(2026, 11, 29, 21, 0, tzinfo=UTC)
@@ -117,8 +141,12 @@ class Site:
     web: WebServer
     clock: Clock
 
-    def post(self, path: str, token: str | None = None, body: bytes = b"") -> tuple[int, dict[str, Any], dict[str, str]]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.web.port}{path}", data=body, method="POST")
+    def post(
+        self, path: str, token: str | None = None, body: bytes = b""
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.web.port}{path}", data=body, method="POST"
+        )
         if token is not None:
             request.add_header("Authorization", f"Bearer {token}")
         try:
@@ -132,7 +160,9 @@ class Site:
         self.engine.tick()
 
     def incidents(self, target: str) -> list[Any]:
-        return sorted((i for i in self.store.incidents(limit=100) if i.target == target), key=lambda i: i.id)
+        return sorted(
+            (i for i in self.store.incidents(limit=100) if i.target == target), key=lambda i: i.id
+        )
 
     def row(self, name: str) -> dict[str, Any]:
         (row,) = self.store.query("SELECT * FROM checkins WHERE name=?", (name,))
@@ -170,7 +200,12 @@ def test_on_time_is_ok_and_late_past_the_grace_is_one_incident(site: Site) -> No
     assert site.incidents("nightly-backup") == []
     site.tick(hours=1, minutes=1)  # past due + grace
     (incident,) = site.incidents("nightly-backup")
-    assert (incident.state, incident.priority, incident.rule, incident.target) == ("open", "P2", "heartbeat-late", "nightly-backup")
+    assert (incident.state, incident.priority, incident.rule, incident.target) == (
+        "open",
+        "P2",
+        "heartbeat-late",
+        "nightly-backup",
+    )
     assert "did not check in on time" in incident.summary
     site.tick(minutes=30)
     assert len(site.incidents("nightly-backup")) == 1  # still late: the same incident
@@ -183,7 +218,9 @@ def test_on_time_is_ok_and_late_past_the_grace_is_one_incident(site: Site) -> No
 def test_an_explicit_failure_is_an_incident_with_the_exit_code_and_output(site: Site) -> None:
     site.post("/checkin/nightly-backup", BACKUP_TOKEN)
     output = b"pg_dump: error: connection to server failed\n"
-    status, body, _ = site.post("/checkin/nightly-backup/fail?exit_code=2", BACKUP_TOKEN, body=output)
+    status, body, _ = site.post(
+        "/checkin/nightly-backup/fail?exit_code=2", BACKUP_TOKEN, body=output
+    )
     assert (status, body["state"], body["status"]) == (200, "failed", "fail")
     (incident,) = site.incidents("nightly-backup")
     assert (incident.state, incident.rule) == ("open", "heartbeat-failed")
@@ -240,7 +277,9 @@ def test_check_ins_are_rate_limited_per_client(tmp_path: Path) -> None:
     s = _site(tmp_path, limiter=RateLimiter(rate=0.01, burst=25))
     try:
         assert [s.post("/checkin/nightly-backup", "guess")[0] for _ in range(3)] == [401, 401, 401]
-        status, body, headers = s.post("/checkin/nightly-backup", BACKUP_TOKEN)  # three misses used the bucket up
+        status, body, headers = s.post(
+            "/checkin/nightly-backup", BACKUP_TOKEN
+        )  # three misses used the bucket up
         assert status == 429 and int(headers["Retry-After"]) >= 1
         assert s.store.query("SELECT pings FROM checkins WHERE pings > 0") == []
     finally:
@@ -270,10 +309,18 @@ def test_results_are_reported_each_interval_and_at_once_on_a_change(site: Site) 
     site.post("/checkin/nightly-backup", BACKUP_TOKEN)
     assert site.checkins.due_results(site.clock()) == []  # just reported by the check-in itself
     site.clock.advance(seconds=61)
-    assert {r.probe for r in site.checkins.due_results(site.clock())} == {"nightly-backup", "report-mailer"}
+    assert {r.probe for r in site.checkins.due_results(site.clock())} == {
+        "nightly-backup",
+        "report-mailer",
+    }
     site.clock.advance(days=1, hours=2, seconds=1)
     (late,) = [r for r in site.checkins.due_results(site.clock()) if r.probe == "nightly-backup"]
-    assert (late.kind, late.status, late.reason, late.target) == ("heartbeat", "fail", "late", "nightly-backup")
+    assert (late.kind, late.status, late.reason, late.target) == (
+        "heartbeat",
+        "fail",
+        "late",
+        "nightly-backup",
+    )
     assert BACKUP_TOKEN not in late.evidence + late.message
 
 
@@ -292,7 +339,9 @@ def test_a_running_watcher_takes_check_ins_over_http(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{port}"
 
         def post(p: str, token: str) -> int:
-            request = urllib.request.Request(base + p, data=b"", method="POST", headers={"Authorization": f"Bearer {token}"})
+            request = urllib.request.Request(
+                base + p, data=b"", method="POST", headers={"Authorization": f"Bearer {token}"}
+            )
             try:
                 with urllib.request.urlopen(request, timeout=5) as response:
                     return response.status
@@ -301,18 +350,32 @@ def test_a_running_watcher_takes_check_ins_over_http(tmp_path: Path) -> None:
 
         def results() -> dict[str, dict[str, Any]]:
             with urllib.request.urlopen(base + "/api/results", timeout=5) as response:
-                return {r["probe"]: r for r in json.loads(response.read()) if r["kind"] == "heartbeat"}
+                return {
+                    r["probe"]: r for r in json.loads(response.read()) if r["kind"] == "heartbeat"
+                }
 
         assert post("/checkin/nightly-backup", BACKUP_TOKEN) == 200
-        wait_until(lambda: results().get("nightly-backup", {}).get("status") == "ok", 10, "the check-in on /api/results")
+        wait_until(
+            lambda: results().get("nightly-backup", {}).get("status") == "ok",
+            10,
+            "the check-in on /api/results",
+        )
         assert post("/checkin/nightly-backup", "guess") == 401
         assert post("/checkin/unknown", BACKUP_TOKEN) == 401
 
         assert post("/checkin/report-mailer/fail?exit_code=1", API_TOKEN) == 200
-        wait_until(lambda: any(i.rule == "heartbeat-failed" for i in app.engine.incidents()), 10, "an incident for /fail")
+        wait_until(
+            lambda: any(i.rule == "heartbeat-failed" for i in app.engine.incidents()),
+            10,
+            "an incident for /fail",
+        )
 
         clock.advance(days=1, hours=3)  # nightly-backup is now late: the engine's tick finds it
-        wait_until(lambda: any(i.rule == "heartbeat-late" for i in app.engine.incidents()), 15, "a late incident")
+        wait_until(
+            lambda: any(i.rule == "heartbeat-late" for i in app.engine.incidents()),
+            15,
+            "a late incident",
+        )
         late = next(i for i in app.engine.incidents() if i.rule == "heartbeat-late")
         assert (late.target, late.state, late.priority) == ("nightly-backup", "open", "P2")
         with urllib.request.urlopen(base + "/", timeout=5) as response:
@@ -328,18 +391,20 @@ def test_a_running_watcher_takes_check_ins_over_http(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("checkins", "words"),
     [
-        ('[{name: a}]', "needs period: or schedule:"),
+        ("[{name: a}]", "needs period: or schedule:"),
         ('[{name: a, period: 1h, schedule: "@daily"}]', "not both"),
         ('[{name: a, schedule: "61 * * * *"}]', "outside the minute field"),
         ('[{name: a, schedule: "0 0 30 feb *"}]', "never runs"),
-        ('[{name: a, period: 1h, timezone: Mars/Olympus}]', "unknown timezone"),
-        ('[{name: a, period: 1h}, {name: a, period: 2h}]', "two check-ins are named 'a'"),
-        ('[{name: a, period: 1h, target: nowhere}]', "names no configured target"),
-        ('[{name: web, period: 1h}]', "a target is also named 'web'"),
+        ("[{name: a, period: 1h, timezone: Mars/Olympus}]", "unknown timezone"),
+        ("[{name: a, period: 1h}, {name: a, period: 2h}]", "two check-ins are named 'a'"),
+        ("[{name: a, period: 1h, target: nowhere}]", "names no configured target"),
+        ("[{name: web, period: 1h}]", "a target is also named 'web'"),
         ('[{name: "a b", period: 1h}]', "check-in name"),
     ],
 )
-def test_bad_check_ins_are_refused_with_their_line(tmp_path: Path, checkins: str, words: str) -> None:
+def test_bad_check_ins_are_refused_with_their_line(
+    tmp_path: Path, checkins: str, words: str
+) -> None:
     text = f"""
     site: acme
     api_token: "{API_TOKEN}"
@@ -355,7 +420,10 @@ def test_a_check_in_nobody_can_reach_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no token and there is no api_token"):
         config_from(tmp_path, "site: acme\ncheckins: [{name: a, period: 1h}]\n")
     with pytest.raises(ConfigError, match="listen: is off"):
-        config_from(tmp_path, 'site: acme\nlisten: null\ncheckins: [{name: a, period: 1h, token: "t-123456"}]\n')
+        config_from(
+            tmp_path,
+            'site: acme\nlisten: null\ncheckins: [{name: a, period: 1h, token: "t-123456"}]\n',
+        )
 
 
 def test_heartbeat_under_a_target_points_to_checkins(tmp_path: Path) -> None:
@@ -388,4 +456,7 @@ def test_rules_can_name_a_check_in_by_target_and_probe(tmp_path: Path) -> None:
     assert sorted(config.targets) == ["db1", "nightly-backup"]
     assert [c.result_target for c in config.model.checkins] == ["nightly-backup", "db1"]
     with pytest.raises(ConfigError, match="already has a probe named 'tcp'"):
-        config_from(tmp_path, f'site: acme\napi_token: "{API_TOKEN}"\ntargets: [{{name: db1, probes: [{{tcp: {{port: 1}}}}]}}]\ncheckins: [{{name: tcp, period: 1d, target: db1}}]\n')
+        config_from(
+            tmp_path,
+            f'site: acme\napi_token: "{API_TOKEN}"\ntargets: [{{name: db1, probes: [{{tcp: {{port: 1}}}}]}}]\ncheckins: [{{name: tcp, period: 1d, target: db1}}]\n',
+        )

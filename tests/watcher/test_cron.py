@@ -39,7 +39,9 @@ def test_the_next_run(schedule: str, after: datetime, expected: datetime) -> Non
 def test_the_previous_run_is_at_or_before() -> None:
     cron = parse_cron("30 2 * * mon-fri")
     assert cron.previous_before(utc(2026, 11, 23, 2, 30)) == utc(2026, 11, 23, 2, 30)
-    assert cron.previous_before(utc(2026, 11, 22, 12, 0)) == utc(2026, 11, 20, 2, 30)  # Sunday -> Friday
+    assert cron.previous_before(utc(2026, 11, 22, 12, 0)) == utc(
+        2026, 11, 20, 2, 30
+    )  # Sunday -> Friday
 
 
 def test_a_timezone_shifts_the_runs() -> None:
