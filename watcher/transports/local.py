@@ -44,7 +44,7 @@ class LocalRunner:
             )
         except FileNotFoundError:
             name = command if shell else command[0]
-            raise TransportError(f"command not found: {name}") from None
+            raise TransportError(f"command not found: {name}", reason="not_found") from None
         except OSError as exc:
             raise TransportError(f"cannot start command: {exc}") from None
         out, err, timed_out = _read_capped(proc, timeout)
@@ -52,7 +52,7 @@ class LocalRunner:
             _kill_group(proc)
             for stream in (proc.stdout, proc.stderr):
                 stream.close()  # type: ignore[union-attr]
-            raise TransportError(f"command did not finish within {timeout:.1f}s and was killed")
+            raise TransportError(f"command did not finish within {timeout:.1f}s and was killed", reason="timeout")
         return CommandResult(
             exit_code=proc.returncode,
             stdout=decode_output(out),
