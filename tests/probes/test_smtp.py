@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 from probes.base import ProbeContext, Result, run_probe
 from probes.smtp import TAG_HEADER, SmtpConfig, SmtpProbe
 from tests.rig import Rig
+from tests.servers.base import descendants, wait_until
 from tests.servers.mail import MailServer, SmtpSink
 from watcher.httpclient import HttpClients
 
@@ -30,6 +32,24 @@ def smtp(m: MailServer, **options: Any) -> Result:
     options.setdefault("ca_file", str(m.ca_path))
     (result,) = run_probe(SmtpProbe(SmtpConfig(**options)), _ctx(), "smtp")
     return result
+
+
+def _qmgr_pids(m: MailServer) -> set[int]:
+    master = m._postfix.pid
+    found = set()
+    for pid in descendants(master) if master else []:
+        with contextlib.suppress(OSError):
+            if b"qmgr" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.add(pid)
+    return found
+
+
+def break_delivery(m: MailServer) -> None:
+    """The fixture's break_delivery, then a wait until Postfix's queue manager really
+    restarted with the new setting (on a loaded machine that takes longer than its 0.2 s)."""
+    before = _qmgr_pids(m)
+    m.break_delivery()
+    wait_until(lambda: (now := _qmgr_pids(m)) and not (now & before), 15, "qmgr to restart")
 
 
 def submission(m: MailServer, **options: Any) -> dict[str, Any]:
@@ -150,7 +170,7 @@ def test_a_roundtrip_fails_when_smtp_accepts_but_nothing_is_delivered(
     fresh_mail_server: MailServer,
 ) -> None:
     m = fresh_mail_server
-    m.break_delivery()  # Postfix answers 250 and keeps the mail in its queue
+    break_delivery(m)  # Postfix answers 250 and keeps the mail in its queue
     r = smtp(
         m,
         **submission(
@@ -211,7 +231,7 @@ def test_a_wrong_mailbox_password_is_an_error(fresh_mail_server: MailServer) -> 
 
 def test_probe_mails_carry_a_tag_that_names_the_check(fresh_mail_server: MailServer) -> None:
     m = fresh_mail_server
-    m.break_delivery()
+    break_delivery(m)
     smtp(
         m,
         **submission(
@@ -354,7 +374,7 @@ def test_broken_delivery_is_p2_at_once_and_p1_after_fifteen_minutes(
         f'password: "{m.password}", roundtrip: {{to: {m.address}, deadline: 2s, imap: {{port: {m.imaps_port}}}}}}}'
     )
     rig = rig_factory(_mail_site(m, smtp_sink, probe))
-    m.break_delivery()
+    break_delivery(m)
     rig.rounds(2)  # mail-delivery-failing: after 2 failed roundtrips
     (incident,) = rig.incidents()
     assert (incident.state, incident.priority, incident.rule) == (
