@@ -364,7 +364,7 @@ def build_audit(
 
 
 def _series(store: Store, target: str, probe: str, metric: str, item: str, start: datetime, end: datetime) -> list[Hour]:
-    return hourly(store.series(target, probe, metric, start, end, item=item))
+    return hourly(store.series(target, probe, metric, start, end, item=item, hourly=True))
 
 
 def _first_metric(store: Store, target: str, probe: str, item: str, names: Sequence[str], start: datetime, end: datetime) -> tuple[str, list[Hour]] | None:

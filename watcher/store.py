@@ -456,34 +456,54 @@ class Store:
             )
 
     def series(
-        self, target: str, probe: str, metric: str, start: datetime, end: datetime, *, item: str | None = None
+        self,
+        target: str,
+        probe: str,
+        metric: str,
+        start: datetime,
+        end: datetime,
+        *,
+        item: str | None = None,
+        hourly: bool = False,
     ) -> list[Point]:
         """One metric's points in [start, end) from the finest data kept: raw results where
         they still exist, hourly summaries before those, daily ones before those, never two
         resolutions for the same stretch of one item. ``_up`` is 1 for ok, 0 otherwise.
+        ``hourly``: raw results come summarised per hour too (cheaper for long periods).
 
         A summary belongs to the period if its middle does. Sorted by time, then item.
         """
         s, e = start.timestamp(), end.timestamp()
         item_sql, item_args = ("AND item=?", [item]) if item is not None else ("", [])
         if metric == "_up":
-            rows = self.query(
-                f"SELECT at, status = 'ok' AS v, item FROM results WHERE target=? AND probe=? {item_sql}"
-                " AND at>=? AND at<? ORDER BY at",
-                [target, probe, *item_args, s, e],
-            )
+            value_sql, value_args = "status = 'ok'", []
         else:
-            rows = self.query(
-                f"SELECT at, json_extract(metrics, ?) AS v, item FROM results WHERE target=? AND probe=? {item_sql}"
-                " AND at>=? AND at<? AND v IS NOT NULL ORDER BY at",
-                [f'$."{metric}"', target, probe, *item_args, s, e],
-            )
+            value_sql, value_args = "json_extract(metrics, ?)", [f'$."{metric}"']
+        raw = (
+            f"SELECT at, {value_sql} AS v, item FROM results WHERE target=? AND probe=? {item_sql} AND at>=? AND at<?"
+        )
+        args = [*value_args, target, probe, *item_args, s, e]
         points: list[Point] = []
         covered_from: dict[str, float] = {}
-        for r in rows:
-            value = float(r["v"])
-            points.append(Point(datetime.fromtimestamp(r["at"], UTC), value, value, value, r["item"]))
-            covered_from.setdefault(r["item"], r["at"])
+        if hourly:
+            rows = self.query(
+                f"SELECT CAST(at / 3600 AS INTEGER) * 3600 AS b, min(at) AS first, count(*) AS n, sum(v) AS total,"
+                f" min(v) AS lo, max(v) AS hi, item FROM ({raw}) WHERE v IS NOT NULL GROUP BY b, item ORDER BY b",
+                args,
+            )
+            for r in rows:
+                points.append(
+                    Point(
+                        datetime.fromtimestamp(r["b"], UTC), r["total"] / r["n"], float(r["lo"]), float(r["hi"]),
+                        r["item"], int(r["n"]), float(HOUR),
+                    )
+                )
+                covered_from.setdefault(r["item"], r["first"])
+        else:
+            for r in self.query(f"SELECT * FROM ({raw}) WHERE v IS NOT NULL ORDER BY at", args):
+                value = float(r["v"])
+                points.append(Point(datetime.fromtimestamp(r["at"], UTC), value, value, value, r["item"]))
+                covered_from.setdefault(r["item"], r["at"])
         for resolution in (HOUR, DAY):
             half = resolution / 2
             rows = self.query(
