@@ -172,3 +172,20 @@ def test_the_history_stays_bounded_over_months_of_results(tmp_path: Path) -> Non
     assert counts[86400] <= 10 * 3 * 121
     assert sizes[119] < sizes[60] * 1.2
     store.close()
+
+
+def test_raw_results_can_come_summarised_per_hour_like_the_rollups(store: Store) -> None:
+    _disk_history(store, days=3, every=timedelta(minutes=10))
+    store.compact(NOW, raw=RAW, hourly=HOURLY, daily=DAILY)
+    window = (NOW - timedelta(days=4), NOW)
+    fine = store.series("mail1", "disk", "used_percent", *window)
+    summed = store.series("mail1", "disk", "used_percent", *window, hourly=True)
+    assert all(p.span == 3600 for p in summed)
+    assert sum(p.n for p in summed) == sum(p.n for p in fine)
+    # the hour raw results and rollups both cover ends at the same place
+    first_raw = next(p for p in fine if p.span == 0)
+    assert [p.at for p in summed if p.at >= first_raw.at.replace(minute=0)][0] == first_raw.at.replace(minute=0)
+    by_hour = {p.at: p.mean for p in summed}
+    for p in fine:
+        if p.span == 3600:
+            assert by_hour[p.at] == pytest.approx(p.mean)
