@@ -42,6 +42,7 @@ from .base import (
     LOOPBACK,
     ManagedProcess,
     ServerStartError,
+    descendants,
     free_port,
     register_cleanup,
     require_binary,
@@ -422,20 +423,41 @@ service auth {{
             os.kill(pid, signal.SIGHUP)
             time.sleep(0.2)  # the master handles HUP asynchronously
 
+    def _qmgr_pids(self) -> set[int]:
+        master = self._postfix.pid
+        found = set()
+        for pid in descendants(master) if master else []:
+            with contextlib.suppress(OSError):
+                if b"qmgr" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.add(pid)
+        return found
+
+    def _reload_delivery(self) -> None:
+        """Reloads and waits until the queue manager really restarted with the new
+        setting: on a loaded machine that takes longer than the master's HUP."""
+        before = self._qmgr_pids()
+        self._reload_postfix()
+        if self._postfix.running():
+            wait_until(lambda: (now := self._qmgr_pids()) and not (now & before), 15, "qmgr to restart")
+
     def break_delivery(self) -> None:
         """Postfix keeps accepting mail (250) but holds it in the deferred queue."""
         self._postconf("defer_transports = local")
         self.delivery_broken = True
-        self._reload_postfix()
+        self._reload_delivery()
 
     def fix_delivery(self) -> None:
         """Undo break_delivery and flush, so the queued mail is delivered now."""
         self._postconf("defer_transports =")
         self.delivery_broken = False
-        self._reload_postfix()
+        self._reload_delivery()
         if self._postfix.running():
             # Ask the queue manager to retry deferred mail now, not at queue_run_delay.
             run([POSTQUEUE, "-c", str(self.postfix_dir), "-f"])
+
+    def use_self_signed_cert(self) -> None:
+        """Serve a certificate no CA vouches for, on SMTP, IMAP and POP3."""
+        self._set_cert(self.pki.self_signed)
 
     def _set_cert(self, cert: CertPair) -> None:
         self._cert = cert
@@ -590,7 +612,7 @@ class _SinkHandler:
             ReceivedMessage(
                 mail_from=envelope.mail_from,
                 rcpt_tos=list(envelope.rcpt_tos),
-                subject=str(msg.get("Subject", "")),
+                subject=str(msg.get("Subject", "")).strip(),
                 body=_text_body(msg),
                 headers={k: str(v) for k, v in msg.items()},
                 raw=raw,
