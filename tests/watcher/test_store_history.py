@@ -147,7 +147,7 @@ def test_metric_names_with_dots_are_read_as_one_name(store: Store) -> None:
 
 @pytest.mark.slow
 def test_the_history_stays_bounded_over_months_of_results(tmp_path: Path) -> None:
-    """Four months of 10 checks every 5 minutes, compacted hourly in daily batches: the file
+    """Four months of 10 checks every 10 minutes, compacted hourly in daily batches: the file
     stops growing once the hourly retention is reached."""
     store = Store(tmp_path / "months.db")
     start = datetime(2025, 1, 1, tzinfo=UTC)
@@ -157,8 +157,8 @@ def test_the_history_stays_bounded_over_months_of_results(tmp_path: Path) -> Non
         day_start = start + timedelta(days=day)
         batch = [
             result(f"srv{n}", "disk", metrics={"used_percent": 50 + day * 0.1, "free_bytes": 1e9}, labels={"path": "/"},
-                   at=day_start + timedelta(minutes=5 * i))
-            for i in range(288)
+                   at=day_start + timedelta(minutes=10 * i))
+            for i in range(144)
             for n in range(10)
         ]
         _write(store, batch)
