@@ -398,3 +398,27 @@ def test_watcher_test_integration_opens_and_resolves_a_marked_ticket(tmp_path: P
     ticket_id = out.stdout.split("test ticket created: ")[1].split()[0]
     ticket = rt.ticket(int(ticket_id))
     assert ticket["Subject"].startswith("[TEST]") and ticket["Status"] == "resolved"
+
+
+def test_the_running_daemon_polls_rt_and_takes_the_acknowledgement(tmp_path: Path, request_tracker: RequestTracker) -> None:
+    rt = request_tracker
+    port = free_port()
+    text = site_config(unique_site("daemon"), rt_integration(rt, poll_every="1s")).replace("listen: null", f"listen: 127.0.0.1:{port}")
+    config = tmp_path / "watcher.yml"
+    config.write_text(text.replace("tcp: {port: 25}", f"tcp: {{port: {free_port()}, interval: 1s}}"))
+    (tmp_path / "site.yml").write_text(SITE_RULES)
+    daemon = Daemon(config, port, env={"RT_PASSWORD": rt.password}).start()
+    store = Store(tmp_path / "state.db")
+    try:
+        daemon.wait_for(lambda: store.incidents() and store.ticket(store.incidents()[0].id, "tickets/request_tracker"), 60,
+                        "the ticket")
+        (incident,) = store.incidents()
+        ticket_id, _ = store.ticket(incident.id, "tickets/request_tracker")
+        rt.take(int(ticket_id))
+        acked = daemon.wait_for(lambda: store.incident(incident.id).state == "acknowledged" and store.incident(incident.id), 30,
+                                "the acknowledgement from RT")
+        assert acked.acknowledged_by == rt.engineer
+        assert any(e.kind == "acknowledged" and "via helpdesk" in e.message for e in store.events(incident.id))
+    finally:
+        store.close()
+        assert daemon.stop() == 0
