@@ -403,7 +403,11 @@ def tick(incident: Incident, policy: Policy, now: datetime) -> Step:
         inc.breaches.append(trigger)
         step.note("breach", reason, now, deadline=trigger, due=due.isoformat())
         spec = policy.rules.policy(inc.priority)
-        if spec.escalate and not (trigger == "response" and inc.acknowledged_at is not None):
+        # Only what was handed to people escalates: an incident nobody was ticketed or
+        # paged about (the shipped P3 and P4) had no one to respond, so management is
+        # not the first to hear of it.
+        handed_over = inc.ticketed or inc.paged
+        if spec.escalate and handed_over and not (trigger == "response" and inc.acknowledged_at is not None):
             _escalate(inc, policy, now, step, reason)
     return step
 

@@ -157,3 +157,12 @@ def test_escalation_due_lists_each_deadline_once(policy: Policy) -> None:
     run.tick()
     assert tracker.escalation_due(run.incident, policy, run.clock()) == []
     assert run.incident.escalation == 3 and len(run.kinds("escalate")) == 3
+
+
+def test_an_incident_nobody_was_told_about_notes_breaches_but_escalates_nothing(policy: Policy) -> None:
+    run = Run(policy, Clock())
+    run.feed(probe="command", status="fail")  # P3: no ticket, no page
+    run.clock.advance(days=14)
+    run.tick()
+    assert run.incident.breaches == ["response", "resolve"] and run.incident.escalation == 0
+    assert run.kinds("escalate") == []
