@@ -62,7 +62,23 @@ CHART_POINTS = 168  # a week of hours; longer periods are averaged down to it
 
 SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 # Within a severity: outages before slowness, slowness before housekeeping.
-AREA_RANK = {a: i for i, a in enumerate(("sla", "disk", "inodes", "mail", "heartbeat", "fleet", "memory", "load", "cleanup", "rules"))}
+AREA_RANK = {
+    a: i
+    for i, a in enumerate(
+        (
+            "sla",
+            "disk",
+            "inodes",
+            "mail",
+            "heartbeat",
+            "fleet",
+            "memory",
+            "load",
+            "cleanup",
+            "rules",
+        )
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -122,7 +138,9 @@ class UsageFigures:
     history: list[tuple[datetime, float]]
     unit: str = ""
     growing: bool = False  # a trend clearly above the noise (t >= 3) and upward
-    peaks: list[tuple[datetime, float]] = field(default_factory=list)  # the highest value in each chart point
+    peaks: list[tuple[datetime, float]] = field(
+        default_factory=list
+    )  # the highest value in each chart point
 
 
 @dataclass
@@ -323,18 +341,29 @@ def build_audit(
     for target, probe, item in by_kind.get(MEMORY, []):
         server(target).usage.extend(_memory(store, target, probe, item, start, end, limits))
     for target, probe, item in by_kind.get(MAIL_QUEUE, []):
-        server(target).mail_queue.extend(_mail_queue(store, target, probe, item, start, end, limits))
+        server(target).mail_queue.extend(
+            _mail_queue(store, target, probe, item, start, end, limits)
+        )
     du_keys = by_kind.get(DU, [])
     for target in sorted({k[0] for k in du_keys}):
-        server(target).cleanup.extend(_cleanup(store, [k for k in du_keys if k[0] == target], start, end))
+        server(target).cleanup.extend(
+            _cleanup(store, [k for k in du_keys if k[0] == target], start, end)
+        )
     fleet = [
-        f for target, probe, item in by_kind.get(FLEET, [])
+        f
+        for target, probe, item in by_kind.get(FLEET, [])
         if (f := _fleet(store, target, probe, item, latest, start, end)) is not None
     ]
-    heartbeats = [_heartbeat(store, target, probe, item, latest, start, end) for target, probe, item in by_kind.get(HEARTBEAT, [])]
+    heartbeats = [
+        _heartbeat(store, target, probe, item, latest, start, end)
+        for target, probe, item in by_kind.get(HEARTBEAT, [])
+    ]
     heartbeats = [h for h in heartbeats if h.results]
     for name in targets:  # configured servers appear even with no usage history yet
-        if any(spec.kind in (DISK, LOAD, MEMORY, MAIL_QUEUE, DU) for spec in targets[name].probe_specs()):
+        if any(
+            spec.kind in (DISK, LOAD, MEMORY, MAIL_QUEUE, DU)
+            for spec in targets[name].probe_specs()
+        ):
             server(name)
     for s in servers.values():
         s.disks.sort(key=lambda d: d.path)
@@ -342,9 +371,17 @@ def build_audit(
     nearby = store.incidents_between(start - timedelta(days=1), end + timedelta(days=1))
     opened = [i for i in nearby if i.opened_at is not None and start <= i.opened_at < end]
     incident_figures = _incidents(opened, config, end, limits)
-    for kind, what in ((DISK, "disk"), (LOAD, "load"), (MEMORY, "memory"), (MAIL_QUEUE, "mail queue"), (DU, "cleanup (du)")):
+    for kind, what in (
+        (DISK, "disk"),
+        (LOAD, "load"),
+        (MEMORY, "memory"),
+        (MAIL_QUEUE, "mail queue"),
+        (DU, "cleanup (du)"),
+    ):
         if not by_kind.get(kind):
-            notes.append(f"no {what} history in this period: add a {kind} probe to a target to see it here")
+            notes.append(
+                f"no {what} history in this period: add a {kind} probe to a target to see it here"
+            )
     audit = Audit(
         site=config.site,
         generated_at=end,
@@ -363,11 +400,21 @@ def build_audit(
     return audit
 
 
-def _series(store: Store, target: str, probe: str, metric: str, item: str, start: datetime, end: datetime) -> list[Hour]:
+def _series(
+    store: Store, target: str, probe: str, metric: str, item: str, start: datetime, end: datetime
+) -> list[Hour]:
     return hourly(store.series(target, probe, metric, start, end, item=item, hourly=True))
 
 
-def _first_metric(store: Store, target: str, probe: str, item: str, names: Sequence[str], start: datetime, end: datetime) -> tuple[str, list[Hour]] | None:
+def _first_metric(
+    store: Store,
+    target: str,
+    probe: str,
+    item: str,
+    names: Sequence[str],
+    start: datetime,
+    end: datetime,
+) -> tuple[str, list[Hour]] | None:
     for name in names:
         hours = _series(store, target, probe, name, item, start, end)
         if hours:
@@ -375,7 +422,9 @@ def _first_metric(store: Store, target: str, probe: str, item: str, names: Seque
     return None
 
 
-def chart_history(hours: Sequence[Hour], limit: int = CHART_POINTS, *, peaks: bool = False) -> list[tuple[datetime, float]]:
+def chart_history(
+    hours: Sequence[Hour], limit: int = CHART_POINTS, *, peaks: bool = False
+) -> list[tuple[datetime, float]]:
     """At most ``limit`` points for a chart, averaging neighbours (time at each group's
     middle); with ``peaks``, the highest value of each group instead."""
     if not hours:
@@ -388,7 +437,14 @@ def chart_history(hours: Sequence[Hour], limit: int = CHART_POINTS, *, peaks: bo
         group = hours[i : i + size]
         weight = sum(h.hours for h in group)
         middle = group[0].middle + (group[-1].middle - group[0].middle) / 2
-        out.append((middle, max(h.hi for h in group) if peaks else sum(h.mean * h.hours for h in group) / weight))
+        out.append(
+            (
+                middle,
+                max(h.hi for h in group)
+                if peaks
+                else sum(h.mean * h.hours for h in group) / weight,
+            )
+        )
     return out
 
 
@@ -396,7 +452,15 @@ def _last(hours: Sequence[Hour]) -> float | None:
     return hours[-1].mean if hours else None
 
 
-def _disk(store: Store, target: str, probe: str, path: str, start: datetime, end: datetime, limits: Thresholds) -> DiskFigures | None:
+def _disk(
+    store: Store,
+    target: str,
+    probe: str,
+    path: str,
+    start: datetime,
+    end: datetime,
+    limits: Thresholds,
+) -> DiskFigures | None:
     used = _series(store, target, probe, "used_percent", path, start, end)
     if not used:
         return None
@@ -427,15 +491,33 @@ def _disk(store: Store, target: str, probe: str, path: str, start: datetime, end
     )
 
 
-def _usage(label: str, metric: str, probe: str, hours: list[Hour], threshold: float | None, unit: str = "") -> UsageFigures:
+def _usage(
+    label: str, metric: str, probe: str, hours: list[Hour], threshold: float | None, unit: str = ""
+) -> UsageFigures:
     per_week, fit = trend(hours)
     growing = fit is not None and fit.slope > 0 and fit.t_value >= 3
     return UsageFigures(
-        label, metric, probe, stats(hours, threshold), per_week, chart_history(hours), unit, growing, chart_history(hours, peaks=True)
+        label,
+        metric,
+        probe,
+        stats(hours, threshold),
+        per_week,
+        chart_history(hours),
+        unit,
+        growing,
+        chart_history(hours, peaks=True),
     )
 
 
-def _load(store: Store, target: str, probe: str, item: str, start: datetime, end: datetime, limits: Thresholds) -> list[UsageFigures]:
+def _load(
+    store: Store,
+    target: str,
+    probe: str,
+    item: str,
+    start: datetime,
+    end: datetime,
+    limits: Thresholds,
+) -> list[UsageFigures]:
     out = []
     per_core = _first_metric(store, target, probe, item, LOAD_PER_CORE, start, end)
     if per_core is None:
@@ -443,7 +525,10 @@ def _load(store: Store, target: str, probe: str, item: str, start: datetime, end
         cores = _first_metric(store, target, probe, item, CORES, start, end)
         if load1 and cores:
             count = max(cores[1][-1].mean, 1.0)
-            per_core = ("load1/cores", [Hour(h.at, h.mean / count, h.hi / count, h.hours) for h in load1])
+            per_core = (
+                "load1/cores",
+                [Hour(h.at, h.mean / count, h.hi / count, h.hours) for h in load1],
+            )
         elif load1:
             out.append(_usage("load (1 min)", "load1", probe, load1, None))
     if per_core is not None:
@@ -451,7 +536,15 @@ def _load(store: Store, target: str, probe: str, item: str, start: datetime, end
     return out
 
 
-def _memory(store: Store, target: str, probe: str, item: str, start: datetime, end: datetime, limits: Thresholds) -> list[UsageFigures]:
+def _memory(
+    store: Store,
+    target: str,
+    probe: str,
+    item: str,
+    start: datetime,
+    end: datetime,
+    limits: Thresholds,
+) -> list[UsageFigures]:
     out = []
     used = _series(store, target, probe, "used_percent", item, start, end)
     if used:
@@ -462,15 +555,29 @@ def _memory(store: Store, target: str, probe: str, item: str, start: datetime, e
     return out
 
 
-def _mail_queue(store: Store, target: str, probe: str, item: str, start: datetime, end: datetime, limits: Thresholds) -> list[UsageFigures]:
+def _mail_queue(
+    store: Store,
+    target: str,
+    probe: str,
+    item: str,
+    start: datetime,
+    end: datetime,
+    limits: Thresholds,
+) -> list[UsageFigures]:
     out = []
     suffix = f" ({item})" if item else ""
     length = _first_metric(store, target, probe, item, QUEUE_LENGTH, start, end)
     if length:
-        out.append(_usage("mail queue" + suffix, length[0], probe, length[1], limits.queue_length, " messages"))
+        out.append(
+            _usage(
+                "mail queue" + suffix, length[0], probe, length[1], limits.queue_length, " messages"
+            )
+        )
     age = _first_metric(store, target, probe, item, QUEUE_AGE, start, end)
     if age:
-        out.append(_usage("oldest queued message" + suffix, age[0], probe, age[1], limits.queue_age_s, "s"))
+        out.append(
+            _usage("oldest queued message" + suffix, age[0], probe, age[1], limits.queue_age_s, "s")
+        )
     return out
 
 
@@ -482,7 +589,9 @@ def du_directory(item: str) -> str:
     return item
 
 
-def _cleanup(store: Store, keys: list[tuple[str, str, str]], start: datetime, end: datetime) -> list[Cleanup]:
+def _cleanup(
+    store: Store, keys: list[tuple[str, str, str]], start: datetime, end: datetime
+) -> list[Cleanup]:
     """The largest and the fastest-growing directories the ``du`` probe measured; log
     directories among them are named as such (rotating and compressing is the cleanup)."""
     sized: list[Cleanup] = []
@@ -492,7 +601,9 @@ def _cleanup(store: Store, keys: list[tuple[str, str, str]], start: datetime, en
             continue
         hours = found[1]
         per_week, fit = trend(hours)
-        grows = per_week if fit is not None and fit.t_value >= 3 and per_week and per_week > 0 else None
+        grows = (
+            per_week if fit is not None and fit.t_value >= 3 and per_week and per_week > 0 else None
+        )
         directory = du_directory(item)
         why = "logs" if re.search(r"/(log|logs)(/|$)", directory) else "largest"
         sized.append(Cleanup(target, directory, why, hours[-1].mean, grows))
@@ -500,7 +611,10 @@ def _cleanup(store: Store, keys: list[tuple[str, str, str]], start: datetime, en
     chosen = {(c.target, c.path) for c in largest}
     growing = [
         Cleanup(c.target, c.path, "growing", c.size_bytes, c.growth_bytes_per_week)
-        for c in sorted((c for c in sized if c.growth_bytes_per_week), key=lambda c: -(c.growth_bytes_per_week or 0))[:5]
+        for c in sorted(
+            (c for c in sized if c.growth_bytes_per_week),
+            key=lambda c: -(c.growth_bytes_per_week or 0),
+        )[:5]
     ]
     for g in growing:
         for c in largest:
@@ -510,7 +624,15 @@ def _cleanup(store: Store, keys: list[tuple[str, str, str]], start: datetime, en
     return largest + [g for g in growing if (g.target, g.path) not in chosen] + logs
 
 
-def _fleet(store: Store, target: str, probe: str, item: str, latest: dict[Any, Any], start: datetime, end: datetime) -> FleetFigures | None:
+def _fleet(
+    store: Store,
+    target: str,
+    probe: str,
+    item: str,
+    latest: dict[Any, Any],
+    start: datetime,
+    end: datetime,
+) -> FleetFigures | None:
     ratio = _series(store, target, probe, "stale_ratio", item, start, end)
     total = _series(store, target, probe, "devices_total", item, start, end)
     if not ratio and not total:
@@ -519,7 +641,9 @@ def _fleet(store: Store, target: str, probe: str, item: str, latest: dict[Any, A
     never = _series(store, target, probe, "never_checked_in", item, start, end)
     per_week, _ = trend(ratio)
     result = latest.get((target, probe, item))
-    lines = [line.strip() for line in (result.evidence if result else "").splitlines() if line.strip()]
+    lines = [
+        line.strip() for line in (result.evidence if result else "").splitlines() if line.strip()
+    ]
     late = [line for line in lines if not line.endswith(":")][:15]
     return FleetFigures(
         target=target,
@@ -535,7 +659,15 @@ def _fleet(store: Store, target: str, probe: str, item: str, latest: dict[Any, A
     )
 
 
-def _heartbeat(store: Store, target: str, probe: str, item: str, latest: dict[Any, Any], start: datetime, end: datetime) -> HeartbeatFigures:
+def _heartbeat(
+    store: Store,
+    target: str,
+    probe: str,
+    item: str,
+    latest: dict[Any, Any],
+    start: datetime,
+    end: datetime,
+) -> HeartbeatFigures:
     """Late or failed episodes of a pushed heartbeat: each unbroken run of failing
     results (or of hours with one) counts once, however often it was re-reported."""
     points = store.series(target, probe, "_up", start, end, item=item)
@@ -556,22 +688,33 @@ def _heartbeat(store: Store, target: str, probe: str, item: str, latest: dict[An
             failing += (b.at - a.at).total_seconds() / 3600
     last = latest.get((target, probe, item))
     return HeartbeatFigures(
-        target, item or probe, sum(p.n for p in points), episodes, round(failing, 2),
-        last.status if last else None, last.message if last else "",
+        target,
+        item or probe,
+        sum(p.n for p in points),
+        episodes,
+        round(failing, 2),
+        last.status if last else None,
+        last.message if last else "",
     )
 
 
 # ------------------------------------------------------------------------ incidents
 
 
-def _incidents(incidents: Iterable[Incident], config: Config, now: datetime, limits: Thresholds) -> IncidentFigures:
+def _incidents(
+    incidents: Iterable[Incident], config: Config, now: datetime, limits: Thresholds
+) -> IncidentFigures:
     policies = config.rules.priorities
     calendar = config.calendar
     figures: dict[str, PriorityFigures] = {}
     for name in sorted(policies):
         p = policies[name]
         figures[name] = PriorityFigures(
-            name, p.name, p.clock, str(p.response) if p.response else "none", str(p.resolve) if p.resolve else "case by case"
+            name,
+            p.name,
+            p.clock,
+            str(p.response) if p.response else "none",
+            str(p.resolve) if p.resolve else "case by case",
         )
     acks: dict[str, list[float]] = defaultdict(list)
     repairs: dict[str, list[float]] = defaultdict(list)
@@ -584,7 +727,9 @@ def _incidents(incidents: Iterable[Incident], config: Config, now: datetime, lim
         opened += 1
         pf = figures.get(inc.priority)
         if pf is None:  # a priority no longer defined: counted, not judged
-            pf = figures[inc.priority] = PriorityFigures(inc.priority, inc.priority, "24x7", "none", "none")
+            pf = figures[inc.priority] = PriorityFigures(
+                inc.priority, inc.priority, "24x7", "none", "none"
+            )
         pf.opened += 1
         if inc.state == "resolved":
             pf.resolved += 1
@@ -598,7 +743,9 @@ def _incidents(incidents: Iterable[Incident], config: Config, now: datetime, lim
             deadline(inc.opened_at, policy.resolve, policy.clock, calendar) if policy else None
         )
         # Responding is the start of the investigation: an acknowledgement, or the fix itself.
-        responded = min((t for t in (inc.acknowledged_at, inc.resolved_at) if t is not None), default=None)
+        responded = min(
+            (t for t in (inc.acknowledged_at, inc.resolved_at) if t is not None), default=None
+        )
         verdicts = {}
         for which, due, done, count in (
             ("response", response_due, responded, pf.response),
@@ -644,7 +791,11 @@ def _incidents(incidents: Iterable[Incident], config: Config, now: datetime, lim
     noisiest = []
     for rule, items in rules.items():
         short = sum(
-            1 for i in items if i.resolved_at and i.opened_at and i.resolved_at - i.opened_at <= timedelta(minutes=15)
+            1
+            for i in items
+            if i.resolved_at
+            and i.opened_at
+            and i.resolved_at - i.opened_at <= timedelta(minutes=15)
         )
         noisiest.append(
             RuleNoise(
@@ -661,7 +812,9 @@ def _incidents(incidents: Iterable[Incident], config: Config, now: datetime, lim
     all_repairs = [v for values in repairs.values() for v in values]
     shown = [pf for pf in figures.values() if pf.opened or pf.priority in policies]
     missed.sort(key=lambda m: (m["priority"], m["opened_at"]))
-    return IncidentFigures(opened, shown, _mean(all_acks), _mean(all_repairs), noisiest[:10], missed)
+    return IncidentFigures(
+        opened, shown, _mean(all_acks), _mean(all_repairs), noisiest[:10], missed
+    )
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -709,27 +862,67 @@ def recommend(audit: Audit) -> list[Recommendation]:
             f = d.forecast
             rate = f"{f.per_week:+.1f} points a week" if f.per_week is not None else ""
             if used is not None and used >= t.disk_critical:
-                out.append(Recommendation("critical", f"{d.path} on {d.target} is {used:.0f}% full now: free space or grow it today",
-                                          d.target, "disk", rate, 0.0))
+                out.append(
+                    Recommendation(
+                        "critical",
+                        f"{d.path} on {d.target} is {used:.0f}% full now: free space or grow it today",
+                        d.target,
+                        "disk",
+                        rate,
+                        0.0,
+                    )
+                )
             elif f.usable and f.days_left is not None and f.days_left <= t.forecast_days:
                 rough = " (rough: the data are noisy)" if f.confidence == "rough" else ""
                 text = f"{d.path} on {d.target} full in {_days(f.days_left)} at the current rate{rough}"
                 detail = f"{used:.0f}% used now, {rate}" if used is not None else rate
                 if d.growth_bytes_per_week:
                     detail += f", {format_bytes(d.growth_bytes_per_week)} a week"
-                out.append(Recommendation(_severity_for_days(f.days_left), text, d.target, "disk", detail, f.days_left))
+                out.append(
+                    Recommendation(
+                        _severity_for_days(f.days_left), text, d.target, "disk", detail, f.days_left
+                    )
+                )
             elif used is not None and used >= t.disk_high:
-                out.append(Recommendation("medium", f"{d.path} on {d.target} is {used:.0f}% full; plan a cleanup",
-                                          d.target, "disk", f.note, 1000.0 - used))
+                out.append(
+                    Recommendation(
+                        "medium",
+                        f"{d.path} on {d.target} is {used:.0f}% full; plan a cleanup",
+                        d.target,
+                        "disk",
+                        f.note,
+                        1000.0 - used,
+                    )
+                )
             fi = d.inodes_forecast
             iu = d.inodes_used_percent
             if iu is not None and iu >= t.inodes_high:
-                out.append(Recommendation("high", f"{d.path} on {d.target} has used {iu:.0f}% of its inodes: look for many small files",
-                                          d.target, "inodes", "", 100.0 - iu))
-            elif fi is not None and fi.usable and fi.days_left is not None and fi.days_left <= t.forecast_days:
-                out.append(Recommendation(_severity_for_days(fi.days_left),
-                                          f"{d.path} on {d.target} runs out of inodes in {_days(fi.days_left)} at the current rate",
-                                          d.target, "inodes", "", fi.days_left))
+                out.append(
+                    Recommendation(
+                        "high",
+                        f"{d.path} on {d.target} has used {iu:.0f}% of its inodes: look for many small files",
+                        d.target,
+                        "inodes",
+                        "",
+                        100.0 - iu,
+                    )
+                )
+            elif (
+                fi is not None
+                and fi.usable
+                and fi.days_left is not None
+                and fi.days_left <= t.forecast_days
+            ):
+                out.append(
+                    Recommendation(
+                        _severity_for_days(fi.days_left),
+                        f"{d.path} on {d.target} runs out of inodes in {_days(fi.days_left)} at the current rate",
+                        d.target,
+                        "inodes",
+                        "",
+                        fi.days_left,
+                    )
+                )
         for u in s.usage:
             st = u.stats
             if st.threshold is None or st.hours_above is None or not st.hours:
@@ -749,54 +942,141 @@ def recommend(audit: Audit) -> list[Recommendation]:
             st = q.stats
             is_age = q.unit == "s"
             if is_age and st.now is not None and st.now >= t.queue_age_s:
-                out.append(Recommendation("high", f"{s.target}: the oldest queued mail is {format_duration(st.now)} old: delivery is stuck",
-                                          s.target, "mail", q.label, 0.0))
+                out.append(
+                    Recommendation(
+                        "high",
+                        f"{s.target}: the oldest queued mail is {format_duration(st.now)} old: delivery is stuck",
+                        s.target,
+                        "mail",
+                        q.label,
+                        0.0,
+                    )
+                )
             elif not is_age and st.hours_above:
-                out.append(Recommendation("high", f"{s.target}: {q.label} held {t.queue_length:g}+ messages for {st.hours_above:.0f} h",
-                                          s.target, "mail", f"p95 {_num(st.p95)}, max {_num(st.max)}", 1.0))
-            elif not is_age and q.growing and q.per_week is not None and _grew(q, audit) >= max(10.0, 0.5 * (st.p50 or 0)):
-                out.append(Recommendation("medium", f"{s.target}: {q.label} keeps growing ({q.per_week:+.0f} messages a week)",
-                                          s.target, "mail", "", 10.0))
+                out.append(
+                    Recommendation(
+                        "high",
+                        f"{s.target}: {q.label} held {t.queue_length:g}+ messages for {st.hours_above:.0f} h",
+                        s.target,
+                        "mail",
+                        f"p95 {_num(st.p95)}, max {_num(st.max)}",
+                        1.0,
+                    )
+                )
+            elif (
+                not is_age
+                and q.growing
+                and q.per_week is not None
+                and _grew(q, audit) >= max(10.0, 0.5 * (st.p50 or 0))
+            ):
+                out.append(
+                    Recommendation(
+                        "medium",
+                        f"{s.target}: {q.label} keeps growing ({q.per_week:+.0f} messages a week)",
+                        s.target,
+                        "mail",
+                        "",
+                        10.0,
+                    )
+                )
         for c in s.cleanup:
             if "growing" in c.why and c.growth_bytes_per_week:
-                out.append(Recommendation("low", f"Clean up {c.path} on {c.target}: {format_bytes(c.size_bytes)}, growing {format_bytes(c.growth_bytes_per_week)} a week",
-                                          c.target, "cleanup", "", -c.growth_bytes_per_week))
+                out.append(
+                    Recommendation(
+                        "low",
+                        f"Clean up {c.path} on {c.target}: {format_bytes(c.size_bytes)}, growing {format_bytes(c.growth_bytes_per_week)} a week",
+                        c.target,
+                        "cleanup",
+                        "",
+                        -c.growth_bytes_per_week,
+                    )
+                )
             elif c.why.startswith("logs"):
-                out.append(Recommendation("low", f"Log directory {c.path} on {c.target} holds {format_bytes(c.size_bytes)}: rotate and compress old logs",
-                                          c.target, "cleanup", "", -(c.size_bytes or 0)))
+                out.append(
+                    Recommendation(
+                        "low",
+                        f"Log directory {c.path} on {c.target} holds {format_bytes(c.size_bytes)}: rotate and compress old logs",
+                        c.target,
+                        "cleanup",
+                        "",
+                        -(c.size_bytes or 0),
+                    )
+                )
     for f in audit.fleet:
         ratio = f.stale_ratio
         if ratio is not None and ratio >= t.stale_ratio:
             rising = ""
             if f.ratio_first is not None and ratio > f.ratio_first:
                 rising = f", up from {f.ratio_first:.0%}"
-            stale = f"{f.stale_devices:.0f} of {f.devices_total:.0f}" if f.stale_devices is not None and f.devices_total else f"{ratio:.0%}"
-            out.append(Recommendation("high" if ratio >= 2 * t.stale_ratio else "medium",
-                                      f"{stale} devices on {f.target} are not checking in ({ratio:.0%}{rising})",
-                                      f.target, "fleet", "", -ratio))
+            stale = (
+                f"{f.stale_devices:.0f} of {f.devices_total:.0f}"
+                if f.stale_devices is not None and f.devices_total
+                else f"{ratio:.0%}"
+            )
+            out.append(
+                Recommendation(
+                    "high" if ratio >= 2 * t.stale_ratio else "medium",
+                    f"{stale} devices on {f.target} are not checking in ({ratio:.0%}{rising})",
+                    f.target,
+                    "fleet",
+                    "",
+                    -ratio,
+                )
+            )
         if f.never_checked_in:
-            out.append(Recommendation("medium", f"{f.never_checked_in:.0f} devices on {f.target} have never checked in: finish their enrolment",
-                                      f.target, "fleet", "", -f.never_checked_in))
+            out.append(
+                Recommendation(
+                    "medium",
+                    f"{f.never_checked_in:.0f} devices on {f.target} have never checked in: finish their enrolment",
+                    f.target,
+                    "fleet",
+                    "",
+                    -f.never_checked_in,
+                )
+            )
     for h in audit.heartbeats:
         if h.missed:
-            out.append(Recommendation("high" if h.last_status != "ok" else "medium",
-                                      f"Heartbeat {h.name} was late or failed {h.missed} time{'s' if h.missed != 1 else ''}"
-                                      + (" and is failing now" if h.last_status not in (None, "ok") else ""),
-                                      h.target, "heartbeat", h.last_message, -h.missed))
+            out.append(
+                Recommendation(
+                    "high" if h.last_status != "ok" else "medium",
+                    f"Heartbeat {h.name} was late or failed {h.missed} time{'s' if h.missed != 1 else ''}"
+                    + (" and is failing now" if h.last_status not in (None, "ok") else ""),
+                    h.target,
+                    "heartbeat",
+                    h.last_message,
+                    -h.missed,
+                )
+            )
     for pf in audit.incidents.by_priority:
         for which, count in (("response", pf.response), ("resolution", pf.resolution)):
             percent = count.percent
             if percent is not None and percent < t.sla_target:
                 severity = "critical" if pf.priority == "P1" else "high"
-                out.append(Recommendation(severity,
-                                          f"{pf.priority} {which} SLA met for {percent:.0f}% of incidents ({count.met} of {count.judged}); the target is {t.sla_target:g}%",
-                                          None, "sla", "", percent))
+                out.append(
+                    Recommendation(
+                        severity,
+                        f"{pf.priority} {which} SLA met for {percent:.0f}% of incidents ({count.met} of {count.judged}); the target is {t.sla_target:g}%",
+                        None,
+                        "sla",
+                        "",
+                        percent,
+                    )
+                )
     for r in audit.incidents.noisiest:
         if r.incidents >= t.noisy_rule_incidents or r.reopens >= 3:
-            out.append(Recommendation("low",
-                                      f"Rule {r.rule} opened {r.incidents} incidents ({r.reopens} reopened, {r.short_lived} over within 15 min): raise its threshold or add a 'for:'",
-                                      None, "rules", "", -r.noise))
-    out.sort(key=lambda r: (SEVERITY_RANK[r.severity], AREA_RANK.get(r.area, 99), r.urgency, r.text))
+            out.append(
+                Recommendation(
+                    "low",
+                    f"Rule {r.rule} opened {r.incidents} incidents ({r.reopens} reopened, {r.short_lived} over within 15 min): raise its threshold or add a 'for:'",
+                    None,
+                    "rules",
+                    "",
+                    -r.noise,
+                )
+            )
+    out.sort(
+        key=lambda r: (SEVERITY_RANK[r.severity], AREA_RANK.get(r.area, 99), r.urgency, r.text)
+    )
     return out
 
 

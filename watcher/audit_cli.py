@@ -1,9 +1,9 @@
 """``watcher audit``: the server and usage audit of a period, as HTML, JSON or Markdown.
 
-    watcher audit                              last 30 days, HTML on standard output
-    watcher audit --since 7d --format md       last week, Markdown
-    watcher audit --out audit.html             into a file
-    watcher audit --schedule weekly --mail     what a scheduled audit would mail, mailed now
+watcher audit                              last 30 days, HTML on standard output
+watcher audit --since 7d --format md       last week, Markdown
+watcher audit --out audit.html             into a file
+watcher audit --schedule weekly --mail     what a scheduled audit would mail, mailed now
 """
 
 from __future__ import annotations
@@ -24,13 +24,27 @@ EXIT_OK, EXIT_FAILING, EXIT_CONFIG = 0, 1, 2
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("audit", parents=[common], help="write a server and usage audit report")
-    p.add_argument("--since", help="the period before now: 7d, 30d, 12w (default 30d, or the schedule's)")
+    p.add_argument(
+        "--since", help="the period before now: 7d, 30d, 12w (default 30d, or the schedule's)"
+    )
     p.add_argument("--format", choices=["html", "json", "md"], help="html (default), json or md")
     p.add_argument("--out", help="write the report to this file instead of standard output")
-    p.add_argument("--at", help="end the period at this time (ISO 8601, e.g. 2026-11-23T08:00+05:30) instead of now")
-    p.add_argument("--schedule", help="take period, format and thresholds from this audits: entry (its name or every)")
-    p.add_argument("--mail", action="store_true", help="mail the report now, to the schedule's recipients or --to")
-    p.add_argument("--to", action="append", help="mail the report to this address (repeatable; implies --mail)")
+    p.add_argument(
+        "--at",
+        help="end the period at this time (ISO 8601, e.g. 2026-11-23T08:00+05:30) instead of now",
+    )
+    p.add_argument(
+        "--schedule",
+        help="take period, format and thresholds from this audits: entry (its name or every)",
+    )
+    p.add_argument(
+        "--mail",
+        action="store_true",
+        help="mail the report now, to the schedule's recipients or --to",
+    )
+    p.add_argument(
+        "--to", action="append", help="mail the report to this address (repeatable; implies --mail)"
+    )
     p.set_defaults(func=cmd_audit)
 
 
@@ -53,23 +67,38 @@ def cmd_audit(args: argparse.Namespace) -> int:
             known = ", ".join(a.key for a in m.audits) or "none configured"
             return _fail(f"no audits: entry named {args.schedule!r} (audits: {known})")
     try:
-        since = parse_duration(args.since) if args.since else schedule.since if schedule and schedule.since else None
+        since = (
+            parse_duration(args.since)
+            if args.since
+            else schedule.since
+            if schedule and schedule.since
+            else None
+        )
         end = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
     except ValueError as exc:
         return _fail(str(exc))
     if end.tzinfo is None:
         end = end.replace(tzinfo=config.calendar.tz)
     if since is None:
-        since = _schedule_period(schedule, end, config.calendar.timezone) if schedule else timedelta(days=30)
+        since = (
+            _schedule_period(schedule, end, config.calendar.timezone)
+            if schedule
+            else timedelta(days=30)
+        )
     if since <= timedelta(0):
         return _fail("--since must be longer than zero")
     fmt = args.format or (schedule.format if schedule else "html")
     if not config.state_path.exists():
-        return _fail(f"no history at {config.state_path}: watcher has not run here yet", EXIT_FAILING)
+        return _fail(
+            f"no history at {config.state_path}: watcher has not run here yet", EXIT_FAILING
+        )
     store = Store(config.state_path)
     try:
         audit = build_audit(
-            store, config, since=since, now=end,
+            store,
+            config,
+            since=since,
+            now=end,
             thresholds=Thresholds.from_mapping(schedule.thresholds if schedule else None),
         )
     finally:
@@ -98,7 +127,9 @@ def _schedule_period(schedule: AuditSchedule, end: datetime, timezone: str) -> t
     return slot - every.previous(slot, tz)
 
 
-def _mail(args: argparse.Namespace, config: Any, audit: Any, schedule: AuditSchedule | None, fmt: str) -> int:
+def _mail(
+    args: argparse.Namespace, config: Any, audit: Any, schedule: AuditSchedule | None, fmt: str
+) -> int:
     from integrations.base import DeliveryError
     from watcher.audit_schedule import audit_message
     from watcher.mail import send_mail

@@ -54,7 +54,11 @@ def render(audit: Audit, fmt: str) -> str:
     return render_html(audit)
 
 
-_EXTENSIONS = {"html": ("html", "text/html"), "json": ("json", "application/json"), "md": ("md", "text/markdown")}
+_EXTENSIONS = {
+    "html": ("html", "text/html"),
+    "json": ("json", "application/json"),
+    "md": ("md", "text/markdown"),
+}
 
 
 def audit_message(
@@ -68,7 +72,9 @@ def audit_message(
     """The report as mail: HTML inline (with a Markdown text part) or as an attachment."""
     tz = ZoneInfo(audit.timezone)
     counts = audit_counts(audit)
-    urgent = ", ".join(f"{counts[s]} {s}" for s in ("critical", "high") if counts[s]) or "nothing urgent"
+    urgent = (
+        ", ".join(f"{counts[s]} {s}" for s in ("critical", "high") if counts[s]) or "nothing urgent"
+    )
     period = f"{audit.start.astimezone(tz):%d %b} to {audit.end.astimezone(tz):%d %b %Y}"
     subject = schedule.subject or f"[{audit.site}] Server and usage audit, {period}: {urgent}"
     text = render_markdown(audit)
@@ -121,7 +127,9 @@ class AuditScheduler:
         self.config = config
         self.clock = clock
         self.http = http or HttpClients()
-        self.send: Sender = send or (lambda settings, message: send_mail(settings, message, self.http))
+        self.send: Sender = send or (
+            lambda settings, message: send_mail(settings, message, self.http)
+        )
         self.poll_every = poll_every
         self.looks = 0  # how often the clock was looked at, for tests and health
         self._stop = threading.Event()
@@ -156,7 +164,11 @@ class AuditScheduler:
             config = self.config()
             now = self.clock()
             tz = ZoneInfo(config.model.business_hours.timezone)
-            done = [d for s in config.model.audits if (d := self._run_one(config, s, now, tz)) is not None]
+            done = [
+                d
+                for s in config.model.audits
+                if (d := self._run_one(config, s, now, tz)) is not None
+            ]
             self.looks += 1
             return done
 
@@ -170,14 +182,21 @@ class AuditScheduler:
     def _save(self, schedule: AuditSchedule, **state: Any) -> None:
         self.store.set_meta(self._state_key(schedule), json.dumps(state))
 
-    def _run_one(self, config: Config, schedule: AuditSchedule, now: datetime, tz: ZoneInfo) -> Delivery | None:
+    def _run_one(
+        self, config: Config, schedule: AuditSchedule, now: datetime, tz: ZoneInfo
+    ) -> Delivery | None:
         every = parse_every(schedule.every)
         slot = every.last_slot(now, tz)
         state = self._state(schedule)
         if state is None:
             # first sight of this schedule: its runs start with the next slot
             self._save(schedule, slot=slot.isoformat(), outcome="baseline", attempts=0)
-            log.info("audit %s scheduled %s; first report at %s", schedule.key, schedule.every, every.next_slot(now, tz))
+            log.info(
+                "audit %s scheduled %s; first report at %s",
+                schedule.key,
+                schedule.every,
+                every.next_slot(now, tz),
+            )
             return Delivery(schedule.key, slot, "baseline")
         last = datetime.fromisoformat(state["slot"])
         attempts = int(state.get("attempts", 0))
@@ -191,14 +210,22 @@ class AuditScheduler:
         return self._deliver(config, schedule, every.previous(slot, tz), slot, attempts, now)
 
     def _deliver(
-        self, config: Config, schedule: AuditSchedule, previous: datetime, slot: datetime, attempts: int, now: datetime
+        self,
+        config: Config,
+        schedule: AuditSchedule,
+        previous: datetime,
+        slot: datetime,
+        attempts: int,
+        now: datetime,
     ) -> Delivery:
         m = config.model
         to = schedule.recipients(m.contacts)
         attempts += 1
         self._save(schedule, slot=slot.isoformat(), outcome="sending", attempts=attempts)
         since = schedule.since or (slot - previous)
-        digest = hashlib.sha256(f"{m.site}\0{schedule.key}\0{slot.isoformat()}".encode()).hexdigest()[:20]
+        digest = hashlib.sha256(
+            f"{m.site}\0{schedule.key}\0{slot.isoformat()}".encode()
+        ).hexdigest()[:20]
         assert m.smtp is not None  # the config check insists on it
         delay = min(RETRY_FIRST * 2 ** (attempts - 1), RETRY_MAX)
         try:
@@ -209,27 +236,49 @@ class AuditScheduler:
                 now=slot.astimezone(UTC),
                 thresholds=Thresholds.from_mapping(schedule.thresholds),
             )
-            message = audit_message(audit, schedule, sender=m.smtp.sender, to=to, message_id=f"<audit-{digest}@watcher>")
+            message = audit_message(
+                audit, schedule, sender=m.smtp.sender, to=to, message_id=f"<audit-{digest}@watcher>"
+            )
         except Exception as exc:  # a bug in a report: log it, try again later, keep the daemon
             log.exception("audit %s for %s could not be built", schedule.key, slot)
             self._save(
-                schedule, slot=slot.isoformat(), outcome="retry", attempts=attempts,
-                next_try=(now + delay).timestamp(), error=f"{type(exc).__name__}: {exc}",
+                schedule,
+                slot=slot.isoformat(),
+                outcome="retry",
+                attempts=attempts,
+                next_try=(now + delay).timestamp(),
+                error=f"{type(exc).__name__}: {exc}",
             )
             return Delivery(schedule.key, slot, "retry", str(exc))
         try:
             self.send(m.smtp, message)
         except TransientError as exc:
             self._save(
-                schedule, slot=slot.isoformat(), outcome="retry", attempts=attempts,
-                next_try=(now + delay).timestamp(), error=str(exc),
+                schedule,
+                slot=slot.isoformat(),
+                outcome="retry",
+                attempts=attempts,
+                next_try=(now + delay).timestamp(),
+                error=str(exc),
             )
-            log.warning("audit %s for %s not mailed (retry in %s): %s", schedule.key, slot, delay, exc)
+            log.warning(
+                "audit %s for %s not mailed (retry in %s): %s", schedule.key, slot, delay, exc
+            )
             return Delivery(schedule.key, slot, "retry", str(exc))
         except PermanentError as exc:
-            self._save(schedule, slot=slot.isoformat(), outcome="failed", attempts=attempts, error=str(exc))
-            log.error("audit %s for %s not mailed, and a retry will not help: %s", schedule.key, slot, exc)
+            self._save(
+                schedule, slot=slot.isoformat(), outcome="failed", attempts=attempts, error=str(exc)
+            )
+            log.error(
+                "audit %s for %s not mailed, and a retry will not help: %s", schedule.key, slot, exc
+            )
             return Delivery(schedule.key, slot, "failed", str(exc))
-        self._save(schedule, slot=slot.isoformat(), outcome="sent", attempts=attempts, sent_at=now.isoformat())
+        self._save(
+            schedule,
+            slot=slot.isoformat(),
+            outcome="sent",
+            attempts=attempts,
+            sent_at=now.isoformat(),
+        )
         log.info("audit %s for %s mailed to %s", schedule.key, slot, ", ".join(to))
         return Delivery(schedule.key, slot, "sent", ", ".join(to))

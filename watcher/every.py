@@ -70,7 +70,9 @@ def _weekdays(text: str) -> frozenset[int]:
         first, dash, last = part.partition("-")
         for name in (first, last) if dash else (first,):
             if name[:3] not in _DAYS or not name.isalpha():
-                raise ValueError(f"{name!r} is not a weekday; write mon, tue, wed, thu, fri, sat or sun")
+                raise ValueError(
+                    f"{name!r} is not a weekday; write mon, tue, wed, thu, fri, sat or sun"
+                )
         if dash:
             a, b = _DAYS.index(first[:3]), _DAYS.index(last[:3])
             days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
@@ -87,7 +89,7 @@ def parse_every(value: object) -> Every:
     words = text.split(" ")
     match = _TIME.match(words[-1])
     if not match:
-        raise ValueError(f"{value!r} does not end with a time of day; write it like \"mon 08:00\"")
+        raise ValueError(f'{value!r} does not end with a time of day; write it like "mon 08:00"')
     at = time(int(match.group(1)), int(match.group(2)))
     head = words[:-1]
     if not head or head == ["daily"] or head == ["day"]:
@@ -95,10 +97,12 @@ def parse_every(value: object) -> Every:
     if head[0] == "monthly":
         day = head[1] if len(head) == 2 else "1" if len(head) == 1 else ""
         if not day.isdigit() or not 1 <= int(day) <= 28:
-            raise ValueError(f"{value!r}: a monthly report runs on day 1 to 28 (every month has those); write \"monthly 1 08:00\"")
+            raise ValueError(
+                f'{value!r}: a monthly report runs on day 1 to 28 (every month has those); write "monthly 1 08:00"'
+            )
         return Every(text, at, day_of_month=int(day))
     if head == ["weekdays"]:
         return Every(text, at, frozenset(range(5)))
     if len(head) != 1:
-        raise ValueError(f"{value!r}: write one day list and a time, like \"mon,thu 08:00\"")
+        raise ValueError(f'{value!r}: write one day list and a time, like "mon,thu 08:00"')
     return Every(text, at, _weekdays(head[0]))

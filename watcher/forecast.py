@@ -14,7 +14,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["Fit", "Forecast", "Stats", "fit_line", "forecast", "hourly", "percentile", "stats", "Hour"]
+__all__ = [
+    "Fit",
+    "Forecast",
+    "Stats",
+    "fit_line",
+    "forecast",
+    "hourly",
+    "percentile",
+    "stats",
+    "Hour",
+]
 
 DAY = 86400.0
 WEEK = 7 * DAY
@@ -73,7 +83,9 @@ def hourly(points: Sequence[object]) -> list[Hour]:
     return out
 
 
-def percentile(values: Sequence[float], q: float, weights: Sequence[float] | None = None) -> float | None:
+def percentile(
+    values: Sequence[float], q: float, weights: Sequence[float] | None = None
+) -> float | None:
     """The q-th percentile (0-100), weighted (a daily summary weighs 24 hours)."""
     if not values:
         return None
@@ -259,27 +271,54 @@ def forecast(
     """
     current = hours[-1].mean if hours else None
     if current is not None and current >= limit:
-        return Forecast(limit, current, None, now, 0.0, "good", f"already at {current:.4g}{unit}", points=len(hours))
+        return Forecast(
+            limit,
+            current,
+            None,
+            now,
+            0.0,
+            "good",
+            f"already at {current:.4g}{unit}",
+            points=len(hours),
+        )
     start_index, before, after = _restart(hours, drop)
     reset: dict[str, object] = {}
     note_prefix = ""
     if start_index:
         used = hours[start_index:]
-        if len(used) >= MIN_POINTS and (used[-1].middle - used[0].middle).total_seconds() >= MIN_SPAN:
+        if (
+            len(used) >= MIN_POINTS
+            and (used[-1].middle - used[0].middle).total_seconds() >= MIN_SPAN
+        ):
             hours = used
             reset = {"at": used[0].at, "from": before, "to": after}
             note_prefix = f"fitted since {used[0].at:%d %b}, when it fell from {before:.0f} to {after:.0f}{unit}; "
     if len(hours) < MIN_POINTS or (hours[-1].middle - hours[0].middle).total_seconds() < MIN_SPAN:
         span_h = (hours[-1].middle - hours[0].middle).total_seconds() / 3600 if hours else 0.0
         return Forecast(
-            limit, current, None, None, None, "none",
-            note_prefix + f"too little history to forecast ({span_h:.0f} h of data; a forecast needs a day or more)",
+            limit,
+            current,
+            None,
+            None,
+            None,
+            "none",
+            note_prefix
+            + f"too little history to forecast ({span_h:.0f} h of data; a forecast needs a day or more)",
             points=len(hours),
         )
     times = [h.middle.timestamp() for h in hours]
     fit = fit_line(times, [h.mean for h in hours])
     if fit is None:
-        return Forecast(limit, current, None, None, None, "none", note_prefix + "the values do not vary in time", points=len(hours))
+        return Forecast(
+            limit,
+            current,
+            None,
+            None,
+            None,
+            "none",
+            note_prefix + "the values do not vary in time",
+            points=len(hours),
+        )
     per_week = fit.slope * WEEK
     fit_from = datetime.fromtimestamp(fit.start, UTC)
     common = {"r2": round(fit.r2, 3), "points": fit.points, "fit_from": fit_from, "reset": reset}
@@ -289,8 +328,14 @@ def forecast(
         return Forecast(limit, current, per_week, None, None, "none", note_prefix + word, **common)  # type: ignore[arg-type]
     if fit.r2 < ROUGH_R2:
         return Forecast(
-            limit, current, per_week, None, None, "none",
-            note_prefix + f"too noisy to forecast (the trend explains {fit.r2:.0%} of the movement)",
+            limit,
+            current,
+            per_week,
+            None,
+            None,
+            "none",
+            note_prefix
+            + f"too noisy to forecast (the trend explains {fit.r2:.0%} of the movement)",
             **common,  # type: ignore[arg-type]
         )
     seconds = (limit - fit.at(now_s)) / fit.slope
@@ -298,19 +343,41 @@ def forecast(
         seconds = 0.0
     if seconds > horizon:
         return Forecast(
-            limit, current, per_week, None, None, "none",
-            note_prefix + f"not within {horizon / (365 * DAY):.0f} years at {per_week:+.2g}{unit} a week",
+            limit,
+            current,
+            per_week,
+            None,
+            None,
+            "none",
+            note_prefix
+            + f"not within {horizon / (365 * DAY):.0f} years at {per_week:+.2g}{unit} a week",
             **common,  # type: ignore[arg-type]
         )
     at = datetime.fromtimestamp(now_s + seconds, UTC)
     line = ((fit_from, fit.at(fit.start)), (at, limit))
     if fit.r2 < GOOD_R2:
         return Forecast(
-            limit, current, per_week, at, seconds / DAY, "rough",
+            limit,
+            current,
+            per_week,
+            at,
+            seconds / DAY,
+            "rough",
             note_prefix + f"rough: noisy data (the trend explains {fit.r2:.0%} of the movement)",
-            line=line, **common,  # type: ignore[arg-type]
+            line=line,
+            **common,  # type: ignore[arg-type]
         )
-    return Forecast(limit, current, per_week, at, seconds / DAY, "good", note_prefix.rstrip("; "), line=line, **common)  # type: ignore[arg-type]
+    return Forecast(
+        limit,
+        current,
+        per_week,
+        at,
+        seconds / DAY,
+        "good",
+        note_prefix.rstrip("; "),
+        line=line,
+        **common,
+    )  # type: ignore[arg-type]
 
 
 def trend(hours: Sequence[Hour]) -> tuple[float | None, Fit | None]:

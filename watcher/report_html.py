@@ -76,7 +76,26 @@ footer { margin-top: 32px; color: var(--muted); font-size: 12px; }
 # ------------------------------------------------------------------------ charts
 
 
-_TIME_STEPS = (1, 5, 10, 15, 30, 60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800)
+_TIME_STEPS = (
+    1,
+    5,
+    10,
+    15,
+    30,
+    60,
+    300,
+    600,
+    900,
+    1800,
+    3600,
+    7200,
+    10800,
+    21600,
+    43200,
+    86400,
+    172800,
+    604800,
+)
 
 
 def _nice_step(span: float, ticks: int = 5, unit: str = "") -> float:
@@ -156,7 +175,9 @@ def line_chart(
     tick = 0.0
     while tick <= top_value + 1e-9:
         y = sy(tick)
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e6eaf0"/>')
+        parts.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e6eaf0"/>'
+        )
         parts.append(
             f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" fill="#5f6b7a">'
             f"{escape(_fmt_axis(tick, unit))}</text>"
@@ -169,7 +190,9 @@ def line_chart(
     while day.timestamp() <= x1:
         if (day - local_start).days % every == 0:
             x = sx(day)
-            parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" stroke="#eef1f5"/>')
+            parts.append(
+                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" stroke="#eef1f5"/>'
+            )
             parts.append(
                 f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="11" fill="#5f6b7a">'
                 f"{day:%d %b}</text>"
@@ -177,23 +200,33 @@ def line_chart(
         day = (day + timedelta(days=1, hours=2)).replace(hour=0)
     if x_end > end:
         x = sx(end)
-        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" stroke="#5f6b7a" stroke-dasharray="2 3"/>')
-        parts.append(f'<text x="{x + 4:.1f}" y="{top + 12}" font-size="10" fill="#5f6b7a">now</text>')
+        parts.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" stroke="#5f6b7a" stroke-dasharray="2 3"/>'
+        )
+        parts.append(
+            f'<text x="{x + 4:.1f}" y="{top + 12}" font-size="10" fill="#5f6b7a">now</text>'
+        )
     for value, label, colour in thresholds:
         y = sy(value)
         parts.append(
             f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="{colour}" '
             f'stroke-width="1.5" stroke-dasharray="6 4" class="threshold"/>'
         )
-        parts.append(f'<text x="{left + 4}" y="{y - 4:.1f}" font-size="10" fill="{colour}">{escape(label)}</text>')
+        parts.append(
+            f'<text x="{left + 4}" y="{y - 4:.1f}" font-size="10" fill="{colour}">{escape(label)}</text>'
+        )
     legend = []
     for index, (label, points) in enumerate(series):
         colour = PALETTE[index % len(PALETTE)]
         legend.append((label, colour, ""))
         if not points:
             continue
-        path = " ".join(f"{'M' if i == 0 else 'L'}{sx(t):.1f},{sy(v):.1f}" for i, (t, v) in enumerate(points))
-        parts.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="1.8" class="series"/>')
+        path = " ".join(
+            f"{'M' if i == 0 else 'L'}{sx(t):.1f},{sy(v):.1f}" for i, (t, v) in enumerate(points)
+        )
+        parts.append(
+            f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="1.8" class="series"/>'
+        )
         if len(points) == 1:
             t, v = points[0]
             parts.append(f'<circle cx="{sx(t):.1f}" cy="{sy(v):.1f}" r="3" fill="{colour}"/>')
@@ -210,7 +243,9 @@ def line_chart(
             f'stroke-width="1.5" stroke-dasharray="2 3" class="forecast"/>'
         )
         if marker:
-            parts.append(f'<circle cx="{sx(t1):.1f}" cy="{sy(v1):.1f}" r="4" fill="none" stroke="{colour}" stroke-width="2"/>')
+            parts.append(
+                f'<circle cx="{sx(t1):.1f}" cy="{sy(v1):.1f}" r="4" fill="none" stroke="{colour}" stroke-width="2"/>'
+            )
             parts.append(
                 f'<text x="{sx(t1) - 6:.1f}" y="{sy(v1) + 14:.1f}" text-anchor="end" font-size="10" fill="{colour}">'
                 f"{escape(label)} {t1.astimezone(tz):%d %b}</text>"
@@ -219,8 +254,12 @@ def line_chart(
     x = left
     for label, colour, dash in legend[:8]:
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-        parts.append(f'<line x1="{x}" x2="{x + 18}" y1="12" y2="12" stroke="{colour}" stroke-width="2"{dash_attr}/>')
-        parts.append(f'<text x="{x + 22}" y="16" font-size="11" fill="#1d2733">{escape(label)}</text>')
+        parts.append(
+            f'<line x1="{x}" x2="{x + 18}" y1="12" y2="12" stroke="{colour}" stroke-width="2"{dash_attr}/>'
+        )
+        parts.append(
+            f'<text x="{x + 22}" y="16" font-size="11" fill="#1d2733">{escape(label)}</text>'
+        )
         x += 30 + 6.5 * len(label)
     parts.append("</svg>")
     return "".join(parts)
@@ -248,10 +287,18 @@ def sla_bars(audit: Audit, width: int = 720) -> str:
                 f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end" font-size="12" fill="#1d2733">'
                 f"{escape(p.priority)} {which}</text>"
             )
-            parts.append(f'<rect x="{label_w}" y="{y + 3}" width="{bar_w}" height="{row_h - 6}" fill="#eef1f5"/>')
+            parts.append(
+                f'<rect x="{label_w}" y="{y + 3}" width="{bar_w}" height="{row_h - 6}" fill="#eef1f5"/>'
+            )
             if count.judged:
                 percent = count.percent or 0.0
-                colour = "#2e7d32" if percent >= target else "#e65100" if percent >= target - 20 else "#c62828"
+                colour = (
+                    "#2e7d32"
+                    if percent >= target
+                    else "#e65100"
+                    if percent >= target - 20
+                    else "#c62828"
+                )
                 parts.append(
                     f'<rect x="{label_w}" y="{y + 3}" width="{bar_w * percent / 100:.1f}" height="{row_h - 6}" '
                     f'fill="{colour}" class="bar"/>'
@@ -261,12 +308,18 @@ def sla_bars(audit: Audit, width: int = 720) -> str:
                 text = "nothing judged yet"
             if count.running:
                 text += f", {count.running} running"
-            parts.append(f'<text x="{label_w + bar_w + 6}" y="{y + 15}" font-size="12" fill="#1d2733">{escape(text)}</text>')
+            parts.append(
+                f'<text x="{label_w + bar_w + 6}" y="{y + 15}" font-size="12" fill="#1d2733">{escape(text)}</text>'
+            )
             y += row_h
         y += 8
     tx = label_w + bar_w * target / 100
-    parts.append(f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{top}" y2="{y}" stroke="#1d2733" stroke-dasharray="4 3" class="threshold"/>')
-    parts.append(f'<text x="{tx:.1f}" y="{y + 14}" text-anchor="middle" font-size="11" fill="#1d2733">target {target:g}%</text>')
+    parts.append(
+        f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{top}" y2="{y}" stroke="#1d2733" stroke-dasharray="4 3" class="threshold"/>'
+    )
+    parts.append(
+        f'<text x="{tx:.1f}" y="{y + 14}" text-anchor="middle" font-size="11" fill="#1d2733">target {target:g}%</text>'
+    )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -305,7 +358,7 @@ def _forecast_cell(f: Forecast, tz: ZoneInfo) -> str:
             return '<span class="bad">now</span>'
         cls = ' class="bad"' if f.days_left <= 30 else ""
         rough = " (rough)" if f.confidence == "rough" else ""
-        return f"<span{cls}>{_when(f.at, tz)}</span> <span class=\"note\">in {f.days_left:.0f} d{rough}</span>"
+        return f'<span{cls}>{_when(f.at, tz)}</span> <span class="note">in {f.days_left:.0f} d{rough}</span>'
     return '<span class="note">-</span>'
 
 
@@ -315,7 +368,9 @@ def _recommendations(recs: Sequence[Recommendation]) -> str:
     items = []
     for r in recs:
         detail = f' <span class="note">{escape(r.detail)}</span>' if r.detail else ""
-        items.append(f'<li><span class="badge sev-{r.severity}">{r.severity}</span>{escape(r.text)}{detail}</li>')
+        items.append(
+            f'<li><span class="badge sev-{r.severity}">{r.severity}</span>{escape(r.text)}{detail}</li>'
+        )
     return '<ol class="recs">' + "".join(items) + "</ol>"
 
 
@@ -326,12 +381,28 @@ def _disk_section(s: ServerAudit, audit: Audit, tz: ZoneInfo) -> str:
     rows = []
     for d in s.disks:
         f = d.forecast
-        note = f.note if f.note else f"fit over {f.points} h, R² {f.r2:.2f}" if f.r2 is not None else ""
+        note = (
+            f.note
+            if f.note
+            else f"fit over {f.points} h, R² {f.r2:.2f}"
+            if f.r2 is not None
+            else ""
+        )
         inodes = _pct(d.inodes_used_percent)
-        if d.inodes_forecast is not None and d.inodes_forecast.usable and d.inodes_forecast.days_left is not None:
+        if (
+            d.inodes_forecast is not None
+            and d.inodes_forecast.usable
+            and d.inodes_forecast.days_left is not None
+        ):
             inodes += f' <span class="note">full {_when(d.inodes_forecast.at, tz)}</span>'
         used_cls = ' class="n bad"' if (d.used_percent or 0) >= t.disk_high else ' class="n"'
-        growth = "-" if f.per_week is None else "0 pts" if abs(f.per_week) < 0.005 else f"{f.per_week:+.2f} pts"
+        growth = (
+            "-"
+            if f.per_week is None
+            else "0 pts"
+            if abs(f.per_week) < 0.005
+            else f"{f.per_week:+.2f} pts"
+        )
         if d.growth_bytes_per_week is not None:
             growth += f" ({format_bytes(d.growth_bytes_per_week)})"
         rows.append(
@@ -341,13 +412,17 @@ def _disk_section(s: ServerAudit, audit: Audit, tz: ZoneInfo) -> str:
             f'<td class="n">{inodes}</td><td class="note">{escape(note)}</td></tr>'
         )
     table = (
-        "<h3>Disks</h3><table><tr><th>mount</th><th class=\"n\">used</th><th class=\"n\">free</th><th class=\"n\">size</th>"
-        f"<th class=\"n\">growth a week</th><th>{t.disk_critical:g}% by</th><th>full by</th><th class=\"n\">inodes</th><th>forecast note</th></tr>"
+        '<h3>Disks</h3><table><tr><th>mount</th><th class="n">used</th><th class="n">free</th><th class="n">size</th>'
+        f'<th class="n">growth a week</th><th>{t.disk_critical:g}% by</th><th>full by</th><th class="n">inodes</th><th>forecast note</th></tr>'
         + "".join(rows)
         + "</table>"
     )
     series = [(d.path, d.history) for d in s.disks]
-    forecasts = [(d.path, d.forecast.line) for d in s.disks if d.forecast.line is not None and d.forecast.usable]
+    forecasts = [
+        (d.path, d.forecast.line)
+        for d in s.disks
+        if d.forecast.line is not None and d.forecast.usable
+    ]
     chart = line_chart(
         f"Disk usage on {s.target}",
         series,
@@ -356,7 +431,10 @@ def _disk_section(s: ServerAudit, audit: Audit, tz: ZoneInfo) -> str:
         tz=tz,
         unit="%",
         y_max=100.0,
-        thresholds=[(t.disk_high, f"high {t.disk_high:g}%", WARN), (t.disk_critical, f"critical {t.disk_critical:g}%", CRIT)],
+        thresholds=[
+            (t.disk_high, f"high {t.disk_high:g}%", WARN),
+            (t.disk_critical, f"critical {t.disk_critical:g}%", CRIT),
+        ],
         forecasts=forecasts,
     )
     caption = "Hourly means; dashed lines: the rule pack's thresholds; dotted: the forecast from a straight-line fit."
@@ -369,23 +447,35 @@ def _usage_rows(items: Sequence[UsageFigures]) -> str:
         st = u.stats
         above = "-" if st.hours_above is None else f"{st.hours_above:.0f} h"
         if st.hours_above:
-            above = f'<span class="bad">{above}</span> <span class="note">({st.share_above:.0%})</span>'
-        limit = "" if st.threshold is None else _num(st.threshold, u.unit if u.unit != " messages" else "")
+            above = (
+                f'<span class="bad">{above}</span> <span class="note">({st.share_above:.0%})</span>'
+            )
+        limit = (
+            ""
+            if st.threshold is None
+            else _num(st.threshold, u.unit if u.unit != " messages" else "")
+        )
         trend = "-" if u.per_week is None else f"{u.per_week:+.3g}"
         rows.append(
-            f"<tr><td>{escape(u.label)}</td><td class=\"n\">{_num(st.now, u.unit)}</td><td class=\"n\">{_num(st.p50, u.unit)}</td>"
+            f'<tr><td>{escape(u.label)}</td><td class="n">{_num(st.now, u.unit)}</td><td class="n">{_num(st.p50, u.unit)}</td>'
             f'<td class="n">{_num(st.p95, u.unit)}</td><td class="n">{_num(st.max, u.unit)}</td>'
             f'<td class="n">{escape(limit)}</td><td class="n">{above}</td><td class="n">{escape(trend)}</td></tr>'
         )
     return (
         '<table><tr><th>figure</th><th class="n">now</th><th class="n">p50</th><th class="n">p95</th><th class="n">max</th>'
-        '<th class="n">threshold</th><th class="n">hours at or above</th><th class="n">change a week</th></tr>' + "".join(rows) + "</table>"
+        '<th class="n">threshold</th><th class="n">hours at or above</th><th class="n">change a week</th></tr>'
+        + "".join(rows)
+        + "</table>"
     )
 
 
 def _usage_chart(u: UsageFigures, target: str, audit: Audit, tz: ZoneInfo) -> str:
     unit = "%" if u.unit == "%" else "s" if u.unit == "s" else ""
-    thresholds = [(u.stats.threshold, f"threshold {_num(u.stats.threshold, unit)}", CRIT)] if u.stats.threshold is not None else []
+    thresholds = (
+        [(u.stats.threshold, f"threshold {_num(u.stats.threshold, unit)}", CRIT)]
+        if u.stats.threshold is not None
+        else []
+    )
     chart = line_chart(
         f"{u.label} on {target}",
         [(f"{u.label} (hourly mean)", u.history), ("peak", u.peaks)],
@@ -414,7 +504,7 @@ def _server(s: ServerAudit, audit: Audit, tz: ZoneInfo) -> str:
         parts.extend(_usage_chart(u, s.target, audit, tz) for u in s.mail_queue)
     if s.cleanup:
         rows = "".join(
-            f"<tr><td>{escape(c.why)}</td><td>{escape(c.path)}</td><td class=\"n\">{format_bytes(c.size_bytes)}</td>"
+            f'<tr><td>{escape(c.why)}</td><td>{escape(c.path)}</td><td class="n">{format_bytes(c.size_bytes)}</td>'
             f'<td class="n">{format_bytes(c.growth_bytes_per_week) if c.growth_bytes_per_week else "-"}</td></tr>'
             for c in s.cleanup
         )
@@ -437,7 +527,7 @@ def _fleet(fleet: Sequence[FleetFigures], audit: Audit, tz: ZoneInfo) -> str:
         if f.ratio_per_week is not None:
             rising = f"{f.ratio_per_week * 100:+.1f} points a week"
         parts.append(
-            f"<h3>{escape(f.target)} <span class=\"note\">{escape(f.probe)}</span></h3>"
+            f'<h3>{escape(f.target)} <span class="note">{escape(f.probe)}</span></h3>'
             '<table><tr><th class="n">devices</th><th class="n">not checking in</th><th class="n">never checked in</th>'
             '<th class="n">stale ratio now</th><th class="n">at the start</th><th class="n">trend</th></tr>'
             f'<tr><td class="n">{_num(f.devices_total)}</td><td class="n">{_num(f.stale_devices)}</td>'
@@ -451,12 +541,18 @@ def _fleet(fleet: Sequence[FleetFigures], audit: Audit, tz: ZoneInfo) -> str:
             end=audit.end,
             tz=tz,
             unit="ratio",
-            thresholds=[(audit.thresholds.stale_ratio, f"threshold {audit.thresholds.stale_ratio:.0%}", CRIT)],
+            thresholds=[
+                (
+                    audit.thresholds.stale_ratio,
+                    f"threshold {audit.thresholds.stale_ratio:.0%}",
+                    CRIT,
+                )
+            ],
             height=170,
         )
         parts.append(f'<figure class="fleet-chart">{chart}</figure>')
         if f.late:
-            parts.append("<p class=\"note\">Latest report of the stalest devices:</p><table>")
+            parts.append('<p class="note">Latest report of the stalest devices:</p><table>')
             parts.extend(f"<tr><td>{escape(line)}</td></tr>" for line in f.late)
             parts.append("</table>")
     parts.append("</section>")
@@ -467,7 +563,7 @@ def _heartbeats(audit: Audit) -> str:
     if not audit.heartbeats:
         return ""
     rows = "".join(
-        f"<tr><td>{escape(h.name)}</td><td>{escape(h.target)}</td><td class=\"n\">{h.results}</td>"
+        f'<tr><td>{escape(h.name)}</td><td>{escape(h.target)}</td><td class="n">{h.results}</td>'
         f'<td class="n{" bad" if h.missed else ""}">{h.missed}</td><td class="n">{h.failing_hours:.1f} h</td>'
         f'<td>{escape(h.last_status or "-")}</td><td class="note">{escape(h.last_message)}</td></tr>'
         for h in audit.heartbeats
@@ -475,7 +571,8 @@ def _heartbeats(audit: Audit) -> str:
     return (
         '<section id="heartbeats"><h2>Heartbeats</h2><table><tr><th>heartbeat</th><th>target</th><th class="n">results</th>'
         '<th class="n">times late or failed</th><th class="n">hours late or failed</th><th>now</th><th>last message</th></tr>'
-        + rows + "</table></section>"
+        + rows
+        + "</table></section>"
     )
 
 
@@ -504,17 +601,19 @@ def _incidents(audit: Audit, tz: ZoneInfo) -> str:
         parts.append('<p class="note">No incident reached a deadline in this period.</p>')
     if inc.noisiest:
         rows = "".join(
-            f"<tr><td>{escape(r.rule)}</td><td class=\"n\">{r.incidents}</td><td class=\"n\">{r.reopens}</td>"
+            f'<tr><td>{escape(r.rule)}</td><td class="n">{r.incidents}</td><td class="n">{r.reopens}</td>'
             f'<td class="n">{r.short_lived}</td><td class="n">{r.targets}</td><td>{escape(", ".join(r.priorities))}</td></tr>'
             for r in inc.noisiest
         )
         parts.append(
             '<h3>Noisiest rules</h3><table><tr><th>rule</th><th class="n">incidents</th><th class="n">reopened</th>'
-            '<th class="n">over within 15 min</th><th class="n">targets</th><th>priorities</th></tr>' + rows + "</table>"
+            '<th class="n">over within 15 min</th><th class="n">targets</th><th>priorities</th></tr>'
+            + rows
+            + "</table>"
         )
     if inc.missed:
         rows = "".join(
-            f"<tr><td class=\"n\">{m['id']}</td><td>{escape(m['priority'])}</td><td>{escape(m['target'])}</td>"
+            f'<tr><td class="n">{m["id"]}</td><td>{escape(m["priority"])}</td><td>{escape(m["target"])}</td>'
             f"<td>{escape(m['summary'])}</td><td>{_when(m['opened_at'], tz, True)}</td><td>{escape(', '.join(m['missed']))}</td></tr>"
             for m in inc.missed
         )
@@ -542,7 +641,13 @@ def _tiles(audit: Audit) -> str:
         (_dur(inc.mtta_s), "MTTA"),
         (_dur(inc.mttr_s), "MTTR"),
     ]
-    return '<div class="tiles">' + "".join(f'<div class="tile"><b>{escape(v)}</b><span>{escape(k)}</span></div>' for v, k in tiles) + "</div>"
+    return (
+        '<div class="tiles">'
+        + "".join(
+            f'<div class="tile"><b>{escape(v)}</b><span>{escape(k)}</span></div>' for v, k in tiles
+        )
+        + "</div>"
+    )
 
 
 def _overall(audit: Audit, which: str) -> float | None:
@@ -569,7 +674,11 @@ def render_html(audit: Audit) -> str:
     body.append(_heartbeats(audit))
     body.append(_incidents(audit, tz))
     if audit.notes:
-        body.append('<section id="notes"><h2>Notes</h2><ul>' + "".join(f"<li>{escape(n)}</li>" for n in audit.notes) + "</ul></section>")
+        body.append(
+            '<section id="notes"><h2>Notes</h2><ul>'
+            + "".join(f"<li>{escape(n)}</li>" for n in audit.notes)
+            + "</ul></section>"
+        )
     body.append(
         "<footer>Forecasts fit a straight line to the period's hourly means and extend it to the limit; a fall of five "
         "points or more (a cleanup) restarts the fit. A forecast is left out when the history is shorter than a day, "

@@ -64,11 +64,33 @@ def render_markdown(audit: Audit) -> str:
         rows = []
         for d in disks:
             f = d.forecast
-            full = f"{_day(f.at, tz)} (in {f.days_left:.0f} d)" if f.usable and f.days_left is not None else "-"
-            growth = "-" if f.per_week is None else "0 pts" if abs(f.per_week) < 0.005 else f"{f.per_week:+.2f} pts"
-            rows.append([d.target, d.path, _pct(d.used_percent), format_bytes(d.free_bytes), growth, full,
-                         _pct(d.inodes_used_percent), f.note or "-"])
-        lines += _table(["server", "mount", "used", "free", "growth a week", "full by", "inodes", "note"], rows)
+            full = (
+                f"{_day(f.at, tz)} (in {f.days_left:.0f} d)"
+                if f.usable and f.days_left is not None
+                else "-"
+            )
+            growth = (
+                "-"
+                if f.per_week is None
+                else "0 pts"
+                if abs(f.per_week) < 0.005
+                else f"{f.per_week:+.2f} pts"
+            )
+            rows.append(
+                [
+                    d.target,
+                    d.path,
+                    _pct(d.used_percent),
+                    format_bytes(d.free_bytes),
+                    growth,
+                    full,
+                    _pct(d.inodes_used_percent),
+                    f.note or "-",
+                ]
+            )
+        lines += _table(
+            ["server", "mount", "used", "free", "growth a week", "full by", "inodes", "note"], rows
+        )
     usage = [(s.target, u) for s in audit.servers for u in [*s.usage, *s.mail_queue]]
     if usage:
         lines += ["## Load, memory and mail queues", ""]
@@ -77,44 +99,102 @@ def render_markdown(audit: Audit) -> str:
             st = u.stats
             unit = "%" if u.unit == "%" else "s" if u.unit == "s" else ""
             above = "-" if st.hours_above is None else f"{st.hours_above:.0f} h"
-            rows.append([target, u.label, _num(st.p50, unit), _num(st.p95, unit), _num(st.max, unit),
-                         _num(st.threshold, unit), above])
-        lines += _table(["server", "figure", "p50", "p95", "max", "threshold", "hours at or above"], rows)
+            rows.append(
+                [
+                    target,
+                    u.label,
+                    _num(st.p50, unit),
+                    _num(st.p95, unit),
+                    _num(st.max, unit),
+                    _num(st.threshold, unit),
+                    above,
+                ]
+            )
+        lines += _table(
+            ["server", "figure", "p50", "p95", "max", "threshold", "hours at or above"], rows
+        )
     cleanup = [c for s in audit.servers for c in s.cleanup]
     if cleanup:
         lines += ["## Cleanup candidates", ""]
         lines += _table(
             ["server", "path", "why", "size", "growth a week"],
-            [[c.target, c.path, c.why, format_bytes(c.size_bytes),
-              format_bytes(c.growth_bytes_per_week) if c.growth_bytes_per_week else "-"] for c in cleanup],
+            [
+                [
+                    c.target,
+                    c.path,
+                    c.why,
+                    format_bytes(c.size_bytes),
+                    format_bytes(c.growth_bytes_per_week) if c.growth_bytes_per_week else "-",
+                ]
+                for c in cleanup
+            ],
         )
     if audit.fleet:
         lines += ["## Device fleet", ""]
         lines += _table(
             ["source", "devices", "not checking in", "never", "stale ratio", "at the start"],
-            [[f.target, _num(f.devices_total), _num(f.stale_devices), _num(f.never_checked_in),
-              _pct(None if f.stale_ratio is None else f.stale_ratio * 100),
-              _pct(None if f.ratio_first is None else f.ratio_first * 100)] for f in audit.fleet],
+            [
+                [
+                    f.target,
+                    _num(f.devices_total),
+                    _num(f.stale_devices),
+                    _num(f.never_checked_in),
+                    _pct(None if f.stale_ratio is None else f.stale_ratio * 100),
+                    _pct(None if f.ratio_first is None else f.ratio_first * 100),
+                ]
+                for f in audit.fleet
+            ],
         )
     if audit.heartbeats:
         lines += ["## Heartbeats", ""]
-        lines += _table(["heartbeat", "times late or failed", "hours late or failed", "now"],
-                        [[h.name, h.missed, f"{h.failing_hours:.1f}", h.last_status or "-"] for h in audit.heartbeats])
+        lines += _table(
+            ["heartbeat", "times late or failed", "hours late or failed", "now"],
+            [
+                [h.name, h.missed, f"{h.failing_hours:.1f}", h.last_status or "-"]
+                for h in audit.heartbeats
+            ],
+        )
     inc = audit.incidents
     lines += ["## Incidents and SLA", ""]
-    lines.append(f"{inc.opened} incidents opened; MTTA {_dur(inc.mtta_s)}, MTTR {_dur(inc.mttr_s)}.")
+    lines.append(
+        f"{inc.opened} incidents opened; MTTA {_dur(inc.mtta_s)}, MTTR {_dur(inc.mttr_s)}."
+    )
     lines.append("")
     lines += _table(
-        ["priority", "opened", "resolved", "open now", "response met", "resolution met", "MTTA", "MTTR"],
-        [[f"{p.priority} {p.name}", p.opened, p.resolved, p.open_now,
-          f"{_pct(p.response.percent)} ({p.response.met}/{p.response.judged})" if p.response.judged else "-",
-          f"{_pct(p.resolution.percent)} ({p.resolution.met}/{p.resolution.judged})" if p.resolution.judged else "-",
-          _dur(p.mtta_s), _dur(p.mttr_s)] for p in inc.by_priority],
+        [
+            "priority",
+            "opened",
+            "resolved",
+            "open now",
+            "response met",
+            "resolution met",
+            "MTTA",
+            "MTTR",
+        ],
+        [
+            [
+                f"{p.priority} {p.name}",
+                p.opened,
+                p.resolved,
+                p.open_now,
+                f"{_pct(p.response.percent)} ({p.response.met}/{p.response.judged})"
+                if p.response.judged
+                else "-",
+                f"{_pct(p.resolution.percent)} ({p.resolution.met}/{p.resolution.judged})"
+                if p.resolution.judged
+                else "-",
+                _dur(p.mtta_s),
+                _dur(p.mttr_s),
+            ]
+            for p in inc.by_priority
+        ],
     )
     if inc.noisiest:
         lines += ["### Noisiest rules", ""]
-        lines += _table(["rule", "incidents", "reopened", "over within 15 min"],
-                        [[r.rule, r.incidents, r.reopens, r.short_lived] for r in inc.noisiest[:5]])
+        lines += _table(
+            ["rule", "incidents", "reopened", "over within 15 min"],
+            [[r.rule, r.incidents, r.reopens, r.short_lived] for r in inc.noisiest[:5]],
+        )
     if audit.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in audit.notes] + [""]
     return "\n".join(lines).rstrip() + "\n"

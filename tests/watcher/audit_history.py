@@ -47,7 +47,12 @@ def series(
         if figures is not None:
             batch.append(
                 result(
-                    target, probe, kind=kind or probe, metrics=figures, labels=labels, at=at,
+                    target,
+                    probe,
+                    kind=kind or probe,
+                    metrics=figures,
+                    labels=labels,
+                    at=at,
                     status=status(day) if status else "ok",
                 )
             )
@@ -122,24 +127,84 @@ def populate_site(store: Store, config: object, *, end: datetime = NOW) -> None:
     series(store, "mail1", "load", load(1.4), end=end, seed=4)
     series(store, "db1", "load", load(0.8), end=end, seed=5)
     for target, seed in (("mail1", 6), ("db1", 7)):
-        series(store, target, "memory",
-               lambda day, rng: {"used_percent": 72 + 15 * ((day * 24) % 24 > 12) + rng.gauss(0, 2), "swap_used_percent": 3.0},
-               end=end, seed=seed)
-    series(store, "mail1", "mail_queue", lambda day, rng: {"queued": max(0.0, 4 + 1.5 * day + rng.gauss(0, 2)), "oldest_age_s": 900.0},
-           end=end, seed=8)
-    for directory, size, per_day in (("/var/mail", 30e9, 0.4e9), ("/var/log", 6e9, 0.2e9), ("/var/lib/mysql", 12e9, 0.0)):
-        series(store, "mail1", "du", lambda day, rng, s=size, g=per_day: {"size_bytes": s + g * day, "share_percent": 10.0},
-               labels={"path": "/var", "dir": directory}, every=timedelta(days=1), end=end)
-    series(store, "mdm", "agent_checkins",
-           lambda day, rng: {"devices_total": 480, "stale_devices": 24 + round(day), "stale_ratio": (24 + round(day)) / 480,
-                             "never_checked_in": 4},
-           labels={"scope": "fleet"}, every=timedelta(hours=1), end=end)
-    write(store, [result("mdm", "agent_checkins", labels={"scope": "fleet"}, at=end - timedelta(minutes=2),
-                         metrics={"devices_total": 480, "stale_devices": 54, "stale_ratio": 54 / 480, "never_checked_in": 4},
-                         evidence="54 of 480 devices have not checked in for 1d (stalest first):\n"
-                                  "  a91f  Sales tablet 7  never\n  77c2  <b>Front desk</b>  9 days ago")])
-    series(store, "site", "nightly-backup", lambda day, rng: {"late_s": 0.0}, kind="heartbeat", end=end,
-           status=lambda day: "fail" if 11 <= day < 11.2 or 26 <= day < 26.1 else "ok")
+        series(
+            store,
+            target,
+            "memory",
+            lambda day, rng: {
+                "used_percent": 72 + 15 * ((day * 24) % 24 > 12) + rng.gauss(0, 2),
+                "swap_used_percent": 3.0,
+            },
+            end=end,
+            seed=seed,
+        )
+    series(
+        store,
+        "mail1",
+        "mail_queue",
+        lambda day, rng: {
+            "queued": max(0.0, 4 + 1.5 * day + rng.gauss(0, 2)),
+            "oldest_age_s": 900.0,
+        },
+        end=end,
+        seed=8,
+    )
+    for directory, size, per_day in (
+        ("/var/mail", 30e9, 0.4e9),
+        ("/var/log", 6e9, 0.2e9),
+        ("/var/lib/mysql", 12e9, 0.0),
+    ):
+        series(
+            store,
+            "mail1",
+            "du",
+            lambda day, rng, s=size, g=per_day: {"size_bytes": s + g * day, "share_percent": 10.0},
+            labels={"path": "/var", "dir": directory},
+            every=timedelta(days=1),
+            end=end,
+        )
+    series(
+        store,
+        "mdm",
+        "agent_checkins",
+        lambda day, rng: {
+            "devices_total": 480,
+            "stale_devices": 24 + round(day),
+            "stale_ratio": (24 + round(day)) / 480,
+            "never_checked_in": 4,
+        },
+        labels={"scope": "fleet"},
+        every=timedelta(hours=1),
+        end=end,
+    )
+    write(
+        store,
+        [
+            result(
+                "mdm",
+                "agent_checkins",
+                labels={"scope": "fleet"},
+                at=end - timedelta(minutes=2),
+                metrics={
+                    "devices_total": 480,
+                    "stale_devices": 54,
+                    "stale_ratio": 54 / 480,
+                    "never_checked_in": 4,
+                },
+                evidence="54 of 480 devices have not checked in for 1d (stalest first):\n"
+                "  a91f  Sales tablet 7  never\n  77c2  <b>Front desk</b>  9 days ago",
+            )
+        ],
+    )
+    series(
+        store,
+        "site",
+        "nightly-backup",
+        lambda day, rng: {"late_s": 0.0},
+        kind="heartbeat",
+        end=end,
+        status=lambda day: "fail" if 11 <= day < 11.2 or 26 <= day < 26.1 else "ok",
+    )
     compact(store, end)
 
     clock = Clock(end - timedelta(days=6))
@@ -151,7 +216,18 @@ def populate_site(store: Store, config: object, *, end: datetime = NOW) -> None:
     ):
         at = end - offset
         for moment in (at - timedelta(minutes=2), at):
-            engine.process([result(target, probe, kind="http" if probe == "webmail" else probe, status="fail", message=message, at=moment)])
+            engine.process(
+                [
+                    result(
+                        target,
+                        probe,
+                        kind="http" if probe == "webmail" else probe,
+                        status="fail",
+                        message=message,
+                        at=moment,
+                    )
+                ]
+            )
         clock.now = at + timedelta(minutes=40)
         [incident] = [i for i in store.incidents(states=["open"]) if i.target == target]
         engine.acknowledge(incident.id, by="l2", source="cli")

@@ -41,7 +41,9 @@ FLAGS = (
 class PageReport:
     url: str
     requests: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # console errors, error log entries, exceptions
+    problems: list[str] = field(
+        default_factory=list
+    )  # console errors, error log entries, exceptions
     values: dict[str, Any] = field(default_factory=dict)  # answers to the expressions asked
     png: bytes = b""
     pdf: bytes = b""
@@ -74,7 +76,9 @@ class DevTools:
         self._next_id = 0
         self.events: list[dict[str, Any]] = []
 
-    def call(self, method: str, params: dict[str, Any] | None = None, session: str | None = None) -> dict[str, Any]:
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, session: str | None = None
+    ) -> dict[str, Any]:
         self._next_id += 1
         message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
         if session:
@@ -108,7 +112,11 @@ class DevTools:
             if ready:
                 chunk = os.read(self._from_browser, 1 << 20)
                 if not chunk:
-                    err = self.process.stderr.read().decode(errors="replace")[-2000:] if self.process.stderr else ""
+                    err = (
+                        self.process.stderr.read().decode(errors="replace")[-2000:]
+                        if self.process.stderr
+                        else ""
+                    )
                     raise RuntimeError(f"Chromium closed the pipe while waiting for {what}: {err}")
                 self._buffer += chunk
 
@@ -131,29 +139,49 @@ class DevTools:
             shutil.rmtree(self.profile, ignore_errors=True)
 
 
-def open_page(binary: str, path: Path, *, expressions: dict[str, str] | None = None, width: int = 1100) -> PageReport:
+def open_page(
+    binary: str, path: Path, *, expressions: dict[str, str] | None = None, width: int = 1100
+) -> PageReport:
     """Loads ``path`` and reports what it did. ``expressions``: name -> JavaScript to evaluate."""
     url = path.resolve().as_uri()
     report = PageReport(url)
     browser = DevTools(binary)
     try:
         target = browser.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})[
+            "sessionId"
+        ]
         for domain in ("Network", "Runtime", "Log", "Page"):
             browser.call(f"{domain}.enable", session=session)
-        browser.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session)
+        browser.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+            session,
+        )
         browser.call("Page.navigate", {"url": url}, session)
         browser.wait_for_event("Page.loadEventFired")
         for name, expression in (expressions or {}).items():
-            answer = browser.call("Runtime.evaluate", {"expression": expression, "returnByValue": True}, session)
+            answer = browser.call(
+                "Runtime.evaluate", {"expression": expression, "returnByValue": True}, session
+            )
             report.values[name] = answer.get("result", {}).get("value")
         metrics = browser.call("Page.getLayoutMetrics", session=session)
-        height = int(metrics.get("cssContentSize", metrics.get("contentSize", {})).get("height", 900))
-        browser.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session)
-        shot = browser.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session)
+        height = int(
+            metrics.get("cssContentSize", metrics.get("contentSize", {})).get("height", 900)
+        )
+        browser.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+            session,
+        )
+        shot = browser.call(
+            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session
+        )
         report.png = base64.b64decode(shot["data"])
         browser.call("Emulation.clearDeviceMetricsOverride", session=session)
-        pdf = browser.call("Page.printToPDF", {"printBackground": True, "preferCSSPageSize": True}, session)
+        pdf = browser.call(
+            "Page.printToPDF", {"printBackground": True, "preferCSSPageSize": True}, session
+        )
         report.pdf = base64.b64decode(pdf["data"])
         # one more round trip so that late events (a blocked load's report) are read
         browser.call("Runtime.evaluate", {"expression": "1"}, session)
@@ -165,7 +193,11 @@ def open_page(binary: str, path: Path, *, expressions: dict[str, str] | None = N
             report.requests.append(params["request"]["url"])
         elif method == "Log.entryAdded" and params["entry"]["level"] in ("error", "warning"):
             report.problems.append(f"log {params['entry']['level']}: {params['entry']['text']}")
-        elif method == "Runtime.consoleAPICalled" and params["type"] in ("error", "warning", "assert"):
+        elif method == "Runtime.consoleAPICalled" and params["type"] in (
+            "error",
+            "warning",
+            "assert",
+        ):
             report.problems.append(f"console {params['type']}: {params['args']}")
         elif method == "Runtime.exceptionThrown":
             report.problems.append(f"exception: {params['exceptionDetails']}")

@@ -61,8 +61,12 @@ def store(config: Config) -> Store:
     s.close()
 
 
-def _audit(store: Store, config: Config, *, days: float = 30, now: datetime = NOW, **kw: float) -> Audit:
-    return build_audit(store, config, since=timedelta(days=days), now=now, thresholds=Thresholds(**kw))
+def _audit(
+    store: Store, config: Config, *, days: float = 30, now: datetime = NOW, **kw: float
+) -> Audit:
+    return build_audit(
+        store, config, since=timedelta(days=days), now=now, thresholds=Thresholds(**kw)
+    )
 
 
 def _disk(audit: Audit, target: str, path: str):
@@ -77,7 +81,9 @@ def _linear(start: float, per_day: float, noise: float):
 # ------------------------------------------------------------------------ disks
 
 
-def test_a_disk_filling_linearly_with_noise_is_forecast_full_on_the_right_day(store: Store, config: Config) -> None:
+def test_a_disk_filling_linearly_with_noise_is_forecast_full_on_the_right_day(
+    store: Store, config: Config
+) -> None:
     # 60% growing half a point a day for 30 days, noise of 1.5 points: 75% now, full in 50 days
     series(store, "mail1", "disk", _linear(60, 0.5, 1.5), labels={"path": "/var"})
     compact(store)
@@ -116,12 +122,22 @@ def test_too_little_history_gives_a_note_instead_of_a_date(store: Store, config:
     series(store, "mail1", "disk", _linear(60, 5.0, 0.1), labels={"path": "/var"}, days=0.5)
     disk = _disk(_audit(store, config), "mail1", "/var")
     assert disk.forecast.at is None and disk.forecast.confidence == "none"
-    assert disk.forecast.note == "too little history to forecast (12 h of data; a forecast needs a day or more)"
+    assert (
+        disk.forecast.note
+        == "too little history to forecast (12 h of data; a forecast needs a day or more)"
+    )
 
 
 def test_noisy_growth_gives_a_note_instead_of_a_date(store: Store, config: Config) -> None:
     # a clear but small trend (0.2 a day) under hourly noise of 5 points: R² about 0.1
-    series(store, "mail1", "disk", _linear(50, 0.2, 5.0), labels={"path": "/var"}, every=timedelta(hours=1))
+    series(
+        store,
+        "mail1",
+        "disk",
+        _linear(50, 0.2, 5.0),
+        labels={"path": "/var"},
+        every=timedelta(hours=1),
+    )
     compact(store)
     disk = _disk(_audit(store, config), "mail1", "/var")
     assert disk.forecast.at is None
@@ -148,7 +164,9 @@ def test_a_disk_already_critical_is_a_critical_recommendation(store: Store, conf
     compact(store)
     audit = _audit(store, config)
     assert audit.recommendations[0].severity == "critical"
-    assert audit.recommendations[0].text == "/srv on fs1 is 97% full now: free space or grow it today"
+    assert (
+        audit.recommendations[0].text == "/srv on fs1 is 97% full now: free space or grow it today"
+    )
 
 
 def test_inodes_and_bytes_grow_beside_the_percentage(store: Store, config: Config) -> None:
@@ -167,14 +185,21 @@ def test_inodes_and_bytes_grow_beside_the_percentage(store: Store, config: Confi
     disk = _disk(audit, "mail1", "/var")
     assert disk.growth_bytes_per_week == pytest.approx(3.5e9, rel=0.01)
     assert disk.size_bytes == 100e9 and disk.free_bytes == pytest.approx(25e9, rel=0.01)
-    assert disk.inodes_forecast is not None and disk.inodes_forecast.days_left == pytest.approx(20, abs=0.5)
-    assert any(r.area == "inodes" and "runs out of inodes in about 20 days" in r.text for r in audit.recommendations)
+    assert disk.inodes_forecast is not None and disk.inodes_forecast.days_left == pytest.approx(
+        20, abs=0.5
+    )
+    assert any(
+        r.area == "inodes" and "runs out of inodes in about 20 days" in r.text
+        for r in audit.recommendations
+    )
 
 
 # ------------------------------------------------------------------------ load, memory, mail queue
 
 
-def test_load_and_memory_percentiles_and_hours_above_the_threshold(store: Store, config: Config) -> None:
+def test_load_and_memory_percentiles_and_hours_above_the_threshold(
+    store: Store, config: Config
+) -> None:
     # load per core 0.3, except 10:00-12:00 UTC on every third day (ten days, 20 h) at 1.5
     def load(day: float, rng) -> dict[str, float]:
         clock = day + 2.5 / 24  # the history starts at 02:30
@@ -182,25 +207,43 @@ def test_load_and_memory_percentiles_and_hours_above_the_threshold(store: Store,
         return {"load1": per_core * 4, "cores": 4, "load1_per_core": per_core}
 
     series(store, "db1", "load", load, every=timedelta(minutes=5))
-    series(store, "db1", "memory", lambda day, rng: {"used_percent": 70 + 20 * (day % 1), "swap_used_percent": 0.0})
+    series(
+        store,
+        "db1",
+        "memory",
+        lambda day, rng: {"used_percent": 70 + 20 * (day % 1), "swap_used_percent": 0.0},
+    )
     compact(store)
     audit = _audit(store, config)
     server = next(s for s in audit.servers if s.target == "db1")
     by_label = {u.label: u for u in server.usage}
     load_stats = by_label["load per core"].stats
     assert load_stats.hours_above == 20 and load_stats.hours == pytest.approx(720, abs=1)
-    assert load_stats.p50 == pytest.approx(0.3) and load_stats.p95 == pytest.approx(0.3) and load_stats.max == 1.5
+    assert (
+        load_stats.p50 == pytest.approx(0.3)
+        and load_stats.p95 == pytest.approx(0.3)
+        and load_stats.max == 1.5
+    )
     memory = by_label["memory used"].stats
     assert memory.p50 == pytest.approx(80, abs=1) and memory.p95 == pytest.approx(89, abs=1)
-    assert memory.max == pytest.approx(90, abs=0.5) and memory.hours_above == pytest.approx(0, abs=31)
+    assert memory.max == pytest.approx(90, abs=0.5) and memory.hours_above == pytest.approx(
+        0, abs=31
+    )
     assert by_label["swap used"].stats.max == 0
     rec = next(r for r in audit.recommendations if r.area == "load")
     assert rec.text == "db1 was overloaded for 20 h (3% of the period): load per core at or above 1"
     assert rec.severity == "medium"  # 1% to 5% of the time
 
 
-def test_a_growing_mail_queue_and_a_stuck_message_are_recommendations(store: Store, config: Config) -> None:
-    series(store, "mail1", "mail_queue", lambda day, rng: {"queued": 5 + 2 * day, "oldest_age_s": 600 + 86400 * max(0, day - 28)})
+def test_a_growing_mail_queue_and_a_stuck_message_are_recommendations(
+    store: Store, config: Config
+) -> None:
+    series(
+        store,
+        "mail1",
+        "mail_queue",
+        lambda day, rng: {"queued": 5 + 2 * day, "oldest_age_s": 600 + 86400 * max(0, day - 28)},
+    )
     compact(store)
     audit = _audit(store, config)
     server = next(s for s in audit.servers if s.target == "mail1")
@@ -216,19 +259,41 @@ def test_the_audit_tolerates_kinds_that_have_no_history(store: Store, config: Co
     audit = _audit(store, config)
     assert audit.recommendations == []
     assert {s.target for s in audit.servers} == {"mail1", "fs1"}  # configured disks, nothing yet
-    assert "no load history in this period: add a load probe to a target to see it here" in audit.notes
+    assert (
+        "no load history in this period: add a load probe to a target to see it here" in audit.notes
+    )
     json.loads(audit.to_json())
 
 
 # ------------------------------------------------------------------------ cleanup, fleet, heartbeats
 
 
-def test_du_results_give_the_largest_and_fastest_growing_directories(store: Store, config: Config) -> None:
-    sizes = {"/var/lib/mysql": (40e9, 0.0), "/var/log": (8e9, 1e9), "/var/spool/mail": (20e9, 0.1e9), "/var/cache": (1e9, 0)}
+def test_du_results_give_the_largest_and_fastest_growing_directories(
+    store: Store, config: Config
+) -> None:
+    sizes = {
+        "/var/lib/mysql": (40e9, 0.0),
+        "/var/log": (8e9, 1e9),
+        "/var/spool/mail": (20e9, 0.1e9),
+        "/var/cache": (1e9, 0),
+    }
     for directory, (size, per_day) in sizes.items():
-        series(store, "mail1", "du", lambda day, rng, s=size, g=per_day: {"size_bytes": s + g * day},
-               labels={"path": "/var", "dir": directory}, every=timedelta(days=1))
-    series(store, "mail1", "du", lambda day, rng: {"total_bytes": 100e9}, labels={"path": "/var"}, every=timedelta(days=1))
+        series(
+            store,
+            "mail1",
+            "du",
+            lambda day, rng, s=size, g=per_day: {"size_bytes": s + g * day},
+            labels={"path": "/var", "dir": directory},
+            every=timedelta(days=1),
+        )
+    series(
+        store,
+        "mail1",
+        "du",
+        lambda day, rng: {"total_bytes": 100e9},
+        labels={"path": "/var"},
+        every=timedelta(days=1),
+    )
     compact(store)
     server = next(s for s in _audit(store, config).servers if s.target == "mail1")
     largest = [(c.path, c.why) for c in server.cleanup]
@@ -239,7 +304,9 @@ def test_du_results_give_the_largest_and_fastest_growing_directories(store: Stor
         ("/var/cache", "largest"),
     ]
     log = next(c for c in server.cleanup if c.path == "/var/log")
-    assert log.growth_bytes_per_week == pytest.approx(7e9, rel=0.01) and log.size_bytes == pytest.approx(37e9, rel=0.01)
+    assert log.growth_bytes_per_week == pytest.approx(
+        7e9, rel=0.01
+    ) and log.size_bytes == pytest.approx(37e9, rel=0.01)
 
 
 def test_du_items_name_the_directory() -> None:
@@ -248,20 +315,37 @@ def test_du_items_name_the_directory() -> None:
     assert du_directory("/var") == "/var"
 
 
-def test_the_fleet_stale_ratio_trend_and_devices_never_checked_in(store: Store, config: Config) -> None:
+def test_the_fleet_stale_ratio_trend_and_devices_never_checked_in(
+    store: Store, config: Config
+) -> None:
     def fleet(day: float, rng) -> dict[str, float]:
         stale = round(10 + day)  # of 200: 5% at the start, 20% now
-        return {"devices_total": 200, "stale_devices": stale, "stale_ratio": stale / 200, "never_checked_in": 3}
+        return {
+            "devices_total": 200,
+            "stale_devices": stale,
+            "stale_ratio": stale / 200,
+            "never_checked_in": 3,
+        }
 
-    series(store, "mdm", "agent_checkins", fleet, labels={"scope": "fleet"}, every=timedelta(hours=1))
-    last = result("mdm", "agent_checkins", metrics=fleet(30, None), labels={"scope": "fleet"}, at=NOW - timedelta(minutes=1),
-                  evidence="40 of 200 devices have not checked in for 1d (stalest first):\n  d-17  Ravi's phone  never\n  d-3  Lab tablet  12 days ago")
+    series(
+        store, "mdm", "agent_checkins", fleet, labels={"scope": "fleet"}, every=timedelta(hours=1)
+    )
+    last = result(
+        "mdm",
+        "agent_checkins",
+        metrics=fleet(30, None),
+        labels={"scope": "fleet"},
+        at=NOW - timedelta(minutes=1),
+        evidence="40 of 200 devices have not checked in for 1d (stalest first):\n  d-17  Ravi's phone  never\n  d-3  Lab tablet  12 days ago",
+    )
     write(store, [last])
     compact(store)
     audit = _audit(store, config)
     [f] = audit.fleet
     assert (f.devices_total, f.stale_devices, f.never_checked_in) == (200, 40, 3)
-    assert f.ratio_first == pytest.approx(0.05, abs=0.01) and f.ratio_per_week == pytest.approx(0.035, abs=0.002)
+    assert f.ratio_first == pytest.approx(0.05, abs=0.01) and f.ratio_per_week == pytest.approx(
+        0.035, abs=0.002
+    )
     assert f.late == ["d-17  Ravi's phone  never", "d-3  Lab tablet  12 days ago"]
     texts = [r.text for r in audit.recommendations if r.area == "fleet"]
     assert texts == [
@@ -275,7 +359,14 @@ def test_missed_heartbeats_count_episodes_not_results(store: Store, config: Conf
     def late(day: float) -> str:
         return "fail" if 5 <= day < 5.125 or 20 <= day < 20.05 or day > 29.9 else "ok"
 
-    series(store, "site", "nightly-backup", lambda day, rng: {"late_s": 0.0}, kind="heartbeat", status=late)
+    series(
+        store,
+        "site",
+        "nightly-backup",
+        lambda day, rng: {"late_s": 0.0},
+        kind="heartbeat",
+        status=late,
+    )
     compact(store)
     [h] = _audit(store, config).heartbeats
     assert h.name == "nightly-backup" and h.missed == 3
@@ -292,7 +383,9 @@ def _at(day: int, hour: int, minute: int = 0) -> datetime:
 
 def _fail(engine: Engine, target: str, probe: str, at: datetime) -> None:
     for moment in (at - timedelta(minutes=2), at):  # the rules hold for 2 minutes
-        engine.process([result(target, probe, status="fail", message="connection refused", at=moment)])
+        engine.process(
+            [result(target, probe, status="fail", message="connection refused", at=moment)]
+        )
 
 
 def _incident(store: Store, target: str):
@@ -300,7 +393,9 @@ def _incident(store: Store, target: str):
     return incident
 
 
-def test_sla_compliance_mtta_and_mttr_against_hand_computed_values(store: Store, config: Config) -> None:
+def test_sla_compliance_mtta_and_mttr_against_hand_computed_values(
+    store: Store, config: Config
+) -> None:
     """Business hours 08:00-18:00 IST, Monday to Friday (the seed's support hours).
 
     A  P2 mail1 opened Fri 20 Nov 17:00: respond by Mon 11:00 (1 h Fri + 3 h Mon), acked Mon 10:30: met;
@@ -320,7 +415,10 @@ def test_sla_compliance_mtta_and_mttr_against_hand_computed_values(store: Store,
     for minute in (29, 30):
         engine.process([result("web2", "http", at=_at(22, 10, minute))])
     a, b, c = (_incident(store, t) for t in ("mail1", "db1", "web1"))
-    assert (a.response_due, a.resolve_due) == (_at(23, 11), _at(24, 17))  # the tracker agrees with the hand
+    assert (a.response_due, a.resolve_due) == (
+        _at(23, 11),
+        _at(24, 17),
+    )  # the tracker agrees with the hand
     assert (b.response_due, b.resolve_due) == (_at(23, 12), _at(24, 18))
     for incident, when in ((c, _at(21, 4)), (a, _at(23, 10, 30)), (b, _at(23, 12, 30))):
         clock.now = when
@@ -328,15 +426,29 @@ def test_sla_compliance_mtta_and_mttr_against_hand_computed_values(store: Store,
     for incident, when in ((c, _at(21, 8)), (a, _at(24, 16)), (b, _at(25, 9))):
         clock.now = when
         engine.resolve(incident.id, by="l2")
-    engine.process([result("fs1", "disk", metrics={"used_percent": 90}, labels={"path": "/srv"}, at=_at(25, 10))])
+    engine.process(
+        [
+            result(
+                "fs1", "disk", metrics={"used_percent": 90}, labels={"path": "/srv"}, at=_at(25, 10)
+            )
+        ]
+    )
 
     audit = _audit(store, config, days=7, now=_at(25, 14))
     inc = audit.incidents
     by = {p.priority: p for p in inc.by_priority}
     assert inc.opened == 5
     assert (by["P1"].opened, by["P2"].opened, by["P3"].opened, by["P4"].opened) == (2, 2, 1, 0)
-    assert (by["P1"].response.met, by["P1"].response.judged, by["P1"].response.percent) == (2, 2, 100.0)
-    assert (by["P1"].resolution.met, by["P1"].resolution.judged, by["P1"].resolution.percent) == (1, 2, 50.0)
+    assert (by["P1"].response.met, by["P1"].response.judged, by["P1"].response.percent) == (
+        2,
+        2,
+        100.0,
+    )
+    assert (by["P1"].resolution.met, by["P1"].resolution.judged, by["P1"].resolution.percent) == (
+        1,
+        2,
+        50.0,
+    )
     assert (by["P2"].response.percent, by["P2"].resolution.percent) == (50.0, 50.0)
     assert (by["P3"].response.running, by["P3"].resolution.running, by["P3"].open_now) == (1, 1, 1)
     assert by["P3"].response.percent is None
@@ -345,8 +457,15 @@ def test_sla_compliance_mtta_and_mttr_against_hand_computed_values(store: Store,
     assert by["P2"].mtta_s == 65.25 * hour and by["P2"].mttr_s == 102.25 * hour
     assert math.isclose(inc.mtta_s, (1 + 65.5 + 65) / 3 * hour)
     assert inc.mttr_s == 52.5 * hour
-    assert [(m["target"], m["missed"]) for m in inc.missed] == [("web1", ["resolution"]), ("db1", ["resolution", "response"])]
-    assert [(r.rule, r.incidents) for r in inc.noisiest] == [("http-down", 2), ("tcp-down", 2), ("disk-high", 1)]
+    assert [(m["target"], m["missed"]) for m in inc.missed] == [
+        ("web1", ["resolution"]),
+        ("db1", ["resolution", "response"]),
+    ]
+    assert [(r.rule, r.incidents) for r in inc.noisiest] == [
+        ("http-down", 2),
+        ("tcp-down", 2),
+        ("disk-high", 1),
+    ]
     sla = [(r.severity, r.text) for r in audit.recommendations if r.area == "sla"]
     assert sla == [
         ("critical", "P1 resolution SLA met for 50% of incidents (1 of 2); the target is 95%"),
@@ -372,9 +491,19 @@ def test_the_json_report_holds_the_same_figures(store: Store, config: Config) ->
     [mail1] = [s for s in data["servers"] if s["target"] == "mail1"]
     disk = mail1["disks"][0]
     figures = _disk(audit, "mail1", "/var")
-    assert disk["path"] == "/var" and disk["forecast"]["days_left"] == pytest.approx(figures.forecast.days_left, abs=1e-4)
-    assert abs(datetime.fromisoformat(disk["forecast"]["at"]) - figures.forecast.at) < timedelta(seconds=1)
+    assert disk["path"] == "/var" and disk["forecast"]["days_left"] == pytest.approx(
+        figures.forecast.days_left, abs=1e-4
+    )
+    assert abs(datetime.fromisoformat(disk["forecast"]["at"]) - figures.forecast.at) < timedelta(
+        seconds=1
+    )
     assert len(disk["history"]) == len(figures.history)
     assert data["recommendations"][0]["text"] == audit.recommendations[0].text
-    assert data["incidents"]["by_priority"][0]["response"] == {"met": 0, "missed": 0, "running": 0, "judged": 0, "percent": None}
+    assert data["incidents"]["by_priority"][0]["response"] == {
+        "met": 0,
+        "missed": 0,
+        "running": 0,
+        "judged": 0,
+        "percent": None,
+    }
     assert data["thresholds"]["disk_critical"] == 95.0

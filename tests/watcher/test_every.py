@@ -39,7 +39,9 @@ def test_a_weekly_slot_is_monday_morning_local_time() -> None:
         ("Monthly  15   8:00", _ist(23, 9), _ist(15, 8), datetime(2026, 10, 15, 8, tzinfo=IST)),
     ],
 )
-def test_schedules_people_write(text: str, now: datetime, last: datetime, previous: datetime) -> None:
+def test_schedules_people_write(
+    text: str, now: datetime, last: datetime, previous: datetime
+) -> None:
     every = parse_every(text)
     assert every.last_slot(now, IST) == last
     assert every.previous(last, IST) == previous

@@ -38,7 +38,9 @@ def test_an_exact_line_reaches_the_limit_when_the_arithmetic_says() -> None:
         ([50 + i / 24 / 1000 for i in range(240)], "not within 3 years at +0.007% a week"),
     ],
 )
-def test_no_date_when_the_figure_is_not_heading_for_the_limit(values: list[float], note: str) -> None:
+def test_no_date_when_the_figure_is_not_heading_for_the_limit(
+    values: list[float], note: str
+) -> None:
     hours = _hours(values)
     f = forecast(hours, 100.0, _now(hours), unit="%")
     assert (f.at, f.confidence, f.note) == (None, "none", note)
@@ -52,7 +54,9 @@ def test_a_figure_already_at_the_limit_is_full_now() -> None:
 
 def test_noise_alone_never_restarts_the_fit() -> None:
     rng = random.Random(3)
-    hours = _hours([50 + i / 48 + rng.gauss(0, 3) for i in range(30 * 24)])  # neighbours differ by up to 15
+    hours = _hours(
+        [50 + i / 48 + rng.gauss(0, 3) for i in range(30 * 24)]
+    )  # neighbours differ by up to 15
     f = forecast(hours, 100.0, _now(hours))
     assert f.reset == {}
     assert f.per_week == pytest.approx(3.5, abs=0.3)

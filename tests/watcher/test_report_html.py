@@ -44,7 +44,17 @@ def test_the_page_forbids_every_outside_load_and_names_no_address(html: str) -> 
     head = html[: html.index("</head>")]
     assert f'<meta http-equiv="Content-Security-Policy" content="{CSP}">' in head
     assert head.index("Content-Security-Policy") < head.index("<style>")
-    for pattern in (r"\bsrc\s*=", r"\bhref\s*=", r"url\(", r"@import", r"https?:", r"<script", r"<link", r"<iframe", r"<img"):
+    for pattern in (
+        r"\bsrc\s*=",
+        r"\bhref\s*=",
+        r"url\(",
+        r"@import",
+        r"https?:",
+        r"<script",
+        r"<link",
+        r"<iframe",
+        r"<img",
+    ):
         assert re.search(pattern, html, re.IGNORECASE) is None, pattern
 
 
@@ -55,7 +65,7 @@ def test_text_from_probes_and_incidents_is_shown_not_interpreted(html: str) -> N
 
 def test_the_charts_are_inline_svg_with_thresholds_and_forecasts(html: str) -> None:
     assert html.count("<svg ") == CHARTS
-    disk_chart = html[html.index('<figure class="disk-chart">', html.index('id="server-mail1"')):]
+    disk_chart = html[html.index('<figure class="disk-chart">', html.index('id="server-mail1"')) :]
     disk_chart = disk_chart[: disk_chart.index("</figure>")]
     assert disk_chart.count('class="threshold"') == 2 and "critical 95%" in disk_chart
     assert disk_chart.count('class="forecast"') == 1 and "/var 02 Dec" in disk_chart
@@ -64,8 +74,14 @@ def test_the_charts_are_inline_svg_with_thresholds_and_forecasts(html: str) -> N
 
 
 def test_the_page_starts_with_ranked_recommendations(html: str, site: Audit) -> None:
-    section = html[html.index('id="recommendations"'):html.index("</section>", html.index('id="recommendations"'))]
-    assert section.index("/var on mail1 full in about 9 days at the current rate") < section.index("was overloaded")
+    section = html[
+        html.index('id="recommendations"') : html.index(
+            "</section>", html.index('id="recommendations"')
+        )
+    ]
+    assert section.index("/var on mail1 full in about 9 days at the current rate") < section.index(
+        "was overloaded"
+    )
     assert section.count("<li>") == len(site.recommendations)
 
 
@@ -73,7 +89,11 @@ def test_the_markdown_carries_the_same_recommendations_and_tables(site: Audit) -
     text = render_markdown(site)
     assert text.startswith("# Server and usage audit: acme-pune\n")
     assert "2. **HIGH** /var on mail1 full in about 9 days at the current rate" in text
-    assert re.search(r"^\| mail1 \| /var \| 91% \| 9\.01 GB \| \+7\.00 pts \| 02 Dec 2026 \(in 9 d\) \|", text, re.MULTILINE)
+    assert re.search(
+        r"^\| mail1 \| /var \| 91% \| 9\.01 GB \| \+7\.00 pts \| 02 Dec 2026 \(in 9 d\) \|",
+        text,
+        re.MULTILINE,
+    )
     assert "| P1 Urgent | 2 | 2 | 0 | 100% (2/2) | 0% (0/2) | 40m | 5h |" in text
 
 
@@ -90,7 +110,9 @@ QUESTIONS = {
 
 
 @pytest.mark.slow
-def test_chromium_draws_the_report_without_errors_or_outside_requests(html: str, site: Audit, tmp_path: Path) -> None:
+def test_chromium_draws_the_report_without_errors_or_outside_requests(
+    html: str, site: Audit, tmp_path: Path
+) -> None:
     chromium = require_binary("chromium")
     page = tmp_path / "audit.html"
     page.write_text(html, encoding="utf-8")
@@ -113,7 +135,9 @@ def test_chromium_draws_the_report_without_errors_or_outside_requests(html: str,
 
 
 @pytest.mark.slow
-def test_the_browser_check_would_catch_an_outside_request(html: str, tmp_path: Path, http_server) -> None:
+def test_the_browser_check_would_catch_an_outside_request(
+    html: str, tmp_path: Path, http_server
+) -> None:
     """The control: the same check sees a request the page should not make, and the
     page's policy is what keeps it from leaving."""
     chromium = require_binary("chromium")
@@ -126,7 +150,9 @@ def test_the_browser_check_would_catch_an_outside_request(html: str, tmp_path: P
     assert any("Content Security Policy" in p for p in report.problems)
     assert http_server.requests_for("/pixel.png") == []
     unguarded = tmp_path / "unguarded.html"
-    unguarded.write_text(re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", injected), encoding="utf-8")
+    unguarded.write_text(
+        re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", injected), encoding="utf-8"
+    )
     report = open_page(chromium, unguarded)
     assert outside in report.requests
     assert len(http_server.requests_for("/pixel.png")) == 1

@@ -21,14 +21,18 @@ def _write(store: Store, results: list) -> None:
         store.save_results(db, results)
 
 
-def _disk_history(store: Store, days: float, every: timedelta, *, start_value: float = 50.0, per_day: float = 1.0) -> None:
+def _disk_history(
+    store: Store, days: float, every: timedelta, *, start_value: float = 50.0, per_day: float = 1.0
+) -> None:
     """``days`` of a disk filling at ``per_day`` points a day, one result every ``every``."""
     start = NOW - timedelta(days=days)
     at = start
     batch = []
     while at < NOW:
         value = start_value + per_day * (at - start).total_seconds() / 86400
-        batch.append(result("mail1", "disk", metrics={"used_percent": value}, labels={"path": "/var"}, at=at))
+        batch.append(
+            result("mail1", "disk", metrics={"used_percent": value}, labels={"path": "/var"}, at=at)
+        )
         at += every
     _write(store, batch)
 
@@ -43,7 +47,13 @@ def store(tmp_path: Path) -> Store:
 def test_it_rolls_raw_results_into_hourly_summaries_with_mean_min_and_max(store: Store) -> None:
     base = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
     values = [10.0, 20.0, 30.0, 40.0]
-    _write(store, [result("db", "load", metrics={"load1": v}, at=base + timedelta(minutes=15 * i)) for i, v in enumerate(values)])
+    _write(
+        store,
+        [
+            result("db", "load", metrics={"load1": v}, at=base + timedelta(minutes=15 * i))
+            for i, v in enumerate(values)
+        ],
+    )
     store.compact(base + timedelta(days=3), raw=RAW, hourly=HOURLY, daily=DAILY)
     points = store.series("db", "load", "load1", base - timedelta(days=1), base + timedelta(days=1))
     assert points == [Point(base, 25.0, 10.0, 40.0, "", 4, 3600.0)]
@@ -53,7 +63,13 @@ def test_it_rolls_raw_results_into_hourly_summaries_with_mean_min_and_max(store:
 def test_up_is_rolled_as_the_share_of_ok_results(store: Store) -> None:
     base = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
     statuses = ["ok", "fail", "ok", "error"]
-    _write(store, [result("db", "tcp", status=s, at=base + timedelta(minutes=10 * i)) for i, s in enumerate(statuses)])
+    _write(
+        store,
+        [
+            result("db", "tcp", status=s, at=base + timedelta(minutes=10 * i))
+            for i, s in enumerate(statuses)
+        ],
+    )
     store.compact(base + timedelta(days=3), raw=RAW, hourly=HOURLY, daily=DAILY)
     [point] = store.series("db", "tcp", "_up", base, base + timedelta(hours=1))
     assert (point.mean, point.n, point.lo, point.hi) == (0.5, 4, 0.0, 1.0)
@@ -62,7 +78,9 @@ def test_up_is_rolled_as_the_share_of_ok_results(store: Store) -> None:
 def test_a_series_uses_raw_then_hourly_then_daily_without_overlap(store: Store) -> None:
     _disk_history(store, days=120, every=timedelta(minutes=30))
     store.compact(NOW, raw=RAW, hourly=HOURLY, daily=DAILY)
-    points = store.series("mail1", "disk", "used_percent", NOW - timedelta(days=200), NOW + timedelta(hours=1))
+    points = store.series(
+        "mail1", "disk", "used_percent", NOW - timedelta(days=200), NOW + timedelta(hours=1)
+    )
     spans = [p.span for p in points]
     # oldest first: daily summaries, then hourly, then raw results; each block contiguous
     assert spans == sorted(spans, reverse=True)
@@ -89,7 +107,9 @@ def test_retention_drops_raw_hourly_and_daily_data_past_their_age(store: Store) 
     assert NOW.timestamp() - oldest_raw <= 86400
     hourly = store.query("SELECT min(bucket) FROM rollup WHERE resolution=3600")[0][0]
     assert NOW.timestamp() - hourly <= 10 * 86400
-    daily = store.query("SELECT min(bucket), count(*) FROM rollup WHERE resolution=86400 AND metric='_up'")[0]
+    daily = store.query(
+        "SELECT min(bucket), count(*) FROM rollup WHERE resolution=86400 AND metric='_up'"
+    )[0]
     assert NOW.timestamp() - daily[0] <= 30 * 86400 and daily[1] <= 31
 
 
@@ -119,7 +139,9 @@ def test_compaction_is_idempotent_and_resumes_from_where_it_stopped(store: Store
         store.compact(NOW - timedelta(hours=48 - hours), raw=RAW, hourly=HOURLY, daily=DAILY)
     store.compact(NOW, raw=RAW, hourly=HOURLY, daily=DAILY)
     store.compact(NOW, raw=RAW, hourly=HOURLY, daily=DAILY)
-    rows = store.query("SELECT bucket, n FROM rollup WHERE resolution=3600 AND metric='used_percent' ORDER BY bucket")
+    rows = store.query(
+        "SELECT bucket, n FROM rollup WHERE resolution=3600 AND metric='used_percent' ORDER BY bucket"
+    )
     assert rows[0]["n"] == 3  # the history starts at half past
     assert all(r["n"] == 6 for r in rows[1:])
     buckets = [r["bucket"] for r in rows]
@@ -128,9 +150,23 @@ def test_compaction_is_idempotent_and_resumes_from_where_it_stopped(store: Store
     assert [r["n"] for r in daily][1:-1] == [144] * (len(daily) - 2)
 
 
-def test_the_catalog_remembers_which_kind_wrote_a_series_after_raw_results_are_gone(store: Store) -> None:
+def test_the_catalog_remembers_which_kind_wrote_a_series_after_raw_results_are_gone(
+    store: Store,
+) -> None:
     old = NOW - timedelta(days=20)
-    _write(store, [result("mail1", "root-disk", kind="disk", metrics={"used_percent": 5}, labels={"path": "/"}, at=old)])
+    _write(
+        store,
+        [
+            result(
+                "mail1",
+                "root-disk",
+                kind="disk",
+                metrics={"used_percent": 5},
+                labels={"path": "/"},
+                at=old,
+            )
+        ],
+    )
     store.compact(NOW, raw=RAW, hourly=HOURLY, daily=DAILY)
     with store.transaction() as db:
         db.execute("DELETE FROM latest")
@@ -152,12 +188,21 @@ def test_the_history_stays_bounded_over_months_of_results(tmp_path: Path) -> Non
     store = Store(tmp_path / "months.db")
     start = datetime(2025, 1, 1, tzinfo=UTC)
     sizes = {}
-    retention = {"raw": timedelta(days=2), "hourly": timedelta(days=30), "daily": timedelta(days=365)}
+    retention = {
+        "raw": timedelta(days=2),
+        "hourly": timedelta(days=30),
+        "daily": timedelta(days=365),
+    }
     for day in range(120):
         day_start = start + timedelta(days=day)
         batch = [
-            result(f"srv{n}", "disk", metrics={"used_percent": 50 + day * 0.1, "free_bytes": 1e9}, labels={"path": "/"},
-                   at=day_start + timedelta(minutes=10 * i))
+            result(
+                f"srv{n}",
+                "disk",
+                metrics={"used_percent": 50 + day * 0.1, "free_bytes": 1e9},
+                labels={"path": "/"},
+                at=day_start + timedelta(minutes=10 * i),
+            )
             for i in range(144)
             for n in range(10)
         ]
@@ -184,7 +229,9 @@ def test_raw_results_can_come_summarised_per_hour_like_the_rollups(store: Store)
     assert sum(p.n for p in summed) == sum(p.n for p in fine)
     # the hour raw results and rollups both cover ends at the same place
     first_raw = next(p for p in fine if p.span == 0)
-    assert [p.at for p in summed if p.at >= first_raw.at.replace(minute=0)][0] == first_raw.at.replace(minute=0)
+    assert [p.at for p in summed if p.at >= first_raw.at.replace(minute=0)][
+        0
+    ] == first_raw.at.replace(minute=0)
     by_hour = {p.at: p.mean for p in summed}
     for p in fine:
         if p.span == 3600:
