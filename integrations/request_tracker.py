@@ -78,7 +78,7 @@ class RequestTrackerIntegration(Integration):
             self._session.auth = (self.config.user, self.config.password.reveal())
         self._session.headers["Content-Type"] = "application/json"
         self._api = f"{self.config.url}/REST/2.0"
-        self._warned_field = False
+        self._checked_field = False
 
     def _call(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
         response = call(self._session, method, self._api + path, f"RT {self.name}: {what}", **kwargs)
@@ -109,18 +109,19 @@ class RequestTrackerIntegration(Integration):
         return TicketRef(id=ticket_id, url=self._url(ticket_id))
 
     def _check_fingerprint(self, ticket_id: str, fingerprint: str) -> None:
-        """Says loudly, once, when RT dropped the fingerprint: without it a restarted
-        watcher cannot find the ticket again. Never fails the delivery (a retry would
-        open a second ticket)."""
-        if self._warned_field:
+        """Reads the first ticket back and says loudly when RT dropped the fingerprint:
+        without it a restarted watcher cannot find the ticket again. Never fails the
+        delivery (a retry would open a second ticket)."""
+        if self._checked_field:
             return
         try:
-            if self.fingerprint_of(ticket_id) == fingerprint:
-                return
+            stored = self.fingerprint_of(ticket_id)
         except Exception as exc:  # the ticket exists; a failed check must not undo that
             log.debug("RT %s: could not read back ticket %s: %s", self.name, ticket_id, exc)
             return
-        self._warned_field = True
+        self._checked_field = True
+        if stored == fingerprint:
+            return
         log.error(
             "RT %s: ticket %s has no %r value: apply that custom field to queue %r, or a watcher"
             " restarted mid-delivery may open a duplicate ticket",

@@ -422,3 +422,16 @@ def test_the_running_daemon_polls_rt_and_takes_the_acknowledgement(tmp_path: Pat
     finally:
         store.close()
         assert daemon.stop() == 0
+
+
+def test_a_custom_field_rt_does_not_apply_is_reported_loudly(
+    tmp_path: Path, request_tracker: RequestTracker, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = make_site(tmp_path, request_tracker, fingerprint_field="No Such Field")
+    try:
+        s.smtp_refused()
+        s.deliver()
+        assert [r.state for r in s.store.outbox()] == ["done"]  # the ticket is there, never opened twice
+        assert any("has no 'No Such Field' value" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+    finally:
+        s.close()
