@@ -659,7 +659,8 @@ def _overall(audit: Audit, which: str) -> float | None:
 def render_html(audit: Audit) -> str:
     """The whole report as one HTML document."""
     tz = ZoneInfo(audit.timezone)
-    period = f"{_when(audit.start, tz)} to {_when(audit.end, tz)}"
+    short = audit.end - audit.start < timedelta(days=2)  # then the hours matter
+    period = f"{_when(audit.start, tz, short)} to {_when(audit.end, tz, short)}"
     body = [
         f"<header><h1>Server and usage audit: {escape(audit.site)}</h1>",
         f'<p class="meta">{escape(period)} ({escape(audit.period_text)}), generated {_when(audit.generated_at, tz, True)} '

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from watcher.audit import Audit, format_bytes
@@ -21,8 +21,10 @@ def _table(header: list[str], rows: list[list[object]]) -> list[str]:
     return out + [""]
 
 
-def _day(moment: datetime | None, tz: ZoneInfo) -> str:
-    return "-" if moment is None else moment.astimezone(tz).strftime("%d %b %Y")
+def _day(moment: datetime | None, tz: ZoneInfo, with_time: bool = False) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone(tz).strftime("%d %b %Y %H:%M" if with_time else "%d %b %Y")
 
 
 def _pct(value: float | None) -> str:
@@ -43,10 +45,11 @@ def _num(value: float | None, unit: str = "") -> str:
 
 def render_markdown(audit: Audit) -> str:
     tz = ZoneInfo(audit.timezone)
+    short = audit.end - audit.start < timedelta(days=2)  # then the hours matter
     lines = [
         f"# Server and usage audit: {audit.site}",
         "",
-        f"{_day(audit.start, tz)} to {_day(audit.end, tz)} ({audit.period_text}), {audit.timezone}",
+        f"{_day(audit.start, tz, short)} to {_day(audit.end, tz, short)} ({audit.period_text}), {audit.timezone}",
         "",
         "## Recommendations",
         "",
