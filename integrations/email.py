@@ -108,7 +108,7 @@ class EmailIntegration(Integration):
     # --- paging -------------------------------------------------------------------
     def page(self, page: PageContent) -> str | None:
         subject = page.subject if self.config.emergency_tag in page.subject else f"{self.config.emergency_tag} {page.subject}"
-        return self._send(subject, page.text or page.body, page)
+        return self._send(subject, page.body, page)  # the body starts with this action's note
 
     def page_resolve(self, page: PageContent) -> None:
         self._send(f"[Resolved] {page.subject}", page.text or "Recovered.", page)
