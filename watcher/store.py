@@ -147,6 +147,20 @@ MIGRATIONS: list[str] = [
         failures INTEGER NOT NULL DEFAULT 0
     );
     """,
+    # 4: maintenance windows added with `watcher maintenance add` or the HTTP API
+    # (watcher/maintenance.py); removed ones stay, stamped, for the record
+    """
+    CREATE TABLE IF NOT EXISTS maintenance (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        removed_at TEXT,
+        removed_by TEXT
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
