@@ -13,8 +13,16 @@ import imaplib
 import time
 from typing import ClassVar
 
-from probes.base import Outcome, Probe, ProbeContext
-from probes.mailbase import MailConfig, connection_failure, days_left, judge_common, tls_context
+from probes.base import Outcome, ProbeContext
+from probes.mailbase import (
+    MailboxProbe,
+    MailConfig,
+    connection_failure,
+    days_left,
+    quote,
+    text_of,
+    tls_context,
+)
 
 __all__ = ["ImapProbe", "ImapConfig"]
 
@@ -25,7 +33,7 @@ class ImapConfig(MailConfig):
     mailbox: str = "INBOX"
 
 
-class ImapProbe(Probe):
+class ImapProbe(MailboxProbe):
     kind = "imap"
     Config = ImapConfig
     metrics: ClassVar[frozenset[str]] = frozenset(
@@ -33,40 +41,8 @@ class ImapProbe(Probe):
     )
     config: ImapConfig
 
-    def check(self, ctx: ProbeContext) -> Outcome:
-        cfg = self.config
-        host, port = cfg.where(ctx)
-        where = f"{host}:{port}"
-        metrics: dict[str, float] = {}
-        transcript: list[str] = []
-        started = time.perf_counter()
-        outcome = self._session(ctx, host, port, metrics, transcript)
-        metrics["latency_s"] = time.perf_counter() - started
-        if outcome.reason in ("cert_expired", "cert_untrusted"):
-            days = self._days_without_verifying(ctx, host, port)
-            if days is not None:
-                metrics["cert_days_left"] = days
-        evidence = "\n".join(transcript)
-        if outcome.status != "ok":
-            return Outcome(outcome.status, outcome.message, metrics, {}, evidence, outcome.reason)
-        failures = judge_common(cfg, metrics)
-        if failures:
-            return Outcome.fail(
-                "; ".join(m for _, m in failures),
-                metrics=metrics,
-                evidence=evidence,
-                reason=failures[0][0],
-            )
-        detail = (
-            f", {int(metrics['messages'])} messages in {cfg.mailbox}"
-            if "messages" in metrics
-            else ""
-        )
-        return Outcome.ok(
-            f"{where} answered in {metrics['latency_s'] * 1000:.0f} ms{detail}",
-            metrics=metrics,
-            evidence=evidence,
-        )
+    def _detail(self, metrics: dict[str, float]) -> str:
+        return f", {int(metrics['messages'])} messages in {self.config.mailbox}" if "messages" in metrics else ""
 
     def _connect(
         self, ctx: ProbeContext, host: str, port: int, *, verify: bool | None = None
@@ -96,7 +72,7 @@ class ImapProbe(Probe):
             return connection_failure(exc, where, ctx.timeout, step)
         try:
             metrics["connect_s"] = time.perf_counter() - t0
-            transcript.append(f"<<< {_text(imap.welcome)}")
+            transcript.append(f"<<< {text_of(imap.welcome)}")
             if cfg.tls:
                 metrics["tls_s"] = metrics["connect_s"]
             if cfg.starttls:
@@ -120,24 +96,24 @@ class ImapProbe(Probe):
             except imaplib.IMAP4.abort:
                 raise
             except imaplib.IMAP4.error as exc:
-                transcript.append(f">>> LOGIN {cfg.user}\n<<< NO {_text(exc)}")
+                transcript.append(f">>> LOGIN {cfg.user}\n<<< NO {text_of(exc)}")
                 return Outcome.error(
-                    f"{where} refused the login of {cfg.user}: {_text(exc)}", reason="auth"
+                    f"{where} refused the login of {cfg.user}: {text_of(exc)}", reason="auth"
                 )
             metrics["login_s"] = time.perf_counter() - t2
             transcript.append(f">>> LOGIN {cfg.user}\n<<< OK")
             step = "SELECT"
             t3 = time.perf_counter()
-            status, data = imap.select(_quote(cfg.mailbox), readonly=True)
+            status, data = imap.select(quote(cfg.mailbox), readonly=True)
             if status != "OK":
                 return Outcome.error(
-                    f"{where} has no mailbox {cfg.mailbox!r} for {cfg.user}: {_text(data[0])}",
+                    f"{where} has no mailbox {cfg.mailbox!r} for {cfg.user}: {text_of(data[0])}",
                     reason="mailbox",
                 )
             metrics["select_s"] = time.perf_counter() - t3
-            if data and data[0] and _text(data[0]).isdigit():
-                metrics["messages"] = int(_text(data[0]))
-            transcript.append(f">>> SELECT {cfg.mailbox}\n<<< OK {_text(data[0])} messages")
+            if data and data[0] and text_of(data[0]).isdigit():
+                metrics["messages"] = int(text_of(data[0]))
+            transcript.append(f">>> SELECT {cfg.mailbox}\n<<< OK {text_of(data[0])} messages")
             return Outcome.ok()
         except (OSError, imaplib.IMAP4.error) as exc:
             return connection_failure(exc, where, ctx.timeout, step)
@@ -162,13 +138,3 @@ class ImapProbe(Probe):
                 imap.logout()
 
 
-def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace").strip()
-    if isinstance(value, BaseException) and value.args:
-        return _text(value.args[0])
-    return str(value).strip()

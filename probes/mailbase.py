@@ -12,18 +12,20 @@ from __future__ import annotations
 import smtplib
 import socket
 import ssl
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from pydantic import field_validator, model_validator
 
-from probes.base import Outcome, ProbeConfig, ProbeContext
+from probes.base import Outcome, Probe, ProbeConfig, ProbeContext
 from probes.http import cert_days_left
 from watcher.durations import parse_duration
 from watcher.secret import Secret
 
 __all__ = [
     "CERT_REASONS",
+    "MailboxProbe",
     "MailConfig",
     "cert_failure",
     "connection_failure",
@@ -166,3 +168,65 @@ def judge_common(cfg: MailConfig, metrics: dict[str, float]) -> list[tuple[str, 
             ("slow", f"answered in {latency:.2f}s, over {cfg.max_latency.total_seconds():g}s")
         )
     return failures
+
+
+def text_of(value: object) -> str:
+    """A server's reply or an exception's first argument as one clean string."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace").strip()
+    if isinstance(value, BaseException) and value.args:
+        return text_of(value.args[0])
+    return str(value).strip()
+
+
+def quote(text: str) -> str:
+    """An IMAP quoted string."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class MailboxProbe(Probe):
+    """``imap`` and ``pop3``: one session, then the verdicts both share.
+
+    Subclasses give ``_session`` (connect, TLS, login, look at the mailbox, filling
+    ``metrics`` and ``transcript``), ``_days_without_verifying`` (a second handshake that
+    sends nothing, to date a certificate verification refused) and ``_detail``.
+    """
+
+    config: MailConfig
+
+    def check(self, ctx: ProbeContext) -> Outcome:
+        cfg = self.config
+        host, port = cfg.where(ctx)
+        metrics: dict[str, float] = {}
+        transcript: list[str] = []
+        started = time.perf_counter()
+        outcome = self._session(ctx, host, port, metrics, transcript)
+        metrics["latency_s"] = time.perf_counter() - started
+        if outcome.reason in ("cert_expired", "cert_untrusted"):
+            days = self._days_without_verifying(ctx, host, port)
+            if days is not None:
+                metrics["cert_days_left"] = days
+        evidence = "\n".join(transcript)
+        if outcome.status != "ok":
+            return Outcome(outcome.status, outcome.message, metrics, {}, evidence, outcome.reason)
+        failures = judge_common(cfg, metrics)
+        if failures:
+            return Outcome.fail(
+                "; ".join(m for _, m in failures), metrics=metrics, evidence=evidence, reason=failures[0][0]
+            )
+        return Outcome.ok(
+            f"{host}:{port} answered in {metrics['latency_s'] * 1000:.0f} ms{self._detail(metrics)}",
+            metrics=metrics,
+            evidence=evidence,
+        )
+
+    def _session(
+        self, ctx: ProbeContext, host: str, port: int, metrics: dict[str, float], transcript: list[str]
+    ) -> Outcome:
+        raise NotImplementedError
+
+    def _days_without_verifying(self, ctx: ProbeContext, host: str, port: int) -> float | None:
+        raise NotImplementedError
+
+    def _detail(self, metrics: dict[str, float]) -> str:
+        return f", {int(metrics['messages'])} messages" if "messages" in metrics else ""

@@ -13,8 +13,15 @@ import poplib
 import time
 from typing import ClassVar
 
-from probes.base import Outcome, Probe, ProbeContext
-from probes.mailbase import MailConfig, connection_failure, days_left, judge_common, tls_context
+from probes.base import Outcome, ProbeContext
+from probes.mailbase import (
+    MailboxProbe,
+    MailConfig,
+    connection_failure,
+    days_left,
+    text_of,
+    tls_context,
+)
 
 __all__ = ["Pop3Probe", "Pop3Config"]
 
@@ -23,7 +30,7 @@ class Pop3Config(MailConfig):
     default_ports: ClassVar[tuple[int, int]] = (110, 995)
 
 
-class Pop3Probe(Probe):
+class Pop3Probe(MailboxProbe):
     kind = "pop3"
     Config = Pop3Config
     metrics: ClassVar[frozenset[str]] = frozenset(
@@ -39,37 +46,6 @@ class Pop3Probe(Probe):
         }
     )
     config: Pop3Config
-
-    def check(self, ctx: ProbeContext) -> Outcome:
-        cfg = self.config
-        host, port = cfg.where(ctx)
-        where = f"{host}:{port}"
-        metrics: dict[str, float] = {}
-        transcript: list[str] = []
-        started = time.perf_counter()
-        outcome = self._session(ctx, host, port, metrics, transcript)
-        metrics["latency_s"] = time.perf_counter() - started
-        if outcome.reason in ("cert_expired", "cert_untrusted"):
-            days = self._days_without_verifying(ctx, host, port)
-            if days is not None:
-                metrics["cert_days_left"] = days
-        evidence = "\n".join(transcript)
-        if outcome.status != "ok":
-            return Outcome(outcome.status, outcome.message, metrics, {}, evidence, outcome.reason)
-        failures = judge_common(cfg, metrics)
-        if failures:
-            return Outcome.fail(
-                "; ".join(m for _, m in failures),
-                metrics=metrics,
-                evidence=evidence,
-                reason=failures[0][0],
-            )
-        detail = f", {int(metrics['messages'])} messages" if "messages" in metrics else ""
-        return Outcome.ok(
-            f"{where} answered in {metrics['latency_s'] * 1000:.0f} ms{detail}",
-            metrics=metrics,
-            evidence=evidence,
-        )
 
     def _connect(
         self, ctx: ProbeContext, host: str, port: int, *, verify: bool | None = None
@@ -99,7 +75,7 @@ class Pop3Probe(Probe):
             return connection_failure(exc, where, ctx.timeout, step)
         try:
             metrics["connect_s"] = time.perf_counter() - t0
-            transcript.append(f"<<< {_text(pop.getwelcome())}")
+            transcript.append(f"<<< {text_of(pop.getwelcome())}")
             if cfg.tls:
                 metrics["tls_s"] = metrics["connect_s"]
             if cfg.starttls:
@@ -121,9 +97,9 @@ class Pop3Probe(Probe):
                 pop.user(cfg.user)
                 pop.pass_(cfg.password.reveal())
             except poplib.error_proto as exc:
-                transcript.append(f">>> USER {cfg.user} / PASS\n<<< {_text(exc)}")
+                transcript.append(f">>> USER {cfg.user} / PASS\n<<< {text_of(exc)}")
                 return Outcome.error(
-                    f"{where} refused the login of {cfg.user}: {_text(exc)}", reason="auth"
+                    f"{where} refused the login of {cfg.user}: {text_of(exc)}", reason="auth"
                 )
             metrics["login_s"] = time.perf_counter() - t2
             transcript.append(f">>> USER {cfg.user} / PASS\n<<< +OK")
@@ -163,10 +139,3 @@ def _quietly_quit(pop: poplib.POP3) -> None:
         with contextlib.suppress(OSError):
             pop.close()
 
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace").strip()
-    if isinstance(value, BaseException) and value.args:
-        return _text(value.args[0])
-    return str(value).strip()

@@ -34,6 +34,8 @@ from probes.mailbase import (
     connection_failure,
     days_left,
     judge_common,
+    quote,
+    text_of,
     tls_context,
 )
 from watcher.durations import parse_duration
@@ -236,7 +238,7 @@ class SmtpProbe(Probe):
             try:
                 code, banner = client.connect(host, port)
             except smtplib.SMTPConnectError as exc:
-                text = _text(exc.smtp_error)
+                text = text_of(exc.smtp_error)
                 transcript.append(f"<<< {exc.smtp_code} {text}")
                 raise _Stop(
                     Outcome.fail(f"{where} greeted with {exc.smtp_code} {text}", reason="banner")
@@ -247,11 +249,11 @@ class SmtpProbe(Probe):
             if cfg.tls:
                 metrics["tls_s"] = metrics["banner_s"]
                 self._cert_days(client, metrics)
-            transcript.append(f"<<< {code} {_text(banner)}")
-            if cfg.banner is not None and not _search(cfg.banner, _text(banner)):
+            transcript.append(f"<<< {code} {text_of(banner)}")
+            if cfg.banner is not None and not _search(cfg.banner, text_of(banner)):
                 raise _Stop(
                     Outcome.fail(
-                        f"banner {_text(banner)!r} does not match /{cfg.banner}/", reason="banner"
+                        f"banner {text_of(banner)!r} does not match /{cfg.banner}/", reason="banner"
                     )
                 )
             features = self._ehlo(client, where, self._wait(ctx), metrics, transcript)
@@ -306,16 +308,16 @@ class SmtpProbe(Probe):
         try:
             code, reply = client.ehlo()
             if code != 250:
-                transcript.append(f"<<< EHLO {code} {_text(reply)}")
+                transcript.append(f"<<< EHLO {code} {text_of(reply)}")
                 code, reply = client.helo()
         except (OSError, smtplib.SMTPException) as exc:
             raise _Stop(connection_failure(exc, where, timeout, "EHLO")) from None
         metrics["ehlo_s"] = metrics.get("ehlo_s", 0.0) + time.perf_counter() - t0
-        transcript.append(f">>> EHLO\n<<< {code} " + _text(reply).replace("\n", "\n<<< "))
+        transcript.append(f">>> EHLO\n<<< {code} " + text_of(reply).replace("\n", "\n<<< "))
         if code != 250:
             raise _Stop(
                 Outcome.fail(
-                    f"{where} refused EHLO and HELO: {code} {_text(reply)}", reason="protocol"
+                    f"{where} refused EHLO and HELO: {code} {text_of(reply)}", reason="protocol"
                 )
             )
         return dict(client.esmtp_features)
@@ -334,10 +336,10 @@ class SmtpProbe(Probe):
         try:
             client.login(cfg.user, cfg.password.reveal())
         except smtplib.SMTPAuthenticationError as exc:
-            transcript.append(f">>> AUTH ({cfg.user})\n<<< {exc.smtp_code} {_text(exc.smtp_error)}")
+            transcript.append(f">>> AUTH ({cfg.user})\n<<< {exc.smtp_code} {text_of(exc.smtp_error)}")
             raise _Stop(
                 Outcome.error(
-                    f"{where} refused the login of {cfg.user}: {exc.smtp_code} {_text(exc.smtp_error)}",
+                    f"{where} refused the login of {cfg.user}: {exc.smtp_code} {text_of(exc.smtp_error)}",
                     reason="auth",
                 )
             ) from None
@@ -403,14 +405,14 @@ class SmtpProbe(Probe):
             code, text = next(iter(exc.recipients.values()))
             raise _Stop(
                 Outcome.fail(
-                    f"{where} refused the probe mail to {rt.to}: {code} {_text(text)}",
+                    f"{where} refused the probe mail to {rt.to}: {code} {text_of(text)}",
                     reason="roundtrip",
                 )
             ) from None
         except smtplib.SMTPResponseException as exc:
             raise _Stop(
                 Outcome.fail(
-                    f"{where} refused the probe mail: {exc.smtp_code} {_text(exc.smtp_error)}",
+                    f"{where} refused the probe mail: {exc.smtp_code} {text_of(exc.smtp_error)}",
                     reason="roundtrip",
                 )
             ) from None
@@ -469,11 +471,11 @@ class SmtpProbe(Probe):
                 imap.login(user, password)
             except imaplib.IMAP4.error as exc:
                 return Outcome.error(
-                    f"cannot confirm delivery: {where} refused the login of {user}: {_text(exc.args[0] if exc.args else exc)}",
+                    f"cannot confirm delivery: {where} refused the login of {user}: {text_of(exc.args[0] if exc.args else exc)}",
                     metrics=metrics,
                     reason="auth",
                 )
-            status, _ = imap.select(_quote(box.mailbox))
+            status, _ = imap.select(quote(box.mailbox))
             if status != "OK":
                 return Outcome.error(
                     f"cannot confirm delivery: no mailbox {box.mailbox!r} at {where}",
@@ -516,7 +518,7 @@ class SmtpProbe(Probe):
 
 
 def _search_tag(imap: imaplib.IMAP4, text: str) -> list[bytes]:
-    status, data = imap.search(None, "HEADER", TAG_HEADER, _quote(text))
+    status, data = imap.search(None, "HEADER", TAG_HEADER, quote(text))
     if status != "OK" or not data or not data[0]:
         return []
     return data[0].split()
@@ -528,14 +530,6 @@ def _delete(imap: imaplib.IMAP4, numbers: list[bytes]) -> None:
         imap.expunge()
 
 
-def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace").strip()
-    return str(value).strip()
 
 
 def _search(pattern: str, text: str) -> bool:
