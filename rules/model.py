@@ -40,6 +40,7 @@ class PriorityPolicy(BaseModel):
     page: bool = False
     repage_every: OptionalDuration = None
     remind_every: OptionalDuration = None
+    remind_max: int = Field(default=3, ge=0)
     escalate: bool = True
 
 

@@ -37,6 +37,9 @@ from rules.condition import RESULT_FIELDS
 from rules.engine import RuleSet
 from rules.model import TEMPLATE_BASE_FIELDS, Rule, RulePack, template_fields
 from watcher.durations import parse_duration
+from watcher.flapping import FlappingConfig
+from watcher.maintenance import MaintenanceConfig
+from watcher.outage import OutageConfig
 from watcher.secret import Secret
 from watcher.sla import WEEKDAYS, BusinessCalendar
 from watcher.yamlsource import (
@@ -476,6 +479,9 @@ class WatcherConfig(Model):
     audits: list[AuditSchedule] = []
     targets: list[Target] = []
     checkins: list[Checkin] = []
+    maintenance: list[MaintenanceConfig] = []
+    outages: list[OutageConfig] = []
+    flapping: FlappingConfig = FlappingConfig()
 
     @field_validator("site")
     @classmethod
@@ -600,6 +606,7 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     issues.extend(_check_audits(model, located))
     ruleset, rule_issues = _merge_rules(model, packs)
     issues.extend(rule_issues)
+    issues.extend(_check_alert_quality(model, located, ruleset))
     if issues:
         raise ConfigError(issues)
     return Config(file=file, model=model, rules=ruleset, rule_files=rule_files)
@@ -715,6 +722,75 @@ def _check_targets(model: WatcherConfig, located: Located) -> list[ConfigIssue]:
                 )
             )
     return issues
+
+
+def _check_alert_quality(model: WatcherConfig, located: Located, ruleset: RuleSet) -> list[ConfigIssue]:
+    """depends_on without loops; outages and maintenance windows that name real things."""
+    from watcher.maintenance import check_windows
+
+    issues = []
+    targets = {t.name: t for t in model.targets}
+    graph = {t.name: [d.split("/", 1)[0] for d in t.depends_on if d.split("/", 1)[0] in targets] for t in model.targets}
+    reported: set[frozenset[str]] = set()
+    for index, target in enumerate(model.targets):
+        loop = _loop_through(target.name, graph)
+        if loop and frozenset(loop) not in reported:
+            reported.add(frozenset(loop))
+            path = ("targets", index, "depends_on")
+            issues.append(
+                ConfigIssue(located.mark(path), format_path(path), "depends_on loops: " + " -> ".join(loop), "a parent cannot depend on its own child")
+            )
+    all_targets = {t.name: t for t in model.targets}
+    for checkin in model.checkins:
+        all_targets.setdefault(checkin.result_target, checkin.as_target())
+    outage_names: set[str] = set()
+    for index, spec in enumerate(model.outages):
+        here = ("outages", index)
+        if spec.name in all_targets or spec.name in outage_names:
+            what = "a target" if spec.name in all_targets else "another outage"
+            issues.append(ConfigIssue(located.mark((*here, "name")), format_path((*here, "name")), f"{what} is also named {spec.name!r}", "give the outage its own name"))
+        outage_names.add(spec.name)
+        if spec.priority not in ruleset.priorities:
+            issues.append(
+                ConfigIssue(
+                    located.mark((*here, "priority")),
+                    format_path((*here, "priority")),
+                    f"priority {spec.priority} is not defined by any rule pack",
+                    "defined: " + ", ".join(sorted(ruleset.priorities)),
+                )
+            )
+        members = [
+            name for name, t in all_targets.items()
+            if (not spec.targets or any(_glob(p, name) for p in spec.targets)) and all(t.labels.get(k) == v for k, v in spec.labels.items())
+        ]
+        if len(members) < 2:
+            issues.append(
+                ConfigIssue(
+                    located.mark(here),
+                    format_path(here),
+                    f"outage {spec.name!r} groups {len(members)} target{'s' if len(members) != 1 else ''}; it needs at least 2",
+                    "check its labels: and targets: against the targets' labels",
+                )
+            )
+    for index, key, problem, hint in check_windows(model.maintenance, all_targets, outage_names):
+        path = ("maintenance", index, key)
+        issues.append(ConfigIssue(located.mark(path), format_path(path), problem, hint))
+    return issues
+
+
+def _loop_through(start: str, graph: Mapping[str, list[str]]) -> list[str] | None:
+    """The chain start -> ... -> start through depends_on, if there is one."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        node, path = stack.pop()
+        for parent in graph.get(node, []):
+            if parent == start:
+                return [*path, start]
+            if parent not in seen:
+                seen.add(parent)
+                stack.append((parent, [*path, parent]))
+    return None
 
 
 def _check_via(model: WatcherConfig, target: Target, located: Located, path: tuple[Any, ...]) -> list[ConfigIssue]:

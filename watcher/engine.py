@@ -23,6 +23,7 @@ from watcher.escalation import ESCALATION_ROUTE
 from watcher.incident import Action, Incident, fingerprint_of
 from watcher.render import ticket_content
 from watcher.store import Store
+from watcher.suppression import Suppressor
 from watcher.tracker import Policy, Step
 
 __all__ = ["Engine", "utcnow"]
@@ -50,8 +51,11 @@ class Engine:
         self._to_wake: set[str] = set()
         self._tickers: list[Callable[[datetime], Sequence[Result]]] = []
         self._latest: dict[tuple[str, str, str], Result] = {r.key: r for r in store.latest()}
+        # dependencies, outages, maintenance windows: who is held back (watcher/suppression.py)
+        self.suppressor = Suppressor(store)
         self.configure(config)
         self._incidents: dict[str, Incident] = store.working_set(self.policy.reopen_within, clock())
+        self.suppressor.seed(self._latest.values(), self._incidents.values())
 
     def configure(self, config: Config) -> None:
         """Takes a new config (also on reload); incidents and history carry over."""
@@ -67,7 +71,9 @@ class Engine:
                 escalation_chain=tuple(
                     f"{c.name} ({c.role})" if c.name and c.role else c.label for c in m.contacts.escalation
                 ),
+                flapping=m.flapping.settings(),
             )
+            self.suppressor.configure(config)
             self.targets = config.targets
             self.routes: dict[str, list[str]] = {"tickets": [], "paging": [], "escalation": []}
             for role, kind, cfg in m.integrations.entries():
@@ -89,7 +95,12 @@ class Engine:
             return steps
         with self._lock, self._write() as db:
             self.store.save_results(db, results)
-            for result in results:
+            now = self.clock()
+            gate = self.suppressor
+            gate.saw(results)
+            gate.begin(now)
+            grouping: list[str] = []
+            for result in gate.order(results):
                 self._latest[result.key] = result
                 target = self.targets.get(result.target)
                 if target is None:
@@ -100,8 +111,9 @@ class Engine:
                     groups.setdefault(evaluation.group, []).append(evaluation)
                 for group, group_evaluations in groups.items():
                     fingerprint = fingerprint_of(self.config.site, result.target, group)
+                    incident = self._incidents.get(fingerprint)
                     step = tracker.observe(
-                        self._incidents.get(fingerprint),
+                        incident,
                         result,
                         group_evaluations,
                         self.policy,
@@ -109,9 +121,29 @@ class Engine:
                         host=target.host,
                         labels=target.labels,
                         runbook=target.runbook,
+                        quiet=gate.quiet(result.target, incident, self._incidents, now, settling=True),
                     )
                     self._apply(db, step, result.at)
                     steps.append(step)
+                    if step.incident is not None and step.incident.suppressed == "grouping":
+                        grouping.append(fingerprint)
+            steps.extend(self._settle_outages(db, grouping, now))
+        return steps
+
+    def _settle_outages(self, db: sqlite3.Connection, grouping: Sequence[str], now: datetime) -> list[Step]:
+        """After a batch: the outages assessed from what it opened, then the members it
+        held back for that linked to their outage, or released to notify on their own."""
+        gate = self.suppressor
+        steps = gate.outage_steps(self._incidents, self.policy, now)
+        for step in steps:
+            self._apply(db, step, now)
+        for fingerprint in dict.fromkeys(grouping):
+            incident = self._incidents.get(fingerprint)
+            if incident is None or incident.suppressed != "grouping":
+                continue
+            step = tracker.review(incident, self.policy, now, gate.quiet(incident.target, incident, self._incidents, now))
+            self._apply(db, step, now)
+            steps.append(step)
         return steps
 
     def latest(self) -> list[Result]:
@@ -135,12 +167,19 @@ class Engine:
                 log.exception("ticker %r failed", ticker)
         steps = self.process(due)
         with self._lock:
+            gate = self.suppressor
+            gate.begin(now)
+            outage_steps = gate.outage_steps(self._incidents, self.policy, now)
             active = [i for i in self._incidents.values() if i.active]
-            if not active:
+            if not active and not outage_steps:
                 return steps
             with self._write() as db:
-                for incident in active:
-                    step = tracker.tick(incident, self.policy, now)
+                for step in outage_steps:
+                    self._apply(db, step, now)
+                    steps.append(step)
+                for incident in [i for i in self._incidents.values() if i.active]:
+                    quiet = gate.quiet(incident.target, incident, self._incidents, now)
+                    step = tracker.tick(incident, self.policy, now, quiet)
                     self._apply(db, step, now)
                     steps.append(step)
         return steps

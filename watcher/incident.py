@@ -69,6 +69,9 @@ _TIMES = (
     "last_comment_at",
     "updated_at",
     "priority_since",
+    "suppressed_since",
+    "notified_at",
+    "reminded_at",
 )
 
 
@@ -120,6 +123,23 @@ class Incident:
     breaches: list[str] = field(default_factory=list)
     flags: dict[str, Any] = field(default_factory=dict)
     updated_at: datetime | None = None
+    # Alert quality (watcher/suppression.py, watcher/outage.py): notifications held back
+    # while a window, a parent or an outage explains the problem; what was told and when.
+    notified: bool = True  # False: this opening (or reopening) is still owed to people
+    notified_at: datetime | None = None
+    suppressed: str | None = None  # maintenance, parent, outage or grouping; None: notifications flow
+    suppressed_why: str = ""
+    suppressed_since: datetime | None = None
+    linked_to: int | None = None  # the incident standing for this one (its parent's or its outage's)
+    link: str | None = None  # "parent" or "outage"
+    flapping: bool = False
+    flap_history: list[int] = field(default_factory=list)  # 1 failing, 0 ok; newest last
+    flap_noted: bool = False
+    reminders: int = 0
+    reminded_at: datetime | None = None
+    members: list[str] = field(default_factory=list)  # an outage: its failing targets
+    notified_members: list[str] = field(default_factory=list)
+    total_members: int = 0
 
     @property
     def active(self) -> bool:
@@ -154,5 +174,7 @@ def public_view(incident: Incident) -> dict[str, Any]:
         "rule", "rules", "summary", "message", "reason", "labels", "runbook", "first_seen", "last_seen",
         "opened_at", "acknowledged_at", "acknowledged_by", "resolved_at", "response_due", "resolve_due",
         "occurrences", "reopen_count", "ticketed", "paged", "page_count", "escalation", "breaches", "flags",
+        "suppressed", "suppressed_why", "suppressed_since", "linked_to", "link", "flapping", "reminders",
+        "members", "total_members",
     )
     return {k: data[k] for k in keep}

@@ -215,7 +215,8 @@ def test_without_escalation_contacts_breaches_are_still_noted(tmp_path: Path, ht
         site.advance(hours=5)
         site.tick()
         assert [e for e in site.events() if e in ("breach", "escalated")] == ["breach", "breach"]
-        assert [r.action for r in site.store.outbox()] == ["open"]
+        # no escalation went out; the one comment is the P1 reminder (remind_every 30m)
+        assert [(r.action, r.payload["text"][:10]) for r in site.store.outbox()] == [("open", ""), ("comment", "Reminder 1")]
     finally:
         site.close()
 
