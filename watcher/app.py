@@ -42,6 +42,7 @@ __all__ = ["App", "build_jobs", "build_integrations", "StateLocked", "configure_
 log = logging.getLogger("watcher")
 
 TICK_EVERY = 5.0
+BATCH_WINDOW = 0.1
 COMPACT_EVERY = 3600.0
 
 
@@ -176,8 +177,11 @@ class ResultSink:
             batch: list[Result] = []
             try:
                 batch.extend(self.queue.get(timeout=0.5))
-                while len(batch) < 2000:
-                    batch.extend(self.queue.get_nowait())
+                # What arrives within BATCH_WINDOW joins the batch: one transaction for many
+                # results (at 500 checks/s, one per result was ~400 commits a second).
+                gather_until = time.monotonic() + BATCH_WINDOW
+                while len(batch) < 2000 and (left := gather_until - time.monotonic()) > 0:
+                    batch.extend(self.queue.get(timeout=left))
             except queue.Empty:
                 pass
             try:

@@ -1,8 +1,8 @@
 """Prometheus metrics for /metrics. The registry is passed in, so tests build their own.
 
-Probe values are exported by a collector that reads the latest results at scrape time,
-rather than by updating a gauge per result: per-result work stays off the hot path, and
-a target removed from the config stops being exported without any bookkeeping.
+Probe values are written at scrape time from the latest results, rather than by updating
+a gauge per result: per-result work stays off the hot path, and a target removed from the
+config stops being exported without any bookkeeping.
 Labels stay low-cardinality: target, probe, item and metric names, never free text.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from probes.base import Result
 
@@ -25,30 +26,66 @@ _NAME = re.compile(r"[^a-zA-Z0-9_]")
 disable_created_metrics()
 
 
-class _ResultsCollector(Collector):
+_HEADERS = {
+    "watcher_probe_success": "1 if the latest check was ok",
+    "watcher_probe_status": "Latest status: 0 ok, 1 fail, 2 error",
+    "watcher_probe_duration_seconds": "How long the latest check took",
+    "watcher_probe_value": "Metrics of the latest check",
+}
+_STATUS_CODE = {"ok": "0.0", "fail": "1.0", "error": "2.0"}
+_SUCCESS = {"ok": "1.0", "fail": "0.0", "error": "0.0"}
+
+
+def _label_value(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+
+
+class _ResultsExposition:
+    """Writes the probe families as exposition text, straight from the latest results.
+
+    The same text prometheus_client would write (labels sorted by name, Go float format),
+    without its per-sample objects and escaping: with 30,000 checks that path took seconds
+    of CPU per scrape. Each check's label text is built once and kept while it exists.
+    """
+
     def __init__(self, latest: Callable[[], Iterable[Result]]) -> None:
         self._latest = latest
+        self._labels: dict[tuple[str, str, str], tuple[str, str]] = {}
+        self._names: dict[str, str] = {}
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        success = GaugeMetricFamily("watcher_probe_success", "1 if the latest check was ok", labels=["target", "probe", "item"])
-        status = GaugeMetricFamily(
-            "watcher_probe_status", "Latest status: 0 ok, 1 fail, 2 error", labels=["target", "probe", "item"]
-        )
-        duration = GaugeMetricFamily(
-            "watcher_probe_duration_seconds", "How long the latest check took", labels=["target", "probe", "item"]
-        )
-        values = GaugeMetricFamily(
-            "watcher_probe_value", "Metrics of the latest check", labels=["target", "probe", "item", "metric"]
-        )
-        code = {"ok": 0, "fail": 1, "error": 2}
+    def render(self) -> bytes:
+        success: list[str] = []
+        status: list[str] = []
+        duration: list[str] = []
+        values: list[str] = []
+        known, seen = self._labels, {}
+        names = self._names
+        go = floatToGoString
         for r in self._latest():
-            labels = [r.target, r.probe, r.item]
-            success.add_metric(labels, 1.0 if r.status == "ok" else 0.0)
-            status.add_metric(labels, code[r.status])
-            duration.add_metric(labels, r.duration_s)
+            key = (r.target, r.probe, r.item)
+            parts = known.get(key)
+            if parts is None:
+                # sorted label names: item, (metric,) probe, target
+                parts = (f'item="{_label_value(key[2])}"', f'probe="{_label_value(r.probe)}",target="{_label_value(r.target)}"')
+            seen[key] = parts
+            item, rest = parts
+            success.append(f"watcher_probe_success{{{item},{rest}}} {_SUCCESS[r.status]}\n")
+            status.append(f"watcher_probe_status{{{item},{rest}}} {_STATUS_CODE[r.status]}\n")
+            duration.append(f"watcher_probe_duration_seconds{{{item},{rest}}} {go(r.duration_s)}\n")
             for name, value in r.metrics.items():
-                values.add_metric([*labels, _NAME.sub("_", name)], value)
-        return [success, status, duration, values]
+                label = names.get(name)
+                if label is None:
+                    label = names[name] = _label_value(_NAME.sub("_", name))
+                values.append(f'watcher_probe_value{{{item},metric="{label}",{rest}}} {go(value)}\n')
+        self._labels = seen  # checks gone from the config are forgotten with their results
+        # One family at a time to bytes, its lines dropped as it goes: the text runs to
+        # tens of MB at 30,000 checks, and a copy less is that much less peak memory.
+        chunks = []
+        for family, lines in zip(_HEADERS, (success, status, duration, values), strict=True):
+            chunks.append(f"# HELP {family} {_HEADERS[family]}\n# TYPE {family} gauge\n".encode())
+            chunks.append("".join(lines).encode())
+            lines.clear()
+        return b"".join(chunks)
 
 
 class _StateCollector(Collector):
@@ -97,9 +134,10 @@ class Metrics:
             registry=r,
         )
         self.config_reloads = Counter("watcher_config_reloads", "Config reloads", ["outcome"], registry=r)
+        self._results: _ResultsExposition | None = None
 
     def watch_results(self, latest: Callable[[], Iterable[Result]]) -> None:
-        self.registry.register(_ResultsCollector(latest))
+        self._results = _ResultsExposition(latest)
 
     def watch_state(self, incidents: Callable[[], Mapping[str, int]], outbox: Callable[[], Mapping[str, int]]) -> None:
         self.registry.register(_StateCollector(incidents, outbox))
@@ -107,6 +145,9 @@ class Metrics:
     def exposition(self) -> bytes:
         from prometheus_client import generate_latest
 
-        return generate_latest(self.registry)
+        text = generate_latest(self.registry)
+        if self._results is None:
+            return text
+        return b"".join((text, self._results.render()))
 
 

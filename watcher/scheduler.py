@@ -1,22 +1,26 @@
 """Runs every (target, probe) at its interval on a bounded pool of worker threads.
 
-``schedule`` keeps the timetable; a job whose previous run is still going is skipped,
-not started twice; a run that overruns its hard timeout is reported as an ``error``
-result by the watchdog (its late result, if it ever comes, is dropped).
+The timetable is a heap of (due, job) on the monotonic clock: finding what is due costs
+O(log n) per check, whatever the number of checks (the ``schedule`` library this replaced
+scanned every job twice per loop, about 17 ms per loop at 30,000 checks). Turns keep a
+fixed rate (each is one interval after the previous one was due, not after it ran), so a
+busy moment does not shift a check's phase for good. A job whose previous run is still
+going is skipped, not started twice; a run that overruns its hard timeout is reported as
+an ``error`` result by the watchdog (its late result, if it ever comes, is dropped).
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
+import math
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-
-import schedule
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from probes.base import Probe, ProbeContext, Result, run_probe
 from watcher.config import ProbeSpec, Target
@@ -28,9 +32,11 @@ log = logging.getLogger("watcher.scheduler")
 
 # A probe gets its own timeout for the work; past this much more, the watchdog speaks.
 HARD_TIMEOUT_GRACE = 2.0
+# The longest the loop sleeps: how soon it notices a stop, and how often the watchdog looks.
+MAX_SLEEP = 0.25
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Job:
     target: Target
     spec: ProbeSpec
@@ -39,10 +45,10 @@ class Job:
     interval: float
     timeout: float
     running: bool = False
-    started: float = 0.0
+    started: float = 0.0  # monotonic time it was handed to the pool
     run_number: int = 0
     overran: int = -1  # the run_number the watchdog reported, so its late result is dropped
-    handle: schedule.Job | None = field(default=None, repr=False)
+    due: float = 0.0  # monotonic time of its next turn
 
     @property
     def name(self) -> str:
@@ -66,7 +72,8 @@ class Scheduler:
         self.jitter = jitter
         self.clock = clock
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe")
-        self._timetable = schedule.Scheduler()
+        self._timetable: list[tuple[float, int, Job]] = []
+        self._running: set[Job] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -75,12 +82,12 @@ class Scheduler:
     # ------------------------------------------------------------------- running
 
     def start(self) -> None:
-        now = datetime.now()
-        for job in self.jobs:
-            job.handle = self._timetable.every(job.interval).seconds.do(self._due, job)
+        now = time.monotonic()
+        for number, job in enumerate(self.jobs):
             # Spread first runs over one interval so checks do not all fire together.
-            offset = random.uniform(0, job.interval) if self.jitter else 0.0
-            job.handle.next_run = now + timedelta(seconds=offset)
+            job.due = now + (random.uniform(0, job.interval) if self.jitter else 0.0)
+            self._timetable.append((job.due, number, job))
+        heapq.heapify(self._timetable)
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self._thread.start()
 
@@ -97,20 +104,27 @@ class Scheduler:
         return bool(self._thread and self._thread.is_alive()) and time.monotonic() - self.last_loop < 30
 
     def _loop(self) -> None:
+        timetable = self._timetable
+        next_watchdog = 0.0
         while not self._stop.is_set():
-            self.last_loop = time.monotonic()
+            now = time.monotonic()
+            self.last_loop = now
             try:
-                self._timetable.run_pending()
-                self._watchdog()
+                while timetable and timetable[0][0] <= now:
+                    due, number, job = timetable[0]
+                    self._due(job, due)
+                    job.due = _next_turn(due, job.interval, now)
+                    heapq.heapreplace(timetable, (job.due, number, job))
+                if now >= next_watchdog:
+                    next_watchdog = now + MAX_SLEEP
+                    self._watchdog(now)
             except Exception:  # the timetable must keep running whatever one job does
                 log.exception("scheduler loop error")
-            idle = self._timetable.idle_seconds
-            self._stop.wait(0.5 if idle is None else min(max(idle, 0.005), 0.5))
+            idle = timetable[0][0] - time.monotonic() if timetable else MAX_SLEEP
+            if idle > 0:
+                self._stop.wait(min(idle, MAX_SLEEP))
 
-    def _due(self, job: Job) -> None:
-        if job.handle is not None and job.handle.next_run is not None:
-            lag = (datetime.now() - job.handle.next_run).total_seconds()
-            self.metrics.scheduler_lag.observe(max(0.0, lag))
+    def _due(self, job: Job, due: float) -> None:
         with self._lock:
             if job.running:
                 self.metrics.scheduler_skipped.inc()
@@ -119,14 +133,18 @@ class Scheduler:
             job.running = True
             job.started = time.monotonic()
             job.run_number += 1
-        self._pool.submit(self._run, job, job.run_number)
+            self._running.add(job)
+        self._pool.submit(self._run, job, job.run_number, due)
 
-    def _run(self, job: Job, number: int) -> None:
+    def _run(self, job: Job, number: int, due: float) -> None:
+        # Lag is counted to the moment the check really starts, waiting for a worker included.
+        self.metrics.scheduler_lag.observe(max(0.0, time.monotonic() - due))
         try:
             results = run_probe(job.probe, job.ctx, job.spec.id, clock=self.clock)
         finally:
             with self._lock:
                 job.running = False
+                self._running.discard(job)
                 late = job.overran == number
         if late:
             log.info("%s finished after its hard timeout; its result was already reported", job.name)
@@ -135,11 +153,10 @@ class Scheduler:
             self.metrics.probe_runs.labels(r.kind, r.status).inc()
         self.on_results(results)
 
-    def _watchdog(self) -> None:
-        now = time.monotonic()
+    def _watchdog(self, now: float) -> None:
         overdue = []
         with self._lock:
-            for job in self.jobs:
+            for job in self._running:
                 if job.running and job.overran != job.run_number and now - job.started > job.timeout + HARD_TIMEOUT_GRACE:
                     job.overran = job.run_number
                     overdue.append(job)
@@ -178,3 +195,12 @@ class Scheduler:
             else:
                 results.append(self._overran_result(job, longest))
         return results
+
+
+def _next_turn(due: float, interval: float, now: float) -> float:
+    """One interval after ``due``; turns already missed entirely are skipped, keeping the phase."""
+    interval = max(interval, 0.001)
+    following = due + interval
+    if following > now:
+        return following
+    return due + interval * math.ceil((now - due) / interval + 1e-9)
