@@ -120,7 +120,12 @@ def assess(
     """Opens, updates or resolves the outage's incident from its members' failures."""
     active = incident is not None and incident.active
     if not active:
-        recent = [t for t, f in failing.items() if now - f.since <= spec.window]
+        # failures that began within the window, and after the outage last ended: an
+        # outage someone resolved by hand does not come back for the same failures
+        cutoff = now - spec.window
+        if incident is not None and incident.resolved_at is not None:
+            cutoff = max(cutoff, incident.resolved_at)
+        recent = [t for t, f in failing.items() if f.since >= cutoff]
         if not spec.triggered(len(recent), total):
             return Step(incident)
         if incident is not None and incident.resolved_at is not None and now - incident.resolved_at <= policy.reopen_within:

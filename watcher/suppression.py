@@ -185,8 +185,7 @@ class Suppressor:
         labels = self.labels.get(target, {})
         covering = self.maintenance.covering(target, labels, now, self._active_windows)
         if covering is not None:
-            window, end = covering
-            return Suppression("maintenance", f"maintenance {window.name!r} until {end.isoformat(timespec='minutes')}")
+            return _in_maintenance(*covering)
         unheard = incident is None or incident.state == "pending" or not incident.notified
         for parent, probe in self.parents.get(target, ()):
             name = parent + (f"/{probe}" if probe else "")
@@ -223,8 +222,7 @@ class Suppressor:
                 own = max(covered, key=lambda c: c[1])  # type: ignore[arg-type, return-value]
         if own is None:
             return None
-        window, end = own
-        return Suppression("maintenance", f"maintenance {window.name!r} until {end.isoformat(timespec='minutes')}")
+        return _in_maintenance(*own)
 
     def _explained(self, target: str) -> bool:
         return any(self.down(parent, probe) for parent, probe in self.parents.get(target, ()))
@@ -272,6 +270,10 @@ class Suppressor:
             if step.changed:
                 steps.append(step)
         return steps
+
+
+def _in_maintenance(window: Any, end: datetime) -> Suppression:
+    return Suppression("maintenance", f"maintenance {window.name!r} until {end.astimezone(window.tz):%Y-%m-%d %H:%M %Z}")
 
 
 def _seconds(delta: timedelta) -> str:
