@@ -4,11 +4,19 @@ exists in a real Request Tracker 5, minus the rule's hold.
 ``watcher run`` (a real daemon process) checks ``--reps`` web targets on a local HTTP
 server every ``--interval``; the rule ``http-down`` is given a hold of ``--hold``. For each
 repetition, in turn, one target's path starts answering 500 and the bench polls RT's
-REST 2 (``GET /REST/2.0/tickets?query=CF.{Watcher Fingerprint}='...'``, every 50 ms)
-until the ticket is there. Each row splits the time: the wait for the next check
-(``detect``, up to one interval), the hold, and from the hold being met (the result that
-met it was stamped when its check started) to the ticket existing in RT, which is
-watcher's own work (engine, outbox, RT's search and create) plus the poll.
+REST 2 (``GET /REST/2.0/tickets?query=CF.{Watcher Fingerprint}='...'``, 100 ms after the
+previous answer) until the ticket is there. Each row splits the time: the wait for the
+next check (up to one interval), the hold as it was met (checks fall on the interval, so
+up to one interval more than the rule's), and from the hold being met (the check that met
+it, stamped when it started) to the ticket existing in RT: watcher's own work (engine,
+outbox, RT's fingerprint search and create).
+
+The ticket exists once RT has answered the create (201; the daemon stores the answer in
+its state file, whose row the bench reads; for the first ticket only, after reading it
+back once) or once the poll finds it, whichever comes first. The poll alone would add up
+to one poll: each RT search takes about a quarter of a second of RT's time (measured and
+printed), so "total to the poll" is an upper bound; both are shown, the target is judged
+on the first.
 
     .venv/bin/python bench/ticket_bench.py [--reps 10] [--hold 5] [--interval 0.25]
 
@@ -35,7 +43,7 @@ from tests.servers.httpd import HTTPTestServer  # noqa: E402
 from tests.servers.rt import RT_SERVER, RequestTracker  # noqa: E402
 from watcher.incident import fingerprint_of  # noqa: E402
 
-POLL = 0.05
+POLL = 0.1
 
 
 @dataclass
@@ -44,11 +52,22 @@ class Rep:
     failed_at: float  # epoch seconds: the server starts answering 500
     first_fail_at: float  # the first failing check started
     opened_at: float  # the incident opened (the hold was met): the check that met it started
-    delivered_at: float  # watcher recorded RT's answer to the create
-    seen_at: float  # the bench found the ticket in RT
+    delivered_at: float  # RT answered the create (the ticket exists); the daemon stored it
+    seen_at: float  # the bench's poll of RT REST 2 found the ticket
+    polls: list[float]  # how long each poll took RT to answer
+
+    @property
+    def exists_at(self) -> float:
+        """The earliest proof that the ticket exists: RT's answer to the create as the daemon
+        stored it (after reading the first ticket back, once), or the poll finding it."""
+        return min(self.delivered_at, self.seen_at)
 
     @property
     def total(self) -> float:
+        return self.exists_at - self.failed_at
+
+    @property
+    def total_polled(self) -> float:
         return self.seen_at - self.failed_at
 
     @property
@@ -61,7 +80,7 @@ class Rep:
 
     @property
     def to_ticket(self) -> float:
-        return self.seen_at - self.opened_at
+        return self.exists_at - self.opened_at
 
 
 def config_text(site: str, port: int, server: HTTPTestServer, rt: RequestTracker, reps: int, interval: float) -> str:
@@ -110,7 +129,13 @@ def one(state: Path, rt: RequestTracker, server: HTTPTestServer, site: str, i: i
             time.sleep(0.05)
         failed_at = time.time()
         server.set_response(f"/t/{i}", 500, "down for the bench\n")
-        while not rt.tickets(f"CF.{{{rt.cf_name}}} = '{fingerprint}'", fields="Subject"):
+        polls = []
+        while True:
+            asked = time.perf_counter()
+            found = rt.tickets(f"CF.{{{rt.cf_name}}} = '{fingerprint}'", fields="Subject")
+            polls.append(time.perf_counter() - asked)
+            if found:
+                break
             if time.monotonic() > deadline:
                 raise SystemExit(f"no ticket for {target} within {timeout} s")
             time.sleep(POLL)
@@ -126,7 +151,7 @@ def one(state: Path, rt: RequestTracker, server: HTTPTestServer, site: str, i: i
             ).fetchone()
             time.sleep(0.02)
         assert delivered is not None
-        return Rep(target, failed_at, first_fail, epoch(opened), epoch(delivered[0]), seen_at)
+        return Rep(target, failed_at, first_fail, epoch(opened), epoch(delivered[0]), seen_at, polls)
     finally:
         db.close()
 
@@ -153,7 +178,7 @@ def main() -> int:
         reps = []
         for i in range(args.reps):
             reps.append(one(workdir / "state.db", rt, server, site, i, timeout=args.hold + 60))
-            print(f"  {reps[-1].target}: {reps[-1].total - args.hold:.2f} s over the hold", file=sys.stderr)
+            print(f"  {reps[-1].target}: {reps[-1].total - args.hold:.2f} s over the hold", file=sys.stderr, flush=True)
         load = os.getloadavg()
     finally:
         if daemon is not None:
@@ -167,23 +192,30 @@ def main() -> int:
 
 
 def print_table(reps: list[Rep], args: argparse.Namespace, load: tuple[float, float, float]) -> None:
+    polls = [p for r in reps for p in r.polls]
     print(
         f"\nFailure to ticket in Request Tracker 5 (REST 2, SQLite, rt-server --max-workers 2): {len(reps)} failures,"
-        f" rule hold {args.hold:g} s, checks every {args.interval:g} s, RT polled every {POLL * 1000:.0f} ms;"
+        f" rule hold {args.hold:g} s, checks every {args.interval:g} s, RT polled {POLL * 1000:.0f} ms after each answer"
+        f" (a poll took RT {statistics.median(polls):.2f} s, median of {len(polls)});"
         f" {os.cpu_count()} cores, load average at the end {' '.join(f'{x:.2f}' for x in load)}\n"
     )
-    print("| failure | wait for a check | hold as measured | hold met -> ticket in RT | of which RT answered the create | total | total - hold |")
+    print(
+        "| failure | wait for a check | hold as met | hold met -> ticket exists (engine, RT search and create)"
+        " | total - hold | poll saw it | total to the poll - hold |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in reps:
         print(
-            f"| {r.target} | {r.detect:.2f} s | {r.held:.2f} s | {r.to_ticket:.2f} s | {r.delivered_at - r.opened_at:.2f} s"
-            f" | {r.total:.2f} s | {r.total - args.hold:.2f} s |"
+            f"| {r.target} | {r.detect:.2f} s | {r.held:.2f} s | {r.to_ticket:.2f} s | {r.total - args.hold:.2f} s"
+            f" | {r.seen_at - r.exists_at:+.2f} s | {r.total_polled - args.hold:.2f} s |"
         )
     over = [r.total - args.hold for r in reps]
     own = [r.to_ticket for r in reps]
+    polled = [r.total_polled - args.hold for r in reps]
     print(
-        f"\ntotal - hold: median {statistics.median(over):.2f} s, max {max(over):.2f} s;"
-        f" hold met -> ticket: median {statistics.median(own):.2f} s, max {max(own):.2f} s"
+        f"\ntotal - hold: median {statistics.median(over):.2f} s, max {max(over):.2f} s"
+        f" (to the poll: median {statistics.median(polled):.2f} s, max {max(polled):.2f} s);"
+        f" hold met -> ticket exists: median {statistics.median(own):.2f} s, max {max(own):.2f} s"
     )
     print(f"target (total <= hold + 1 s): {'met' if max(over) <= 1.0 else 'NOT met'} (worst {max(over):.2f} s over the hold)")
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from probes.base import Probe, ProbeContext, Result, run_probe
 from watcher.config import ProbeSpec, Target
@@ -138,9 +138,14 @@ class Scheduler:
 
     def _run(self, job: Job, number: int, due: float) -> None:
         # Lag is counted to the moment the check really starts, waiting for a worker included.
-        self.metrics.scheduler_lag.observe(max(0.0, time.monotonic() - due))
+        lag = max(0.0, time.monotonic() - due)
+        self.metrics.scheduler_lag.observe(lag)
+        # Stamped with the time its turn was due: turns are whole intervals apart, so a hold
+        # (for: 2m at 60 s) is met by the check that comes two minutes later, not one later
+        # still whenever that check started a millisecond earlier against its turn than the first.
+        stamp = self.clock() - timedelta(seconds=lag)
         try:
-            results = run_probe(job.probe, job.ctx, job.spec.id, clock=self.clock)
+            results = run_probe(job.probe, job.ctx, job.spec.id, clock=lambda: stamp)
         finally:
             with self._lock:
                 job.running = False
