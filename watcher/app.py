@@ -360,6 +360,9 @@ class App:
         web.route("POST", r"/api/incidents/(?P<id>\d+)/ack", self._api_ack, token=True)
         web.route("POST", r"/api/incidents/(?P<id>\d+)/resolve", self._api_resolve, token=True)
         self.checkins.routes(web)
+        from watcher.maintenance_api import routes as maintenance_routes
+
+        maintenance_routes(web, self)
 
     def _healthz(self, request: Request) -> Response:
         ok, why = self.healthy
@@ -396,8 +399,25 @@ class App:
             return json_response({"error": "no such incident"}, 404)
         return json_response(public_view(incident))
 
+    def _maintenance_now(self) -> str:
+        """The maintenance windows on now, for the status page."""
+        now = self.engine.clock()
+        active = self.engine.suppressor.maintenance.active(now)
+        if not active:
+            return ""
+        tz = self.config.calendar.tz
+        items = "".join(
+            f"<li>{escape(w.name)}: {escape(', '.join([*w.config.targets, *(f'{k}={v}' for k, v in w.config.labels.items())]))}"
+            f" until {escape(end.astimezone(tz).strftime('%Y-%m-%d %H:%M %Z'))}"
+            + (f" ({escape(w.config.reason)})" if w.config.reason else "")
+            + "</li>"
+            for w, end in active
+        )
+        return f"<h2>Maintenance now</h2><ul>{items}</ul>"
+
     def _status_page(self, request: Request) -> Response:
         from watcher.render import local_time
+        from watcher.suppression import describe
 
         calendar = self.config.calendar
         incidents = [i for i in self.engine.incidents() if i.state != "resolved"]
@@ -406,10 +426,11 @@ class App:
             rows.append(
                 f'<tr class="{escape(i.priority or "")}"><td>{i.id}</td><td>{escape(i.priority or "-")}</td>'
                 f"<td>{escape(i.state)}</td><td>{escape(i.target)}</td><td>{escape(i.summary or i.message)}</td>"
+                f'<td title="{escape(i.suppressed_why)}">{escape(describe(i))}</td>'
                 f"<td>{escape(local_time(i.response_due, calendar))}</td><td>{escape(local_time(i.resolve_due, calendar))}</td></tr>"
             )
         incident_table = (
-            "<table><tr><th>#</th><th>priority</th><th>state</th><th>target</th><th>summary</th>"
+            "<table><tr><th>#</th><th>priority</th><th>state</th><th>target</th><th>summary</th><th>note</th>"
             "<th>respond by</th><th>resolve by</th></tr>" + "".join(rows) + "</table>"
             if rows
             else "<p>No open incidents.</p>"
@@ -428,7 +449,7 @@ class App:
         )
         site = escape(self.config.site)
         body = (
-            f"<h1>watcher: {site}</h1><h2>Incidents</h2>{incident_table}"
+            f"<h1>watcher: {site}</h1><h2>Incidents</h2>{incident_table}{self._maintenance_now()}"
             f"<h2>Latest results ({len(results)} checks on {len(self.config.model.targets)} targets)</h2>{results_table}"
         )
         return page(f"watcher: {self.config.site}", body)

@@ -183,6 +183,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                 return EXIT_OK
             calendar = config.calendar
             from watcher.render import local_time
+            from watcher.suppression import describe
 
             rows = []
             for i in items:
@@ -197,9 +198,10 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                         local_time(i.response_due, calendar),
                         local_time(i.resolve_due, calendar),
                         delivery,
+                        describe(i),
                     )
                 )
-            _table(["ID", "PRI", "STATE", "TARGET", "SUMMARY", "RESPOND BY", "RESOLVE BY", "DELIVERY"], rows)
+            _table(["ID", "PRI", "STATE", "TARGET", "SUMMARY", "RESPOND BY", "RESOLVE BY", "DELIVERY", "NOTE"], rows)
             return EXIT_OK
         if args.id is None:
             print(f"watcher incidents {args.action} needs an incident ID", file=sys.stderr)

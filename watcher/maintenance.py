@@ -20,6 +20,7 @@ A window holds back notifications only: results are recorded and incidents track
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
 
 from watcher.durations import format_duration, parse_duration
+
+log = logging.getLogger("watcher.maintenance")
 
 __all__ = [
     "MaintenanceConfig",
@@ -165,8 +168,15 @@ class MaintenanceConfig(BaseModel):
         return self
 
     def spec(self) -> dict[str, Any]:
-        """What the store keeps: JSON, read back with ``model_validate``."""
-        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        """What the store keeps: JSON as a person would write it, read back with ``model_validate``."""
+        out: dict[str, Any] = {}
+        for key, value in self.model_dump(by_alias=True, exclude_defaults=True).items():
+            if isinstance(value, timedelta):
+                value = format_duration(value)
+            elif isinstance(value, datetime):
+                value = value.isoformat()
+            out[key] = value
+        return out
 
 
 def _minutes(hhmm: str) -> int:
@@ -323,9 +333,15 @@ def remove_window(store: Any, window_id: int, *, by: str, now: datetime) -> bool
 
 
 def stored_windows(store: Any, default_timezone: str) -> list[Window]:
+    from pydantic import ValidationError
+
     windows = []
     for row in store.query("SELECT id, spec, created_by, created_at FROM maintenance WHERE removed_at IS NULL ORDER BY id"):
-        config = MaintenanceConfig.model_validate(json.loads(row["spec"]))
+        try:
+            config = MaintenanceConfig.model_validate(json.loads(row["spec"]))
+        except (ValueError, ValidationError) as exc:  # a row written by hand: skip it, say so
+            log.warning("maintenance window %s in the state file is unreadable, ignored: %s", row["id"], exc)
+            continue
         windows.append(
             Window(
                 config,
@@ -421,3 +437,29 @@ def check_windows(
             if names and not any(fnmatchcase(name, pattern) for name in names):
                 problems.append((index, "targets", f"{pattern!r} matches no target", did_you_mean(pattern, names)))
     return problems
+
+
+def window_from_request(data: Mapping[str, Any], *, default_timezone: str, now: datetime) -> MaintenanceConfig:
+    """A window from the CLI's options or the API's JSON. ``start`` and ``end`` also take
+    ``now`` and ``+2h``; a window with no time at all starts now (then ``end`` or
+    ``duration`` is needed). Raises ValueError with a sentence to show the user."""
+    from pydantic import ValidationError
+
+    values = {k: v for k, v in data.items() if v not in (None, "", [], {})}
+    timezone = values.get("timezone") or default_timezone
+    _check_timezone(timezone)
+    weekly = any(k in values for k in ("from", "to", "days"))
+    if "start" not in values and "cron" not in values and not weekly:
+        values["start"] = "now"
+    for key in ("start", "end"):
+        if isinstance(values.get(key), str):
+            values[key] = parse_moment(values[key], timezone, now).isoformat()
+    try:
+        return MaintenanceConfig.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            where = ".".join(str(p) for p in error["loc"])
+            message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" if where else message)
+        raise ValueError("; ".join(problems)) from None

@@ -109,6 +109,14 @@ def _body(
     ]
     if incident.escalation:
         lines.append(f"Escalated:     {incident.escalation} step{'s' if incident.escalation > 1 else ''} of the chain notified")
+    if incident.flapping:
+        lines.append("Flapping:      yes; kept open until the check is stable and ok")
+    if incident.suppressed:
+        lines.append(f"Held back:     {incident.suppressed_why}")
+    if incident.linked_to:
+        lines.append(f"Linked to:     incident {incident.linked_to} ({'its outage' if incident.link == 'outage' else 'a parent it depends on'})")
+    if incident.total_members:
+        lines.append(f"Members:       {len(incident.members)} of {incident.total_members} failing: {', '.join(incident.members) or 'none'}")
     if incident.runbook:
         lines.append(f"Runbook:       {incident.runbook}")
     if status_url:
