@@ -551,3 +551,40 @@ def test_a_p2_is_reminded_every_4_business_hours(http_server: HTTPTestServer, sm
     run_until(rig, "12:00", minutes=30)
     times = [e.at.astimezone(rig.config.calendar.tz).strftime("%a %H:%M") for e in rig.store.events(incident.id) if e.kind == "reminded"]
     assert times == ["Mon 13:31", "Mon 17:31", "Tue 11:31"]  # 29 minutes on Monday, 3h31m on Tuesday
+
+
+def test_a_restart_while_children_are_suppressed_sends_nothing_twice(
+    tmp_path: Path, http_server: HTTPTestServer, smtp_sink: SmtpSink
+) -> None:
+    text = router_site(smtp_sink, http_server, children=3)
+    mail = Mailbox(smtp_sink)
+    rig = Rig(tmp_path, text)
+    try:
+        http_server.set_default(status=503)
+        rig.rounds(4)
+        smtp_sink.wait_for_messages(2)
+        assert {i.suppressed for i in rig.incidents() if i.target != "router"} == {"parent"}
+    finally:
+        rig.close()
+    rig = Rig(tmp_path, text, clock=rig.clock)  # restarted while the router is down
+    try:
+        rig.rounds(3)
+        assert mail.counts() == (1, 0, 1, 0)
+        children = [i for i in rig.incidents() if i.target != "router"]
+        assert {(i.suppressed, i.linked_to) for i in children} == {("parent", rig.incidents()[0].id)}
+        http_server.set_default(status=200)
+        http_server.set_response("/svc01", status=500)
+        rig.round()
+        smtp_sink.wait_for_messages(4)
+    finally:
+        rig.close()
+    rig = Rig(tmp_path, text, clock=rig.clock)  # and again after the release
+    try:
+        rig.rounds(3)
+        smtp_sink.wait_for_messages(6)
+        # the router: ticket, page, resolve, page resolved; svc01: its own ticket and page, once
+        assert mail.counts() == (2, 1, 2, 1)
+        assert [i.target for i in rig.incidents() if i.state == "open"] == ["svc01"]
+        assert len([r for r in rig.outbox() if r.action == "open"]) == 2
+    finally:
+        rig.close()
