@@ -198,7 +198,7 @@ class Suppressor:
                 since = self._since.get(target)
                 checked = self._checked_at(parent, probe)
                 grace = self.grace.get(parent, timedelta(0))
-                if since is not None and checked is not None and checked < since and now - since < grace:
+                if since is not None and (checked is None or checked < since) and now - since < grace:
                     return Suppression("parent", f"waiting for {name}'s next check")
         for spec in self.groups_of.get(target, ()):
             outage = incidents.get(outage_fingerprint(self.site, spec.name))

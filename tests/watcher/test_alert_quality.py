@@ -588,3 +588,55 @@ def test_a_restart_while_children_are_suppressed_sends_nothing_twice(
         assert len([r for r in rig.outbox() if r.action == "open"]) == 2
     finally:
         rig.close()
+
+
+def test_a_child_checked_before_its_router_waits_for_the_router_s_next_check(
+    http_server: HTTPTestServer, smtp_sink: SmtpSink, rig_factory
+) -> None:
+    children = ["svc00", "svc01", "svc02"]
+    rig = rig_factory(
+        router_site(smtp_sink, http_server, children=3, extra="rules: [default, site.yml]"),
+        extra={"site.yml": FIRE_AT_ONCE},
+    )
+    rig.round()
+    http_server.set_default(status=503)
+    rig.round(targets=children)  # the children's checks come first this time
+    assert {i.suppressed_why for i in rig.incidents()} == {"waiting for router's next check"}
+    assert rig.outbox() == []
+    rig.round(targets=["router"])  # 1 minute later, within the router's interval plus timeout
+    router = by_target(rig)["router"]
+    assert {(i.suppressed, i.linked_to) for i in rig.incidents() if i.target != "router"} == {("parent", router.id)}
+    assert [(r.incident_id, r.action) for r in rig.outbox()] == [(router.id, "open"), (router.id, "page")]
+
+
+def test_a_child_whose_router_answers_is_ticketed_after_the_router_s_check(
+    http_server: HTTPTestServer, smtp_sink: SmtpSink, rig_factory
+) -> None:
+    rig = rig_factory(router_site(smtp_sink, http_server, children=1, extra="rules: [default, site.yml]"), extra={"site.yml": FIRE_AT_ONCE})
+    http_server.set_response("/svc00", status=500)
+    rig.round(targets=["svc00"])
+    assert rig.outbox() == []
+    rig.round(targets=["router"])  # the router answers: the child's problem is its own
+    assert [r.action for r in rig.outbox()] == ["open", "page"]
+
+
+def test_watcher_incidents_shows_what_is_held_back_and_why(
+    tmp_path: Path, http_server: HTTPTestServer, smtp_sink: SmtpSink, rig_factory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from watcher.cli import main
+
+    rig = rig_factory(router_site(smtp_sink, http_server, children=2))
+    http_server.set_default(status=503)
+    rig.rounds(3)
+    router = by_target(rig)["router"]
+    assert main(["incidents", "-c", str(tmp_path / "watcher.yml")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-1] == "NOTE"
+    assert sum(line.rstrip().endswith(f"child of #{router.id}") for line in lines) == 2
+    assert main(["incidents", "--json", "-c", str(tmp_path / "watcher.yml")]) == 0
+    views = {v["target"]: v for v in json.loads(capsys.readouterr().out)}
+    assert views["svc01"]["suppressed"] == "parent" and views["svc01"]["linked_to"] == router.id
+    assert views["svc01"]["suppressed_why"] == f"router is down (incident {router.id})"
+    assert views["router"]["suppressed"] is None and views["router"]["ticketed"] is True
