@@ -112,6 +112,8 @@ class Engine:
                 for group, group_evaluations in groups.items():
                     fingerprint = fingerprint_of(self.config.site, result.target, group)
                     incident = self._incidents.get(fingerprint)
+                    # why it would be held back: asked only where there is something to hold
+                    held = incident is not None or any(e.value is True for e in group_evaluations)
                     step = tracker.observe(
                         incident,
                         result,
@@ -121,7 +123,7 @@ class Engine:
                         host=target.host,
                         labels=target.labels,
                         runbook=target.runbook,
-                        quiet=gate.quiet(result.target, incident, self._incidents, now, settling=True),
+                        quiet=gate.quiet(result.target, incident, self._incidents, now, settling=True) if held else None,
                     )
                     self._apply(db, step, result.at)
                     steps.append(step)
