@@ -751,7 +751,9 @@ def _incidents(
             ("response", response_due, responded, pf.response),
             ("resolution", resolve_due, inc.resolved_at, pf.resolution),
         ):
-            if due is None:
+            # An incident never handed to people (held back by a maintenance window, a
+            # down parent or an outage that stood for it) had nobody to respond.
+            if due is None or not inc.notified:
                 continue
             if done is not None:
                 ok = done <= due

@@ -640,3 +640,20 @@ def test_watcher_incidents_shows_what_is_held_back_and_why(
     assert views["svc01"]["suppressed"] == "parent" and views["svc01"]["linked_to"] == router.id
     assert views["svc01"]["suppressed_why"] == f"router is down (incident {router.id})"
     assert views["router"]["suppressed"] is None and views["router"]["ticketed"] is True
+
+
+def test_the_audit_judges_the_sla_of_what_people_were_told_only(
+    http_server: HTTPTestServer, smtp_sink: SmtpSink, rig_factory
+) -> None:
+    from watcher.audit import build_audit
+
+    rig = rig_factory(router_site(smtp_sink, http_server, children=4))
+    http_server.set_default(status=503)
+    rig.rounds(3)
+    rig.advance(hours=5)  # past the P1 response (2h) and resolution (4h) deadlines
+    rig.round()
+    audit = build_audit(rig.store, rig.config, since=timedelta(days=1), now=rig.clock())
+    [p1] = [p for p in audit.incidents.by_priority if p.priority == "P1"]
+    assert p1.opened == 5  # the router and its four children
+    assert (p1.response.missed, p1.resolution.missed) == (1, 1)  # the router only
+    assert [m["target"] for m in audit.incidents.missed] == ["router"]
