@@ -25,6 +25,7 @@ the tracker does the rest.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,7 +34,7 @@ from probes.base import Result
 from watcher.incident import Incident
 from watcher.maintenance import Maintenance
 from watcher.outage import OUTAGE_PROBE, Failing, OutageConfig, assess, outage_fingerprint
-from watcher.tracker import Policy, Step, Suppression
+from watcher.tracker import Policy, Step, Suppression, resolve
 
 __all__ = ["Suppressor", "describe", "DEGRADED_REASONS"]
 
@@ -243,15 +244,22 @@ class Suppressor:
 
     def outage_steps(self, incidents: Mapping[str, Incident], policy: Policy, now: datetime) -> list[Step]:
         """Each outage group's incident brought up to date from its members' incidents."""
-        if not self.outages:
-            return []
         if self._now != now or self._active_windows is None:
             self.begin(now)
         failing_by_target: dict[str, list[Incident]] = {}
-        for incident in incidents.values():
-            if incident.active and not incident.ok_streak and incident.probe != OUTAGE_PROBE:
-                failing_by_target.setdefault(incident.target, []).append(incident)
         steps = []
+        configured = {outage_fingerprint(self.site, spec.name) for spec in self.outages}
+        for incident in incidents.values():
+            if not incident.active:
+                continue
+            if incident.probe == OUTAGE_PROBE and incident.target not in self.labels:
+                if incident.fingerprint not in configured:  # its group left the config
+                    step = Step(copy.deepcopy(incident))
+                    assert step.incident is not None
+                    resolve(step.incident, policy, now, step, "the outage group is no longer configured", by="watcher")
+                    steps.append(step)
+            elif not incident.ok_streak:
+                failing_by_target.setdefault(incident.target, []).append(incident)
         for spec in self.outages:
             members = self.members.get(spec.name, [])
             failing = {}

@@ -657,3 +657,19 @@ def test_the_audit_judges_the_sla_of_what_people_were_told_only(
     assert p1.opened == 5  # the router and its four children
     assert (p1.response.missed, p1.resolution.missed) == (1, 1)  # the router only
     assert [m["target"] for m in audit.incidents.missed] == ["router"]
+
+
+def test_an_outage_whose_group_leaves_the_config_resolves_and_hands_back_its_members(
+    tmp_path: Path, http_server: HTTPTestServer, smtp_sink: SmtpSink, rig_factory
+) -> None:
+    from tests.helpers import config_from
+
+    rig = rig_factory(mail_cluster(smtp_sink, http_server))
+    fail(http_server, *[f"mail{n}" for n in range(1, 6)])
+    run_until(rig, "09:33")
+    assert Mailbox(smtp_sink).counts() == (1, 0, 1, 0)
+    rig.engine.configure(config_from(tmp_path, mail_cluster(smtp_sink, http_server, extra="")))  # a reload
+    rig.round()
+    smtp_sink.wait_for_messages(2 + 2 + 10)
+    assert by_target(rig)["mail-cluster"].state == "resolved"
+    assert Mailbox(smtp_sink).counts() == (6, 1, 6, 1)
