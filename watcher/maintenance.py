@@ -47,7 +47,9 @@ __all__ = [
 ]
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-OptionalDuration = Annotated[timedelta | None, PlainValidator(lambda v: None if v is None else parse_duration(v))]
+OptionalDuration = Annotated[
+    timedelta | None, PlainValidator(lambda v: None if v is None else parse_duration(v))
+]
 _HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$|^24:00$")
 
 
@@ -56,7 +58,9 @@ def _check_timezone(value: str | None) -> str | None:
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {value!r}; write e.g. Asia/Kolkata or UTC") from None
+            raise ValueError(
+                f"unknown timezone {value!r}; write e.g. Asia/Kolkata or UTC"
+            ) from None
     return value
 
 
@@ -87,7 +91,9 @@ class MaintenanceConfig(BaseModel):
     @classmethod
     def _labels(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            return {str(k): str(v) if isinstance(v, (int, float, bool)) else v for k, v in value.items()}
+            return {
+                str(k): str(v) if isinstance(v, (int, float, bool)) else v for k, v in value.items()
+            }
         return value
 
     @field_validator("start", "end", mode="before")
@@ -97,7 +103,9 @@ class MaintenanceConfig(BaseModel):
             try:
                 return datetime.fromisoformat(value.strip().replace(" ", "T", 1))
             except ValueError:
-                raise ValueError(f"{value!r} is not a date and time; write it like \"2026-11-28 22:00\"") from None
+                raise ValueError(
+                    f'{value!r} is not a date and time; write it like "2026-11-28 22:00"'
+                ) from None
         return value
 
     @field_validator("from_", "to", mode="before")
@@ -106,7 +114,9 @@ class MaintenanceConfig(BaseModel):
         if isinstance(value, int) and not isinstance(value, bool):  # YAML 1.1 reads 22:00 as 1320
             value = f"{value // 60:02d}:{value % 60:02d}"
         if value is not None and not _HHMM.match(str(value)):
-            raise ValueError(f"{value!r} is not a time of day; write it like \"22:00\" (\"24:00\" for midnight at the end)")
+            raise ValueError(
+                f'{value!r} is not a time of day; write it like "22:00" ("24:00" for midnight at the end)'
+            )
         return None if value is None else str(value)
 
     @field_validator("days")
@@ -116,7 +126,9 @@ class MaintenanceConfig(BaseModel):
         for day in value:
             short = str(day).lower()[:3]
             if short not in WEEKDAY_NAMES:
-                raise ValueError(f"{day!r} is not a weekday; write mon, tue, wed, thu, fri, sat or sun")
+                raise ValueError(
+                    f"{day!r} is not a weekday; write mon, tue, wed, thu, fri, sat or sun"
+                )
             out.append(short)
         return out
 
@@ -137,15 +149,29 @@ class MaintenanceConfig(BaseModel):
     @model_validator(mode="after")
     def _one_form(self) -> MaintenanceConfig:
         if not self.targets and not self.labels:
-            raise ValueError("a window needs targets: [names or globs] or labels: {key: value} to say what it covers")
+            raise ValueError(
+                "a window needs targets: [names or globs] or labels: {key: value} to say what it covers"
+            )
         weekly = self.from_ is not None or self.to is not None or bool(self.days)
-        forms = [name for name, given in (("start", self.start is not None), ("cron", self.cron is not None), ("from/to", weekly)) if given]
+        forms = [
+            name
+            for name, given in (
+                ("start", self.start is not None),
+                ("cron", self.cron is not None),
+                ("from/to", weekly),
+            )
+            if given
+        ]
         example = (
             'write start: "2026-11-28 22:00" with end: or duration: (once), cron: "0 2 * * *" with duration: 1h, '
             'or from: "22:00" to: "06:00" with days: [sat, sun] (weekly)'
         )
         if len(forms) != 1:
-            raise ValueError(("a window is one of three forms, not " + " and ".join(forms)) if forms else f"a window needs a time: {example}")
+            raise ValueError(
+                ("a window is one of three forms, not " + " and ".join(forms))
+                if forms
+                else f"a window needs a time: {example}"
+            )
         if self.start is not None:
             if (self.end is None) == (self.duration is None):
                 raise ValueError("a one-off window needs end: or duration: (one of them)")
@@ -155,14 +181,20 @@ class MaintenanceConfig(BaseModel):
                 raise ValueError("end: must be after start:")
         elif self.cron is not None:
             if self.duration is None or self.end is not None:
-                raise ValueError("a cron window needs duration: (how long each one lasts), e.g. duration: 1h")
+                raise ValueError(
+                    "a cron window needs duration: (how long each one lasts), e.g. duration: 1h"
+                )
         else:
             if self.from_ is None or self.to is None:
-                raise ValueError('a weekly window needs both from: and to:, e.g. from: "22:00" to: "06:00"')
+                raise ValueError(
+                    'a weekly window needs both from: and to:, e.g. from: "22:00" to: "06:00"'
+                )
             if self.duration is not None or self.end is not None:
                 raise ValueError("a weekly window ends at to:, it takes no duration: or end:")
             if self.from_ == self.to:
-                raise ValueError('from: and to: are the same time; for whole days write from: "00:00" to: "24:00"')
+                raise ValueError(
+                    'from: and to: are the same time; for whole days write from: "00:00" to: "24:00"'
+                )
         if self.duration is not None and self.duration.total_seconds() <= 0:
             raise ValueError("duration: must be longer than 0")
         return self
@@ -279,8 +311,14 @@ class Window:
         c = self.config
         if c.start is not None:
             start = self._aware(c.start).astimezone(self.tz)
-            end = self._aware(c.end) if c.end is not None else self._aware(c.start) + (c.duration or timedelta(0))
-            return f"{start:%Y-%m-%d %H:%M} - {end.astimezone(self.tz):%Y-%m-%d %H:%M} {self.timezone}"
+            end = (
+                self._aware(c.end)
+                if c.end is not None
+                else self._aware(c.start) + (c.duration or timedelta(0))
+            )
+            return (
+                f"{start:%Y-%m-%d %H:%M} - {end.astimezone(self.tz):%Y-%m-%d %H:%M} {self.timezone}"
+            )
         if c.cron is not None:
             return f"cron {c.cron!r} for {format_duration(c.duration or timedelta(0))} ({self.timezone})"
         days = ",".join(c.days) if c.days else "daily"
@@ -336,11 +374,15 @@ def stored_windows(store: Any, default_timezone: str) -> list[Window]:
     from pydantic import ValidationError
 
     windows = []
-    for row in store.query("SELECT id, spec, created_by, created_at FROM maintenance WHERE removed_at IS NULL ORDER BY id"):
+    for row in store.query(
+        "SELECT id, spec, created_by, created_at FROM maintenance WHERE removed_at IS NULL ORDER BY id"
+    ):
         try:
             config = MaintenanceConfig.model_validate(json.loads(row["spec"]))
         except (ValueError, ValidationError) as exc:  # a row written by hand: skip it, say so
-            log.warning("maintenance window %s in the state file is unreadable, ignored: %s", row["id"], exc)
+            log.warning(
+                "maintenance window %s in the state file is unreadable, ignored: %s", row["id"], exc
+            )
             continue
         windows.append(
             Window(
@@ -396,7 +438,11 @@ class Maintenance:
         return out
 
     def covering(
-        self, target: str, labels: Mapping[str, str], now: datetime, active: Iterable[tuple[Window, datetime]] | None = None
+        self,
+        target: str,
+        labels: Mapping[str, str],
+        now: datetime,
+        active: Iterable[tuple[Window, datetime]] | None = None,
     ) -> tuple[Window, datetime] | None:
         """The window covering ``target`` now that ends last, or None."""
         best = None
@@ -416,7 +462,7 @@ def parse_moment(text: str, timezone: str, now: datetime) -> datetime:
     try:
         moment = datetime.fromisoformat(value.replace(" ", "T", 1))
     except ValueError:
-        raise ValueError(f"{text!r} is not a time; write now, +2h or \"2026-11-28 22:00\"") from None
+        raise ValueError(f'{text!r} is not a time; write now, +2h or "2026-11-28 22:00"') from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=ZoneInfo(timezone))
 
 
@@ -431,15 +477,31 @@ def check_windows(
     seen: dict[str, int] = {}
     for index, window in enumerate(windows):
         if window.name in seen:
-            problems.append((index, "name", f"two windows are named {window.name!r} (first at maintenance[{seen[window.name]}])", "give each its own name"))
+            problems.append(
+                (
+                    index,
+                    "name",
+                    f"two windows are named {window.name!r} (first at maintenance[{seen[window.name]}])",
+                    "give each its own name",
+                )
+            )
         seen.setdefault(window.name, index)
         for pattern in window.targets:
             if names and not any(fnmatchcase(name, pattern) for name in names):
-                problems.append((index, "targets", f"{pattern!r} matches no target", did_you_mean(pattern, names)))
+                problems.append(
+                    (
+                        index,
+                        "targets",
+                        f"{pattern!r} matches no target",
+                        did_you_mean(pattern, names),
+                    )
+                )
     return problems
 
 
-def window_from_request(data: Mapping[str, Any], *, default_timezone: str, now: datetime) -> MaintenanceConfig:
+def window_from_request(
+    data: Mapping[str, Any], *, default_timezone: str, now: datetime
+) -> MaintenanceConfig:
     """A window from the CLI's options or the API's JSON. ``start`` and ``end`` also take
     ``now`` and ``+2h``; a window with no time at all starts now (then ``end`` or
     ``duration`` is needed). Raises ValueError with a sentence to show the user."""

@@ -33,7 +33,9 @@ def routes(web: WebServer, app: Any) -> None:
 
     def listing(request: Request) -> Response:
         maintenance = Maintenance(app.store)
-        maintenance.configure(app.config.model.maintenance, app.config.model.business_hours.timezone)
+        maintenance.configure(
+            app.config.model.maintenance, app.config.model.business_hours.timezone
+        )
         maintenance.refresh()
         moment = now()
         views = [w.view(moment) for w in maintenance.windows]
@@ -44,7 +46,12 @@ def routes(web: WebServer, app: Any) -> None:
     def add(request: Request) -> Response:
         body = request.json()
         if not isinstance(body, dict):
-            return json_response({"error": "send a JSON object: {name, targets or labels, and start/end, duration, cron or from/to}"}, 400)
+            return json_response(
+                {
+                    "error": "send a JSON object: {name, targets or labels, and start/end, duration, cron or from/to}"
+                },
+                400,
+            )
         by = str(body.pop("by", "") or f"api ({request.client})")[:80]
         timezone = app.config.model.business_hours.timezone
         moment = now()
@@ -52,20 +59,32 @@ def routes(web: WebServer, app: Any) -> None:
             window = window_from_request(body, default_timezone=timezone, now=moment)
         except ValueError as exc:
             return json_response({"error": str(exc)}, 400)
-        problems = check_windows([window], app.config.targets, [o.name for o in app.config.model.outages])
+        problems = check_windows(
+            [window], app.config.targets, [o.name for o in app.config.model.outages]
+        )
         if problems:
             return json_response({"error": "; ".join(p[2] for p in problems)}, 400)
         window_id = add_window(app.store, window, by=by, now=moment)
-        view = Window(window, window.timezone or timezone, id=window_id, created_by=by, created_at=moment).view(moment)
+        view = Window(
+            window, window.timezone or timezone, id=window_id, created_by=by, created_at=moment
+        ).view(moment)
         return json_response(view, 201)
 
     def remove(request: Request) -> Response:
         body = request.json() or {}
-        by = str(body.get("by", "") if isinstance(body, dict) else "")[:80] or f"api ({request.client})"
+        by = (
+            str(body.get("by", "") if isinstance(body, dict) else "")[:80]
+            or f"api ({request.client})"
+        )
         window_id = int(request.params["id"])
         if remove_window(app.store, window_id, by=by, now=now()):
             return json_response({"removed": window_id})
-        return json_response({"error": f"no stored maintenance window {window_id} (config windows are removed by editing watcher.yml)"}, 404)
+        return json_response(
+            {
+                "error": f"no stored maintenance window {window_id} (config windows are removed by editing watcher.yml)"
+            },
+            404,
+        )
 
     web.route("GET", "/api/maintenance", listing)
     web.route("POST", "/api/maintenance", add, token=True)

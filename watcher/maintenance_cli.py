@@ -24,10 +24,14 @@ __all__ = ["register"]
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("maintenance", parents=[common], help="list, add or remove maintenance windows")
+    p = sub.add_parser(
+        "maintenance", parents=[common], help="list, add or remove maintenance windows"
+    )
     actions = p.add_subparsers(dest="maintenance_action", metavar="ACTION")
 
-    q = actions.add_parser("list", parents=[common], help="windows on now and to come (--all: ended too)")
+    q = actions.add_parser(
+        "list", parents=[common], help="windows on now and to come (--all: ended too)"
+    )
     q.add_argument("--all", action="store_true", help="include ended and removed windows")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_list)
@@ -35,14 +39,24 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     q = actions.add_parser("add", parents=[common], help="add a window (one-off, cron or weekly)")
     q.add_argument("name")
     q.add_argument("--target", action="append", default=[], help="target name or glob (repeatable)")
-    q.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="label the targets carry (repeatable)")
-    q.add_argument("--start", help="when it begins: now (default), +30m, or \"2026-11-28 22:00\"")
+    q.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="label the targets carry (repeatable)",
+    )
+    q.add_argument("--start", help='when it begins: now (default), +30m, or "2026-11-28 22:00"')
     q.add_argument("--end", help="when it ends (a one-off window)")
     q.add_argument("--duration", help="how long it (or each occurrence) lasts, e.g. 2h")
     q.add_argument("--cron", help='a recurring start, e.g. "0 2 * * *" (with --duration)')
     q.add_argument("--days", help="weekly: mon,tue,... (with --from and --to; default every day)")
     q.add_argument("--from", dest="from_", metavar="HH:MM", help="weekly: start time of day")
-    q.add_argument("--to", metavar="HH:MM", help="weekly: end time of day (earlier than --from: crosses midnight)")
+    q.add_argument(
+        "--to",
+        metavar="HH:MM",
+        help="weekly: end time of day (earlier than --from: crosses midnight)",
+    )
     q.add_argument("--timezone", help="default: business_hours.timezone")
     q.add_argument("--reason", default="", help="shown in incident timelines and tickets")
     q.add_argument("--by", default=os.environ.get("USER", "cli"), help="who adds it")
@@ -100,14 +114,22 @@ def cmd_add(args: argparse.Namespace) -> int:
             return 2
         problems = check_windows([window], config.targets, [o.name for o in config.model.outages])
         if problems:
-            print("watcher maintenance add: " + "; ".join(f"{p[2]}{' (' + p[3] + ')' if p[3] else ''}" for p in problems), file=sys.stderr)
+            print(
+                "watcher maintenance add: "
+                + "; ".join(f"{p[2]}{' (' + p[3] + ')' if p[3] else ''}" for p in problems),
+                file=sys.stderr,
+            )
             return 2
         window_id = add_window(store, window, by=args.by, now=now)
-        view = Window(window, window.timezone or timezone, id=window_id, created_by=args.by, created_at=now).view(now)
+        view = Window(
+            window, window.timezone or timezone, id=window_id, created_by=args.by, created_at=now
+        ).view(now)
         if args.json:
             print(json.dumps(view, indent=2))
         else:
-            print(f"maintenance window {window_id} {window.name!r} added: {view['when']}, {view['state']}")
+            print(
+                f"maintenance window {window_id} {window.name!r} added: {view['when']}, {view['state']}"
+            )
         return 0
     finally:
         store.close()
@@ -131,12 +153,25 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(json.dumps(views, indent=2))
             return 0
         if not views:
-            print("no maintenance windows" + ("" if args.all else " on now or to come (--all for ended ones)"))
+            print(
+                "no maintenance windows"
+                + ("" if args.all else " on now or to come (--all for ended ones)")
+            )
             return 0
         rows = []
         for v in views:
             covers = ", ".join([*v["targets"], *(f"{k}={val}" for k, val in v["labels"].items())])
-            rows.append((str(v["id"] or "-"), v["name"], v["source"], v["state"], v["when"], covers, v["reason"]))
+            rows.append(
+                (
+                    str(v["id"] or "-"),
+                    v["name"],
+                    v["source"],
+                    v["state"],
+                    v["when"],
+                    covers,
+                    v["reason"],
+                )
+            )
         _table(["ID", "NAME", "SOURCE", "STATE", "WHEN", "COVERS", "REASON"], rows)
         return 0
     finally:
@@ -145,7 +180,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _removed(store: Any) -> list[dict[str, Any]]:
     out = []
-    for row in store.query("SELECT id, name, spec, reason, created_by, created_at, removed_at, removed_by FROM maintenance WHERE removed_at IS NOT NULL ORDER BY id"):
+    for row in store.query(
+        "SELECT id, name, spec, reason, created_by, created_at, removed_at, removed_by FROM maintenance WHERE removed_at IS NOT NULL ORDER BY id"
+    ):
         spec = json.loads(row["spec"])
         out.append(
             {
@@ -172,10 +209,16 @@ def cmd_remove(args: argparse.Namespace) -> int:
     config, store = _open(args)
     try:
         if remove_window(store, args.id, by=args.by, now=datetime.now(UTC)):
-            print(f"maintenance window {args.id} removed; held notifications go out at the daemon's next step")
+            print(
+                f"maintenance window {args.id} removed; held notifications go out at the daemon's next step"
+            )
             return 0
         names = [w.name for w in config.model.maintenance]
-        hint = f" (windows in {args.config} are removed by editing it: {', '.join(names)})" if names else ""
+        hint = (
+            f" (windows in {args.config} are removed by editing it: {', '.join(names)})"
+            if names
+            else ""
+        )
         print(f"no stored maintenance window {args.id}{hint}", file=sys.stderr)
         return 1
     finally:

@@ -35,7 +35,14 @@ from watcher.durations import parse_duration
 from watcher.incident import Incident, fingerprint_of
 from watcher.tracker import Policy, Step, Suppression, begin, resolve, settle
 
-__all__ = ["OutageConfig", "Failing", "assess", "outage_fingerprint", "OUTAGE_PROBE", "SUMMARY_FIELDS"]
+__all__ = [
+    "OutageConfig",
+    "Failing",
+    "assess",
+    "outage_fingerprint",
+    "OUTAGE_PROBE",
+    "SUMMARY_FIELDS",
+]
 
 Duration = Annotated[timedelta, PlainValidator(parse_duration)]
 OUTAGE_PROBE = "outage"
@@ -65,7 +72,9 @@ class OutageConfig(BaseModel):
     @classmethod
     def _labels(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            return {str(k): str(v) if isinstance(v, (int, float, bool)) else v for k, v in value.items()}
+            return {
+                str(k): str(v) if isinstance(v, (int, float, bool)) else v for k, v in value.items()
+            }
         return value
 
     @field_validator("summary")
@@ -81,9 +90,13 @@ class OutageConfig(BaseModel):
     @model_validator(mode="after")
     def _thresholds(self) -> OutageConfig:
         if self.min_failing is None and self.min_percent is None:
-            raise ValueError("an outage needs min_failing: (a count, 2 or more) or min_percent: (of the group), or both")
+            raise ValueError(
+                "an outage needs min_failing: (a count, 2 or more) or min_percent: (of the group), or both"
+            )
         if not self.labels and not self.targets:
-            raise ValueError("an outage needs labels: {key: value} or targets: [globs] to say which targets it groups")
+            raise ValueError(
+                "an outage needs labels: {key: value} or targets: [globs] to say which targets it groups"
+            )
         return self
 
     def triggered(self, failing: int, total: int) -> bool:
@@ -92,7 +105,9 @@ class OutageConfig(BaseModel):
             return False
         if self.min_failing is not None and failing >= self.min_failing:
             return True
-        return self.min_percent is not None and total > 0 and failing * 100 >= self.min_percent * total
+        return (
+            self.min_percent is not None and total > 0 and failing * 100 >= self.min_percent * total
+        )
 
 
 @dataclass(frozen=True)
@@ -128,7 +143,11 @@ def assess(
         recent = [t for t, f in failing.items() if f.since >= cutoff]
         if not spec.triggered(len(recent), total):
             return Step(incident)
-        if incident is not None and incident.resolved_at is not None and now - incident.resolved_at <= policy.reopen_within:
+        if (
+            incident is not None
+            and incident.resolved_at is not None
+            and now - incident.resolved_at <= policy.reopen_within
+        ):
             step = Step(copy.deepcopy(incident))
         else:
             fresh = Incident(
@@ -147,7 +166,16 @@ def assess(
         inc = step.incident
         assert inc is not None
         _describe(inc, spec, failing, total, policy, now)
-        begin(inc, spec.priority, f"outage {spec.name}", [f"outage {spec.name}"], inc.summary, policy, now, step)
+        begin(
+            inc,
+            spec.priority,
+            f"outage {spec.name}",
+            [f"outage {spec.name}"],
+            inc.summary,
+            policy,
+            now,
+            step,
+        )
         inc.notified_members = list(inc.members)
         settle(inc, quiet, policy, now, step)
         return step
@@ -158,20 +186,35 @@ def assess(
     assert inc is not None
     if not failing:
         _describe(inc, spec, failing, total, policy, now)
-        resolve(inc, policy, now, step, f"all {total} targets of {spec.name} are ok again", by="watcher")
+        resolve(
+            inc, policy, now, step, f"all {total} targets of {spec.name} are ok again", by="watcher"
+        )
         return step
     before = list(inc.members)
     _describe(inc, spec, failing, total, policy, now)
     if inc.members != before:
         joined = sorted(set(inc.members) - set(before))
         left = sorted(set(before) - set(inc.members))
-        step.note("members", _change_text(joined, left, len(inc.members), total), now, joined=joined, left=left)
+        step.note(
+            "members",
+            _change_text(joined, left, len(inc.members), total),
+            now,
+            joined=joined,
+            left=left,
+        )
     settle(inc, quiet, policy, now, step)
     _update_if_due(inc, spec, total, now, step)
     return step
 
 
-def _describe(inc: Incident, spec: OutageConfig, failing: Mapping[str, Failing], total: int, policy: Policy, now: datetime) -> None:
+def _describe(
+    inc: Incident,
+    spec: OutageConfig,
+    failing: Mapping[str, Failing],
+    total: int,
+    policy: Policy,
+    now: datetime,
+) -> None:
     members = sorted(failing)
     values = {
         "name": spec.name,
@@ -184,9 +227,16 @@ def _describe(inc: Incident, spec: OutageConfig, failing: Mapping[str, Failing],
     inc.members = members
     inc.total_members = total
     inc.summary = render_template(spec.summary, values)
-    shown = ", ".join(members[:MEMBERS_IN_MESSAGE]) + (f" and {len(members) - MEMBERS_IN_MESSAGE} more" if len(members) > MEMBERS_IN_MESSAGE else "")
+    shown = ", ".join(members[:MEMBERS_IN_MESSAGE]) + (
+        f" and {len(members) - MEMBERS_IN_MESSAGE} more"
+        if len(members) > MEMBERS_IN_MESSAGE
+        else ""
+    )
     inc.message = f"{len(members)} of {total} targets failing" + (f": {shown}" if members else "")
-    inc.evidence = "\n".join(f"{t}: failing since {failing[t].since.isoformat(timespec='seconds')}: {failing[t].message}" for t in members)
+    inc.evidence = "\n".join(
+        f"{t}: failing since {failing[t].since.isoformat(timespec='seconds')}: {failing[t].message}"
+        for t in members
+    )
     if members:
         inc.last_seen = now
 
@@ -200,10 +250,17 @@ def _change_text(joined: list[str], left: list[str], failing: int, total: int) -
     return "; ".join(parts)
 
 
-def _update_if_due(inc: Incident, spec: OutageConfig, total: int, now: datetime, step: Step) -> None:
+def _update_if_due(
+    inc: Incident, spec: OutageConfig, total: int, now: datetime, step: Step
+) -> None:
     """Tells the ticket who joined and who recovered since it last heard, at most once
     per ``update_every``; what changes in between is gathered into that one comment."""
-    if not inc.ticketed or not inc.notified or inc.suppressed or inc.members == inc.notified_members:
+    if (
+        not inc.ticketed
+        or not inc.notified
+        or inc.suppressed
+        or inc.members == inc.notified_members
+    ):
         return
     last = inc.last_comment_at or inc.opened_at or now
     if now - last < spec.update_every:
@@ -213,4 +270,6 @@ def _update_if_due(inc: Incident, spec: OutageConfig, total: int, now: datetime,
     inc.notified_members = list(inc.members)
     inc.notified_summary = inc.summary
     inc.last_comment_at = now
-    step.send("comment", f"Now {_change_text(joined, left, len(inc.members), total)}.\n{inc.message}")
+    step.send(
+        "comment", f"Now {_change_text(joined, left, len(inc.members), total)}.\n{inc.message}"
+    )

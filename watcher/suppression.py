@@ -81,7 +81,10 @@ class Suppressor:
         self.parents = {}
         for t in m.targets:
             if t.depends_on:
-                self.parents[t.name] = [(d.split("/", 1)[0], d.split("/", 1)[1] if "/" in d else None) for d in t.depends_on]
+                self.parents[t.name] = [
+                    (d.split("/", 1)[0], d.split("/", 1)[1] if "/" in d else None)
+                    for d in t.depends_on
+                ]
         self.depth = {name: self._depth_of(name, set()) for name in targets}
         self.grace = {t.name: _grace(t, m) for t in m.targets}
         self.outages = list(m.outages)
@@ -105,7 +108,11 @@ class Suppressor:
         if name in seen:
             return 0  # a loop is refused at load; never recurse forever on one anyway
         parents = self.parents.get(name, [])
-        return 1 + max((self._depth_of(p, seen | {name}) for p, _ in parents), default=-1) if parents else 0
+        return (
+            1 + max((self._depth_of(p, seen | {name}) for p, _ in parents), default=-1)
+            if parents
+            else 0
+        )
 
     def seed(self, latest: Iterable[Result], incidents: Iterable[Incident]) -> None:
         """After a restart: the latest results say who is down; the open incidents say
@@ -114,7 +121,11 @@ class Suppressor:
         first: dict[str, datetime] = {}
         for incident in incidents:
             seen = incident.first_seen
-            if incident.state != "resolved" and seen is not None and seen < first.get(incident.target, seen + timedelta(1)):
+            if (
+                incident.state != "resolved"
+                and seen is not None
+                and seen < first.get(incident.target, seen + timedelta(1))
+            ):
                 first[incident.target] = seen
         for target, since in list(self._since.items()):
             if target in first and first[target] < since:
@@ -147,18 +158,29 @@ class Suppressor:
         return sorted(results, key=lambda r: self.depth.get(r.target, 0))
 
     def down(self, target: str, probe: str | None = None) -> bool:
-        return any(_down(r) for (p, _), r in self._checks.get(target, {}).items() if probe is None or p == probe)
+        return any(
+            _down(r)
+            for (p, _), r in self._checks.get(target, {}).items()
+            if probe is None or p == probe
+        )
 
     def failing_since(self, target: str) -> datetime | None:
         return self._since.get(target)
 
     def _checked_at(self, target: str, probe: str | None) -> datetime | None:
-        times = [r.at for (p, _), r in self._checks.get(target, {}).items() if probe is None or p == probe]
+        times = [
+            r.at
+            for (p, _), r in self._checks.get(target, {}).items()
+            if probe is None or p == probe
+        ]
         return max(times) if times else None
 
     def _message(self, target: str) -> str:
         down = [r for r in self._checks.get(target, {}).values() if _down(r)]
-        return "; ".join(f"{(r.probe + ' ' + r.item).strip()}: {r.message}" for r in sorted(down, key=lambda r: r.key))[:300]
+        return "; ".join(
+            f"{(r.probe + ' ' + r.item).strip()}: {r.message}"
+            for r in sorted(down, key=lambda r: r.key)
+        )[:300]
 
     # ----------------------------------------------------------------- decisions
 
@@ -199,26 +221,47 @@ class Suppressor:
                 since = self._since.get(target)
                 checked = self._checked_at(parent, probe)
                 grace = self.grace.get(parent, timedelta(0))
-                if since is not None and (checked is None or checked < since) and now - since < grace:
+                if (
+                    since is not None
+                    and (checked is None or checked < since)
+                    and now - since < grace
+                ):
                     return Suppression("parent", f"waiting for {name}'s next check")
         for spec in self.groups_of.get(target, ()):
             outage = incidents.get(outage_fingerprint(self.site, spec.name))
             if outage is not None and outage.active and target in outage.members:
-                return Suppression("outage", f"part of outage {spec.name} (incident {outage.id})", linked_to=outage.id, link="outage")
+                return Suppression(
+                    "outage",
+                    f"part of outage {spec.name} (incident {outage.id})",
+                    linked_to=outage.id,
+                    link="outage",
+                )
         if unheard and not self._explained(target):
-            began = incident.priority_since if incident is not None and incident.state != "pending" else None
+            began = (
+                incident.priority_since
+                if incident is not None and incident.state != "pending"
+                else None
+            )
             for spec in self.groups_of.get(target, ()):
                 if settling or began is None or now - began < spec.wait:
-                    return Suppression("grouping", f"waiting {_seconds(spec.wait)} to see whether {spec.name} fails as a whole")
+                    return Suppression(
+                        "grouping",
+                        f"waiting {_seconds(spec.wait)} to see whether {spec.name} fails as a whole",
+                    )
         return None
 
-    def _outage_quiet(self, name: str, labels: Mapping[str, str], members: Sequence[str]) -> Suppression | None:
+    def _outage_quiet(
+        self, name: str, labels: Mapping[str, str], members: Sequence[str]
+    ) -> Suppression | None:
         """An outage is held while a window covers it by name, or covers every member failing."""
         assert self._now is not None
         active = self._active_windows or []
         own = self.maintenance.covering(name, labels, self._now, active)
         if own is None and members:
-            covered = [self.maintenance.covering(t, self.labels.get(t, {}), self._now, active) for t in members]
+            covered = [
+                self.maintenance.covering(t, self.labels.get(t, {}), self._now, active)
+                for t in members
+            ]
             if all(c is not None for c in covered):
                 own = max(covered, key=lambda c: c[1])  # type: ignore[arg-type, return-value]
         if own is None:
@@ -228,21 +271,30 @@ class Suppressor:
     def _explained(self, target: str) -> bool:
         return any(self.down(parent, probe) for parent, probe in self.parents.get(target, ()))
 
-    def _incident_of(self, parent: str, probe: str | None, incidents: Mapping[str, Incident]) -> Incident | None:
+    def _incident_of(
+        self, parent: str, probe: str | None, incidents: Mapping[str, Incident]
+    ) -> Incident | None:
         """The parent's most telling unresolved incident (open before acknowledged before pending)."""
         key = (parent, probe)
         if key not in self._parent_incident:
             candidates = [
-                i for i in incidents.values()
-                if i.target == parent and i.state != "resolved" and (probe is None or i.probe == probe)
+                i
+                for i in incidents.values()
+                if i.target == parent
+                and i.state != "resolved"
+                and (probe is None or i.probe == probe)
             ]
-            candidates.sort(key=lambda i: (_RANK.get(i.state, 3), int((i.priority or "P9")[1:]), i.id or 0))
+            candidates.sort(
+                key=lambda i: (_RANK.get(i.state, 3), int((i.priority or "P9")[1:]), i.id or 0)
+            )
             self._parent_incident[key] = candidates[0] if candidates else None
         return self._parent_incident[key]
 
     # ----------------------------------------------------------------- outages
 
-    def outage_steps(self, incidents: Mapping[str, Incident], policy: Policy, now: datetime) -> list[Step]:
+    def outage_steps(
+        self, incidents: Mapping[str, Incident], policy: Policy, now: datetime
+    ) -> list[Step]:
         """Each outage group's incident brought up to date from its members' incidents."""
         if self._now != now or self._active_windows is None:
             self.begin(now)
@@ -256,7 +308,14 @@ class Suppressor:
                 if incident.fingerprint not in configured:  # its group left the config
                     step = Step(copy.deepcopy(incident))
                     assert step.incident is not None
-                    resolve(step.incident, policy, now, step, "the outage group is no longer configured", by="watcher")
+                    resolve(
+                        step.incident,
+                        policy,
+                        now,
+                        step,
+                        "the outage group is no longer configured",
+                        by="watcher",
+                    )
                     steps.append(step)
             elif not incident.ok_streak:
                 failing_by_target.setdefault(incident.target, []).append(incident)
@@ -281,7 +340,10 @@ class Suppressor:
 
 
 def _in_maintenance(window: Any, end: datetime) -> Suppression:
-    return Suppression("maintenance", f"maintenance {window.name!r} until {end.astimezone(window.tz):%Y-%m-%d %H:%M %Z}")
+    return Suppression(
+        "maintenance",
+        f"maintenance {window.name!r} until {end.astimezone(window.tz):%Y-%m-%d %H:%M %Z}",
+    )
 
 
 def _seconds(delta: timedelta) -> str:
@@ -295,7 +357,12 @@ def _grace(target: Any, model: Any) -> timedelta:
     longest = timedelta(0)
     for spec in target.probe_specs():
         cls = spec.probe_class
-        interval = spec.config.interval or target.interval or cls.default_interval or model.defaults.interval
+        interval = (
+            spec.config.interval
+            or target.interval
+            or cls.default_interval
+            or model.defaults.interval
+        )
         timeout = spec.config.timeout or target.timeout or model.defaults.timeout
         longest = max(longest, interval + timeout)
     return longest

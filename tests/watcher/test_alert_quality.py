@@ -59,7 +59,12 @@ class Mailbox:
         return [m.subject for m in self._of(HOTLINE) if m.subject.startswith("[Resolved]")]
 
     def counts(self) -> tuple[int, int, int, int]:
-        return len(self.tickets()), len(self.updates()), len(self.pages()), len(self.page_resolves())
+        return (
+            len(self.tickets()),
+            len(self.updates()),
+            len(self.pages()),
+            len(self.page_resolves()),
+        )
 
 
 @pytest.fixture
@@ -88,7 +93,12 @@ def by_target(rig: Rig) -> dict[str, object]:
 
 
 def router_site(sink: SmtpSink, server: HTTPTestServer, children: int = 30, extra: str = "") -> str:
-    lines = [header(sink, extra), "    targets:", "      - name: router", f'        probes: [{{http: {{url: "{server.url_for("/router")}"}}}}]']
+    lines = [
+        header(sink, extra),
+        "    targets:",
+        "      - name: router",
+        f'        probes: [{{http: {{url: "{server.url_for("/router")}"}}}}]',
+    ]
     for n in range(children):
         lines += [
             f"      - name: svc{n:02d}",
@@ -106,17 +116,25 @@ def test_a_router_down_is_one_ticket_and_one_page_and_its_children_are_linked_no
     rig.round()
     assert rig.incidents() == []
 
-    http_server.set_default(status=503, body="no route to host")  # the router and everything behind it
+    http_server.set_default(
+        status=503, body="no route to host"
+    )  # the router and everything behind it
     rig.rounds(3)  # http-down holds for 2m: the third round opens
     smtp_sink.wait_for_messages(2)
     rig.rounds(5)  # and it stays that way
     incidents = by_target(rig)
     router = incidents.pop("router")
-    assert (router.state, router.priority, router.ticketed, router.paged) == ("open", "P1", True, True)
+    assert (router.state, router.priority, router.ticketed, router.paged) == (
+        "open",
+        "P1",
+        True,
+        True,
+    )
     assert len(incidents) == 30
-    assert {(i.state, i.suppressed, i.linked_to, i.link, i.ticketed, i.paged) for i in incidents.values()} == {
-        ("open", "parent", router.id, "parent", False, False)
-    }
+    assert {
+        (i.state, i.suppressed, i.linked_to, i.link, i.ticketed, i.paged)
+        for i in incidents.values()
+    } == {("open", "parent", router.id, "parent", False, False)}
     assert mail.counts() == (1, 0, 1, 0)
     assert mail.tickets()[0].startswith("[P1][acme] router: web service down")
     assert {r.incident_id for r in rig.outbox()} == {router.id}
@@ -158,25 +176,37 @@ rules:
 
 
 def one_service(
-    sink: SmtpSink, server: HTTPTestServer, extra: str = "", target_extra: str = "", rules: str = "[default]"
+    sink: SmtpSink,
+    server: HTTPTestServer,
+    extra: str = "",
+    target_extra: str = "",
+    rules: str = "[default]",
 ) -> str:
-    return header(sink, extra) + f"""
+    return (
+        header(sink, extra)
+        + f"""
     rules: {rules}
     targets:
       - name: shop
         {target_extra}
-        probes: [{{http: {{url: "{server.url_for('/health')}"}}}}]
+        probes: [{{http: {{url: "{server.url_for("/health")}"}}}}]
     """
+    )
 
 
 def flip(server: HTTPTestServer, failing: bool) -> None:
-    server.set_response("/health", status=503 if failing else 200, body="overloaded" if failing else "OK")
+    server.set_response(
+        "/health", status=503 if failing else 200, body="overloaded" if failing else "OK"
+    )
 
 
 def test_a_service_up_and_down_every_round_for_20_rounds_is_one_ticket_marked_flapping_once(
     http_server: HTTPTestServer, smtp_sink: SmtpSink, rig_factory
 ) -> None:
-    rig = rig_factory(one_service(smtp_sink, http_server, rules="[default, site.yml]"), extra={"site.yml": FIRE_AT_ONCE})
+    rig = rig_factory(
+        one_service(smtp_sink, http_server, rules="[default, site.yml]"),
+        extra={"site.yml": FIRE_AT_ONCE},
+    )
     mail = Mailbox(smtp_sink)
     for n in range(20):
         flip(http_server, failing=n % 2 == 0)
@@ -207,7 +237,12 @@ def test_flapping_stops_the_resolve_reopen_churn_once_detected(
     http_server: HTTPTestServer, smtp_sink: SmtpSink, rig_factory
 ) -> None:
     # resolve_after: 1 resolves at the first ok result: the churn flapping detection ends
-    rig = rig_factory(one_service(smtp_sink, http_server, "defaults: {resolve_after: 1}", rules="[default, site.yml]"), extra={"site.yml": FIRE_AT_ONCE})
+    rig = rig_factory(
+        one_service(
+            smtp_sink, http_server, "defaults: {resolve_after: 1}", rules="[default, site.yml]"
+        ),
+        extra={"site.yml": FIRE_AT_ONCE},
+    )
     for n in range(20):
         flip(http_server, failing=n % 2 == 0)
         rig.round()
@@ -217,16 +252,30 @@ def test_flapping_stops_the_resolve_reopen_churn_once_detected(
     # rounds 1-5 before it could tell (5 changes in 10 results): open, resolve, reopen,
     # resolve, reopen; then one flapping comment and nothing for the next 14 rounds
     assert actions == [
-        "open", "page",
-        "resolve", "page_resolve", "reopen", "page",
-        "resolve", "page_resolve", "reopen", "page",
+        "open",
+        "page",
+        "resolve",
+        "page_resolve",
+        "reopen",
+        "page",
+        "resolve",
+        "page_resolve",
+        "reopen",
+        "page",
         "comment",
     ]
     assert len(Mailbox(smtp_sink).tickets()) == 1
 
 
-def test_flapping_can_be_turned_off(http_server: HTTPTestServer, smtp_sink: SmtpSink, rig_factory) -> None:
-    rig = rig_factory(one_service(smtp_sink, http_server, "flapping: {enabled: false}", rules="[default, site.yml]"), extra={"site.yml": FIRE_AT_ONCE})
+def test_flapping_can_be_turned_off(
+    http_server: HTTPTestServer, smtp_sink: SmtpSink, rig_factory
+) -> None:
+    rig = rig_factory(
+        one_service(
+            smtp_sink, http_server, "flapping: {enabled: false}", rules="[default, site.yml]"
+        ),
+        extra={"site.yml": FIRE_AT_ONCE},
+    )
     for n in range(12):
         flip(http_server, failing=n % 2 == 0)
         rig.round()
@@ -268,7 +317,12 @@ def test_a_failure_through_a_maintenance_window_is_ticketed_once_at_its_end(
     flip(http_server, failing=True)
     run_until(rig, "09:41")
     [incident] = rig.incidents()
-    assert (incident.state, incident.suppressed, incident.ticketed, incident.paged) == ("open", "maintenance", False, False)
+    assert (incident.state, incident.suppressed, incident.ticketed, incident.paged) == (
+        "open",
+        "maintenance",
+        False,
+        False,
+    )
     assert incident.suppressed_why == "maintenance 'shop-upgrade' until 2026-11-23 09:42 IST"
     assert mail.counts() == (0, 0, 0, 0) and rig.outbox() == []
     rig.round()  # 09:42: the window is over and the site still fails
@@ -276,7 +330,10 @@ def test_a_failure_through_a_maintenance_window_is_ticketed_once_at_its_end(
     run_until(rig, "09:55")
     assert mail.counts() == (1, 0, 1, 0)
     [incident] = rig.incidents()
-    assert incident.suppressed is None and incident.notified_at.astimezone(rig.config.calendar.tz).strftime("%H:%M") == "09:42"
+    assert (
+        incident.suppressed is None
+        and incident.notified_at.astimezone(rig.config.calendar.tz).strftime("%H:%M") == "09:42"
+    )
     # the SLA runs from when the helpdesk was told: respond by 11:42 IST
     assert incident.response_due.astimezone(rig.config.calendar.tz).strftime("%H:%M") == "11:42"
     [ticket] = [m for m in smtp_sink.messages if HELPDESK in m.rcpt_tos]
@@ -312,9 +369,15 @@ def test_an_incident_ticketed_before_a_window_is_still_resolved_during_it_and_ne
     flip(http_server, failing=True)
     run_until(rig, "09:39")
     assert [r.action for r in rig.outbox()] == ["open", "page"]
-    run_until(rig, "11:20", minutes=10)  # P1 would be repaged every 30m and reminded; not in the window
+    run_until(
+        rig, "11:20", minutes=10
+    )  # P1 would be repaged every 30m and reminded; not in the window
     [incident] = rig.incidents()
-    assert incident.suppressed == "maintenance" and incident.page_count == 1 and incident.reminders == 0
+    assert (
+        incident.suppressed == "maintenance"
+        and incident.page_count == 1
+        and incident.reminders == 0
+    )
     assert incident.breaches == []  # its deadlines stand still while the window lasts
     flip(http_server, failing=False)
     rig.rounds(2)
@@ -363,7 +426,9 @@ def test_a_restart_in_the_middle_of_a_window_sends_the_held_ticket_once_at_its_e
 def test_recurring_windows_hold_notifications_while_on(
     window: str, http_server: HTTPTestServer, smtp_sink: SmtpSink, rig_factory
 ) -> None:
-    rig = rig_factory(one_service(smtp_sink, http_server, f"maintenance: [{window}]", "labels: {tier: web}"))
+    rig = rig_factory(
+        one_service(smtp_sink, http_server, f"maintenance: [{window}]", "labels: {tier: web}")
+    )
     run_until(rig, "09:31")
     flip(http_server, failing=True)
     run_until(rig, "09:41")
@@ -394,13 +459,18 @@ def mail_cluster(sink: SmtpSink, server: HTTPTestServer, extra: str = OUTAGE, si
             "        labels: {role: mail}",
             f'        probes: [{{http: {{url: "{server.url_for(f"/mail{n}")}"}}}}]',
         ]
-    lines += ["      - name: intranet", f'        probes: [{{http: {{url: "{server.url_for("/intranet")}"}}}}]']
+    lines += [
+        "      - name: intranet",
+        f'        probes: [{{http: {{url: "{server.url_for("/intranet")}"}}}}]',
+    ]
     return "\n".join(lines) + "\n"
 
 
 def fail(server: HTTPTestServer, *names: str, status: int = 503) -> None:
     for name in names:
-        server.set_response(f"/{name}", status=status, body=f"{name} unreachable" if status >= 400 else "OK")
+        server.set_response(
+            f"/{name}", status=status, body=f"{name} unreachable" if status >= 400 else "OK"
+        )
 
 
 def test_seven_of_nine_failing_together_is_one_outage_ticket_kept_up_to_date(
@@ -415,13 +485,18 @@ def test_seven_of_nine_failing_together_is_one_outage_ticket_kept_up_to_date(
     incidents = by_target(rig)
     outage = incidents.pop("mail-cluster")
     assert (outage.state, outage.priority, outage.members, outage.total_members) == (
-        "open", "P1", [f"mail{n}" for n in range(1, 8)], 9
+        "open",
+        "P1",
+        [f"mail{n}" for n in range(1, 8)],
+        9,
     )
-    assert {(i.suppressed, i.linked_to, i.link, i.ticketed, i.paged) for i in incidents.values()} == {
-        ("outage", outage.id, "outage", False, False)
-    }
+    assert {
+        (i.suppressed, i.linked_to, i.link, i.ticketed, i.paged) for i in incidents.values()
+    } == {("outage", outage.id, "outage", False, False)}
     assert len(incidents) == 7
-    assert mail.tickets() == ["[P1][acme] mail-cluster: mail cluster degraded: 7 of 9 targets failing"]
+    assert mail.tickets() == [
+        "[P1][acme] mail-cluster: mail cluster degraded: 7 of 9 targets failing"
+    ]
     assert mail.counts() == (1, 0, 1, 0)
     [ticket] = [m for m in smtp_sink.messages if HELPDESK in m.rcpt_tos]
     assert "7 of 9 targets failing: mail1, mail2, mail3, mail4, mail5, mail6, mail7" in ticket.body
@@ -479,7 +554,8 @@ def test_half_of_a_group_failing_opens_the_outage_by_percent(
     run_until(rig, "09:35")
     assert Mailbox(smtp_sink).tickets() == ["[P1][acme] mail-cluster: 2 of 4 targets failing"]
     assert [(i.target, i.suppressed) for i in rig.incidents() if i.target != "mail-cluster"] == [
-        ("mail1", "outage"), ("mail3", "outage")
+        ("mail1", "outage"),
+        ("mail3", "outage"),
     ]
 
 
@@ -516,13 +592,19 @@ def test_an_unacknowledged_p1_is_reminded_on_its_ticket_every_30m_three_times_at
     run_until(rig, "13:00", minutes=5)
     smtp_sink.wait_for_messages(1 + 3 + 7)
     assert reminders(mail) == ["Reminder 1 of 3", "Reminder 2 of 3", "Reminder 3 of 3"]
-    times = [e.at.astimezone(rig.config.calendar.tz).strftime("%H:%M") for e in rig.store.events(rig.incidents()[0].id) if e.kind == "reminded"]
+    times = [
+        e.at.astimezone(rig.config.calendar.tz).strftime("%H:%M")
+        for e in rig.store.events(rig.incidents()[0].id)
+        if e.kind == "reminded"
+    ]
     assert times == ["10:03", "10:33", "11:03"]  # rounds every 5 minutes from 09:33
     # the hotline hears on its own schedule: a page, then a repage every 30m until someone acknowledges
     assert len(mail.pages()) == 1 + 6 and mail.counts()[0] == 1
 
 
-def test_acknowledging_stops_the_reminders(http_server: HTTPTestServer, smtp_sink: SmtpSink, rig_factory) -> None:
+def test_acknowledging_stops_the_reminders(
+    http_server: HTTPTestServer, smtp_sink: SmtpSink, rig_factory
+) -> None:
     rig = rig_factory(one_service(smtp_sink, http_server))
     flip(http_server, failing=True)
     run_until(rig, "10:05", minutes=5)
@@ -532,25 +614,44 @@ def test_acknowledging_stops_the_reminders(http_server: HTTPTestServer, smtp_sin
     run_until(rig, "13:00", minutes=5)
     [incident] = rig.incidents()
     assert (incident.state, incident.reminders) == ("acknowledged", 1)
-    assert [body.split(":")[0].strip() for _, body in Mailbox(smtp_sink).updates()] == ["Reminder 1 of 3", "Acknowledged by asha via cli."]
+    assert [body.split(":")[0].strip() for _, body in Mailbox(smtp_sink).updates()] == [
+        "Reminder 1 of 3",
+        "Acknowledged by asha via cli.",
+    ]
 
 
-def test_a_p2_is_reminded_every_4_business_hours(http_server: HTTPTestServer, smtp_sink: SmtpSink, rig_factory) -> None:
+def test_a_p2_is_reminded_every_4_business_hours(
+    http_server: HTTPTestServer, smtp_sink: SmtpSink, rig_factory
+) -> None:
     p2 = """
     rules:
       - {name: http-down, probe: http, when: failed, priority: P2, summary: "{target}: web service down"}
     """
-    rig = rig_factory(one_service(smtp_sink, http_server, rules="[default, site.yml]"), extra={"site.yml": p2})
+    rig = rig_factory(
+        one_service(smtp_sink, http_server, rules="[default, site.yml]"), extra={"site.yml": p2}
+    )
     flip(http_server, failing=True)
     rig.round()  # Monday 09:30 IST: opened
     run_until(rig, "23:59", minutes=30)  # business hours end at 18:00
     [incident] = rig.incidents()
-    times = [e.at.astimezone(rig.config.calendar.tz).strftime("%a %H:%M") for e in rig.store.events(incident.id) if e.kind == "reminded"]
+    times = [
+        e.at.astimezone(rig.config.calendar.tz).strftime("%a %H:%M")
+        for e in rig.store.events(incident.id)
+        if e.kind == "reminded"
+    ]
     assert times == ["Mon 13:31", "Mon 17:31"]  # rounds every 30 minutes from 09:31
     rig.advance(hours=8)  # Tuesday 08:00 and on
     run_until(rig, "12:00", minutes=30)
-    times = [e.at.astimezone(rig.config.calendar.tz).strftime("%a %H:%M") for e in rig.store.events(incident.id) if e.kind == "reminded"]
-    assert times == ["Mon 13:31", "Mon 17:31", "Tue 11:31"]  # 29 minutes on Monday, 3h31m on Tuesday
+    times = [
+        e.at.astimezone(rig.config.calendar.tz).strftime("%a %H:%M")
+        for e in rig.store.events(incident.id)
+        if e.kind == "reminded"
+    ]
+    assert times == [
+        "Mon 13:31",
+        "Mon 17:31",
+        "Tue 11:31",
+    ]  # 29 minutes on Monday, 3h31m on Tuesday
 
 
 def test_a_restart_while_children_are_suppressed_sends_nothing_twice(
@@ -571,7 +672,9 @@ def test_a_restart_while_children_are_suppressed_sends_nothing_twice(
         rig.rounds(3)
         assert mail.counts() == (1, 0, 1, 0)
         children = [i for i in rig.incidents() if i.target != "router"]
-        assert {(i.suppressed, i.linked_to) for i in children} == {("parent", rig.incidents()[0].id)}
+        assert {(i.suppressed, i.linked_to) for i in children} == {
+            ("parent", rig.incidents()[0].id)
+        }
         http_server.set_default(status=200)
         http_server.set_response("/svc01", status=500)
         rig.round()
@@ -605,14 +708,22 @@ def test_a_child_checked_before_its_router_waits_for_the_router_s_next_check(
     assert rig.outbox() == []
     rig.round(targets=["router"])  # 1 minute later, within the router's interval plus timeout
     router = by_target(rig)["router"]
-    assert {(i.suppressed, i.linked_to) for i in rig.incidents() if i.target != "router"} == {("parent", router.id)}
-    assert [(r.incident_id, r.action) for r in rig.outbox()] == [(router.id, "open"), (router.id, "page")]
+    assert {(i.suppressed, i.linked_to) for i in rig.incidents() if i.target != "router"} == {
+        ("parent", router.id)
+    }
+    assert [(r.incident_id, r.action) for r in rig.outbox()] == [
+        (router.id, "open"),
+        (router.id, "page"),
+    ]
 
 
 def test_a_child_whose_router_answers_is_ticketed_after_the_router_s_check(
     http_server: HTTPTestServer, smtp_sink: SmtpSink, rig_factory
 ) -> None:
-    rig = rig_factory(router_site(smtp_sink, http_server, children=1, extra="rules: [default, site.yml]"), extra={"site.yml": FIRE_AT_ONCE})
+    rig = rig_factory(
+        router_site(smtp_sink, http_server, children=1, extra="rules: [default, site.yml]"),
+        extra={"site.yml": FIRE_AT_ONCE},
+    )
     http_server.set_response("/svc00", status=500)
     rig.round(targets=["svc00"])
     assert rig.outbox() == []
@@ -621,7 +732,11 @@ def test_a_child_whose_router_answers_is_ticketed_after_the_router_s_check(
 
 
 def test_watcher_incidents_shows_what_is_held_back_and_why(
-    tmp_path: Path, http_server: HTTPTestServer, smtp_sink: SmtpSink, rig_factory, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    http_server: HTTPTestServer,
+    smtp_sink: SmtpSink,
+    rig_factory,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     import json
 
@@ -668,7 +783,9 @@ def test_an_outage_whose_group_leaves_the_config_resolves_and_hands_back_its_mem
     fail(http_server, *[f"mail{n}" for n in range(1, 6)])
     run_until(rig, "09:33")
     assert Mailbox(smtp_sink).counts() == (1, 0, 1, 0)
-    rig.engine.configure(config_from(tmp_path, mail_cluster(smtp_sink, http_server, extra="")))  # a reload
+    rig.engine.configure(
+        config_from(tmp_path, mail_cluster(smtp_sink, http_server, extra=""))
+    )  # a reload
     rig.round()
     smtp_sink.wait_for_messages(2 + 2 + 10)
     assert by_target(rig)["mail-cluster"].state == "resolved"

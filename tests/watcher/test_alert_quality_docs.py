@@ -17,7 +17,10 @@ targets:
   - {name: db1, probes: [{tcp: {host: 127.0.0.1, port: 5432}}]}
   - {name: files1, labels: {role: files}, probes: [{tcp: {host: 127.0.0.1, port: 445}}]}
   - {name: lab1, probes: [{tcp: {host: 127.0.0.1, port: 22}}]}
-""" + "".join(f"  - {{name: mail{n}, labels: {{role: mail}}, probes: [{{tcp: {{host: 127.0.0.1, port: 25}}}}]}}\n" for n in range(1, 10))
+""" + "".join(
+    f"  - {{name: mail{n}, labels: {{role: mail}}, probes: [{{tcp: {{host: 127.0.0.1, port: 25}}}}]}}\n"
+    for n in range(1, 10)
+)
 
 
 def _as_config(tmp_path: Path, block: str) -> str:
@@ -37,5 +40,14 @@ def test_the_example_loads(tmp_path: Path, block: str) -> None:
 
 def test_every_feature_has_an_example() -> None:
     text = "".join(BLOCKS)
-    for key in ("depends_on:", "outages:", "flapping:", "maintenance:", "remind_every:", "cron:", "days:", "start:"):
+    for key in (
+        "depends_on:",
+        "outages:",
+        "flapping:",
+        "maintenance:",
+        "remind_every:",
+        "cron:",
+        "days:",
+        "start:",
+    ):
         assert key in text, key

@@ -25,7 +25,10 @@ def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``watcher maintenance ...`` as its own process (the config reads the token from the environment)."""
     return subprocess.run(
         [sys.executable, "-m", "watcher.cli", "maintenance", *args, "-c", str(config)],
-        capture_output=True, text=True, timeout=60, cwd=config.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=config.parent,
         env={**os.environ, "WATCHER_API_TOKEN": TOKEN},
     )
 
@@ -48,16 +51,20 @@ def site(tmp_path: Path, port: int, http: HTTPTestServer, sink: SmtpSink, extra:
         targets:
           - name: shop
             labels: {{role: web}}
-            probes: [{{http: {{url: "{http.url_for('/')}"}}}}]
+            probes: [{{http: {{url: "{http.url_for("/")}"}}}}]
           - name: intranet
-            probes: [{{http: {{url: "{http.url_for('/intranet')}"}}}}]
+            probes: [{{http: {{url: "{http.url_for("/intranet")}"}}}}]
         {extra}
         """,
-        extra={"fast.yml": "rules:\n  - {name: http-down, probe: http, when: failed, after: 2, priority: P1, summary: '{target}: down'}\n"},
+        extra={
+            "fast.yml": "rules:\n  - {name: http-down, probe: http, when: failed, after: 2, priority: P1, summary: '{target}: down'}\n"
+        },
     )
 
 
-def test_the_cli_adds_lists_and_removes_windows_without_a_daemon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_adds_lists_and_removes_windows_without_a_daemon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = write_config(
         tmp_path,
         """
@@ -70,9 +77,62 @@ def test_the_cli_adds_lists_and_removes_windows_without_a_daemon(tmp_path: Path,
         """,
     )
     c = str(config)
-    assert main(["maintenance", "add", "upgrade", "--target", "db1", "--duration", "2h", "--reason", "PG 16", "-c", c]) == 0
-    assert main(["maintenance", "add", "lab", "--label", "role=db", "--days", "sat,sun", "--from", "22:00", "--to", "06:00", "-c", c]) == 0
-    assert main(["maintenance", "add", "later", "--target", "db*", "--start", "+1d", "--duration", "30m", "-c", c]) == 0
+    assert (
+        main(
+            [
+                "maintenance",
+                "add",
+                "upgrade",
+                "--target",
+                "db1",
+                "--duration",
+                "2h",
+                "--reason",
+                "PG 16",
+                "-c",
+                c,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "maintenance",
+                "add",
+                "lab",
+                "--label",
+                "role=db",
+                "--days",
+                "sat,sun",
+                "--from",
+                "22:00",
+                "--to",
+                "06:00",
+                "-c",
+                c,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "maintenance",
+                "add",
+                "later",
+                "--target",
+                "db*",
+                "--start",
+                "+1d",
+                "--duration",
+                "30m",
+                "-c",
+                c,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["maintenance", "list", "--json", "-c", c]) == 0
     views = json.loads(capsys.readouterr().out)
@@ -98,19 +158,28 @@ def test_the_cli_adds_lists_and_removes_windows_without_a_daemon(tmp_path: Path,
     [
         (["x", "--target", "nosuch", "--duration", "1h"], "'nosuch' matches no target"),
         (["x", "--target", "db1"], "needs end: or duration:"),
-        (["x", "--target", "db1", "--duration", "1h", "--cron", "61 * * * *"], "outside the minute field"),
+        (
+            ["x", "--target", "db1", "--duration", "1h", "--cron", "61 * * * *"],
+            "outside the minute field",
+        ),
         (["x", "--duration", "1h"], "needs targets:"),
         (["x", "--target", "db1", "--from", "22:00"], "needs both from: and to:"),
         (["x", "--target", "db1", "--from", "25:00", "--to", "01:00"], "not a time of day"),
         (["x", "--target", "db1", "--start", "tomorrow", "--duration", "1h"], "not a time"),
-        (["x", "--target", "db1", "--duration", "1h", "--timezone", "Mars/Base"], "unknown timezone"),
+        (
+            ["x", "--target", "db1", "--duration", "1h", "--timezone", "Mars/Base"],
+            "unknown timezone",
+        ),
         (["x", "--label", "role", "--duration", "1h"], "write KEY=VALUE"),
     ],
 )
 def test_the_cli_refuses_a_bad_window_with_a_reason(
     args: list[str], problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = write_config(tmp_path, "site: acme\nstate: state.db\ntargets: [{name: db1, probes: [{tcp: {host: 127.0.0.1, port: 9}}]}]\n")
+    config = write_config(
+        tmp_path,
+        "site: acme\nstate: state.db\ntargets: [{name: db1, probes: [{tcp: {host: 127.0.0.1, port: 9}}]}]\n",
+    )
     assert main(["maintenance", "add", *args, "-c", str(config)]) == 2
     assert problem in capsys.readouterr().err
 
@@ -122,18 +191,34 @@ def test_windows_from_the_api_and_the_cli_hold_a_running_daemon_s_notifications(
     config = site(tmp_path, port, http_server, smtp_sink)
     daemon = Daemon(config, port, env={"WATCHER_API_TOKEN": TOKEN}).start()
     try:
-        window = {"name": "shop-release", "targets": ["shop"], "duration": "1h", "reason": "release 4.2", "by": "asha"}
+        window = {
+            "name": "shop-release",
+            "targets": ["shop"],
+            "duration": "1h",
+            "reason": "release 4.2",
+            "by": "asha",
+        }
         assert daemon.post("/api/maintenance", window)[0] == 401
         assert daemon.post("/api/maintenance", window, token="not-the-token")[0] == 401
-        status, body = daemon.post("/api/maintenance", {"name": "bad", "targets": ["nosuch"], "duration": "1h"}, token=TOKEN)
+        status, body = daemon.post(
+            "/api/maintenance",
+            {"name": "bad", "targets": ["nosuch"], "duration": "1h"},
+            token=TOKEN,
+        )
         assert status == 400 and "matches no target" in json.loads(body)["error"]
         status, body = daemon.post("/api/maintenance", window, token=TOKEN)
         assert status == 201, body
         created = json.loads(body)
-        assert (created["state"], created["created_by"], created["reason"]) == ("active", "asha", "release 4.2")
+        assert (created["state"], created["created_by"], created["reason"]) == (
+            "active",
+            "asha",
+            "release 4.2",
+        )
         listed = json.loads(daemon.get("/api/maintenance")[1])
         assert [w["name"] for w in listed] == ["shop-release"]
-        assert [w["name"] for w in json.loads(cli(config, "list", "--json").stdout)] == ["shop-release"]
+        assert [w["name"] for w in json.loads(cli(config, "list", "--json").stdout)] == [
+            "shop-release"
+        ]
 
         http_server.set_response("/", status=500, body="release in progress")
 
@@ -141,7 +226,11 @@ def test_windows_from_the_api_and_the_cli_hold_a_running_daemon_s_notifications(
             items = json.loads(daemon.get("/api/incidents?state=open")[1])
             return items[0] if items else None
 
-        held = daemon.wait_for(lambda: (i := incident()) and i["suppressed"] == "maintenance" and i, 30, "a held incident")
+        held = daemon.wait_for(
+            lambda: (i := incident()) and i["suppressed"] == "maintenance" and i,
+            30,
+            "a held incident",
+        )
         assert held["suppressed_why"].startswith("maintenance 'shop-release' until ")
         assert "maintenance" in daemon.get("/")[1] and "Maintenance now" in daemon.get("/")[1]
         assert smtp_sink.messages == []
@@ -165,7 +254,11 @@ def test_windows_from_the_api_and_the_cli_hold_a_running_daemon_s_notifications(
         assert _delete(daemon, request_path, TOKEN)[0] == 404
         daemon.wait_for(lambda: incident()["suppressed"] is None, 30, "released again")
         checked = json.loads(daemon.get("/api/results")[1])[0]["at"]
-        daemon.wait_for(lambda: json.loads(daemon.get("/api/results")[1])[0]["at"] > checked, 30, "another round")
+        daemon.wait_for(
+            lambda: json.loads(daemon.get("/api/results")[1])[0]["at"] > checked,
+            30,
+            "another round",
+        )
         assert len(smtp_sink.messages) == 2
     finally:
         assert daemon.stop() == 0
@@ -197,7 +290,9 @@ def tokenless(tmp_path: Path, http_server: HTTPTestServer, smtp_sink: SmtpSink) 
 
 
 def test_the_maintenance_api_is_off_without_an_api_token(tokenless: Daemon) -> None:
-    status, body = tokenless.post("/api/maintenance", {"name": "x", "targets": ["shop"], "duration": "1h"})
+    status, body = tokenless.post(
+        "/api/maintenance", {"name": "x", "targets": ["shop"], "duration": "1h"}
+    )
     assert status == 403 and "api_token" in json.loads(body)["error"]
     assert _delete(tokenless, "/api/maintenance/1", None)[0] == 403
     assert tokenless.get("/api/maintenance") == (200, "[]\n")

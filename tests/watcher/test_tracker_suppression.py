@@ -25,9 +25,13 @@ WINDOW = Suppression("maintenance", "maintenance 'upgrade' until 11:00")
 
 @pytest.fixture
 def policy(tmp_path: Path) -> Policy:
-    config = config_from(tmp_path, "site: acme\nrules: [default, site.yml]\n", extra={"site.yml": RULES})
+    config = config_from(
+        tmp_path, "site: acme\nrules: [default, site.yml]\n", extra={"site.yml": RULES}
+    )
     ours = [r for r in config.rules.rules if r.name in {"web-down", "web-slow", "port-down"}]
-    return Policy(rules=RuleSet(config.rules.priorities, ours, site="acme"), calendar=config.calendar)
+    return Policy(
+        rules=RuleSet(config.rules.priorities, ours, site="acme"), calendar=config.calendar
+    )
 
 
 class Feed:
@@ -40,7 +44,14 @@ class Feed:
 
     def __call__(self, quiet: Suppression | None = None, probe: str = "http", **kw: object) -> Step:
         r = result(probe=probe, at=self.clock(), **kw)  # type: ignore[arg-type]
-        step = tracker.observe(self.incident, r, self.policy.rules.evaluate(r, {}, None), self.policy, self.clock(), quiet=quiet)
+        step = tracker.observe(
+            self.incident,
+            r,
+            self.policy.rules.evaluate(r, {}, None),
+            self.policy,
+            self.clock(),
+            quiet=quiet,
+        )
         return self._keep(step)
 
     def tick(self, quiet: Suppression | None = None) -> Step:
@@ -61,7 +72,9 @@ def feed(policy: Policy) -> Feed:
     return Feed(policy, Clock())
 
 
-def test_an_incident_held_from_its_start_is_told_when_the_hold_ends_with_deadlines_from_then(feed: Feed) -> None:
+def test_an_incident_held_from_its_start_is_told_when_the_hold_ends_with_deadlines_from_then(
+    feed: Feed,
+) -> None:
     feed(WINDOW, status="fail")
     feed.clock.advance(minutes=30)
     feed(WINDOW, status="fail")
@@ -128,11 +141,18 @@ def test_a_hold_pauses_the_deadlines_repages_and_reminders_of_what_was_told(feed
     for _ in range(12):  # six hours in the window: past both deadlines
         feed.clock.advance(minutes=30)
         feed.tick(WINDOW)
-    assert feed.actions == ["open", "page"] and feed.incident.breaches == [] and feed.incident.page_count == 1
+    assert (
+        feed.actions == ["open", "page"]
+        and feed.incident.breaches == []
+        and feed.incident.page_count == 1
+    )
     feed.tick(None)
     held = timedelta(hours=6)
     assert (feed.incident.response_due, feed.incident.resolve_due) == (due[0] + held, due[1] + held)
-    assert feed.actions == ["open", "page"]  # the repage timer stood still too: 10 of 30 minutes used
+    assert feed.actions == [
+        "open",
+        "page",
+    ]  # the repage timer stood still too: 10 of 30 minutes used
     feed.clock.advance(minutes=20)
     feed.tick(None)
     assert feed.actions == ["open", "page", "page", "comment"]  # a repage, and the first reminder
@@ -147,7 +167,9 @@ def test_a_business_clock_deadline_pauses_only_for_the_business_hours_held(polic
     feed.clock.advance(hours=9)
     feed.tick(None)
     # 3 business hours were left at 10:30; they run from Tuesday 08:00
-    assert feed.incident.response_due == datetime(2026, 11, 24, 5, 30, tzinfo=UTC)  # Tuesday 11:00 IST
+    assert feed.incident.response_due == datetime(
+        2026, 11, 24, 5, 30, tzinfo=UTC
+    )  # Tuesday 11:00 IST
 
 
 def test_acknowledged_while_held_is_ticketed_at_the_end_but_not_paged(feed: Feed) -> None:
@@ -173,9 +195,17 @@ def test_a_flapping_incident_comments_once_and_does_not_resolve(feed: Feed) -> N
 
 @pytest.mark.parametrize(
     ("history", "share"),
-    [([1, 0, 1, 0, 1, 0], 5 / 9), ([1] * 10, 0.0), ([0, 1] * 5, 1.0), ([1, 0], 1 / 9), ([0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1], 5 / 9)],
+    [
+        ([1, 0, 1, 0, 1, 0], 5 / 9),
+        ([1] * 10, 0.0),
+        ([0, 1] * 5, 1.0),
+        ([1, 0], 1 / 9),
+        ([0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1], 5 / 9),
+    ],
 )
-def test_the_change_share_counts_changes_in_the_last_window_over_the_whole_window(history: list[int], share: float) -> None:
+def test_the_change_share_counts_changes_in_the_last_window_over_the_whole_window(
+    history: list[int], share: float
+) -> None:
     assert change_share(history, 10) == pytest.approx(share)
 
 
