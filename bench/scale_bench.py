@@ -185,14 +185,16 @@ def tree_cpu(pid: int) -> float:
 @dataclass
 class Scrape:
     seconds: float
-    size: int
+    size: int  # as sent: gzip, as Prometheus asks for it
+    text_size: int
     series: int
 
 
 def scrape(url: str, into: Path) -> Scrape:
-    """One GET /metrics by curl (its CPU is not the daemon's), timed by curl."""
+    """One GET /metrics by curl asking for gzip as Prometheus does (its CPU is not the
+    daemon's), timed by curl."""
     done = subprocess.run(
-        ["curl", "-s", "-o", str(into), "-w", "%{time_total} %{size_download} %{http_code}", url],
+        ["curl", "-s", "--compressed", "-o", str(into), "-w", "%{time_total} %{size_download} %{http_code}", url],
         capture_output=True,
         text=True,
         timeout=60,
@@ -200,8 +202,9 @@ def scrape(url: str, into: Path) -> Scrape:
     seconds, size, code = done.stdout.split()
     if code != "200":
         raise SystemExit(f"/metrics answered {code}")
-    series = sum(1 for line in into.read_text().splitlines() if line and not line.startswith("#"))
-    return Scrape(float(seconds), int(size), series)
+    text = into.read_text()
+    series = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+    return Scrape(float(seconds), int(size), len(text.encode()), series)
 
 
 # --------------------------------------------------------------------------- main
@@ -217,6 +220,7 @@ def main() -> int:
     parser.add_argument("--sshd", type=int, default=4, help="sshd instances the server targets share")
     parser.add_argument("--workers", type=int, default=0, help="workers: in watcher.yml (0: the default)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--tracemalloc", type=Path, help="the daemon writes its biggest Python allocations here (slow)")
     args = parser.parse_args()
     for binary in (NGINX, "/usr/sbin/sshd", shutil.which("curl") or "/usr/bin/curl"):
         if not os.access(binary, os.X_OK):
@@ -250,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
             f"--measure={measure}",
             f"--out={out}",
             f"--log={log_file}",
+            *([f"--tracemalloc={args.tracemalloc}"] if args.tracemalloc else []),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -299,6 +304,7 @@ def run(args: argparse.Namespace) -> int:
         "scrape_s_median": statistics.median(s.seconds for s in scrapes) if scrapes else float("nan"),
         "scrape_s_max": max((s.seconds for s in scrapes), default=float("nan")),
         "scrape_bytes": scrapes[-1].size if scrapes else 0,
+        "scrape_text_bytes": scrapes[-1].text_size if scrapes else 0,
         "scrape_series": scrapes[-1].series if scrapes else 0,
         "loadavg_at_end": load,
         "log_lines": dict(Counter(line.split()[2] for line in log_lines if len(line.split()) > 2)),
@@ -343,7 +349,10 @@ def print_table(f: dict[str, Any], args: argparse.Namespace, site: Site) -> None
         ("SQLite rows written per second", f"{f['sqlite_rows_per_s']:,.0f}"),
         ("SQLite transactions per second (results in each)", f"{f['sqlite_transactions_per_s']:.1f} ({f['results_per_transaction']:.0f})"),
         (f"/metrics scrape time median / max ({f['scrapes']} scrapes)", f"{f['scrape_s_median'] * 1000:,.0f} ms / {f['scrape_s_max'] * 1000:,.0f} ms"),
-        ("/metrics size", f"{f['scrape_bytes'] / mb:.1f} MiB, {f['scrape_series']:,} series"),
+        (
+            "/metrics size, gzip as sent / text",
+            f"{f['scrape_bytes'] / mb:.1f} MiB / {f['scrape_text_bytes'] / mb:.1f} MiB, {f['scrape_series']:,} series",
+        ),
         ("daemon log lines by level", ", ".join(f"{k} {n:,}" for k, n in f["log_lines"].items()) or "none"),
         ("config load / daemon start / stop", f"{f['config_load_s']:.1f} s / {f['start_s']:.1f} s / {f['stop_s']:.1f} s"),
     ]

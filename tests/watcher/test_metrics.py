@@ -77,3 +77,11 @@ def test_the_exposition_passes_promtool_and_forgets_removed_checks() -> None:
     latest.pop(0)
     text = metrics.exposition().decode()
     assert 'target="web-1"' in text and 'probe="http"' not in text
+
+
+def test_a_gzip_exposition_unpacks_to_the_same_text() -> None:
+    import gzip
+
+    metrics = Metrics()
+    metrics.watch_results(lambda: RESULTS)
+    assert gzip.decompress(metrics.exposition(gzip=True)) == metrics.exposition()
