@@ -8,8 +8,9 @@ REST 2 (``GET /REST/2.0/tickets?query=CF.{Watcher Fingerprint}='...'``, 100 ms a
 previous answer) until the ticket is there. Each row splits the time: the wait for the
 next check (up to one interval), the hold as it was met (checks fall on the interval, so
 up to one interval more than the rule's), and from the hold being met (the check that met
-it, stamped when it started) to the ticket existing in RT: watcher's own work (engine,
-outbox, RT's fingerprint search and create).
+it, stamped with the time its turn was due) to the ticket existing in RT: watcher's own
+work (engine, outbox) and RT's create; the fingerprint search that guards against a
+duplicate ran during the hold.
 
 The ticket exists once RT has answered the create (201; the daemon stores the answer in
 its state file, whose row the bench reads; for the first ticket only, after reading it
@@ -200,7 +201,7 @@ def print_table(reps: list[Rep], args: argparse.Namespace, load: tuple[float, fl
         f" {os.cpu_count()} cores, load average at the end {' '.join(f'{x:.2f}' for x in load)}\n"
     )
     print(
-        "| failure | wait for a check | hold as met | hold met -> ticket exists (engine, RT search and create)"
+        "| failure | wait for a check | hold as met | hold met -> ticket exists (engine, RT create)"
         " | total - hold | poll saw it | total to the poll - hold |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")

@@ -257,7 +257,9 @@ class App:
         self.runners = Runners(self.config.model, base_dir=self.config.base_dir)
         self.services: dict[str, Any] = {}
         self.dispatcher = Dispatcher(self.store, build_integrations(self.config, self.http), self.metrics)
-        self.engine = Engine(self.config, self.store, on_enqueue=self.dispatcher.wake)
+        self.engine = Engine(
+            self.config, self.store, on_enqueue=self.dispatcher.wake, on_hold=self.dispatcher.search_ahead
+        )
         self.sink = ResultSink(self.engine, self.store, lambda: self.config)
         self.services["previous_results"] = lambda target, probe: [r for r in self.store.latest(target) if r.probe == probe]
         self.checkins = attach_checkins(self)
@@ -353,6 +355,7 @@ class App:
         self.config = new
         self.dispatcher = Dispatcher(self.store, build_integrations(new, self.http), self.metrics)
         self.engine.on_enqueue = self.dispatcher.wake
+        self.engine.on_hold = self.dispatcher.search_ahead
         self.engine.configure(new)
         self.checkins.configure(new)
         self.scheduler = self._scheduler(new)

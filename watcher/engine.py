@@ -43,12 +43,17 @@ class Engine:
         *,
         clock: Callable[[], datetime] = utcnow,
         on_enqueue: Callable[[str], None] | None = None,
+        on_hold: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.on_enqueue = on_enqueue or (lambda _name: None)
+        # Told the fingerprint of each new pending incident whose hold may end in a ticket
+        # (the outbox searches the helpdesk for it meanwhile).
+        self.on_hold = on_hold or (lambda _fingerprint: None)
         self._lock = threading.RLock()
         self._to_wake: set[str] = set()
+        self._holding: set[str] = set()
         self._tickers: list[Callable[[datetime], Sequence[Result]]] = []
         self._latest: dict[tuple[str, str, str], Result] = {r.key: r for r in store.latest()}
         # dependencies, outages, maintenance windows: who is held back (watcher/suppression.py)
@@ -227,6 +232,9 @@ class Engine:
         names, self._to_wake = self._to_wake, set()
         for name in names:
             self.on_enqueue(name)
+        holding, self._holding = self._holding, set()
+        for fingerprint in holding:
+            self.on_hold(fingerprint)
 
     def _apply(self, db: sqlite3.Connection, step: Step, now: datetime) -> None:
         incident = step.incident
@@ -239,12 +247,21 @@ class Engine:
             return
         self.store.save_incident(db, incident, now)
         self._incidents[incident.fingerprint] = incident
+        if step.created and incident.state == "pending" and self._may_ticket(incident):
+            self._holding.add(incident.fingerprint)
         assert incident.id is not None
         self.store.add_events(db, incident.id, step.events)
         for event in step.events:
             log.info("incident %s %s [%s] %s: %s", incident.id, event.kind, incident.priority, incident.target, event.message)
         for action in step.actions:
             self._enqueue(db, incident, action, now)
+
+    def _may_ticket(self, incident: Incident) -> bool:
+        if not self.routes["tickets"]:
+            return False
+        rules = {r.name: r for r in self.config.rules.rules if r.name in incident.holds}
+        priorities = self.config.rules.priorities
+        return any(r.priority in priorities and priorities[r.priority].ticket for r in rules.values())
 
     def _enqueue(self, db: sqlite3.Connection, incident: Incident, action: Action, now: datetime) -> None:
         names = self.routes[action.role]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,10 @@ log = logging.getLogger("watcher.outbox")
 
 MAX_BACKOFF = 600.0
 MAX_RETRY_AFTER = 3600.0
+# How long a search made ahead of an open ("no open ticket has this fingerprint") stands in
+# for the search the open would make: as long as the shipped rules' longest hold. An open
+# after a longer hold searches again.
+SEARCH_AHEAD_FRESH = 900.0
 
 
 def backoff(attempts: int, retry_after: float | None = None, *, base: float = 5.0) -> float:
@@ -59,6 +64,9 @@ class Dispatcher:
         self._stop = threading.Event()
         self._wake: dict[str, threading.Event] = {name: threading.Event() for name in self.integrations}
         self._threads: list[threading.Thread] = []
+        self._search_ahead: dict[str, list[str]] = {name: [] for name in self.integrations}
+        self._none_found: dict[tuple[str, str], float] = {}
+        self._search_lock = threading.Lock()
 
     def start(self) -> None:
         for name in self.integrations:
@@ -70,6 +78,48 @@ class Dispatcher:
         for key, event in self._wake.items():
             if name is None or key == name:
                 event.set()
+
+    def search_ahead(self, fingerprint: str) -> None:
+        """Asks each helpdesk, in its worker and when it is idle, for an open ticket with
+        ``fingerprint`` while a rule's hold runs, so that the open when the hold is met
+        needs no search first: one helpdesk round trip less (about 0.3 s on Request
+        Tracker) between the hold and the ticket. Only "none found" is kept, used once, and
+        only by this process: after a crash or a failed attempt the open searches again."""
+        now = time.monotonic()
+        for name, integration in self.integrations.items():
+            if integration.role != "tickets":
+                continue
+            with self._search_lock:
+                searched = self._none_found.get((name, fingerprint))
+                if (searched is not None and now - searched < SEARCH_AHEAD_FRESH) or fingerprint in self._search_ahead[name]:
+                    continue
+                self._search_ahead[name].append(fingerprint)
+            self._wake[name].set()
+
+    def _searched_ahead(self, name: str, fingerprint: str) -> bool:
+        """True if a search ahead found no ticket with ``fingerprint`` recently; forgets it."""
+        with self._search_lock:
+            searched = self._none_found.pop((name, fingerprint), None)
+        return searched is not None and time.monotonic() - searched < SEARCH_AHEAD_FRESH
+
+    def _run_searches_ahead(self, name: str) -> bool:
+        with self._search_lock:
+            fingerprints, self._search_ahead[name] = self._search_ahead[name], []
+            now = time.monotonic()
+            for key in [k for k, at in self._none_found.items() if now - at >= SEARCH_AHEAD_FRESH]:
+                del self._none_found[key]
+        for fingerprint in fingerprints:
+            if self._stop.is_set():
+                break
+            try:
+                found = self.integrations[name].find(fingerprint)
+            except Exception as exc:  # the open will search for itself
+                log.debug("%s: search ahead for %s failed: %s", name, fingerprint, redact(str(exc)))
+                continue
+            if found is None:
+                with self._search_lock:
+                    self._none_found[(name, fingerprint)] = time.monotonic()
+        return bool(fingerprints)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stops after in-flight deliveries finish (bounded by ``timeout``)."""
@@ -100,7 +150,7 @@ class Dispatcher:
                 if self._stop.is_set():
                     return
                 self.deliver(row)
-            if rows:
+            if rows or self._run_searches_ahead(name):
                 continue
             wait = 5.0
             next_due = self.store.next_due(name)
@@ -159,7 +209,7 @@ class Dispatcher:
         if row.action == "open":
             if ref is not None:
                 return  # delivered before a crash, recorded, then redelivered: nothing to do
-            found = integration.find(content.fingerprint)
+            found = None if self._searched_ahead(row.integration, content.fingerprint) else integration.find(content.fingerprint)
             if found is not None:
                 self.store.set_ticket(row.incident_id, row.integration, found.id, found.url, self.clock())
                 self.metrics.tickets_adopted.labels(row.integration).inc()
