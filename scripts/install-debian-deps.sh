@@ -28,7 +28,7 @@ packages=(
   iproute2 procps util-linux sqlite3 ca-certificates
 )
 if [ "$want_bench" = 1 ]; then
-  packages+=(nginx-light monitoring-plugins)
+  packages+=(nginx-light monitoring-plugins curl)
 fi
 
 missing=()
