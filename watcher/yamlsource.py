@@ -1,7 +1,9 @@
-"""YAML loading that remembers where every value came from, and ``${ENV}`` expansion.
+"""YAML loading that can say where every value came from, and ``${ENV}`` expansion.
 
 Config errors must name file, line and column; PyYAML's plain loaders throw positions
-away, so this walks the composed node tree and keeps a map from each YAML path to its mark.
+away. The data is built straight from the parser's events (libyaml's when PyYAML has it),
+and the mark of a YAML path is found, when an error needs one, by parsing the text again
+and walking its nodes.
 """
 
 from __future__ import annotations
