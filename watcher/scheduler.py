@@ -1,10 +1,11 @@
 """Runs every (target, probe) at its interval on a bounded pool of worker threads.
 
 The timetable is a heap of (due, job) on the monotonic clock: finding what is due costs
-O(log n) per check, whatever the number of checks (the ``schedule`` library this replaced
-scanned every job twice per loop, about 17 ms per loop at 30,000 checks). Turns keep a
-fixed rate (each is one interval after the previous one was due, not after it ran), so a
-busy moment does not shift a check's phase for good. A job whose previous run is still
+O(log n) per check, whatever the number of checks (scanning every job, as the ``schedule``
+library does, cost about 16 ms per loop at 30,000 checks). Turns keep a fixed rate (each
+is one interval after the previous one was due, not after it ran), so a busy moment does
+not shift a check's phase for good, and results are stamped with the time their turn was
+due. Lag is measured from then to the moment a worker starts the check. A job whose previous run is still
 going is skipped, not started twice; a run that overruns its hard timeout is reported as
 an ``error`` result by the watchdog (its late result, if it ever comes, is dropped).
 """
