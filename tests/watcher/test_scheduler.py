@@ -101,3 +101,30 @@ def test_run_round_reports_every_check_even_one_that_hangs(tmp_path: Path) -> No
         stuck.release.set()
         scheduler.stop(wait_for_probes=False)
     assert result.status == "error" and result.reason == "timeout"
+
+
+class Quick(Probe):
+    kind = "command"
+
+    def check(self, ctx: ProbeContext) -> Outcome:
+        return Outcome.ok("fine")
+
+
+def test_results_are_stamped_with_the_time_their_turn_was_due(tmp_path: Path) -> None:
+    # So a hold of for: 2m at 60 s is met by the third check whatever each one's lag.
+    results: list[Result] = []
+    scheduler = Scheduler(
+        [_job(tmp_path, Quick(ProbeConfig()), interval=0.1, timeout=1)],
+        workers=2,
+        on_results=results.extend,
+        metrics=Metrics(),
+        jitter=False,
+    )
+    scheduler.start()
+    try:
+        _wait(lambda: len(results) >= 6)
+    finally:
+        scheduler.stop()
+    for earlier, later in zip(results, results[1:], strict=False):
+        turns = (later.at - earlier.at).total_seconds() / 0.1
+        assert round(turns) >= 1 and abs(turns - round(turns)) < 0.02  # whole turns apart
