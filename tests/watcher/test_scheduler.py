@@ -106,25 +106,31 @@ def test_run_round_reports_every_check_even_one_that_hangs(tmp_path: Path) -> No
 class Quick(Probe):
     kind = "command"
 
+    def __init__(self, busy: float = 0.0) -> None:
+        super().__init__(ProbeConfig())
+        self.busy = busy
+        self.runs = 0
+
     def check(self, ctx: ProbeContext) -> Outcome:
+        self.runs += 1
+        time.sleep(self.busy * (self.runs % 3))  # 0, 1 or 2 times busy: a varying lag for the other
         return Outcome.ok("fine")
 
 
 def test_results_are_stamped_with_the_time_their_turn_was_due(tmp_path: Path) -> None:
-    # So a hold of for: 2m at 60 s is met by the third check whatever each one's lag.
+    # So a hold of for: 2m at 60 s is met by the third check whatever each one's lag. One
+    # worker and a probe that takes 0-60 ms due at the same moment give the other a lag
+    # that varies by tens of ms; its stamps stay whole turns apart.
     results: list[Result] = []
-    scheduler = Scheduler(
-        [_job(tmp_path, Quick(ProbeConfig()), interval=0.1, timeout=1)],
-        workers=2,
-        on_results=results.extend,
-        metrics=Metrics(),
-        jitter=False,
-    )
+    slow, quick = _job(tmp_path, Quick(busy=0.03), interval=0.2, timeout=1), _job(tmp_path, Quick(), interval=0.2, timeout=1)
+    quick.ctx = ProbeContext(site="acme", target="quick", host=None, labels={}, timeout=1, http=HttpClients())
+    scheduler = Scheduler([slow, quick], workers=1, on_results=results.extend, metrics=Metrics(), jitter=False)
     scheduler.start()
     try:
-        _wait(lambda: len(results) >= 6)
+        _wait(lambda: sum(r.target == "quick" for r in results) >= 7)
     finally:
         scheduler.stop()
-    for earlier, later in zip(results, results[1:], strict=False):
-        turns = (later.at - earlier.at).total_seconds() / 0.1
-        assert round(turns) >= 1 and abs(turns - round(turns)) < 0.02  # whole turns apart
+    stamps = [r.at for r in results if r.target == "quick"]
+    for earlier, later in zip(stamps, stamps[1:], strict=False):
+        turns = (later - earlier).total_seconds() / 0.2
+        assert round(turns) >= 1 and abs(turns - round(turns)) < 0.01  # whole turns apart
