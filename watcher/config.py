@@ -600,6 +600,9 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
         except ValidationError as exc:
             issues.extend(_validation_issues(exc, rules_located, RulePack))
     if model is None:
+        # The rule packs are still checked, so that every problem is reported at once;
+        # what depends on the targets is left for when they load.
+        issues.extend(_merge_rules(None, packs)[1])
         raise ConfigError(issues)
     issues.extend(_check_targets(model, located))
     issues.extend(_check_checkins(model, located))
@@ -910,7 +913,9 @@ def _check_host(host: str, located: Located, path: tuple[Any, ...], issues: list
             issues.append(ConfigIssue(located.mark(path), format_path(path), f"{host!r} is not a host name or address"))
 
 
-def _merge_rules(model: WatcherConfig, packs: list[tuple[Located, RulePack]]) -> tuple[RuleSet, list[ConfigIssue]]:
+def _merge_rules(
+    model: WatcherConfig | None, packs: list[tuple[Located, RulePack]]
+) -> tuple[RuleSet, list[ConfigIssue]]:
     priorities: dict[str, Any] = {}
     by_name: dict[str, tuple[Rule, Located, int]] = {}
     for located, pack in packs:
@@ -919,10 +924,13 @@ def _merge_rules(model: WatcherConfig, packs: list[tuple[Located, RulePack]]) ->
             by_name.pop(rule.name, None)  # a later pack's rule of the same name replaces it
             by_name[rule.name] = (rule, located, index)
     issues = []
-    configured = {spec.id: spec for t in model.targets for spec in t.probe_specs()}
-    configured.update({c.name: ProbeSpec("heartbeat", c.name, ProbeConfig()) for c in model.checkins})
+    configured: dict[str, ProbeSpec] = {}
+    target_names: set[str] = set()
+    if model is not None:
+        configured = {spec.id: spec for t in model.targets for spec in t.probe_specs()}
+        configured.update({c.name: ProbeSpec("heartbeat", c.name, ProbeConfig()) for c in model.checkins})
+        target_names = {t.name for t in model.targets} | {c.result_target for c in model.checkins}
     configured_kinds = {spec.kind for spec in configured.values()}
-    target_names = {t.name for t in model.targets} | {c.result_target for c in model.checkins}
     for rule, located, index in by_name.values():
         here = ("rules", index)
         if rule.priority not in priorities:
@@ -935,11 +943,14 @@ def _merge_rules(model: WatcherConfig, packs: list[tuple[Located, RulePack]]) ->
                 )
             )
         kinds: set[str] = set()
+        unresolved = False
         for p_index, selector in enumerate(rule.probe):
             if selector in probes.REGISTRY:
                 kinds.add(selector)
             elif selector in configured:
                 kinds.add(configured[selector].kind)
+            elif model is None:
+                unresolved = True  # may name a probe of a target that did not load
             else:
                 issues.append(
                     ConfigIssue(
@@ -959,7 +970,9 @@ def _merge_rules(model: WatcherConfig, packs: list[tuple[Located, RulePack]]) ->
                         did_you_mean(pattern, target_names),
                     )
                 )
-        known = _known_metrics(kinds or set(probes.REGISTRY), configured, configured_kinds, restrict=bool(kinds))
+        known = None if unresolved else _known_metrics(
+            kinds or set(probes.REGISTRY), configured, configured_kinds, restrict=bool(kinds)
+        )
         if known is not None:
             allowed = known | RESULT_FIELDS
             for name in sorted(rule.when.names - allowed):
@@ -985,7 +998,7 @@ def _merge_rules(model: WatcherConfig, packs: list[tuple[Located, RulePack]]) ->
                         )
                     )
     rules = [rule for rule, _, _ in by_name.values()]
-    return RuleSet(priorities, rules, site=model.site), issues
+    return RuleSet(priorities, rules, site=model.site if model else "?"), issues
 
 
 def _glob(pattern: str, name: str) -> bool:

@@ -161,3 +161,15 @@ def test_a_rule_may_not_name_a_target_that_does_not_exist(tmp_path: Path) -> Non
             "site: acme\nrules: [default, site.yml]\ntargets: [{name: mail1, probes: [{tcp: {port: 25}}]}]\n",
             extra={"site.yml": "rules:\n  - {name: x, target: mial1, when: failed, priority: P2}\n"},
         )
+
+
+def test_a_broken_target_does_not_hide_a_broken_rule_pack(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        "site: acme\nrules: [default, site.yml]\ntargets: [{name: web, probes: [{htpp: {}}]}]\n",
+        extra={"site.yml": "rules:\n  - {name: x, probe: disk, when: 'used_pct > 9', priority: P2}\n"},
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert "unknown probe kind 'htpp'" in text and "site.yml:2:" in text and "'used_pct'" in text
