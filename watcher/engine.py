@@ -227,8 +227,17 @@ class Engine:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A transaction after whose commit the dispatchers of new actions are woken."""
-        with self.store.transaction() as db:
-            yield db
+        kept = dict(self._incidents)  # steps replace incidents, never change them in place
+        try:
+            with self.store.transaction() as db:
+                yield db
+        except BaseException:
+            # The state file rolled back, so must the working set: else it keeps incidents
+            # (and ids) the file never got, told as if their actions had been queued.
+            self._incidents = kept
+            self._to_wake.clear()
+            self._holding.clear()
+            raise
         names, self._to_wake = self._to_wake, set()
         for name in names:
             self.on_enqueue(name)
