@@ -26,6 +26,9 @@ __all__ = ["Request", "Response", "WebServer", "json_response"]
 
 log = logging.getLogger("watcher.web")
 MAX_BODY = 64 * 1024
+# How long a client may leave the server waiting for any one read or write: a client
+# that opens a connection and sends nothing (or stops halfway) loses it, and its thread.
+REQUEST_TIMEOUT = 10.0
 
 
 @dataclass
@@ -77,11 +80,12 @@ class _Route:
 class WebServer:
     """A threaded HTTP server with a route table; other parts add their own routes."""
 
-    def __init__(self, listen: str, *, api_token: Secret | None) -> None:
+    def __init__(self, listen: str, *, api_token: Secret | None, request_timeout: float = REQUEST_TIMEOUT) -> None:
         host, _, port = listen.rpartition(":")
         self.host = host.strip("[]")
         self.port = int(port)
         self.api_token = api_token
+        self.request_timeout = request_timeout
         self.routes: list[_Route] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -96,6 +100,7 @@ class WebServer:
             server_version = "watcher"
             sys_version = ""
             protocol_version = "HTTP/1.1"
+            timeout = web.request_timeout
 
             def log_message(self, fmt: str, *args: Any) -> None:
                 log.debug("%s %s", self.client_address[0], fmt % args)
@@ -109,6 +114,8 @@ class WebServer:
                 self.send_header("Cache-Control", "no-store")
                 for key, value in response.headers.items():
                     self.send_header(key, value)
+                if self.close_connection:
+                    self.send_header("Connection", "close")
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(response.body)
@@ -129,9 +136,12 @@ class WebServer:
 
     def dispatch(self, raw: BaseHTTPRequestHandler) -> Response:
         parts = urlsplit(raw.path)
+        refused = _refuse_body(raw.headers)
+        if refused is not None:
+            # The body was not read: what follows on the connection cannot be trusted.
+            raw.close_connection = True
+            return refused
         length = int(raw.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            return text_response("request body too large\n", 413)
         body = raw.rfile.read(length) if length else b""
         request = Request(
             method="GET" if raw.command == "HEAD" else raw.command,
@@ -171,6 +181,18 @@ class WebServer:
         if scheme.lower() != "bearer" or not given:
             return False
         return hmac.compare_digest(given.strip().encode(), self.api_token.reveal().encode())
+
+
+def _refuse_body(headers: Any) -> Response | None:
+    """A 4xx for a body the server will not read, or None if it is fine to read."""
+    if headers.get("Transfer-Encoding"):
+        return text_response("send the body with a Content-Length, not chunked\n", 411)
+    raw = (headers.get("Content-Length") or "0").strip()
+    if not (raw.isascii() and raw.isdigit()):
+        return text_response("Content-Length must be a number of bytes\n", 400)
+    if len(raw) > 9 or int(raw) > MAX_BODY:
+        return text_response(f"request body too large (at most {MAX_BODY} bytes)\n", 413)
+    return None
 
 
 def escape(value: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from tests.helpers import write_config
 from tests.servers.base import free_port
 from tests.servers.httpd import HTTPTestServer
 from watcher.app import App
+from watcher.web import WebServer, text_response
 
 
 @pytest.fixture
@@ -75,3 +77,56 @@ def test_unknown_paths_and_methods(app: App) -> None:
     assert _get(app, "/nope")[0] == 404
     assert _get(app, "/metrics", method="POST")[0] == 405
     assert _get(app, "/healthz")[0] == 200
+
+
+# ---------------------------------------------------------------- bad and slow clients
+
+
+@pytest.fixture
+def bare_web() -> Iterator[WebServer]:
+    web = WebServer(f"127.0.0.1:{free_port()}", api_token=None, request_timeout=0.5)
+    web.route("POST", "/echo", lambda r: text_response(f"{len(r.body)} bytes\n"))
+    web.start()
+    yield web
+    web.stop()
+
+
+def _exchange(web: WebServer, raw: bytes) -> bytes:
+    """Sends ``raw`` and reads until the server closes; the client waits up to 10 s."""
+    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as sock:
+        sock.sendall(raw)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+def test_a_client_that_stops_sending_loses_its_connection(bare_web: WebServer) -> None:
+    # Without a socket timeout the handler thread waits for the rest forever.
+    answer = _exchange(bare_web, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    assert answer == b""
+
+
+def test_a_negative_content_length_is_refused_not_read_to_the_end(bare_web: WebServer) -> None:
+    answer = _exchange(bare_web, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\nabc")
+    assert answer.startswith(b"HTTP/1.1 400")
+
+
+@pytest.mark.parametrize("value", [b"ten", b"\xc2\xb2", b"9" * 5000])
+def test_a_content_length_that_is_not_a_small_number_is_refused(bare_web: WebServer, value: bytes) -> None:
+    answer = _exchange(bare_web, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: " + value + b"\r\n\r\n")
+    assert answer.split(b" ", 2)[1] in (b"400", b"413")
+    assert b"Connection: close" in answer
+
+
+def test_a_chunked_body_is_refused_rather_than_taken_for_the_next_request(bare_web: WebServer) -> None:
+    answer = _exchange(
+        bare_web, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 411")
+    assert answer.count(b"HTTP/1.1") == 1
+
+
+def test_a_body_within_the_limit_is_read(bare_web: WebServer) -> None:
+    answer = _exchange(bare_web, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"3 bytes\n")
