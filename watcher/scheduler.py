@@ -7,7 +7,8 @@ is one interval after the previous one was due, not after it ran), so a busy mom
 not shift a check's phase for good, and results are stamped with the time their turn was
 due. Lag is measured from then to the moment a worker starts the check. A job whose previous run is still
 going is skipped, not started twice; a run that overruns its hard timeout is reported as
-an ``error`` result by the watchdog (its late result, if it ever comes, is dropped).
+an ``error`` result by the watchdog, and again at each turn it keeps from starting (its
+late result, if it ever comes, is dropped).
 """
 
 from __future__ import annotations
@@ -130,6 +131,10 @@ class Scheduler:
             if job.running:
                 self.metrics.scheduler_skipped.inc()
                 log.warning("%s is still running from its last turn; skipped this one", job.name)
+                if job.overran == job.run_number:
+                    # Each turn a run past its hard timeout keeps from starting says so: the
+                    # rules that hold on errors (probe-error: for 15m) need more than one.
+                    self.on_results([self._overran_result(job, time.monotonic() - job.started)])
                 return
             job.running = True
             job.started = time.monotonic()

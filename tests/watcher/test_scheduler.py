@@ -6,6 +6,9 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+import watcher.scheduler
 from probes.base import Outcome, Probe, ProbeConfig, ProbeContext, Result
 from tests.helpers import config_from
 from watcher.httpclient import HttpClients
@@ -134,3 +137,26 @@ def test_results_are_stamped_with_the_time_their_turn_was_due(tmp_path: Path) ->
     for earlier, later in zip(stamps, stamps[1:], strict=False):
         turns = (later - earlier).total_seconds() / 0.2
         assert round(turns) >= 1 and abs(turns - round(turns)) < 0.01  # whole turns apart
+
+
+def test_a_check_stuck_past_its_hard_timeout_reports_an_error_at_each_turn_it_misses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A rule's hold (probe-error: for 15m) needs a result at every turn; one report and
+    # then silence would leave the watcher blind to this check for good.
+    monkeypatch.setattr(watcher.scheduler, "HARD_TIMEOUT_GRACE", 0.1)
+    probe = Stuck()
+    results: list[Result] = []
+    scheduler = Scheduler(
+        [_job(tmp_path, probe, interval=0.2, timeout=0.2)], workers=2, on_results=results.extend, metrics=Metrics(), jitter=False
+    )
+    scheduler.start()
+    try:
+        _wait(lambda: len(results) >= 3)
+    finally:
+        probe.release.set()
+        scheduler.stop()
+    assert probe.calls == 1
+    stuck = results[:3]
+    assert all(r.status == "error" and r.reason == "timeout" for r in stuck)
+    assert stuck[0].at < stuck[1].at < stuck[2].at
