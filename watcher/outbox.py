@@ -145,17 +145,21 @@ class Dispatcher:
         event = self._wake[name]
         while not self._stop.is_set():
             event.clear()
-            rows = self.store.due_actions(self.clock(), limit=200, integration=name)
-            for row in rows:
-                if self._stop.is_set():
-                    return
-                self.deliver(row)
-            if rows or self._run_searches_ahead(name):
-                continue
-            wait = 5.0
-            next_due = self.store.next_due(name)
-            if next_due is not None:
-                wait = min(wait, max(0.05, next_due - self.clock().timestamp()))
+            try:
+                rows = self.store.due_actions(self.clock(), limit=200, integration=name)
+                for row in rows:
+                    if self._stop.is_set():
+                        return
+                    self.deliver(row)
+                if rows or self._run_searches_ahead(name):
+                    continue
+                wait = 5.0
+                next_due = self.store.next_due(name)
+                if next_due is not None:
+                    wait = min(wait, max(0.05, next_due - self.clock().timestamp()))
+            except Exception:  # a dead worker would stop this integration's deliveries until a restart
+                log.exception("%s: delivery worker error, trying again", name)
+                wait = 5.0
             event.wait(wait)
 
     # ------------------------------------------------------------------ delivery
@@ -167,8 +171,8 @@ class Dispatcher:
         if integration is None:
             self.store.mark_failed(row.id, f"integration {row.integration!r} is no longer configured", now)
             return False
-        content = replace(TicketContent.from_dict(row.payload), delivery_id=row.id, action=row.action)
         try:
+            content = replace(TicketContent.from_dict(row.payload), delivery_id=row.id, action=row.action)
             if row.role == "tickets":
                 self._ticket(integration, row, content)
             else:

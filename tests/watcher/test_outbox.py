@@ -4,6 +4,8 @@ ticket searches again. The real Request Tracker figures are in bench/ticket_benc
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +158,45 @@ def test_a_failure_without_a_hold_opens_with_its_own_search(site: Watcher) -> No
     site.searches_ahead()
     site.deliver()
     assert site.helpdesk.calls == ["find", "open"]
+
+
+def test_a_worker_outlives_a_state_file_error_and_delivers_after_it(
+    site: Watcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = site.store.due_actions
+    errors = []
+
+    def locked_once(*args: object, **kw: object) -> list:
+        if not errors:
+            errors.append(1)
+            raise sqlite3.OperationalError("database is locked")
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(site.store, "due_actions", locked_once)
+    site.engine.on_enqueue = site.dispatcher.wake
+    site.dispatcher.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not errors and time.monotonic() < deadline:
+            time.sleep(0.02)
+        site.fail(probe="disk", kind="disk", metrics={"used_percent": 97.0}, labels={"path": "/"})
+        while not site.helpdesk.tickets and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        site.dispatcher.stop()
+    assert errors and len(site.helpdesk.tickets) == 1
+
+
+def test_deliver_never_raises_even_for_an_action_it_cannot_read(site: Watcher) -> None:
+    site.fail(probe="disk", kind="disk", metrics={"used_percent": 97.0}, labels={"path": "/"})
+    [incident] = site.engine.incidents()
+    with site.store.transaction() as db:
+        site.store.enqueue(
+            db, incident_id=incident.id + 1, integration=ROUTE, role="tickets", action="open", payload={}, now=site.clock()
+        )
+    unreadable = site.store.outbox()[-1]
+    assert site.dispatcher.deliver(unreadable) is False
+    row = site.store.outbox(states=["pending"])[-1]  # kept, to try again
+    assert row.id == unreadable.id and row.attempts == 1 and "TypeError" in (row.last_error or "")
+    site.dispatcher.deliver(site.store.outbox()[0])
+    assert len(site.helpdesk.tickets) == 1  # the readable one went out
