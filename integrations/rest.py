@@ -18,6 +18,7 @@ from pydantic import Field, PlainValidator, field_validator
 from integrations.base import IntegrationConfig, PermanentError, TransientError, error_for_status
 from watcher.durations import parse_duration
 from watcher.httpclient import new_session
+from watcher.secret import protect_url
 
 __all__ = [
     "HelpdeskConfig",
@@ -59,7 +60,7 @@ class HelpdeskConfig(HttpConfig):
     def _url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("expected an http:// or https:// URL")
-        return value.rstrip("/")
+        return protect_url(value).rstrip("/")
 
     @field_validator("priorities")
     @classmethod

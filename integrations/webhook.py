@@ -35,7 +35,7 @@ from integrations.base import (
 )
 from watcher.durations import parse_duration
 from watcher.httpclient import new_session
-from watcher.secret import Secret
+from watcher.secret import Secret, protect_url
 
 __all__ = ["WebhookIntegration", "WebhookConfig", "sign"]
 
@@ -52,7 +52,7 @@ class WebhookConfig(IntegrationConfig):
     def _url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("expected an http:// or https:// URL")
-        return value
+        return protect_url(value, path_tokens=True)  # hook URLs often carry their token in the path
 
 
 def sign(secret: str, body: bytes) -> str:

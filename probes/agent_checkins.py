@@ -38,7 +38,7 @@ from probes.http import BasicAuth, json_path_get
 from probes.mailbase import cert_failure
 from watcher.durations import format_duration, parse_duration
 from watcher.httpclient import new_session
-from watcher.secret import Secret
+from watcher.secret import Secret, protect_url
 
 __all__ = ["AgentCheckinsProbe", "AgentCheckinsConfig", "Device", "parse_checkin_time"]
 
@@ -102,7 +102,7 @@ class AgentCheckinsConfig(ProbeConfig):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("expected an http:// or https:// URL with a host")
-        return value
+        return protect_url(value)
 
     @field_validator("stale_after", mode="before")
     @classmethod

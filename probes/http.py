@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from probes.base import Outcome, Probe, ProbeConfig, ProbeContext, decode_output
 from watcher.durations import parse_duration
 from watcher.httpclient import USER_AGENT
-from watcher.secret import Secret
+from watcher.secret import Secret, protect_url
 
 __all__ = ["HttpProbe", "HttpConfig", "json_path_get", "cert_days_left"]
 
@@ -63,7 +63,7 @@ class HttpConfig(ProbeConfig):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("expected an http:// or https:// URL with a host")
-        return value
+        return protect_url(value)
 
     @field_validator("status", mode="before")
     @classmethod

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from pydantic_core import core_schema
 
-__all__ = ["Secret", "registered_secrets", "redact"]
+__all__ = ["Secret", "protect_url", "registered_secrets", "redact"]
 
 # Every secret value ever constructed, so that text leaving the process (logs, tickets,
 # evidence, error messages) can be scrubbed even when a secret slipped into it by accident,
@@ -65,9 +67,55 @@ def registered_secrets() -> frozenset[str]:
     return frozenset(_SECRETS)
 
 
+# Query parameters that carry credentials by their name: ?api_key=, ?access_token=, ?sig=
+_CREDENTIAL_PARAM = re.compile(
+    r"(?i)^(?:(?:api|access|auth|app|client|private|session|x)[_.-]?)?"
+    r"(?:token|key|secret|password|passwd|pass|pwd|sig|signature|auth)$"
+)
+# Shorter query values (?auth=basic, ?key=id) are more likely words than credentials:
+# registering them would mask the word everywhere.
+_MIN_QUERY_SECRET = 6
+# A path piece that looks like a token (letters and digits, 8 or more): /services/T0/B0/XyZ123...
+_TOKENISH = re.compile(r"^(?=.*[A-Za-z])(?=.*\d)[^\s]{8,}$")
+# user:password@ in any URL, wherever it turns up (a library's exception, a redirect)
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+@")
+
+
+def protect_url(url: str, *, path_tokens: bool = False) -> str:
+    """Registers the credentials a configured URL carries as secrets, and returns it.
+
+    A URL is a plain string in the config, yet ``https://user:${PW}@host`` or
+    ``?api_key=${KEY}`` puts a secret into it, and every message that names the URL (an
+    HTTP status, a ``requests`` exception) would carry it. The password, credential-named
+    query values and, with ``path_tokens`` (webhook URLs), token-like path pieces are
+    masked by :func:`redact` from then on, both as written and decoded.
+    """
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url  # not a URL: the field's own validation says so
+    pieces = [password or ""]
+    for pair in parts.query.split("&"):
+        name, _, value = pair.partition("=")
+        if _CREDENTIAL_PARAM.match(unquote_plus(name)) and len(unquote_plus(value)) >= _MIN_QUERY_SECRET:
+            pieces += [value, unquote_plus(value)]
+    if path_tokens:
+        pieces += [p for p in parts.path.split("/") if _TOKENISH.match(unquote(p))]
+    for piece in pieces:
+        for form in {piece, unquote(piece)}:
+            if form:
+                Secret(form)
+    return url
+
+
 def redact(text: str) -> str:
-    """Replaces every known secret value in ``text`` with asterisks."""
-    if not text or not _SECRETS:
+    """Replaces every known secret value in ``text``, and any URL's password, with asterisks."""
+    if not text:
+        return text
+    if "://" in text and "@" in text:
+        text = _URL_PASSWORD.sub(r"\1********@", text)
+    if not _SECRETS:
         return text
     for value in sorted(_SECRETS, key=len, reverse=True):
         if value in text:

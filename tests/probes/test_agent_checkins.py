@@ -429,3 +429,15 @@ def test_per_device_mode_opens_the_capped_number_of_tickets_and_clears_them(
         "dev-005",
     }
     assert len([i for i in rig.incidents() if i.state == "open"]) == 4  # never more than the cap
+
+
+def test_credentials_in_the_url_never_reach_the_message_or_evidence(mdm: MdmServer) -> None:
+    mdm.set_response("/api/devices", status=502, body="bad gateway")
+    url = mdm.url_for("/api/devices?api_key=Mdm-Key-0c4f2").replace("://", "://watcher:Mdm-Pw-91d3@")
+    (r,) = check(mdm, url=url)
+    assert (r.status, r.reason) == ("fail", "status")
+    assert "0c4f2" not in r.message + r.evidence and "91d3" not in r.message + r.evidence
+    mdm.stop()
+    (r,) = check(mdm, url=url)
+    assert r.status == "fail"
+    assert "0c4f2" not in r.message + r.evidence and "91d3" not in r.message + r.evidence
