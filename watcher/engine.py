@@ -21,6 +21,7 @@ from watcher import tracker
 from watcher.config import Config
 from watcher.escalation import ESCALATION_ROUTE
 from watcher.incident import Action, Incident, fingerprint_of
+from watcher.outage import OUTAGE_PROBE
 from watcher.render import ticket_content
 from watcher.store import Store
 from watcher.suppression import Suppressor
@@ -87,9 +88,9 @@ class Engine:
                 self.routes["escalation"].append(ESCALATION_ROUTE)
             base = f"http://{m.listen}" if m.listen else None
             self.status_url = base + "/" if base else None
-            live = {(t.name, s.id) for t in m.targets for s in t.probe_specs()}
-            live |= {(c.result_target, c.name) for c in m.checkins}
-            self._latest = {k: v for k, v in self._latest.items() if (k[0], k[1]) in live}
+            self.checks = {(t.name, s.id) for t in m.targets for s in t.probe_specs()}
+            self.checks |= {(c.result_target, c.name) for c in m.checkins}
+            self._latest = {k: v for k, v in self._latest.items() if (k[0], k[1]) in self.checks}
 
     # -------------------------------------------------------------------- results
 
@@ -106,10 +107,10 @@ class Engine:
             gate.begin(now)
             grouping: list[str] = []
             for result in gate.order(results):
-                self._latest[result.key] = result
                 target = self.targets.get(result.target)
-                if target is None:
-                    continue  # a result from a target removed by a reload
+                if target is None or (result.target, result.probe) not in self.checks:
+                    continue  # a late result of a check a reload removed
+                self._latest[result.key] = result
                 evaluations = self.config.rules.evaluate(result, target.labels, target.host)
                 groups: dict[str, list] = {}
                 for evaluation in evaluations:
@@ -177,16 +178,23 @@ class Engine:
             gate = self.suppressor
             gate.begin(now)
             outage_steps = gate.outage_steps(self._incidents, self.policy, now)
-            active = [i for i in self._incidents.values() if i.active]
-            if not active and not outage_steps:
+            unresolved = [i for i in self._incidents.values() if i.state != "resolved"]
+            if not unresolved and not outage_steps:
                 return steps
             with self._write() as db:
                 for step in outage_steps:
                     self._apply(db, step, now)
                     steps.append(step)
-                for incident in [i for i in self._incidents.values() if i.active]:
-                    quiet = gate.quiet(incident.target, incident, self._incidents, now)
-                    step = tracker.tick(incident, self.policy, now, quiet)
+                for incident in [i for i in self._incidents.values() if i.state != "resolved"]:
+                    if (incident.target, incident.probe) not in self.checks and incident.probe != OUTAGE_PROBE:
+                        # No result will ever come to resolve it, and it would page on.
+                        note = "its check is no longer in the config"
+                        step = tracker.resolve_by_hand(incident, self.policy, now, by="watcher", note=note)
+                    elif incident.active:
+                        quiet = gate.quiet(incident.target, incident, self._incidents, now)
+                        step = tracker.tick(incident, self.policy, now, quiet)
+                    else:
+                        continue
                     self._apply(db, step, now)
                     steps.append(step)
         return steps

@@ -98,3 +98,24 @@ def test_a_batch_whose_transaction_fails_leaves_nothing_behind_in_memory(
     )
     assert site.actions("web") == ["tickets:open"] and site.actions("db") == ["tickets:open"]
 
+
+def test_a_late_result_of_a_target_a_reload_removed_is_not_kept_as_latest(site: Site) -> None:
+    site.reload(CONFIG.replace("  - name: db\n    probes: [{disk: {}}]\n", ""))
+    site.disk("db", 10.0)  # its check was still running when the reload came
+    assert {r.target for r in site.engine.latest()} == set()
+
+
+def test_an_incident_whose_check_leaves_the_config_resolves_and_stops_paging(site: Site) -> None:
+    for _ in range(3):  # http-down: P1 after 2m, ticketed and paged
+        site.http("fail")
+        site.clock.advance(minutes=1)
+    assert site.actions("web") == ["tickets:open", "paging:page"]
+    site.reload(CONFIG.replace('{http: {url: "http://127.0.0.1:9/"}}, ', ""))
+    site.clock.advance(minutes=31)
+    site.engine.tick()
+    [incident] = site.store.incidents()
+    assert incident.state == "resolved" and incident.probe == "http"
+    assert site.actions("web") == ["tickets:open", "paging:page", "tickets:resolve", "paging:page_resolve"]
+    site.clock.advance(minutes=60)
+    site.engine.tick()
+    assert len(site.actions("web")) == 4  # no repage, no escalation
