@@ -175,6 +175,7 @@ class Engine:
                 log.exception("ticker %r failed", ticker)
         steps = self.process(due)
         with self._lock:
+            self._forget_settled(now)
             gate = self.suppressor
             gate.begin(now)
             outage_steps = gate.outage_steps(self._incidents, self.policy, now)
@@ -198,6 +199,15 @@ class Engine:
                     self._apply(db, step, now)
                     steps.append(step)
         return steps
+
+    def _forget_settled(self, now: datetime) -> None:
+        """Drops incidents resolved too long ago to reopen, as a restart would not load
+        them either (the state file keeps them): the working set stays as large as what
+        can still change, however long the watcher runs."""
+        settled = now - self.policy.reopen_within
+        for fingerprint, incident in list(self._incidents.items()):
+            if incident.state == "resolved" and incident.resolved_at is not None and incident.resolved_at < settled:
+                del self._incidents[fingerprint]
 
     # ---------------------------------------------------------- people's requests
 

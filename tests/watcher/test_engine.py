@@ -99,6 +99,24 @@ def test_a_batch_whose_transaction_fails_leaves_nothing_behind_in_memory(
     assert site.actions("web") == ["tickets:open"] and site.actions("db") == ["tickets:open"]
 
 
+def test_an_incident_resolved_too_long_ago_to_reopen_leaves_the_working_set(site: Site) -> None:
+    site.disk("db", 97.0)  # disk-critical: P2 at once
+    for _ in range(2):
+        site.clock.advance(minutes=1)
+        site.disk("db", 10.0)
+    [incident] = site.engine.incidents()
+    assert incident.state == "resolved"
+    site.clock.advance(minutes=59)
+    site.engine.tick()
+    assert [i.id for i in site.engine.incidents()] == [incident.id]  # it may still reopen
+    site.clock.advance(minutes=2)
+    site.engine.tick()
+    assert site.engine.incidents() == []  # as after a restart: the state file keeps it
+    assert site.store.incident(incident.id).state == "resolved"  # type: ignore[union-attr]
+    site.disk("db", 97.0)
+    assert [i.id for i in site.engine.incidents()] != [incident.id]  # a new one, a new ticket
+
+
 def test_a_late_result_of_a_target_a_reload_removed_is_not_kept_as_latest(site: Site) -> None:
     site.reload(CONFIG.replace("  - name: db\n    probes: [{disk: {}}]\n", ""))
     site.disk("db", 10.0)  # its check was still running when the reload came
