@@ -116,6 +116,33 @@ def json_path_get(document: Any, path: str) -> Any:
     return node
 
 
+def _read_body(sock: Any, response: http.client.HTTPResponse, limit: int, deadline: float) -> bytes:
+    """Up to ``limit`` bytes of the body by the check's deadline. A socket timeout alone
+    bounds each read, not the whole: a body that trickles in (a stream, a server stuck
+    mid-answer) would hold the check far past its timeout."""
+    body = bytearray()
+    while len(body) < limit:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(left)
+        chunk = response.read1(min(64 * 1024, limit - len(body)))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    default = 443 if parts.scheme == "https" else 80
+    try:
+        port = parts.port or default
+    except ValueError:
+        port = None
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
 def cert_days_left(der: bytes, now: datetime) -> float:
     from cryptography import x509
 
@@ -143,16 +170,20 @@ class HttpProbe(Probe):
         cfg = self.config
         deadline = time.monotonic() + ctx.timeout
         started = time.perf_counter()
-        headers = {"User-Agent": USER_AGENT, "Connection": "close", "Accept": "*/*"}
-        headers.update({k: v.reveal() for k, v in cfg.headers.items()})
+        plain = {"User-Agent": USER_AGENT, "Connection": "close", "Accept": "*/*"}
+        headers = {**plain, **{k: v.reveal() for k, v in cfg.headers.items()}}
         if cfg.basic_auth:
             pair = f"{cfg.basic_auth.user}:{cfg.basic_auth.password.reveal()}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        home = _origin(cfg.url)
         metrics: dict[str, float] = {}
         url = cfg.url
         redirects = 0
         while True:
-            outcome = self._one_request(ctx, url, headers, deadline, metrics)
+            # The configured headers and credentials go to the configured origin only: a
+            # redirect elsewhere (another host, port or scheme) must not collect them.
+            sent = headers if _origin(url) == home else plain
+            outcome = self._one_request(ctx, url, sent, deadline, metrics)
             if isinstance(outcome, Outcome):
                 metrics["latency_s"] = time.perf_counter() - started
                 return Outcome(outcome.status, outcome.message, metrics, {}, outcome.evidence, outcome.reason)
@@ -218,12 +249,13 @@ class HttpProbe(Probe):
                 if der:
                     metrics["cert_days_left"] = round(cert_days_left(der, datetime.now(UTC)), 3)
             conn.timeout = max(0.05, deadline - time.monotonic())
-            conn.sock.settimeout(conn.timeout)  # type: ignore[union-attr]
+            sock = conn.sock  # kept: a Connection: close answer takes it off ``conn``
+            sock.settimeout(conn.timeout)  # type: ignore[union-attr]
             try:
                 conn.request(cfg.method, path, body=cfg.body, headers=headers)
                 response = conn.getresponse()
                 metrics["ttfb_s"] = time.perf_counter() - t0
-                body = b"" if cfg.method == "HEAD" else response.read(cfg.max_body_bytes)
+                body = b"" if cfg.method == "HEAD" else _read_body(sock, response, cfg.max_body_bytes, deadline)
             except TimeoutError:
                 return Outcome.fail(f"{where} did not answer within {ctx.timeout:.1f}s", reason="timeout")
             except (http.client.HTTPException, OSError) as exc:
