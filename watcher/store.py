@@ -468,6 +468,12 @@ class Store:
                 " WHERE json_extract(data, '$.at') < ?)",
                 ((now - max(raw, timedelta(days=1))).isoformat(),),
             )
+            # A delivered action's payload (the whole rendered ticket, ~7 KB) goes with the
+            # raw results; its row stays as the record of the delivery.
+            db.execute(
+                "UPDATE outbox SET payload='{}' WHERE state='done' AND due_at < ? AND payload != '{}'",
+                (now_s - raw.total_seconds(),),
+            )
 
     def series(
         self,

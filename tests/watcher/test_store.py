@@ -1,0 +1,46 @@
+"""The state file's outbox over a long run: what was sent is not kept for ever."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from watcher.store import Store
+
+NOW = datetime(2026, 11, 23, 4, 30, tzinfo=UTC)
+RAW, HOURLY, DAILY = timedelta(days=2), timedelta(days=90), timedelta(days=730)
+BODY = {"subject": "[P1][acme] web: down", "body": "x" * 5000}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "w.db")
+    yield s
+    s.close()
+
+
+def _queue(store: Store, action: str, at: datetime) -> int:
+    with store.transaction() as db:
+        return store.enqueue(
+            db, incident_id=1, integration="tickets/rt", role="tickets", action=action, payload=BODY, now=at
+        )
+
+
+def test_compaction_empties_delivered_actions_older_than_raw_results_and_keeps_their_record(store: Store) -> None:
+    old = _queue(store, "open", NOW - timedelta(days=3))
+    store.mark_done(old, NOW - timedelta(days=3))
+    recent = _queue(store, "comment", NOW - timedelta(hours=1))
+    store.mark_done(recent, NOW - timedelta(hours=1))
+    failed = _queue(store, "comment", NOW - timedelta(days=3))
+    store.mark_failed(failed, "HTTP 401", NOW - timedelta(days=3))
+    waiting = _queue(store, "resolve", NOW - timedelta(days=3))
+
+    store.compact(NOW, raw=RAW, hourly=HOURLY, daily=DAILY)
+
+    rows = {r.id: r for r in store.outbox()}
+    assert (rows[old].action, rows[old].state, rows[old].payload) == ("open", "done", {})
+    assert rows[recent].payload == BODY  # what was sent lately stays, to look at
+    assert rows[failed].payload == BODY and rows[waiting].payload == BODY  # still to deliver
