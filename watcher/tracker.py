@@ -227,7 +227,7 @@ def observe(
 
     if incident.state == "resolved":
         if firing:
-            _reopen(incident, firing, result, policy, now, step)
+            _open(incident, firing, result, policy, now, step)
         _catch_up(incident, policy, now, step)
         return step
 
@@ -257,14 +257,9 @@ def _summary(rule: Rule, result: Result, policy: Policy, host: str | None) -> st
 
 
 def _open(incident: Incident, firing: Sequence[Rule], result: Result, policy: Policy, now: datetime, step: Step) -> None:
+    """Opens a pending incident or reopens a resolved one at its most urgent firing rule."""
     rule = _top(firing, policy)
     incident.runbook = rule.runbook or incident.runbook
-    summary = _summary(rule, result, policy, incident.host)
-    begin(incident, rule.priority, rule.name, sorted(r.name for r in firing), summary, policy, now, step)
-
-
-def _reopen(incident: Incident, firing: Sequence[Rule], result: Result, policy: Policy, now: datetime, step: Step) -> None:
-    rule = _top(firing, policy)
     summary = _summary(rule, result, policy, incident.host)
     begin(incident, rule.priority, rule.name, sorted(r.name for r in firing), summary, policy, now, step)
 

@@ -16,8 +16,10 @@ from watcher.tracker import Policy, Step
 RULES = """
 rules:
   - {name: web-down, probe: http, when: failed, for: 2m, priority: P1, summary: "{target}: down ({message})"}
-  - {name: disk-high, probe: disk, when: "used_percent >= 85", priority: P3, summary: "{target}: {path} {used_percent:.0f}%"}
-  - {name: disk-critical, probe: disk, when: "used_percent >= 95", priority: P2, summary: "{target}: {path} {used_percent:.0f}%"}
+  - {name: disk-high, probe: disk, when: "used_percent >= 85", priority: P3, summary: "{target}: {path} {used_percent:.0f}%",
+     runbook: "https://wiki.example/disk-high"}
+  - {name: disk-critical, probe: disk, when: "used_percent >= 95", priority: P2, summary: "{target}: {path} {used_percent:.0f}%",
+     runbook: "https://wiki.example/disk-critical"}
   - {name: flaky, probe: tcp, when: failed, after: 3, priority: P3}
   - {name: report-late, probe: command, when: failed, priority: P2}
 """
@@ -113,6 +115,19 @@ def test_it_resolves_after_two_clear_results_and_reopens_within_the_window(feed:
     assert feed.incident.state == "open"
     assert feed.incident.id == opened.id and feed.incident.reopen_count == 1
     assert feed.actions[-2:] == ["reopen", "page"]
+
+
+def test_a_reopening_carries_the_runbook_of_the_rule_that_reopened_it(feed: Feed) -> None:
+    feed(probe="disk", metrics={"used_percent": 97}, labels={"path": "/"})
+    assert feed.incident.runbook == "https://wiki.example/disk-critical"
+    for _ in range(2):
+        feed.clock.advance(minutes=1)
+        feed(probe="disk", metrics={"used_percent": 50}, labels={"path": "/"})
+    assert feed.incident.state == "resolved"
+    feed.clock.advance(minutes=10)
+    feed(probe="disk", metrics={"used_percent": 88}, labels={"path": "/"})
+    assert feed.incident.state == "open" and feed.incident.rule == "disk-high"
+    assert feed.incident.runbook == "https://wiki.example/disk-high"
 
 
 def test_a_refire_after_the_window_is_a_new_incident(feed: Feed) -> None:
