@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 import ssl
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -31,10 +32,11 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
+import urllib3
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from probes.base import Outcome, Probe, ProbeConfig, ProbeContext, Result
-from probes.http import BasicAuth, json_path_get
+from probes.http import BasicAuth, json_path_get, may_send_credentials
 from probes.mailbase import cert_failure
 from watcher.durations import format_duration, parse_duration
 from watcher.httpclient import new_session
@@ -206,8 +208,25 @@ class AgentCheckinsProbe(Probe):
             session.headers["Accept"] = "application/json"
             if cfg.basic_auth is not None:
                 session.auth = (cfg.basic_auth.user, cfg.basic_auth.password.reveal())
+            if cfg.headers or cfg.basic_auth:
+                session.hooks["response"].append(self._refuse_redirect_elsewhere)
             self._session = session
         return self._session
+
+    def _refuse_redirect_elsewhere(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        """requests drops basic auth on a redirect to another host, but not the configured
+        headers (an API key): such a redirect is not followed at all."""
+        if response.is_redirect:
+            target = urljoin(response.url, response.headers["location"])
+            if not may_send_credentials(self.config.url, target):
+                response.close()
+                raise _Unreadable(
+                    Outcome.error(
+                        f"{urlsplit(response.url).netloc} redirects to {urlsplit(target).netloc}, another host: "
+                        "the credentials are not sent there; set url to where the device list is",
+                        reason="redirect",
+                    )
+                )
 
     def _fetch(self, ctx: ProbeContext) -> tuple[list[Device], int, list[str]]:
         cfg = self.config
@@ -240,6 +259,15 @@ class AgentCheckinsProbe(Probe):
                 if device is not None:
                     devices.append(device)
             url, page_number = self._next(url, page_number, response, document, items)
+            if url is not None and (cfg.headers or cfg.basic_auth) and not may_send_credentials(cfg.url, url):
+                # The link comes from the answer: it must not steer the credentials elsewhere.
+                raise _Unreadable(
+                    Outcome.error(
+                        f"the next page is on another host ({urlsplit(url).netloc}); "
+                        "the credentials are not sent there",
+                        reason="pagination",
+                    )
+                )
         return devices, pages, skipped
 
     def _page_url(self, url: str, page_number: int) -> str:
@@ -289,9 +317,17 @@ class AgentCheckinsProbe(Probe):
             ) from None
         chunks: list[bytes] = []
         size = 0
+        deadline = time.monotonic() + timeout
         with response:
             try:
-                for chunk in response.iter_content(64 * 1024):
+                for chunk in _body_chunks(response):
+                    if time.monotonic() > deadline:
+                        raise _Unreadable(
+                            Outcome.fail(
+                                f"{where} did not send the page within {timeout:.1f}s",
+                                reason="timeout",
+                            )
+                        )
                     size += len(chunk)
                     if size > MAX_PAGE_BYTES:
                         raise _Unreadable(
@@ -301,7 +337,7 @@ class AgentCheckinsProbe(Probe):
                             )
                         )
                     chunks.append(chunk)
-            except requests.exceptions.RequestException as exc:
+            except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
                 raise _Unreadable(
                     Outcome.fail(f"{where} broke off the answer: {exc}", reason="protocol")
                 ) from None
@@ -533,6 +569,17 @@ def _last_seen(device: Device, now: datetime) -> str:
         return "never"
     ago = format_duration(max(0.0, age)) if age >= 1 else "just now"
     return f"{ago} ago ({device.last_checkin.isoformat(timespec='seconds')})"
+
+
+def _body_chunks(response: requests.Response) -> Iterable[bytes]:
+    """The body as it arrives, a read at a time, so a body that trickles in is seen to
+    (a read of 64 KiB waits for all of it); plain chunks where urllib3 lacks read1."""
+    read1 = getattr(response.raw, "read1", None)
+    if read1 is None:
+        yield from response.iter_content(64 * 1024)
+        return
+    while chunk := read1(64 * 1024, decode_content=True):
+        yield chunk
 
 
 def _snippet(body: bytes) -> str:

@@ -26,7 +26,7 @@ from watcher.durations import parse_duration
 from watcher.httpclient import USER_AGENT
 from watcher.secret import Secret, protect_url
 
-__all__ = ["HttpProbe", "HttpConfig", "json_path_get", "cert_days_left"]
+__all__ = ["HttpProbe", "HttpConfig", "json_path_get", "cert_days_left", "may_send_credentials"]
 
 _REDIRECTS = {301, 302, 303, 307, 308}
 _STATUS_PATTERN = re.compile(r"^[1-5](\d\d|xx)$")
@@ -133,14 +133,13 @@ def _read_body(sock: Any, response: http.client.HTTPResponse, limit: int, deadli
     return bytes(body)
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    default = 443 if parts.scheme == "https" else 80
-    try:
-        port = parts.port or default
-    except ValueError:
-        port = None
-    return parts.scheme, (parts.hostname or "").lower(), port
+def may_send_credentials(configured: str, url: str) -> bool:
+    """Whether a request to ``url`` (a redirect's or a next page's) may carry what was
+    configured for ``configured``: the same host, and not down from https to http."""
+    home, there = urlsplit(configured), urlsplit(url)
+    if (home.hostname or "").lower() != (there.hostname or "").lower():
+        return False
+    return not (home.scheme == "https" and there.scheme != "https")
 
 
 def cert_days_left(der: bytes, now: datetime) -> float:
@@ -175,14 +174,13 @@ class HttpProbe(Probe):
         if cfg.basic_auth:
             pair = f"{cfg.basic_auth.user}:{cfg.basic_auth.password.reveal()}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
-        home = _origin(cfg.url)
         metrics: dict[str, float] = {}
         url = cfg.url
         redirects = 0
         while True:
-            # The configured headers and credentials go to the configured origin only: a
-            # redirect elsewhere (another host, port or scheme) must not collect them.
-            sent = headers if _origin(url) == home else plain
+            # The configured headers and credentials go to the configured host only: a
+            # redirect elsewhere must not collect them.
+            sent = headers if may_send_credentials(cfg.url, url) else plain
             outcome = self._one_request(ctx, url, sent, deadline, metrics)
             if isinstance(outcome, Outcome):
                 metrics["latency_s"] = time.perf_counter() - started

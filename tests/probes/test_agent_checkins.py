@@ -4,7 +4,10 @@ with tickets counted at a real webhook receiver."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -441,3 +444,57 @@ def test_credentials_in_the_url_never_reach_the_message_or_evidence(mdm: MdmServ
     (r,) = check(mdm, url=url)
     assert r.status == "fail"
     assert "0c4f2" not in r.message + r.evidence and "91d3" not in r.message + r.evidence
+
+
+def _elsewhere(server: HTTPTestServer, path: str) -> str:
+    """A URL on ``server`` under another host name (the same loopback address)."""
+    return server.url_for(path).replace("127.0.0.1", "localhost")
+
+
+def test_a_redirect_to_another_host_does_not_take_the_api_key_along(
+    mdm: MdmServer, http_server_factory: Callable[..., HTTPTestServer]
+) -> None:
+    other = http_server_factory()
+    mdm.set_response("/api/devices", status=302, headers={"Location": _elsewhere(other, "/api/devices")})
+    (r,) = check(mdm, headers={"X-Api-Key": "Mdm-Hdr-8e21"})
+    assert (r.status, r.reason) == ("error", "redirect"), r.message
+    assert other.requests == []
+
+
+def test_a_next_link_to_another_host_does_not_take_the_api_key_along(
+    mdm: MdmServer, http_server_factory: Callable[..., HTTPTestServer]
+) -> None:
+    other = http_server_factory()
+    page = {"data": {"devices": fleet(3, 0)}, "links": {"next": _elsewhere(other, "/steal")}}
+    mdm.set_response("/api/devices", body=json.dumps(page), headers={"Content-Type": "application/json"})
+    (r,) = check(mdm, headers={"X-Api-Key": "Mdm-Hdr-8e21"})
+    assert (r.status, r.reason) == ("error", "pagination"), r.message
+    assert other.requests == []
+
+
+def test_a_page_that_trickles_in_ends_at_the_timeout() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n[")
+                for _ in range(400):  # a byte every 50 ms for up to 20 s
+                    if stop.wait(0.05):
+                        break
+                    conn.sendall(b" ")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/api/devices"
+        ctx = ProbeContext(site="acme", target="mdm", host=None, labels={}, timeout=1.0, http=HTTP)
+        (r,) = run_probe(AgentCheckinsProbe(AgentCheckinsConfig(url=url)), ctx, "agent_checkins")
+        assert (r.status, r.reason) == ("fail", "timeout"), r.message
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)

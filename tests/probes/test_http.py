@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from probes.base import ProbeContext, Result, run_probe
-from probes.http import HttpConfig, HttpProbe
+from probes.http import HttpConfig, HttpProbe, may_send_credentials
 from tests.servers.httpd import HTTPTestServer
 from watcher.httpclient import HttpClients
 
@@ -39,12 +39,14 @@ def test_a_token_in_the_query_never_reaches_the_message_or_evidence(http_server:
     assert "77c2" not in r.message + r.evidence
 
 
-def test_credentials_and_headers_follow_a_redirect_only_within_the_configured_origin(
+def test_credentials_and_headers_follow_a_redirect_only_to_the_configured_host(
     http_server_factory: Callable[..., HTTPTestServer],
 ) -> None:
     home, elsewhere = http_server_factory(), http_server_factory()
     home.set_response("/old", status=301, headers={"Location": "/new"})
-    home.set_response("/new", status=302, headers={"Location": elsewhere.url_for("/landing")})
+    # another host name for the same loopback address: another site as far as the probe knows
+    elsewhere_url = elsewhere.url_for("/landing").replace("127.0.0.1", "localhost")
+    home.set_response("/new", status=302, headers={"Location": elsewhere_url})
     r = check(
         url=home.url_for("/old"),
         basic_auth={"user": "monitor", "password": "Basic-Pw-6d1f"},
@@ -90,3 +92,18 @@ def test_a_body_that_trickles_in_ends_at_the_checks_timeout(trickle: str) -> Non
     # Without a deadline over the whole body it read on for the server's 20 s and then
     # called the 1 s check ok ("HTTP 200 in 20106 ms").
     assert (r.status, r.reason) == ("fail", "timeout"), r.message
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://mdm.example/api?page=2", True),
+        ("https://MDM.example:8443/other", True),
+        ("https://evil.example/api", False),
+        ("http://mdm.example/api", False),  # down from https: in clear
+        ("https://mdm.example.evil.example/api", False),
+    ],
+)
+def test_which_urls_may_receive_the_configured_credentials(url: str, allowed: bool) -> None:
+    assert may_send_credentials("https://mdm.example/api", url) is allowed
+    assert may_send_credentials("http://mdm.example/api", url.replace("http://", "https://")) is ("evil" not in url)
