@@ -6,7 +6,9 @@ A ticket counts as taken when it has an owner, or when a person moved it out of
 tickets, so it never moves one out of ``new``. The acknowledgement goes through
 ``Engine.acknowledge(..., source="helpdesk")`` like one from the CLI or the HTTP API:
 it stops repaging and meets the response SLA. Only incidents in state ``open`` are
-asked about, so a quiet site costs no requests at all.
+asked about, so a quiet site costs no requests at all, and only once their ticket has
+heard of their opening: until a reopening reaches it (or while it is held back), a
+ticket still shows the resolution of the time before.
 """
 
 from __future__ import annotations
@@ -98,15 +100,15 @@ class HelpdeskPoller:
                     due.append((name, integration))
         if not due:
             return acknowledged
-        waiting = [i for i in self.engine.incidents() if i.state == "open" and i.ticketed and i.id is not None]
+        waiting = [i for i in self.engine.incidents() if i.state == "open" and i.ticketed and i.notified and i.id is not None]
         for name, integration in due:
             for incident in waiting:
                 assert incident.id is not None
                 if incident.id in acknowledged:
                     continue
                 stored = self.store.ticket(incident.id, name)
-                if stored is None:
-                    continue  # not delivered yet
+                if stored is None or self._reopening(incident.id, name):
+                    continue  # the ticket has yet to hear of this opening: its status may be an earlier one's
                 ref = TicketRef(*stored)
                 try:
                     status = integration.status(ref)
@@ -123,6 +125,10 @@ class HelpdeskPoller:
                     if result is not None and result.state == "acknowledged":
                         acknowledged.append(incident.id)
         return acknowledged
+
+    def _reopening(self, incident_id: int, name: str) -> bool:
+        pending = self.store.outbox(incident_id=incident_id, states=["pending"])
+        return any(r.integration == name and r.action == "reopen" for r in pending)
 
 
 def _poll_every(integration: Integration) -> timedelta | None:

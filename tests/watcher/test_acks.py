@@ -11,6 +11,7 @@ import pytest
 
 from tests.integrations.hosted import responses
 from tests.integrations.site import Site, site_config, unique_site
+from watcher.maintenance import add_window, window_from_request
 
 JIRA = "https://acme.atlassian.net"
 P1_NOW = """
@@ -105,3 +106,40 @@ def test_polling_can_be_turned_off(tmp_path: Path) -> None:
         assert not s.poller.active
     finally:
         s.close()
+
+
+def resolve_in_jira(site: Site) -> int:
+    """The P1 recovers and watcher resolves its issue: Jira now shows it done."""
+    responses.post(f"{JIRA}/rest/api/2/issue/OPS-9/comment", status=201, json={"id": "5"})
+    responses.get(f"{JIRA}/rest/api/2/issue/OPS-9/transitions", json={"transitions": [{"id": "31", "name": "Done"}]})
+    responses.post(f"{JIRA}/rest/api/2/issue/OPS-9/transitions", status=204)
+    incident_id = site.incident().id
+    site.smtp_ok()
+    site.smtp_ok()
+    assert site.deliver() and site.incident().state == "resolved"
+    responses.get(f"{JIRA}/rest/api/2/issue/OPS-9", json=issue("done"))
+    return incident_id
+
+
+@responses.activate
+def test_a_reopening_the_issue_has_not_heard_of_yet_is_not_acknowledged_by_its_old_resolution(site: Site) -> None:
+    open_p1(site)
+    incident_id = resolve_in_jira(site)
+    site.advance(minutes=5)
+    site.smtp_refused()  # failing again: the reopen is queued, Jira still says done
+    assert site.incident().state == "open" and site.incident().id == incident_id
+    assert site.poller.poll(force=True) == []
+    assert site.incident().state == "open"
+
+
+@responses.activate
+def test_a_reopening_held_by_a_maintenance_window_is_not_acknowledged_by_its_old_resolution(site: Site) -> None:
+    open_p1(site)
+    resolve_in_jira(site)
+    window = window_from_request({"name": "upgrade", "targets": ["mail1"], "duration": "1h"}, default_timezone="UTC", now=site.clock())
+    add_window(site.store, window, by="ops", now=site.clock())
+    site.advance(minutes=5)
+    site.smtp_refused()  # failing again, held back: nothing queued, Jira still says done
+    assert site.incident().state == "open" and not site.incident().notified
+    assert site.poller.poll(force=True) == []
+    assert site.incident().state == "open"
