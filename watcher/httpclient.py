@@ -7,6 +7,7 @@ verification setting and shared by every probe and integration that uses that se
 
 from __future__ import annotations
 
+import logging
 import ssl
 import threading
 from typing import Any
@@ -18,8 +19,18 @@ from watcher import __version__
 
 __all__ = ["USER_AGENT", "HttpClients", "new_session"]
 
+log = logging.getLogger("watcher.http")
+
 USER_AGENT = f"watcher/{__version__} (+incident auto-ticketer)"
 DEFAULT_TIMEOUT = 10.0
+# The most of an answer an integration keeps: helpdesk and pager APIs answer in kilobytes;
+# a service (or something posing as one) that sends more must not fill the memory.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+# Headers that may follow a redirect to another host; everything else a session or a
+# request set (API keys, tokens) stays behind, as requests already does for Authorization.
+_KEPT_ACROSS_HOSTS = frozenset(
+    {"user-agent", "accept", "accept-encoding", "content-type", "content-length", "transfer-encoding", "connection"}
+)
 
 
 class _ContextAdapter(HTTPAdapter):
@@ -34,16 +45,41 @@ class _ContextAdapter(HTTPAdapter):
 
 
 class _Session(requests.Session):
-    """A requests session that never waits forever and always says who it is."""
+    """A requests session that never waits forever, always says who it is, keeps at most
+    ``max_body`` bytes of an answer and sends its credentials to no other host."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, max_body: int = MAX_RESPONSE_BYTES) -> None:
         super().__init__()
         self.default_timeout = timeout
+        self.max_body = max_body
         self.headers["User-Agent"] = USER_AGENT
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self.default_timeout)
-        return super().request(method, url, *args, **kwargs)
+        if kwargs.get("stream"):
+            return super().request(method, url, *args, **kwargs)  # the caller reads, and caps
+        kwargs["stream"] = True
+        response = super().request(method, url, *args, **kwargs)
+        body = bytearray()
+        with response:
+            for chunk in response.iter_content(64 * 1024):
+                body += chunk
+                if len(body) > self.max_body:
+                    log.warning(
+                        "%s answered more than %d bytes; the rest is dropped", response.url.split("?")[0], self.max_body
+                    )
+                    del body[self.max_body :]
+                    break
+        response._content = bytes(body)  # what .content, .text and .json() read
+        response._content_consumed = True
+        return response
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        super().rebuild_auth(prepared_request, response)
+        if self.should_strip_auth(str(response.request.url), str(prepared_request.url)):
+            for name in list(prepared_request.headers):
+                if name.lower() not in _KEPT_ACROSS_HOSTS:
+                    del prepared_request.headers[name]
 
 
 def new_session(
