@@ -661,16 +661,6 @@ class Store:
                 (error, now.isoformat(), action_id),
             )
 
-    def retry_failed(self, now: datetime, incident_id: int | None = None) -> int:
-        """Puts permanently failed actions back in the queue, after the config was fixed."""
-        with self.transaction() as db:
-            sql = "UPDATE outbox SET state='pending', due_at=? WHERE state='failed'"
-            params: list[Any] = [now.timestamp()]
-            if incident_id is not None:
-                sql += " AND incident_id=?"
-                params.append(incident_id)
-            return db.execute(sql, params).rowcount
-
     # ------------------------------------------------------------------- commands
 
     def request(self, kind: str, incident_id: int, by: str, note: str, now: datetime) -> int:

@@ -164,9 +164,6 @@ class Suppressor:
             if probe is None or p == probe
         )
 
-    def failing_since(self, target: str) -> datetime | None:
-        return self._since.get(target)
-
     def _checked_at(self, target: str, probe: str | None) -> datetime | None:
         times = [
             r.at
@@ -174,13 +171,6 @@ class Suppressor:
             if probe is None or p == probe
         ]
         return max(times) if times else None
-
-    def _message(self, target: str) -> str:
-        down = [r for r in self._checks.get(target, {}).values() if _down(r)]
-        return "; ".join(
-            f"{(r.probe + ' ' + r.item).strip()}: {r.message}"
-            for r in sorted(down, key=lambda r: r.key)
-        )[:300]
 
     # ----------------------------------------------------------------- decisions
 
