@@ -241,6 +241,14 @@ class Window:
     def _aware(self, moment: datetime) -> datetime:
         return moment if moment.tzinfo is not None else moment.replace(tzinfo=self.tz)
 
+    def _once(self) -> tuple[datetime, datetime]:
+        """(start, end) of a one-off window."""
+        c = self.config
+        assert c.start is not None
+        start = self._aware(c.start)
+        end = self._aware(c.end) if c.end is not None else start + (c.duration or timedelta(0))
+        return start, end
+
     def covers(self, target: str, labels: Mapping[str, str]) -> bool:
         c = self.config
         if c.targets and not any(fnmatchcase(target, pattern) for pattern in c.targets):
@@ -251,8 +259,7 @@ class Window:
         """(start, end) of the occurrence going on at ``now``, or None."""
         c = self.config
         if c.start is not None:
-            start = self._aware(c.start)
-            end = self._aware(c.end) if c.end is not None else start + (c.duration or timedelta(0))
+            start, end = self._once()
             return (start, end) if start <= now < end else None
         if c.cron is not None:
             from watcher.cron import parse_cron
@@ -290,8 +297,7 @@ class Window:
             return current
         c = self.config
         if c.start is not None:
-            start = self._aware(c.start)
-            end = self._aware(c.end) if c.end is not None else start + (c.duration or timedelta(0))
+            start, end = self._once()
             return (start, end) if start > now else None
         if c.cron is not None:
             from watcher.cron import parse_cron
@@ -310,15 +316,8 @@ class Window:
         """The schedule in words, for lists."""
         c = self.config
         if c.start is not None:
-            start = self._aware(c.start).astimezone(self.tz)
-            end = (
-                self._aware(c.end)
-                if c.end is not None
-                else self._aware(c.start) + (c.duration or timedelta(0))
-            )
-            return (
-                f"{start:%Y-%m-%d %H:%M} - {end.astimezone(self.tz):%Y-%m-%d %H:%M} {self.timezone}"
-            )
+            start, end = (moment.astimezone(self.tz) for moment in self._once())
+            return f"{start:%Y-%m-%d %H:%M} - {end:%Y-%m-%d %H:%M} {self.timezone}"
         if c.cron is not None:
             return f"cron {c.cron!r} for {format_duration(c.duration or timedelta(0))} ({self.timezone})"
         days = ",".join(c.days) if c.days else "daily"
