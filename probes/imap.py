@@ -13,6 +13,7 @@ import imaplib
 import time
 from typing import ClassVar
 
+from probes import mailbase
 from probes.base import Outcome, ProbeContext
 from probes.mailbase import (
     MailboxProbe,
@@ -49,10 +50,10 @@ class ImapProbe(MailboxProbe):
     ) -> imaplib.IMAP4:
         cfg = self.config
         if cfg.tls:
-            return imaplib.IMAP4_SSL(
+            return mailbase.IMAP4_SSL(
                 host, port, ssl_context=tls_context(ctx, cfg, verify=verify), timeout=ctx.timeout
             )
-        return imaplib.IMAP4(host, port, timeout=ctx.timeout)
+        return mailbase.IMAP4(host, port, timeout=ctx.timeout)
 
     def _session(
         self,

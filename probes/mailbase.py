@@ -9,6 +9,8 @@ over a connection whose certificate failed verification.
 
 from __future__ import annotations
 
+import imaplib
+import poplib
 import smtplib
 import socket
 import ssl
@@ -25,6 +27,14 @@ from watcher.secret import Secret
 
 __all__ = [
     "CERT_REASONS",
+    "IMAP4",
+    "IMAP4_SSL",
+    "POP3",
+    "POP3_SSL",
+    "REPLY_CAP",
+    "SMTP",
+    "SMTP_SSL",
+    "ReplyTooLong",
     "MailboxProbe",
     "MailConfig",
     "cert_failure",
@@ -34,6 +44,10 @@ __all__ = [
 ]
 
 CERT_REASONS = ("cert_expired", "cert_untrusted", "cert_expiring")
+# The most a probe reads from one server connection (each TLS layer counts afresh). The
+# standard library bounds a line, not how many lines a reply has nor the size an IMAP
+# literal announces: a broken or hostile server could fill the memory with either.
+REPLY_CAP = 1024 * 1024
 _X509_EXPIRED = 10
 _X509_NOT_YET_VALID = 9
 
@@ -90,6 +104,81 @@ class MailConfig(ProbeConfig):
         return self.host or ctx.host or "127.0.0.1", self.effective_port
 
 
+class ReplyTooLong(OSError):
+    """The server sent more than a probe reads from one connection."""
+
+
+class _CappedReader:
+    """The read side of a server connection, refusing to hand over more than ``limit`` bytes."""
+
+    def __init__(self, raw: Any, limit: int) -> None:
+        self._raw = raw
+        self._limit = limit
+        self._left = limit
+
+    def _take(self, data: bytes) -> bytes:
+        self._left -= len(data)
+        if self._left < 0:
+            raise ReplyTooLong(f"more than {self._limit // 1024} KiB")
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0 or size > self._left + 1:
+            size = self._left + 1  # one byte past the budget tells it was overrun
+        return self._take(self._raw.readline(size))
+
+    def read(self, size: int | None = -1) -> bytes:
+        # An IMAP literal announces its size: one over the budget is refused before it is
+        # waited for, let alone allocated.
+        if size is None or size < 0 or size > self._left:
+            raise ReplyTooLong(f"an answer announced as {size} bytes, more than {self._limit // 1024} KiB")
+        return self._take(self._raw.read(size))
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+class _CappedReplies:
+    """Mixed into the standard library's mail clients, which all read through ``self.file``."""
+
+    @property
+    def file(self) -> Any:
+        return self.__dict__.get("_capped_file")
+
+    @file.setter
+    def file(self, value: Any) -> None:
+        if value is not None and not isinstance(value, _CappedReader):
+            value = _CappedReader(value, REPLY_CAP)
+        self.__dict__["_capped_file"] = value
+
+
+class SMTP(_CappedReplies, smtplib.SMTP):
+    pass
+
+
+class SMTP_SSL(_CappedReplies, smtplib.SMTP_SSL):  # noqa: N801 - the standard library's name
+    pass
+
+
+class IMAP4(_CappedReplies, imaplib.IMAP4):
+    pass
+
+
+class IMAP4_SSL(_CappedReplies, imaplib.IMAP4_SSL):  # noqa: N801
+    pass
+
+
+class POP3(_CappedReplies, poplib.POP3):
+    pass
+
+
+class POP3_SSL(_CappedReplies, poplib.POP3_SSL):  # noqa: N801
+    pass
+
+
 def tls_context(
     ctx: ProbeContext, cfg: MailConfig, *, verify: bool | None = None
 ) -> ssl.SSLContext:
@@ -111,6 +200,9 @@ def connection_failure(
     exc: BaseException, where: str, timeout: float, step: str = "connect"
 ) -> Outcome:
     """A ``fail`` for whatever stopped the conversation with the server."""
+    flood = exc if isinstance(exc, ReplyTooLong) else exc.__context__
+    if isinstance(flood, ReplyTooLong):  # smtplib reports it as a closed connection
+        return Outcome.fail(f"{where} sent {flood} in one conversation ({step}); cut off", reason="protocol")
     if isinstance(exc, ssl.SSLCertVerificationError):
         reason, message = cert_failure(exc, where)
         return Outcome.fail(message, reason=reason)

@@ -13,6 +13,7 @@ import poplib
 import time
 from typing import ClassVar
 
+from probes import mailbase
 from probes.base import Outcome, ProbeContext
 from probes.mailbase import (
     MailboxProbe,
@@ -52,10 +53,10 @@ class Pop3Probe(MailboxProbe):
     ) -> poplib.POP3:
         cfg = self.config
         if cfg.tls:
-            return poplib.POP3_SSL(
+            return mailbase.POP3_SSL(
                 host, port, context=tls_context(ctx, cfg, verify=verify), timeout=ctx.timeout
             )
-        return poplib.POP3(host, port, timeout=ctx.timeout)
+        return mailbase.POP3(host, port, timeout=ctx.timeout)
 
     def _session(
         self,

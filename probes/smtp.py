@@ -28,6 +28,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
 
+from probes import mailbase
 from probes.base import Outcome, Probe, ProbeContext
 from probes.mailbase import (
     MailConfig,
@@ -213,12 +214,12 @@ class SmtpProbe(Probe):
         cfg = self.config
         helo = cfg.helo or socket.gethostname() or "watcher"
         if cfg.tls:
-            return smtplib.SMTP_SSL(
+            return mailbase.SMTP_SSL(
                 local_hostname=helo,
                 timeout=self._wait(ctx),
                 context=tls_context(ctx, cfg, verify=verify),
             )
-        return smtplib.SMTP(local_hostname=helo, timeout=self._wait(ctx))
+        return mailbase.SMTP(local_hostname=helo, timeout=self._wait(ctx))
 
     def _converse(
         self,
@@ -452,11 +453,11 @@ class SmtpProbe(Probe):
         undelivered = f"accepted by {smtp_host} but "
         try:
             if box.tls:
-                imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(
+                imap: imaplib.IMAP4 = mailbase.IMAP4_SSL(
                     host, port, ssl_context=context, timeout=self._wait(ctx)
                 )
             else:
-                imap = imaplib.IMAP4(host, port, timeout=self._wait(ctx))
+                imap = mailbase.IMAP4(host, port, timeout=self._wait(ctx))
                 if box.starttls:
                     imap.starttls(ssl_context=context)
         except (OSError, imaplib.IMAP4.error) as exc:
