@@ -225,6 +225,11 @@ class Dispatcher:
             return
         if ref is None:
             ref = integration.find(content.fingerprint)
+            if ref is None and not self._open_queued(row):
+                # The incident was ticketed before this helpdesk was configured: it has no
+                # ticket to update there, which is no failure.
+                log.info("%s: incident %s has no ticket here to %s", row.integration, row.incident_id, row.action)
+                return
             if ref is None:
                 raise PermanentError(f"no {row.integration} ticket is known for incident {row.incident_id}")
             self.store.set_ticket(row.incident_id, row.integration, ref.id, ref.url, self.clock())
@@ -237,6 +242,11 @@ class Dispatcher:
         if method is None:
             raise PermanentError(f"unknown ticket action {row.action!r}")
         method(ref, content)
+
+    def _open_queued(self, row: OutboxRow) -> bool:
+        return any(
+            r.integration == row.integration and r.action == "open" for r in self.store.outbox(incident_id=row.incident_id)
+        )
 
     def _page(self, integration: Integration, row: OutboxRow, content: TicketContent) -> None:
         if row.action == "page":

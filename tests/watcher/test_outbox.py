@@ -200,3 +200,22 @@ def test_deliver_never_raises_even_for_an_action_it_cannot_read(site: Watcher) -
     assert row.id == unreadable.id and row.attempts == 1 and "TypeError" in (row.last_error or "")
     site.dispatcher.deliver(site.store.outbox()[0])
     assert len(site.helpdesk.tickets) == 1  # the readable one went out
+
+
+def test_a_helpdesk_added_after_an_incident_was_ticketed_is_not_asked_to_resolve_a_ticket_it_never_had(
+    site: Watcher, tmp_path: Path
+) -> None:
+    (tmp_path / "before").mkdir()
+    site.engine.configure(config_from(tmp_path / "before", CONFIG.split("integrations:")[0]))  # no helpdesk yet
+    site.fail(probe="disk", kind="disk", metrics={"used_percent": 97.0}, labels={"path": "/"})  # ticketed, to nobody
+    site.engine.configure(site.config)  # the helpdesk is added
+    for _ in range(2):
+        ok = {"used_percent": 10.0, "inodes_used_percent": 1.0}
+        site.engine.process([result("web", "disk", kind="disk", metrics=ok, labels={"path": "/"}, at=site.clock())])
+        site.clock.advance(minutes=1)
+    [incident] = site.engine.incidents()
+    assert incident.state == "resolved"
+    assert [r.action for r in site.store.outbox()] == ["resolve"]
+    site.deliver()
+    assert [r.state for r in site.store.outbox()] == ["done"]  # nothing to resolve there, not a failure
+    assert site.helpdesk.calls == ["find"]  # it was asked whether it had one after all
