@@ -52,6 +52,10 @@ NOTE_CAP = 4096
 RATE_PER_SECOND = 2.0
 RATE_BURST = 30.0
 MISS_COST = 10.0
+# How often the store learns that check-ins are being heard: after a crash, the time since
+# is when the watcher was deaf to them.
+HEARD_EVERY = timedelta(seconds=15)
+HEARD_KEY = "checkins_heard_until"
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,15 @@ class CheckinState:
     note: str = ""
     pings: int = 0
     failures: int = 0
+    # Set when the watcher came back from being down while this check's job was due:
+    # a check-in sent then was lost, so the check waits anew from here.
+    resumed_at: datetime | None = None
+
+    @property
+    def anchor(self) -> datetime:
+        """What the next check-in is expected after."""
+        times = [t for t in (self.last_signal_at, self.resumed_at) if t is not None]
+        return max(times) if times else self.first_seen
 
     @property
     def last_signal_at(self) -> datetime | None:
@@ -82,7 +95,7 @@ class CheckinState:
 
 @dataclass(frozen=True)
 class Verdict:
-    state: str  # new, up, grace, late, failed
+    state: str  # new, resumed, up, grace, late, failed
     status: str  # ok or fail
     reason: str
     message: str
@@ -107,7 +120,8 @@ def expected_after(spec: Checkin, anchor: datetime, timezone: str) -> datetime:
 def verdict(spec: Checkin, state: CheckinState, now: datetime, timezone: str = "UTC") -> Verdict:
     """The check's state now: a pure function of its settings, its history and ``now``."""
     last = state.last_signal_at
-    expected = expected_after(spec, last or state.first_seen, timezone)
+    expected = expected_after(spec, state.anchor, timezone)
+    resumed = state.resumed_at if state.resumed_at and (last is None or state.resumed_at > last) else None
     deadline = expected + spec.grace
     zone = ZoneInfo(timezone)
 
@@ -133,12 +147,25 @@ def verdict(spec: Checkin, state: CheckinState, now: datetime, timezone: str = "
             if last
             else f"no check-in since watching began {local(state.first_seen)}"
         )
+        if resumed:
+            since += f", none since the watcher came back {local(resumed)}"
         message = f"{since}; expected by {local(expected)} + {format_duration(spec.grace)} grace"
         if failure:
             message += f"; {failure}"
         return Verdict("late", "fail", "late", message, metrics, expected, deadline)
     if failure:
         return Verdict("failed", "fail", "failed", failure, metrics, expected, deadline)
+    if resumed and now <= expected:
+        return Verdict(
+            "resumed",
+            "ok",
+            "",
+            f"the watcher was down while a check-in was due (back {local(resumed)}); "
+            f"waiting for the next, due by {local(deadline)}",
+            metrics,
+            expected,
+            deadline,
+        )
     if last is None:
         return Verdict(
             "new",
@@ -249,7 +276,9 @@ class Checkins:
         self._emitted: dict[str, _Emitted] = {}
         # Unknown names are compared against this, so they take as long as wrong tokens.
         self._decoy = secrets.token_urlsafe(32).encode()
+        self._heard_saved: datetime | None = None
         self.configure(config)
+        self._resume(self.clock())
 
     def configure(self, config: Config) -> None:
         with self._lock:
@@ -288,7 +317,7 @@ class Checkins:
     def _record(self, state: CheckinState) -> None:
         with self.store.transaction() as db:
             db.execute(
-                "UPDATE checkins SET last_ok_at=?, last_fail_at=?, exit_code=?, note=?, pings=?, failures=? WHERE name=?",
+                "UPDATE checkins SET last_ok_at=?, last_fail_at=?, exit_code=?, note=?, pings=?, failures=?, resumed_at=? WHERE name=?",
                 (
                     _iso(state.last_ok_at),
                     _iso(state.last_fail_at),
@@ -296,10 +325,43 @@ class Checkins:
                     state.note,
                     state.pings,
                     state.failures,
+                    _iso(state.resumed_at),
                     state.name,
                 ),
             )
         self._states[state.name] = state
+
+    def _resume(self, now: datetime) -> None:
+        """After the watcher was down, checks whose job was due meanwhile wait anew.
+
+        A check-in sent while nothing listened is lost; judging the check by its old
+        deadline would raise a false late incident after every outage of the watcher. A
+        check that was already late before the outage stays late, and the next missed
+        run after it is caught as usual.
+        """
+        heard = self.store.get_meta(HEARD_KEY)
+        deaf_from = datetime.fromisoformat(heard) if heard else None
+        with self._lock:
+            if deaf_from is not None and deaf_from < now:
+                for spec in self.specs.values():
+                    state = self.state(spec.name, now)
+                    due = verdict(spec, state, deaf_from, self.timezone(spec))
+                    if due.deadline > deaf_from and due.expected_at <= now and not state.failed:
+                        self._record(replace(state, resumed_at=now))
+                        log.warning(
+                            "check-in %s was due while the watcher was down (%s to %s); "
+                            "waiting for its next check-in",
+                            spec.name,
+                            deaf_from.isoformat(timespec="seconds"),
+                            now.isoformat(timespec="seconds"),
+                        )
+            self._heard(now, force=True)
+
+    def _heard(self, now: datetime, *, force: bool = False) -> None:
+        last = self._heard_saved
+        if force or last is None or now - last >= HEARD_EVERY or now < last:
+            self.store.set_meta(HEARD_KEY, now.isoformat())
+            self._heard_saved = now
 
     # ------------------------------------------------------------------ results
 
@@ -329,6 +391,7 @@ class Checkins:
         interval ago: what the engine's tick feeds in."""
         out = []
         with self._lock:
+            self._heard(now)
             for spec in self.specs.values():
                 result, found = self._judge(spec, now)
                 last = self._emitted.get(spec.name)
@@ -508,6 +571,7 @@ def _state_from_row(row: Any) -> CheckinState:
         note=row["note"] or "",
         pings=row["pings"],
         failures=row["failures"],
+        resumed_at=_from_iso(row["resumed_at"]),
     )
 
 

@@ -161,6 +161,11 @@ MIGRATIONS: list[str] = [
         removed_by TEXT
     );
     """,
+    # 5: when the watcher came back from being down while a heartbeat was due
+    # (watcher/checkins.py)
+    """
+    ALTER TABLE checkins ADD COLUMN resumed_at TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

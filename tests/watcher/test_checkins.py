@@ -169,8 +169,8 @@ class Site:
         return dict(row)
 
 
-def _site(tmp_path: Path, limiter: RateLimiter | None = None) -> Site:
-    clock = Clock(START)
+def _site(tmp_path: Path, limiter: RateLimiter | None = None, start: datetime = START) -> Site:
+    clock = Clock(start)
     config = config_from(tmp_path, _config_text())
     store = Store(config.state_path)
     engine = Engine(config, store, clock=clock)
@@ -300,6 +300,75 @@ def test_what_jobs_said_survives_a_restart(tmp_path: Path) -> None:
         assert state.last_ok_at == START
         (result,) = [r for r in again.checkins.due_results(START) if r.probe == "nightly-backup"]
         assert (result.status, result.reason) == ("fail", "failed")
+    finally:
+        again.web.stop()
+        again.store.close()
+
+
+def _down_and_back(s: Site, tmp_path: Path, *, down: timedelta) -> Site:
+    """The watcher killed at ``s``'s clock and started again ``down`` later."""
+    s.web.stop()
+    s.store.close()
+    return _site(tmp_path, start=s.clock() + down)
+
+
+def test_a_check_in_due_while_the_watcher_was_down_is_waited_for_anew_not_called_late(
+    tmp_path: Path,
+) -> None:
+    s = _site(tmp_path)
+    s.post("/checkin/nightly-backup", BACKUP_TOKEN)  # period 1d, grace 2h
+    s.tick(hours=23, minutes=30)
+    # down from 03:30 to 05:00 on the next day: the run due at 04:00 may have checked in then
+    again = _down_and_back(s, tmp_path, down=timedelta(hours=3))
+    try:
+        again.engine.tick()
+        state = again.checkins.state("nightly-backup")
+        assert state.resumed_at == again.clock() and state.pings == 1
+        result = again.checkins.result(again.checkins.specs["nightly-backup"], again.clock())
+        assert result.status == "ok" and "watcher was down" in result.message, result.message
+        again.tick(hours=25)  # one period + 1h since it came back: within grace
+        assert again.incidents("nightly-backup") == []
+        again.tick(hours=1, minutes=1)
+        again.tick(minutes=1)
+        [late] = again.incidents("nightly-backup")
+        assert late.state == "open"
+        last = again.store.latest("nightly-backup")[0]
+        assert "none since the watcher came back" in last.message, last.message
+    finally:
+        again.web.stop()
+        again.store.close()
+
+
+def test_a_check_already_late_before_the_watcher_went_down_stays_late(tmp_path: Path) -> None:
+    s = _site(tmp_path)
+    s.post("/checkin/nightly-backup", BACKUP_TOKEN)
+    s.tick(days=1, hours=2, minutes=1)
+    s.tick(minutes=1)
+    assert len(s.incidents("nightly-backup")) == 1
+    again = _down_and_back(s, tmp_path, down=timedelta(minutes=30))
+    try:
+        again.engine.tick()
+        assert again.checkins.state("nightly-backup").resumed_at is None
+        (result,) = [r for r in again.store.latest("nightly-backup")]
+        assert (result.status, result.reason) == ("fail", "late")
+        [incident] = again.incidents("nightly-backup")
+        assert incident.state == "open"
+    finally:
+        again.web.stop()
+        again.store.close()
+
+
+def test_a_restart_between_runs_changes_no_deadline(tmp_path: Path) -> None:
+    s = _site(tmp_path)
+    s.post("/checkin/nightly-backup", BACKUP_TOKEN)
+    s.tick(hours=3)
+    again = _down_and_back(s, tmp_path, down=timedelta(minutes=10))
+    try:
+        again.engine.tick()
+        assert again.checkins.state("nightly-backup").resumed_at is None
+        again.tick(hours=23, minutes=1)  # 1d + 2h grace after the check-in, and a minute
+        again.tick(minutes=1)
+        assert len(again.incidents("nightly-backup")) == 1
     finally:
         again.web.stop()
         again.store.close()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from watcher.store import Store
+from watcher.store import MIGRATIONS, SCHEMA_VERSION, Store, _statements
 
 NOW = datetime(2026, 11, 23, 4, 30, tzinfo=UTC)
 RAW, HOURLY, DAILY = timedelta(days=2), timedelta(days=90), timedelta(days=730)
@@ -44,3 +45,21 @@ def test_compaction_empties_delivered_actions_older_than_raw_results_and_keeps_t
     assert (rows[old].action, rows[old].state, rows[old].payload) == ("open", "done", {})
     assert rows[recent].payload == BODY  # what was sent lately stays, to look at
     assert rows[failed].payload == BODY and rows[waiting].payload == BODY  # still to deliver
+
+
+def test_a_state_file_of_an_older_schema_is_migrated_keeping_what_it_held(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for number in range(4):  # as the watcher before heartbeats could resume wrote it
+        for statement in _statements(MIGRATIONS[number]):
+            db.execute(statement)
+    db.execute("PRAGMA user_version=4")
+    db.execute("INSERT INTO checkins (name, first_seen, pings) VALUES ('backup', ?, 7)", (NOW.isoformat(),))
+    db.close()
+    store = Store(path)
+    try:
+        assert store.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION
+        (row,) = store.query("SELECT name, pings, resumed_at FROM checkins")
+        assert (row["name"], row["pings"], row["resumed_at"]) == ("backup", 7, None)
+    finally:
+        store.close()
