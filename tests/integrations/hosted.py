@@ -36,7 +36,7 @@ def content(**overrides: Any) -> TicketContent:
         "fingerprint": "w0123456789abcdef01234567",
         "site": "acme",
         "target": "mail1",
-        "host": "10.0.0.5",
+        "host": "127.0.0.15",
         "priority": "P2",
         "priority_name": "High",
         "summary": "SMTP port not answering (connection refused)",

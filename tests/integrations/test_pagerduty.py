@@ -32,7 +32,7 @@ def test_trigger_acknowledge_resolve_share_the_fingerprint_as_dedup_key(tmp_path
     trigger, ack, resolve = (body_of(c) for c in responses.calls)
     assert trigger["routing_key"] == ROUTING and trigger["event_action"] == "trigger" and trigger["dedup_key"] == KEY
     payload = trigger["payload"]
-    assert payload["severity"] == "critical" and payload["source"] == "10.0.0.5"
+    assert payload["severity"] == "critical" and payload["source"] == "127.0.0.15"
     assert payload["summary"] == page.subject and payload["custom_details"]["fingerprint"] == KEY
     assert trigger["client_url"] == "http://watcher.acme:9177/" and trigger["links"][0]["href"] == page.runbook
     assert ack == {"routing_key": ROUTING, "event_action": "acknowledge", "dedup_key": KEY}

@@ -25,10 +25,10 @@ integrations:
 checkins:
   - {name: nightly-backup, period: 1d, grace: 2h}
 targets:
-  - {name: bastion, host: 10.0.0.1, probes: [{tcp: {port: 22}}]}
-  - {name: inner, host: 10.9.0.2, via: bastion, probes: [{load: {}}, {memory: {}}]}
-  - {name: db, host: 10.0.0.3, probes: [{tcp: {port: 5432}}]}
-  - {name: app, host: 10.0.0.4, depends_on: [db], probes: [{http: {url: "http://10.0.0.4/"}}]}
+  - {name: bastion, host: 127.0.0.11, probes: [{tcp: {port: 22}}]}
+  - {name: inner, host: 127.0.9.2, via: bastion, probes: [{load: {}}, {memory: {}}]}
+  - {name: db, host: 127.0.0.13, probes: [{tcp: {port: 5432}}]}
+  - {name: app, host: 127.0.0.14, depends_on: [db], probes: [{http: {url: "http://127.0.0.14/"}}]}
 """
 
 

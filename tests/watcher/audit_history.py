@@ -73,7 +73,7 @@ contacts:
   managers: [{name: IT manager, email: it-manager@example.org}]
 targets:
   - name: mail1
-    host: 10.0.0.5
+    host: 127.0.0.15
     description: Mail server (Postfix, Dovecot)
     probes:
       - disk: {paths: [/var, /]}
@@ -83,7 +83,7 @@ targets:
       - du: {paths: [/var]}
       - http: {name: webmail, url: "http://127.0.0.1:9/"}
   - name: db1
-    host: 10.0.0.6
+    host: 127.0.0.16
     probes:
       - disk: {paths: [/srv/db]}
       - load: {}

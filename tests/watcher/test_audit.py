@@ -28,13 +28,13 @@ listen: null
 ssh: {user: monitor}
 targets:
   - name: mail1
-    host: 10.0.0.5
+    host: 127.0.0.15
     description: Mail server
     probes:
       - disk: {paths: [/var, /]}
       - tcp: {port: 25}
   - name: db1
-    host: 10.0.0.6
+    host: 127.0.0.16
     probes:
       - tcp: {port: 5432}
   - name: web1

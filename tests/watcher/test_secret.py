@@ -13,8 +13,8 @@ def test_a_secret_is_masked_in_every_printable_form() -> None:
 
 
 def test_any_url_password_is_masked_even_one_never_configured() -> None:
-    text = "HTTPConnectionPool: Max retries exceeded with url http://watcher:Un-Known-pw9@10.0.0.9/x"
-    assert redact(text) == "HTTPConnectionPool: Max retries exceeded with url http://watcher:********@10.0.0.9/x"
+    text = "HTTPConnectionPool: Max retries exceeded with url http://watcher:Un-Known-pw9@127.0.0.19/x"
+    assert redact(text) == "HTTPConnectionPool: Max retries exceeded with url http://watcher:********@127.0.0.19/x"
 
 
 def test_a_configured_urls_password_is_masked_also_without_its_url() -> None:

@@ -537,19 +537,19 @@ def test_via_in_watcher_yml_tunnels_through_the_other_target(
     ("snippet", "problem"),
     [
         (
-            "ssh: {user: m, host_key: 'MD5:aa:bb'}\ntargets: [{name: a, host: 10.0.0.1}]",
+            "ssh: {user: m, host_key: 'MD5:aa:bb'}\ntargets: [{name: a, host: 127.0.0.11}]",
             "host_key is a fingerprint like SHA256:",
         ),
         (
-            "ssh: {user: m}\ntargets: [{name: a, host: 10.0.0.1, via: b}, {name: b, host: 10.0.0.2, via: a}]",
+            "ssh: {user: m}\ntargets: [{name: a, host: 127.0.0.11, via: b}, {name: b, host: 127.0.0.12, via: a}]",
             "via: loops: a -> b -> a",
         ),
         (
-            "ssh: {user: m}\ntargets: [{name: a, host: 10.0.0.1, via: b}, {name: b}]",
+            "ssh: {user: m}\ntargets: [{name: a, host: 127.0.0.11, via: b}, {name: b}]",
             "'b' is not reached over SSH",
         ),
         (
-            "ssh: {user: m}\ntargets: [{name: a, host: 10.0.0.1, via: nope}]",
+            "ssh: {user: m}\ntargets: [{name: a, host: 127.0.0.11, via: nope}]",
             "via names no target: 'nope'",
         ),
         ("ssh: {user: m, max_channels: 0}\ntargets: []", "ssh.max_channels"),
