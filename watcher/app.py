@@ -47,6 +47,8 @@ log = logging.getLogger("watcher")
 TICK_EVERY = 5.0
 BATCH_WINDOW = 0.1
 COMPACT_EVERY = 3600.0
+# Rows of latest results the status page shows; a large site narrows them by query.
+PAGE_ROWS = 500
 
 
 class StateLocked(RuntimeError):
@@ -381,7 +383,7 @@ class App:
         web.route("GET", "/metrics", self._metrics)
         web.route("GET", "/healthz", self._healthz)
         web.route("GET", "/", self._status_page)
-        web.route("GET", "/api/results", lambda r: json_response([x.to_dict() for x in sorted(self.engine.latest(), key=lambda x: x.key)]))
+        web.route("GET", "/api/results", self._api_results)
         web.route("GET", "/api/incidents", self._api_incidents)
         web.route("GET", r"/api/incidents/(?P<id>\d+)", self._api_incident)
         web.route("POST", r"/api/incidents/(?P<id>\d+)/ack", self._api_ack, token=True)
@@ -400,6 +402,13 @@ class App:
     def _healthz(self, request: Request) -> Response:
         ok, why = self.healthy
         return text_response(f"{why}\n", 200 if ok else 503)
+
+    def _api_results(self, request: Request) -> Response:
+        chosen, problem = select_results(self.engine.latest(), request.query)
+        if problem:
+            return json_response({"error": problem}, 400)
+        offset, limit = _window(request.query)
+        return json_response([x.to_dict() for x in chosen[offset : offset + limit if limit else None]])
 
     def _api_incidents(self, request: Request) -> Response:
         states = request.query.get("state")
@@ -468,8 +477,17 @@ class App:
             if rows
             else "<p>No open incidents.</p>"
         )
+        everything = self.engine.latest()
+        chosen, problem = select_results(everything, request.query)
+        if problem:
+            return text_response(problem + "\n", 400)
+        if not request.query:
+            # Problems first: on a large site the page shows what needs eyes, not the
+            # first few hundred healthy checks in name order.
+            chosen.sort(key=lambda r: (r.status == "ok", r.key))
+        shown = chosen[:PAGE_ROWS]
         results = []
-        for r in sorted(self.engine.latest(), key=lambda r: r.key):
+        for r in shown:
             results.append(
                 f"<tr><td>{escape(r.target)}</td><td>{escape(r.probe)} {escape(r.item)}</td>"
                 f'<td class="{escape(r.status)}">{escape(r.status)}</td><td>{escape(r.message)}</td>'
@@ -481,11 +499,49 @@ class App:
             + "</table>"
         )
         site = escape(self.config.site)
+        failing = sum(1 for r in everything if r.status != "ok")
+        heading = f"{len(everything)} checks on {len(self.config.model.targets)} targets, {failing} not ok"
+        more = (
+            f"<p>Showing {len(shown)} of {len(chosen)}. Narrow it with <code>?status=fail,error</code> "
+            "or <code>?target=NAME</code>; <code>/api/results</code> takes the same and "
+            "<code>limit</code>, <code>offset</code>.</p>"
+            if len(shown) < len(chosen)
+            else ""
+        )
         body = (
             f"<h1>watcher: {site}</h1><h2>Incidents</h2>{incident_table}{self._maintenance_now()}"
-            f"<h2>Latest results ({len(results)} checks on {len(self.config.model.targets)} targets)</h2>{results_table}"
+            f"<h2>Latest results ({escape(heading)})</h2>{more}{results_table}"
         )
         return page(f"watcher: {self.config.site}", body)
+
+
+def select_results(results: list[Result], query: dict[str, list[str]]) -> tuple[list[Result], str]:
+    """The latest results narrowed by ``?target=`` and ``?status=`` (each may repeat or list
+    values with commas), in key order; or a problem to answer 400 with."""
+
+    def values(name: str) -> set[str]:
+        return {v.strip() for raw in query.get(name, []) for v in raw.split(",") if v.strip()}
+
+    targets, statuses = values("target"), values("status")
+    unknown = statuses - {"ok", "fail", "error"}
+    if unknown:
+        return [], f"status must be ok, fail or error, not {sorted(unknown)[0][:20]!r}"
+    chosen = [
+        r
+        for r in results
+        if (not targets or r.target in targets) and (not statuses or r.status in statuses)
+    ]
+    return sorted(chosen, key=lambda r: r.key), ""
+
+
+def _window(query: dict[str, list[str]]) -> tuple[int, int]:
+    """``offset`` and ``limit`` (0: no limit); anything unreadable counts as absent."""
+
+    def number(name: str) -> int:
+        raw = (query.get(name) or ["0"])[0]
+        return int(raw) if raw.isdigit() else 0
+
+    return number("offset"), number("limit")
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -77,6 +78,55 @@ def test_unknown_paths_and_methods(app: App) -> None:
     assert _get(app, "/nope")[0] == 404
     assert _get(app, "/metrics", method="POST")[0] == 405
     assert _get(app, "/healthz")[0] == 200
+
+
+def test_a_large_site_s_status_page_shows_problems_first_and_the_api_narrows(
+    tmp_path: Path, http_server: HTTPTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("watcher.app.PAGE_ROWS", 2)
+    http_server.set_default(status=200, body="fine")
+    http_server.set_response("/gone", status=404, body="gone")
+    healthy = "".join(
+        f"\n          - {{name: web{n}, probes: [{{http: {{url: \"{http_server.url_for('/')}\"}}}}]}}"
+        for n in range(4)
+    )
+    config = write_config(
+        tmp_path,
+        f"""
+        site: acme
+        state: state.db
+        listen: 127.0.0.1:{free_port()}
+        defaults: {{interval: 200ms}}
+        targets:{healthy}
+          - {{name: zz-broken, probes: [{{http: {{url: "{http_server.url_for('/gone')}"}}}}]}}
+        """,
+    )
+    app = App(config)
+    app.start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(app.engine.latest()) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status, html = _get(app, "/")
+        assert status == 200 and "5 checks on 5 targets, 1 not ok" in html
+        assert "Showing 2 of 5" in html
+        assert html.index("zz-broken") < html.index("web0")  # last by name, first on the page
+        assert "web3" not in html
+
+        def targets(query: str) -> list[str]:
+            status, body = _get(app, "/api/results" + query)
+            assert status == 200, body
+            return [r["target"] for r in json.loads(body)]
+
+        assert targets("") == ["web0", "web1", "web2", "web3", "zz-broken"]
+        assert targets("?status=fail,error") == ["zz-broken"]
+        assert targets("?target=web1&target=web3,zz-broken&status=ok") == ["web1", "web3"]
+        assert targets("?limit=2&offset=1") == ["web1", "web2"]
+        status, html = _get(app, "/?target=web3")
+        assert "web3" in html and "Showing" not in html
+        assert _get(app, "/api/results?status=down")[0] == 400
+    finally:
+        app.shutdown()
 
 
 # ---------------------------------------------------------------- bad and slow clients
