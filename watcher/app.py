@@ -269,7 +269,7 @@ class App:
         self.poller = HelpdeskPoller(self.engine, self.store, build_integrations(self.config, self.http))
         self.scheduler = self._scheduler(self.config)
         self.metrics.watch_results(self.engine.latest)
-        self.metrics.watch_state(self.engine.incident_counts, self.store.outbox_counts)
+        self.metrics.watch_state(self.engine.incident_counts, self.store.outbox_counts, self.engine.held_counts)
         self.web: WebServer | None = None
         self._stop = threading.Event()
         self._reload = threading.Event()

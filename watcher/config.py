@@ -413,6 +413,9 @@ class Target(Model):
     interval: OptionalDuration = None
     timeout: OptionalDuration = None
     runbook: str | None = None
+    # this target's own flap detection (a radio link that drops now and then may flap
+    # by nature); the site's `flapping:` otherwise
+    flapping: FlappingConfig | None = None
     probes: list[Any] = []
 
     @field_validator("name")

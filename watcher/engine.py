@@ -31,6 +31,10 @@ __all__ = ["Engine", "utcnow"]
 
 log = logging.getLogger("watcher.engine")
 
+# Why notifications of an incident may be held (watcher/suppression.py): each is always
+# exported, 0 or not, so a dashboard's series do not come and go.
+HELD_REASONS = ("maintenance", "parent", "outage", "grouping")
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -78,6 +82,7 @@ class Engine:
                     f"{c.name} ({c.role})" if c.name and c.role else c.label for c in m.contacts.escalation
                 ),
                 flapping=m.flapping.settings(),
+                flapping_by_target={t.name: t.flapping.settings() for t in m.targets if t.flapping},
             )
             self.suppressor.configure(config)
             self.targets = config.targets
@@ -235,6 +240,20 @@ class Engine:
         with self._lock:
             tally = Tally(i.priority for i in self._incidents.values() if i.active and i.priority)
         return {p: tally.get(p, 0) for p in sorted(self.config.rules.priorities)}
+
+    def held_counts(self) -> dict[str, int]:
+        """Active incidents whose notifications are held, by why (maintenance, parent,
+        outage, grouping), and those flapping: what /metrics shows of the quiet."""
+        counts = dict.fromkeys((*HELD_REASONS, "flapping"), 0)
+        with self._lock:
+            for incident in self._incidents.values():
+                if not incident.active:
+                    continue
+                if incident.suppressed:
+                    counts[incident.suppressed] = counts.get(incident.suppressed, 0) + 1
+                if incident.flapping:
+                    counts["flapping"] += 1
+        return counts
 
     def incidents(self) -> list[Incident]:
         with self._lock:

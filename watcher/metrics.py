@@ -107,9 +107,15 @@ def _batched(lines: Iterable[str], size: int = 2000) -> Iterator[bytes]:
 
 
 class _StateCollector(Collector):
-    def __init__(self, incidents: Callable[[], Mapping[str, int]], outbox: Callable[[], Mapping[str, int]]) -> None:
+    def __init__(
+        self,
+        incidents: Callable[[], Mapping[str, int]],
+        outbox: Callable[[], Mapping[str, int]],
+        held: Callable[[], Mapping[str, int]] | None = None,
+    ) -> None:
         self._incidents = incidents
         self._outbox = outbox
+        self._held = held
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         open_ = GaugeMetricFamily("watcher_incidents_open", "Open or acknowledged incidents", labels=["priority"])
@@ -120,7 +126,21 @@ class _StateCollector(Collector):
         pending.add_metric([], counts.get("pending", 0))
         failed = GaugeMetricFamily("watcher_outbox_failed", "Actions that failed permanently and wait for a fix")
         failed.add_metric([], counts.get("failed", 0))
-        return [open_, pending, failed]
+        families = [open_, pending, failed]
+        if self._held is not None:
+            counts = dict(self._held())
+            flapping = counts.pop("flapping", 0)
+            held = GaugeMetricFamily(
+                "watcher_incidents_held",
+                "Open incidents whose tickets and pages are held back, by why",
+                labels=["reason"],
+            )
+            for reason, count in sorted(counts.items()):
+                held.add_metric([reason], count)
+            flaps = GaugeMetricFamily("watcher_incidents_flapping", "Open incidents that are flapping")
+            flaps.add_metric([], flapping)
+            families += [held, flaps]
+        return families
 
 
 class Metrics:
@@ -157,8 +177,13 @@ class Metrics:
     def watch_results(self, latest: Callable[[], Iterable[Result]]) -> None:
         self._results = _ResultsExposition(latest)
 
-    def watch_state(self, incidents: Callable[[], Mapping[str, int]], outbox: Callable[[], Mapping[str, int]]) -> None:
-        self.registry.register(_StateCollector(incidents, outbox))
+    def watch_state(
+        self,
+        incidents: Callable[[], Mapping[str, int]],
+        outbox: Callable[[], Mapping[str, int]],
+        held: Callable[[], Mapping[str, int]] | None = None,
+    ) -> None:
+        self.registry.register(_StateCollector(incidents, outbox, held))
 
     def exposition(self, *, gzip: bool = False) -> bytes:
         """The text format; ``gzip`` compresses it as it is written (Prometheus asks for

@@ -21,7 +21,7 @@ Suppression never touches monitoring: results are applied, incidents open and re
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,6 +65,8 @@ class Policy:
     # who each escalation step reaches, in order (labels for the ticket and timeline)
     escalation_chain: tuple[str, ...] = DEFAULT_ESCALATION_CHAIN
     flapping: FlapSettings = FlapSettings()
+    # targets with flap detection of their own
+    flapping_by_target: Mapping[str, FlapSettings] = field(default_factory=dict)
 
     @property
     def site(self) -> str:
@@ -654,7 +656,7 @@ def _catch_up(incident: Incident, policy: Policy, now: datetime, step: Step) -> 
 def _track_flapping(incident: Incident, verdict: int, policy: Policy, now: datetime, step: Step) -> None:
     """Keeps the last results' verdicts; starts flapping at or above the high share of
     state changes and stops below the low one. The ticket hears of it once."""
-    settings = policy.flapping
+    settings = policy.flapping_by_target.get(incident.target, policy.flapping)
     if not settings.enabled:
         return
     history = [*incident.flap_history, verdict][-settings.window :]

@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import config_from
 from tests.rig import Rig
 from tests.servers.httpd import HTTPTestServer
 from tests.servers.mail import SmtpSink
+from tests.servers.prometheus import promtool_check_metrics
+from watcher.config import ConfigError
+from watcher.metrics import Metrics
 
 HELPDESK = "support@helpdesk.example"
 HOTLINE = "emergency@support.example"
@@ -136,6 +140,14 @@ def test_a_router_down_is_one_ticket_and_one_page_and_its_children_are_linked_no
         for i in incidents.values()
     } == {("open", "parent", router.id, "parent", False, False)}
     assert mail.counts() == (1, 0, 1, 0)
+    metrics = Metrics()
+    metrics.watch_state(rig.engine.incident_counts, rig.store.outbox_counts, rig.engine.held_counts)
+    text = metrics.exposition().decode()
+    assert 'watcher_incidents_held{reason="parent"} 30.0' in text
+    assert 'watcher_incidents_held{reason="maintenance"} 0.0' in text
+    assert 'watcher_incidents_open{priority="P1"} 31.0' in text
+    ok, output = promtool_check_metrics(text)
+    assert ok, output
     assert mail.tickets()[0].startswith("[P1][acme] router: web service down")
     assert {r.incident_id for r in rig.outbox()} == {router.id}
     kinds = [e.kind for e in rig.store.events(incidents["svc07"].id)]
@@ -284,6 +296,48 @@ def test_flapping_can_be_turned_off(
     [incident] = rig.incidents()
     assert (incident.state, incident.flapping) == ("resolved", False)
     assert [r.action for r in rig.outbox()] == ["open", "page", "resolve", "page_resolve"]
+
+
+def test_a_target_can_have_flap_detection_of_its_own(
+    http_server: HTTPTestServer, smtp_sink: SmtpSink, rig_factory
+) -> None:
+    # the site's detection is off; this one target's is on, with a shorter window
+    rig = rig_factory(
+        one_service(
+            smtp_sink,
+            http_server,
+            "flapping: {enabled: false}\ndefaults: {resolve_after: 1}",
+            target_extra="flapping: {window: 4, high: 60, low: 30}",
+            rules="[default, site.yml]",
+        ),
+        extra={"site.yml": FIRE_AT_ONCE},
+    )
+    for n in range(10):
+        flip(http_server, failing=n % 2 == 0)
+        rig.round()
+    [incident] = rig.incidents()
+    assert (incident.state, incident.flapping) == ("open", True)
+    assert rig.engine.held_counts()["flapping"] == 1
+    # 3 changes in the last 4 results: flapping from the 4th round, so only the first
+    # churn of open, resolve, reopen reached the helpdesk
+    assert [r.action for r in rig.outbox()] == [
+        "open", "page", "resolve", "page_resolve", "reopen", "page", "comment",
+    ]
+
+
+def test_a_target_s_flapping_settings_are_checked_like_the_site_s(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from(
+            tmp_path,
+            """
+            site: acme
+            targets:
+              - name: shop
+                flapping: {high: 20, low: 40}
+                probes: [{tcp: {port: 1}}]
+            """,
+        )
+    assert "watcher.yml:4:" in str(caught.value) and "low (40) must be below high (20)" in str(caught.value)
 
 
 # ------------------------------------------------------------------ maintenance windows
@@ -777,7 +831,6 @@ def test_the_audit_judges_the_sla_of_what_people_were_told_only(
 def test_an_outage_whose_group_leaves_the_config_resolves_and_hands_back_its_members(
     tmp_path: Path, http_server: HTTPTestServer, smtp_sink: SmtpSink, rig_factory
 ) -> None:
-    from tests.helpers import config_from
 
     rig = rig_factory(mail_cluster(smtp_sink, http_server))
     fail(http_server, *[f"mail{n}" for n in range(1, 6)])
