@@ -164,6 +164,11 @@ class Site:
             (i for i in self.store.incidents(limit=100) if i.target == target), key=lambda i: i.id
         )
 
+    def close(self) -> None:
+        """The watcher stopped (or killed: the store's writes are each committed)."""
+        self.web.stop()
+        self.store.close()
+
     def row(self, name: str) -> dict[str, Any]:
         (row,) = self.store.query("SELECT * FROM checkins WHERE name=?", (name,))
         return dict(row)
@@ -187,8 +192,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
     s = _site(tmp_path, limiter=RateLimiter(rate=100, burst=1000))
     s.engine.tick()  # first sight of every check
     yield s
-    s.web.stop()
-    s.store.close()
+    s.close()
 
 
 def test_on_time_is_ok_and_late_past_the_grace_is_one_incident(site: Site) -> None:
@@ -283,16 +287,14 @@ def test_check_ins_are_rate_limited_per_client(tmp_path: Path) -> None:
         assert status == 429 and int(headers["Retry-After"]) >= 1
         assert s.store.query("SELECT pings FROM checkins WHERE pings > 0") == []
     finally:
-        s.web.stop()
-        s.store.close()
+        s.close()
 
 
 def test_what_jobs_said_survives_a_restart(tmp_path: Path) -> None:
     s = _site(tmp_path)
     s.post("/checkin/nightly-backup", BACKUP_TOKEN)
     s.post("/checkin/nightly-backup/fail?exit_code=4", BACKUP_TOKEN)
-    s.web.stop()
-    s.store.close()
+    s.close()
     again = _site(tmp_path)
     try:
         state = again.checkins.state("nightly-backup")
@@ -301,14 +303,12 @@ def test_what_jobs_said_survives_a_restart(tmp_path: Path) -> None:
         (result,) = [r for r in again.checkins.due_results(START) if r.probe == "nightly-backup"]
         assert (result.status, result.reason) == ("fail", "failed")
     finally:
-        again.web.stop()
-        again.store.close()
+        again.close()
 
 
 def _down_and_back(s: Site, tmp_path: Path, *, down: timedelta) -> Site:
     """The watcher killed at ``s``'s clock and started again ``down`` later."""
-    s.web.stop()
-    s.store.close()
+    s.close()
     return _site(tmp_path, start=s.clock() + down)
 
 
@@ -335,8 +335,7 @@ def test_a_check_in_due_while_the_watcher_was_down_is_waited_for_anew_not_called
         last = again.store.latest("nightly-backup")[0]
         assert "none since the watcher came back" in last.message, last.message
     finally:
-        again.web.stop()
-        again.store.close()
+        again.close()
 
 
 def test_a_check_already_late_before_the_watcher_went_down_stays_late(tmp_path: Path) -> None:
@@ -354,8 +353,7 @@ def test_a_check_already_late_before_the_watcher_went_down_stays_late(tmp_path: 
         [incident] = again.incidents("nightly-backup")
         assert incident.state == "open"
     finally:
-        again.web.stop()
-        again.store.close()
+        again.close()
 
 
 def test_a_restart_between_runs_changes_no_deadline(tmp_path: Path) -> None:
@@ -370,8 +368,7 @@ def test_a_restart_between_runs_changes_no_deadline(tmp_path: Path) -> None:
         again.tick(minutes=1)
         assert len(again.incidents("nightly-backup")) == 1
     finally:
-        again.web.stop()
-        again.store.close()
+        again.close()
 
 
 def test_results_are_reported_each_interval_and_at_once_on_a_change(site: Site) -> None:
