@@ -4,7 +4,8 @@ The support policy promises "regular server and usage audits: proactive analysis
 server and usage to preempt overloads, misuse, cleanups". This module reads the results
 history and the incidents of a period and works out, per site and per server: disk per
 mount with its growth and a forecast date-to-full, inodes, load and memory percentiles
-and the hours spent overloaded, the mail queue's trend, cleanup candidates, the device
+and the hours spent overloaded, the mail queue's trend, cleanup candidates (the largest
+and fastest-growing directories, and old files with the largest of them), the device
 fleet's check-ins, missed heartbeats, incidents with SLA compliance, MTTA and MTTR, the
 noisiest rules, and a ranked list of recommendations.
 
@@ -25,8 +26,9 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from probes.du import OldFile, listed_old_files
 from watcher.config import Config
-from watcher.durations import format_duration
+from watcher.durations import format_duration, parse_duration
 from watcher.forecast import Forecast, Hour, Stats, forecast, hourly, stats, trend
 from watcher.incident import Incident
 from watcher.sla import deadline
@@ -39,6 +41,7 @@ __all__ = [
     "DiskFigures",
     "ServerAudit",
     "IncidentFigures",
+    "OldFiles",
     "Recommendation",
     "format_bytes",
 ]
@@ -58,6 +61,9 @@ QUEUE_AGE = ("oldest_age_s",)
 LOAD_PER_CORE = ("load1_per_core",)
 CORES = ("cores",)
 DU_SIZE = ("size_bytes",)  # per directory; the path's own result has total_bytes
+OLD_FILES = "old_files"  # the du probe's old_files scan: how many, and their bytes
+OLD_BYTES = "old_bytes"
+OLD_FILES_LISTED = 5  # the largest old files shown per path
 CHART_POINTS = 168  # a week of hours; longer periods are averaged down to it
 
 SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
@@ -97,6 +103,12 @@ class Thresholds:
     sla_target: float = 95.0  # percent of incidents meeting a deadline
     forecast_days: float = 90.0  # forecasts further out are not recommendations
     noisy_rule_incidents: int = 5
+    # Old files become a recommendation when removing them frees 1 GiB (less is not worth
+    # a person's time on today's disks) or 5% of their filesystem, whichever comes first:
+    # 5 points is half the gap between the high (85%) and critical (95%) lines, so on a
+    # small filesystem it is a real step back from trouble even when it is under a GiB.
+    old_files_bytes: float = float(2**30)
+    old_files_percent: float = 5.0
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any] | None) -> Thresholds:
@@ -154,6 +166,25 @@ class Cleanup:
 
 
 @dataclass
+class OldFiles:
+    """Files under a path not modified for ``older_than`` (the ``du`` probe's old_files)."""
+
+    target: str
+    path: str
+    older_than: str  # as the probe labels it: 30d
+    probe: str
+    files: float | None
+    size_bytes: float | None
+    mount: str | None = None  # the measured mount holding ``path``, if a disk probe runs
+    mount_percent: float | None = None  # ``size_bytes`` as a share of that mount's size
+    largest: list[OldFile] = field(default_factory=list)  # from the latest result
+
+    @property
+    def name(self) -> str:
+        return f"{self.path} on {self.target}"
+
+
+@dataclass
 class ServerAudit:
     target: str
     host: str | None
@@ -162,6 +193,7 @@ class ServerAudit:
     usage: list[UsageFigures] = field(default_factory=list)
     mail_queue: list[UsageFigures] = field(default_factory=list)
     cleanup: list[Cleanup] = field(default_factory=list)
+    old_files: list[OldFiles] = field(default_factory=list)
 
 
 @dataclass
@@ -346,9 +378,10 @@ def build_audit(
         )
     du_keys = by_kind.get(DU, [])
     for target in sorted({k[0] for k in du_keys}):
-        server(target).cleanup.extend(
-            _cleanup(store, [k for k in du_keys if k[0] == target], start, end)
-        )
+        keys_of_target = [k for k in du_keys if k[0] == target]
+        s = server(target)
+        s.cleanup.extend(_cleanup(store, keys_of_target, start, end))
+        s.old_files.extend(_old_files(store, keys_of_target, latest, s.disks, start, end))
     fleet = [
         f
         for target, probe, item in by_kind.get(FLEET, [])
@@ -622,6 +655,50 @@ def _cleanup(
                 c.why = "logs, growing" if c.why == "logs" else "largest, growing"
     logs = [c for c in sized if c.why == "logs" and (c.target, c.path) not in chosen][:3]
     return largest + [g for g in growing if (g.target, g.path) not in chosen] + logs
+
+
+def du_old_files_item(item: str) -> tuple[str, str]:
+    """(older_than, path) of an old-files result: its item is "<older_than> <path>"."""
+    older_than, _, path = item.partition(" ")
+    return older_than, path
+
+
+def _old_files(
+    store: Store,
+    keys: list[tuple[str, str, str]],
+    latest: dict[Any, Any],
+    disks: Sequence[DiskFigures],
+    start: datetime,
+    end: datetime,
+) -> list[OldFiles]:
+    """Per path the ``du`` probe scanned for old files: the latest count and total in the
+    period, the share of the mount holding it, and the largest files the latest run saw."""
+    out = []
+    for target, probe, item in keys:
+        size = _series(store, target, probe, OLD_BYTES, item, start, end)
+        if not size:
+            continue
+        count = _series(store, target, probe, OLD_FILES, item, start, end)
+        older_than, path = du_old_files_item(item)
+        result = latest.get((target, probe, item))
+        largest = listed_old_files(result.evidence) if result and result.status == "ok" else []
+        figures = OldFiles(
+            target,
+            path,
+            older_than,
+            probe,
+            _last(count),
+            _last(size),
+            largest=largest[:OLD_FILES_LISTED],
+        )
+        mounts = [d for d in disks if path == d.path or path.startswith(d.path.rstrip("/") + "/")]
+        if mounts:
+            mount = max(mounts, key=lambda d: len(d.path))
+            figures.mount = mount.path
+            if mount.size_bytes and figures.size_bytes is not None:
+                figures.mount_percent = 100.0 * figures.size_bytes / mount.size_bytes
+        out.append(figures)
+    return sorted(out, key=lambda o: (o.path, o.older_than))
 
 
 def _fleet(
@@ -1004,6 +1081,24 @@ def recommend(audit: Audit) -> list[Recommendation]:
                         -(c.size_bytes or 0),
                     )
                 )
+        for o in s.old_files:
+            share = o.mount_percent
+            if not o.size_bytes or not (
+                o.size_bytes >= t.old_files_bytes
+                or (share is not None and share >= t.old_files_percent)
+            ):
+                continue
+            out.append(
+                Recommendation(
+                    "low",
+                    f"{o.path} on {o.target}: {o.files or 0:.0f} files untouched for over "
+                    f"{_age(o.older_than)} take {format_bytes(o.size_bytes)}; compress or remove them",
+                    o.target,
+                    "cleanup",
+                    f"{share:.1f}% of {o.mount}" if share is not None else "",
+                    -o.size_bytes,
+                )
+            )
     for f in audit.fleet:
         ratio = f.stale_ratio
         if ratio is not None and ratio >= t.stale_ratio:
@@ -1080,6 +1175,18 @@ def recommend(audit: Audit) -> list[Recommendation]:
         key=lambda r: (SEVERITY_RANK[r.severity], AREA_RANK.get(r.area, 99), r.urgency, r.text)
     )
     return out
+
+
+def _age(older_than: str) -> str:
+    """``30d`` as "30 days"; other durations as written."""
+    try:
+        seconds = parse_duration(older_than).total_seconds()
+    except ValueError:
+        return older_than
+    days = seconds / 86400
+    if days != int(days):
+        return older_than
+    return f"{days:.0f} day{'s' if days != 1 else ''}"
 
 
 def _grew(u: UsageFigures, audit: Audit) -> float:

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from watcher.audit import (
     Audit,
     FleetFigures,
+    OldFiles,
     Recommendation,
     ServerAudit,
     UsageFigures,
@@ -49,6 +50,7 @@ table { border-collapse: collapse; width: 100%; margin: 6px 0 10px; font-size: 1
 th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { background: var(--soft); font-weight: 600; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.file { overflow-wrap: anywhere; font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; }
 .note { color: var(--muted); font-size: 12px; }
 ol.recs { padding-left: 22px; }
 ol.recs li { margin: 4px 0; }
@@ -512,9 +514,41 @@ def _server(s: ServerAudit, audit: Audit, tz: ZoneInfo) -> str:
             '<h3>Cleanup candidates</h3><table><tr><th>why</th><th>path</th><th class="n">size</th>'
             '<th class="n">growth a week</th></tr>' + rows + "</table>"
         )
-    if not (s.disks or s.usage or s.mail_queue or s.cleanup):
+    if s.old_files:
+        parts.append(_old_files(s.old_files))
+    if not (s.disks or s.usage or s.mail_queue or s.cleanup or s.old_files):
         parts.append('<p class="note">No usage history for this server in the period.</p>')
     parts.append("</section>")
+    return "".join(parts)
+
+
+def _old_files(items: Sequence[OldFiles]) -> str:
+    """Per scanned path its old files, and the largest of them; the names come from the
+    target, so every one is escaped."""
+    rows = "".join(
+        f'<tr><td>{escape(o.path)}</td><td class="n">{escape(o.older_than)}</td>'
+        f'<td class="n">{"-" if o.files is None else f"{o.files:.0f}"}</td><td class="n">{format_bytes(o.size_bytes)}</td>'
+        f'<td class="n">{_pct(o.mount_percent, 1)}{f" of {escape(o.mount)}" if o.mount and o.mount_percent is not None else ""}</td></tr>'
+        for o in items
+    )
+    parts = [
+        '<h3>Old files</h3><table><tr><th>path</th><th class="n">not modified for over</th>'
+        '<th class="n">files</th><th class="n">size</th><th class="n">share of the mount</th></tr>'
+        + rows
+        + "</table>"
+    ]
+    listed = [(o, f) for o in items for f in o.largest]
+    if listed:
+        parts.append(
+            '<p class="note">The largest of them at the latest scan:</p><table class="old-files">'
+            '<tr><th>under</th><th class="n">size</th><th class="n">days old</th><th>file</th></tr>'
+        )
+        parts.extend(
+            f'<tr><td>{escape(o.path)}</td><td class="n">{format_bytes(f.size_bytes)}</td>'
+            f'<td class="n">{f.age_days}</td><td class="file">{escape(f.name)}</td></tr>'
+            for o, f in listed
+        )
+        parts.append("</table>")
     return "".join(parts)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -13,6 +14,12 @@ __all__ = ["render_markdown"]
 
 def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _literal(text: str) -> str:
+    """Text from a target (a file name) shown as written: Markdown's punctuation is
+    backslash-escaped so that nothing in it becomes markup, code, a link or HTML."""
+    return re.sub(r"([\\`*_{}\[\]()<>#+!~&])", r"\\\1", text)
 
 
 def _table(header: list[str], rows: list[list[object]]) -> list[str]:
@@ -132,6 +139,33 @@ def render_markdown(audit: Audit) -> str:
                 for c in cleanup
             ],
         )
+    old = [o for s in audit.servers for o in s.old_files]
+    if old:
+        lines += ["## Old files", ""]
+        lines += _table(
+            ["server", "path", "not modified for over", "files", "size", "share of the mount"],
+            [
+                [
+                    o.target,
+                    o.path,
+                    o.older_than,
+                    "-" if o.files is None else f"{o.files:.0f}",
+                    format_bytes(o.size_bytes),
+                    f"{o.mount_percent:.1f}% of {o.mount}" if o.mount_percent is not None else "-",
+                ]
+                for o in old
+            ],
+        )
+        listed = [(o, f) for o in old for f in o.largest]
+        if listed:
+            lines += ["The largest of them at the latest scan:", ""]
+            lines += _table(
+                ["server", "under", "size", "days old", "file"],
+                [
+                    [o.target, o.path, format_bytes(f.size_bytes), f.age_days, _literal(f.name)]
+                    for o, f in listed
+                ],
+            )
     if audit.fleet:
         lines += ["## Device fleet", ""]
         lines += _table(

@@ -97,8 +97,9 @@ targets:
 
 def populate_site(store: Store, config: object, *, end: datetime = NOW) -> None:
     """A month of a small site: disks (one nine days from full), load with overloads,
-    memory, a growing mail queue, du, the device fleet, a late heartbeat, and incidents
-    (one with markup in its message, which the report must show as text)."""
+    memory, a growing mail queue, du with old log files (one with markup in its name), the
+    device fleet, a late heartbeat, and incidents (one with markup in its message, which
+    the report must show as text)."""
     from tests.helpers import Clock
     from watcher.engine import Engine
 
@@ -163,6 +164,33 @@ def populate_site(store: Store, config: object, *, end: datetime = NOW) -> None:
             every=timedelta(days=1),
             end=end,
         )
+    old_logs = {"path": "/var/log", "older_than": "30d"}
+    old_figures = {"old_files": 240.0, "old_bytes": 3.1 * 2**30, "unreadable": 0.0}
+    series(
+        store,
+        "mail1",
+        "du",
+        lambda day, rng: old_figures,
+        labels=old_logs,
+        every=timedelta(days=1),
+        end=end,
+    )
+    write(
+        store,
+        [
+            result(
+                "mail1",
+                "du",
+                labels=old_logs,
+                at=end - timedelta(hours=3),
+                metrics=old_figures,
+                evidence="240 files under /var/log not modified for over 30d: 3328599654 bytes\n"
+                "         bytes   days  file\n"
+                "    2147483648     45  /var/log/mail.log.1\n"
+                "      52428800     33  /var/log/<script>x.log",
+            )
+        ],
+    )
     series(
         store,
         "mdm",

@@ -315,6 +315,130 @@ def test_du_items_name_the_directory() -> None:
     assert du_directory("/var") == "/var"
 
 
+def _old_files(
+    store: Store, target: str, path: str, files: float, size: float, evidence: str = ""
+) -> None:
+    """A month of daily old-file scans of ``path`` (30 days), the latest with its list."""
+    labels = {"path": path, "older_than": "30d"}
+    figures = {"old_files": files, "old_bytes": size, "unreadable": 0.0}
+    series(store, target, "du", lambda day, rng: figures, labels=labels, every=timedelta(days=1))
+    write(
+        store,
+        [
+            result(
+                target,
+                "du",
+                metrics=figures,
+                labels=labels,
+                at=NOW - timedelta(hours=1),
+                evidence=evidence,
+            )
+        ],
+    )
+
+
+def _mount(store: Store, target: str, path: str, size: float) -> None:
+    series(
+        store,
+        target,
+        "disk",
+        lambda day, rng: {"used_percent": 50.0, "size_bytes": size},
+        labels={"path": path},
+    )
+
+
+def test_old_files_give_a_section_with_the_largest_and_a_recommendation(
+    store: Store, config: Config
+) -> None:
+    _mount(store, "mail1", "/var", 100e9)
+    _mount(store, "mail1", "/", 20e9)
+    _old_files(
+        store,
+        "mail1",
+        "/var/log",
+        240,
+        3.1 * 2**30,
+        "240 files under /var/log not modified for over 30d: 3328599654 bytes\n"
+        "         bytes   days  file\n"
+        "    2147483648     45  /var/log/mail.log.1\n"
+        "     734003200    120  /var/log/old  logs/syslog.7\n"
+        "--- stderr ---\n"
+        "find: '/var/log/private': Permission denied",
+    )
+    series(  # a directory du measured, which old files must not be mistaken for
+        store,
+        "mail1",
+        "du",
+        lambda day, rng: {"size_bytes": 5e9, "share_percent": 5.0},
+        labels={"path": "/var", "dir": "/var/log"},
+        every=timedelta(days=1),
+    )
+    compact(store)
+    audit = _audit(store, config)
+    server = next(s for s in audit.servers if s.target == "mail1")
+    [old] = server.old_files
+    assert (old.path, old.older_than, old.files) == ("/var/log", "30d", 240)
+    assert old.size_bytes == pytest.approx(3.1 * 2**30)
+    assert old.mount == "/var" and old.mount_percent == pytest.approx(3.33, abs=0.01)
+    assert [(f.size_bytes, f.age_days, f.name) for f in old.largest] == [
+        (2147483648, 45, "/var/log/mail.log.1"),
+        (734003200, 120, "/var/log/old  logs/syslog.7"),
+    ]
+    assert [(c.path, c.why) for c in server.cleanup] == [("/var/log", "logs")]
+    [rec] = [r for r in audit.recommendations if "untouched" in r.text]
+    assert (rec.severity, rec.area, rec.target) == ("low", "cleanup", "mail1")
+    assert rec.text == (
+        "/var/log on mail1: 240 files untouched for over 30 days take 3.33 GB; "
+        "compress or remove them"
+    )
+    assert rec.detail == "3.3% of /var"
+    data = json.loads(audit.to_json())
+    [mail1] = [s for s in data["servers"] if s["target"] == "mail1"]
+    assert mail1["old_files"][0]["files"] == 240 and mail1["old_files"][0]["largest"][0] == {
+        "size_bytes": 2147483648,
+        "age_days": 45,
+        "name": "/var/log/mail.log.1",
+    }
+
+
+def test_old_files_under_a_gigabyte_are_recommended_only_at_5_percent_of_their_mount(
+    store: Store, config: Config
+) -> None:
+    _mount(store, "mail1", "/var", 100e9)
+    _old_files(store, "mail1", "/var/log", 3000, 900e6)  # 0.9% of /var
+    _mount(store, "fs1", "/srv", 10e9)
+    _old_files(store, "fs1", "/srv/exports/logs", 12, 600e6)  # 6% of /srv
+    _old_files(store, "db1", "/opt/app/logs", 7, 850e6)  # no disk probe: 1 GiB alone counts
+    compact(store)
+    audit = _audit(store, config)
+    shares = {
+        (o.target, o.path): (
+            o.mount,
+            None if o.mount_percent is None else round(o.mount_percent, 1),
+        )
+        for s in audit.servers
+        for o in s.old_files
+    }
+    assert shares == {
+        ("mail1", "/var/log"): ("/var", 0.9),
+        ("fs1", "/srv/exports/logs"): ("/srv", 6.0),
+        ("db1", "/opt/app/logs"): (None, None),
+    }
+    assert [(r.text, r.detail) for r in audit.recommendations if "untouched" in r.text] == [
+        (
+            "/srv/exports/logs on fs1: 12 files untouched for over 30 days take 600 MB; "
+            "compress or remove them",
+            "6.0% of /srv",
+        )
+    ]
+    lower = _audit(store, config, old_files_bytes=800e6)
+    assert [r.target for r in lower.recommendations if "untouched" in r.text] == [
+        "mail1",
+        "db1",
+        "fs1",
+    ]
+
+
 def test_the_fleet_stale_ratio_trend_and_devices_never_checked_in(
     store: Store, config: Config
 ) -> None:

@@ -3,20 +3,28 @@ for console errors, outside requests, the charts, a screenshot and the printed P
 
 from __future__ import annotations
 
+import json
+import os
 import re
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
+from html import escape
 from pathlib import Path
 
 import pytest
 
+from probes.base import run_probe
+from probes.du import DuConfig, DuProbe
 from tests.helpers import config_from
-from tests.servers.base import require_binary
-from tests.watcher.audit_history import NOW, SITE_CONFIG, populate_site
+from tests.servers.base import make_workdir, require_binary
+from tests.ssh_helpers import context
+from tests.watcher.audit_history import NOW, SITE_CONFIG, populate_site, write
 from tests.watcher.chromium import open_page
 from watcher.audit import Audit, build_audit
 from watcher.report_html import CSP, render_html
 from watcher.report_md import render_markdown
 from watcher.store import Store
+from watcher.transports.local import LocalRunner
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # 2 disk charts (one per server with disks), 3 usage charts per server with load and
@@ -61,6 +69,24 @@ def test_the_page_forbids_every_outside_load_and_names_no_address(html: str) -> 
 def test_text_from_probes_and_incidents_is_shown_not_interpreted(html: str) -> None:
     assert "HTTP 502 &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
     assert "&lt;b&gt;Front desk&lt;/b&gt;" in html
+    assert '<td class="file">/var/log/&lt;script&gt;x.log</td>' in html
+
+
+def test_old_files_have_their_section_and_recommendation(html: str, site: Audit) -> None:
+    section = html[html.index("<h3>Old files</h3>") :]
+    section = section[: section.index("</section>")]
+    assert (
+        '<tr><td>/var/log</td><td class="n">30d</td><td class="n">240</td>'
+        '<td class="n">3.33 GB</td><td class="n">3.3% of /var</td></tr>'
+    ) in section
+    assert (
+        '<td class="n">2.15 GB</td><td class="n">45</td><td class="file">/var/log/mail.log.1</td>'
+        in section
+    )
+    assert (
+        "/var/log on mail1: 240 files untouched for over 30 days take 3.33 GB; compress or remove them"
+        in html
+    )
 
 
 def test_the_charts_are_inline_svg_with_thresholds_and_forecasts(html: str) -> None:
@@ -95,6 +121,46 @@ def test_the_markdown_carries_the_same_recommendations_and_tables(site: Audit) -
         re.MULTILINE,
     )
     assert "| P1 Urgent | 2 | 2 | 0 | 100% (2/2) | 0% (0/2) | 40m | 5h |" in text
+    assert "| mail1 | /var/log | 30d | 240 | 3.33 GB | 3.3% of /var |" in text
+    assert "| mail1 | /var/log | 52.4 MB | 33 | /var/log/\\<script\\>x.log |" in text
+
+
+def test_an_old_file_name_from_the_target_is_text_in_every_format(tmp_path: Path) -> None:
+    """The real probe lists a file whose name has spaces, a newline, markup, a pipe and
+    backticks; the HTML escapes it, the Markdown keeps it inert, the JSON keeps it whole."""
+    logs = make_workdir("old-names")
+    name = "old report\n<script>alert('x')<script> | `rm`.log"
+    (logs / name).write_bytes(b"x" * 4096)
+    moment = time.time() - 45.5 * 86400
+    os.utime(logs / name, (moment, moment))
+    config = config_from(tmp_path, SITE_CONFIG, environ={})
+    store = Store(config.state_path)
+    probe = DuProbe(
+        DuConfig(paths=[str(logs)], old_files={"paths": [str(logs)], "older_than": "30d"})  # type: ignore[arg-type]
+    )
+    write(store, run_probe(probe, context(LocalRunner(), target="mail1"), "du"))
+    audit = build_audit(store, config, since=timedelta(days=1), now=datetime.now(UTC))
+    store.close()
+    [old] = next(s for s in audit.servers if s.target == "mail1").old_files
+    shown = f"{logs}/old report?<script>alert('x')<script> | `rm`.log"
+    assert (old.files, old.size_bytes, [(f.name, f.age_days) for f in old.largest]) == (
+        1,
+        4096,
+        [(shown, 45)],
+    )
+
+    page = render_html(audit)
+    assert f'<td class="file">{escape(shown)}</td>' in page
+    assert "<script" not in page and "alert(&#x27;x&#x27;)" in page
+
+    text = render_markdown(audit)
+    [row] = [line for line in text.splitlines() if "old report" in line]
+    assert row.endswith("old report?\\<script\\>alert\\('x'\\)\\<script\\> \\| \\`rm\\`.log |")
+    assert len(re.split(r"(?<!\\)\|", row)) == 7  # 5 cells: the pipe in the name is not a 6th
+
+    data = json.loads(audit.to_json())
+    [mail1] = [s for s in data["servers"] if s["target"] == "mail1"]
+    assert mail1["old_files"][0]["largest"][0]["name"] == shown
 
 
 # ------------------------------------------------------------------------ in a browser
