@@ -25,6 +25,7 @@ run: $(VENV)/.installed
 test: $(VENV)/.test-installed
 	scripts/install-debian-deps.sh
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.test-installed

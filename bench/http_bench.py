@@ -99,7 +99,9 @@ def start_nginx(workdir: Path, cert: Path, key: Path) -> tuple[ManagedProcess, i
         }}
         """
     )
-    process = ManagedProcess([NGINX, "-c", str(conf), "-p", str(workdir)], workdir / "nginx.out", name="nginx")
+    process = ManagedProcess(
+        [NGINX, "-c", str(conf), "-p", str(workdir)], workdir / "nginx.out", name="nginx"
+    )
     process.start()
     wait_for_port("127.0.0.1", plain, 10)
     wait_for_port("127.0.0.1", tls, 10)
@@ -109,7 +111,9 @@ def start_nginx(workdir: Path, cert: Path, key: Path) -> tuple[ManagedProcess, i
 def bench_watcher(url: str, ca_file: str | None, checks: int) -> tuple[float, float]:
     clients = HttpClients()
     probe = HttpProbe(HttpConfig(url=url, ca_file=ca_file))
-    ctx = ProbeContext(site="bench", target="nginx", host="127.0.0.1", labels={}, timeout=5, http=clients)
+    ctx = ProbeContext(
+        site="bench", target="nginx", host="127.0.0.1", labels={}, timeout=5, http=clients
+    )
     run_probe(probe, ctx, "http")  # build the TLS context once, as a running watcher has
     cpu0, wall0 = time.process_time(), time.perf_counter()
     for _ in range(checks):
@@ -119,7 +123,9 @@ def bench_watcher(url: str, ca_file: str | None, checks: int) -> tuple[float, fl
     return time.perf_counter() - wall0, time.process_time() - cpu0
 
 
-def bench_blackbox(exporter: BlackboxExporter, url: str, module: str, checks: int) -> tuple[float, float]:
+def bench_blackbox(
+    exporter: BlackboxExporter, url: str, module: str, checks: int
+) -> tuple[float, float]:
     pid = exporter.pid
     assert pid is not None
     conn = http.client.HTTPConnection("127.0.0.1", exporter.port, timeout=10)
@@ -172,9 +178,23 @@ def main() -> None:
             ca = str(pki.ca.cert_path) if scheme == "https" else None
             module = "tls" if scheme == "https" else "http_2xx"
             plan += [
-                ("watcher http probe", scheme, lambda u=url, c=ca: bench_watcher(u, c, args.checks)),
-                ("blackbox_exporter", scheme, lambda u=url, m=module: bench_blackbox(exporter, u, m, args.checks)),
-                ("check_http", scheme, lambda p=port, t=scheme == "https": bench_check_http(p, t, max(200, args.checks // 4))),
+                (
+                    "watcher http probe",
+                    scheme,
+                    lambda u=url, c=ca: bench_watcher(u, c, args.checks),
+                ),
+                (
+                    "blackbox_exporter",
+                    scheme,
+                    lambda u=url, m=module: bench_blackbox(exporter, u, m, args.checks),
+                ),
+                (
+                    "check_http",
+                    scheme,
+                    lambda p=port, t=scheme == "https": bench_check_http(
+                        p, t, max(200, args.checks // 4)
+                    ),
+                ),
             ]
         for tool, scheme, run in plan:
             wall, cpu = run()
@@ -191,7 +211,11 @@ def main() -> None:
 def print_table(rows: list[Row]) -> None:
     cores = os.cpu_count()
     cpu_model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         "?",
     )
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -199,7 +223,9 @@ def print_table(rows: list[Row]) -> None:
         f"\nHTTP checks against local nginx (one worker, a 17-byte file, TLS: ECDSA P-256, no session reuse),"
         f" one at a time; {cores} cores ({cpu_model}), Python {sys.version.split()[0]}, load average at the end {load}\n"
     )
-    print("| tool | scheme | checks | checks/s | client CPU per check | checks/s per core | watcher per core vs this |")
+    print(
+        "| tool | scheme | checks | checks/s | client CPU per check | checks/s per core | watcher per core vs this |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|")
     ours = {r.scheme: r for r in rows if r.tool.startswith("watcher")}
     for r in rows:

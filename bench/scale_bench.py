@@ -89,7 +89,9 @@ def start_nginx(workdir: Path, cert: Path, key: Path) -> tuple[ManagedProcess, i
         }}
         """
     )
-    process = ManagedProcess([NGINX, "-c", str(conf), "-p", str(workdir)], workdir / "nginx.out", name="nginx")
+    process = ManagedProcess(
+        [NGINX, "-c", str(conf), "-p", str(workdir)], workdir / "nginx.out", name="nginx"
+    )
     process.start()
     wait_for_port("127.0.0.1", plain, 10)
     wait_for_port("127.0.0.1", tls, 10)
@@ -116,7 +118,12 @@ def build_site(workdir: Path, args: argparse.Namespace) -> Site:
         user = ensure_test_user()
         for n in range(args.sshd):
             sshds.append(
-                Sshd(make_workdir(f"scale-sshd{n}"), user=user, client_keys=keys, extra_config=["LogLevel ERROR"]).start()
+                Sshd(
+                    make_workdir(f"scale-sshd{n}"),
+                    user=user,
+                    client_keys=keys,
+                    extra_config=["LogLevel ERROR"],
+                ).start()
             )
     known_hosts = workdir / "known_hosts"
     known_hosts.write_text("".join(s.known_hosts_line() + "\n" for s in sshds))
@@ -194,7 +201,16 @@ def scrape(url: str, into: Path) -> Scrape:
     """One GET /metrics by curl asking for gzip as Prometheus does (its CPU is not the
     daemon's), timed by curl."""
     done = subprocess.run(
-        ["curl", "-s", "--compressed", "-o", str(into), "-w", "%{time_total} %{size_download} %{http_code}", url],
+        [
+            "curl",
+            "-s",
+            "--compressed",
+            "-o",
+            str(into),
+            "-w",
+            "%{time_total} %{size_download} %{http_code}",
+            url,
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -211,16 +227,34 @@ def scrape(url: str, into: Path) -> Scrape:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--targets", type=int, default=10_000)
-    parser.add_argument("--minutes", type=float, default=5.0, help="measured time after one interval of warm-up")
-    parser.add_argument("--interval", type=int, default=60, help="seconds between runs of each check")
-    parser.add_argument("--web-share", type=float, default=0.8, help="share of targets that are web targets")
-    parser.add_argument("--failing", type=float, default=0.01, help="share of web targets answering 500")
-    parser.add_argument("--sshd", type=int, default=4, help="sshd instances the server targets share")
-    parser.add_argument("--workers", type=int, default=0, help="workers: in watcher.yml (0: the default)")
+    parser.add_argument(
+        "--minutes", type=float, default=5.0, help="measured time after one interval of warm-up"
+    )
+    parser.add_argument(
+        "--interval", type=int, default=60, help="seconds between runs of each check"
+    )
+    parser.add_argument(
+        "--web-share", type=float, default=0.8, help="share of targets that are web targets"
+    )
+    parser.add_argument(
+        "--failing", type=float, default=0.01, help="share of web targets answering 500"
+    )
+    parser.add_argument(
+        "--sshd", type=int, default=4, help="sshd instances the server targets share"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=0, help="workers: in watcher.yml (0: the default)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument("--tracemalloc", type=Path, help="the daemon writes its biggest Python allocations here (slow)")
+    parser.add_argument(
+        "--tracemalloc",
+        type=Path,
+        help="the daemon writes its biggest Python allocations here (slow)",
+    )
     args = parser.parse_args()
     for binary in (NGINX, "/usr/sbin/sshd", shutil.which("curl") or "/usr/bin/curl"):
         if not os.access(binary, os.X_OK):
@@ -241,8 +275,14 @@ def say(text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     workdir = make_workdir("scale-bench")
     site = build_site(workdir, args)
-    say(f"site: {site.web} web targets ({site.failing} failing), {site.ssh} server targets over {args.sshd} sshd")
-    listen = next(line.split()[1] for line in site.config.read_text().splitlines() if line.startswith("listen:"))
+    say(
+        f"site: {site.web} web targets ({site.failing} failing), {site.ssh} server targets over {args.sshd} sshd"
+    )
+    listen = next(
+        line.split()[1]
+        for line in site.config.read_text().splitlines()
+        if line.startswith("listen:")
+    )
     out, log_file = workdir / "figures.json", workdir / "watcher.log"
     measure = args.minutes * 60
     daemon = subprocess.Popen(
@@ -261,7 +301,9 @@ def run(args: argparse.Namespace) -> int:
     )
     scrapes: list[Scrape] = []
     try:
-        say(f"daemon {daemon.pid} starting; {args.interval} s of warm-up, then {args.minutes:g} min measured")
+        say(
+            f"daemon {daemon.pid} starting; {args.interval} s of warm-up, then {args.minutes:g} min measured"
+        )
         assert daemon.stdout is not None
         if daemon.stdout.readline().strip() != "MEASURING":
             raise SystemExit(f"the daemon stopped early (exit {daemon.wait()}); see {log_file}")
@@ -295,13 +337,17 @@ def run(args: argparse.Namespace) -> int:
         "expected_checks_per_s": f["checks"] / args.interval,
         "cpu_percent_of_one_core": 100 * (f["user_s"] + f["sys_s"]) / wall,
         "sys_percent_of_one_core": 100 * f["sys_s"] / wall,
-        "cpu_ms_per_check": 1000 * (f["user_s"] + f["sys_s"]) / f["runs"] if f["runs"] else float("nan"),
+        "cpu_ms_per_check": 1000 * (f["user_s"] + f["sys_s"]) / f["runs"]
+        if f["runs"]
+        else float("nan"),
         "servers_cpu_percent": 100 * servers_cpu / servers_wall,
         "sqlite_rows_per_s": f["writes"] / wall,
         "sqlite_transactions_per_s": f["batches"] / wall,
         "results_per_transaction": f["results"] / f["batches"] if f["batches"] else 0,
         "scrapes": len(scrapes),
-        "scrape_s_median": statistics.median(s.seconds for s in scrapes) if scrapes else float("nan"),
+        "scrape_s_median": statistics.median(s.seconds for s in scrapes)
+        if scrapes
+        else float("nan"),
         "scrape_s_max": max((s.seconds for s in scrapes), default=float("nan")),
         "scrape_bytes": scrapes[-1].size if scrapes else 0,
         "scrape_text_bytes": scrapes[-1].text_size if scrapes else 0,
@@ -319,7 +365,11 @@ def run(args: argparse.Namespace) -> int:
 
 def print_table(f: dict[str, Any], args: argparse.Namespace, site: Site) -> None:
     cpu_model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         "?",
     )
     mb = 2**20
@@ -333,12 +383,24 @@ def print_table(f: dict[str, Any], args: argparse.Namespace, site: Site) -> None
     )
     lag = f"{f['lag_p50_s'] * 1000:,.1f} ms / {f['lag_p99_s'] * 1000:,.1f} ms / {f['lag_max_s'] * 1000:,.0f} ms"
     rows = [
-        ("checks per second", f"{f['checks_per_s']:,.1f} (the schedule asks {f['expected_checks_per_s']:,.1f})"),
+        (
+            "checks per second",
+            f"{f['checks_per_s']:,.1f} (the schedule asks {f['expected_checks_per_s']:,.1f})",
+        ),
         ("schedule lag p50 / p99 / max", f"{lag} ({f['lag_samples']:,} checks)"),
-        ("checks skipped (still running) / past hard timeout", f"{f['skipped']:.0f} / {f['hard_timeouts']:.0f}"),
+        (
+            "checks skipped (still running) / past hard timeout",
+            f"{f['skipped']:.0f} / {f['hard_timeouts']:.0f}",
+        ),
         ("results by check and status", statuses),
-        ("open incidents by priority", ", ".join(f"{p} {n}" for p, n in f["incidents_open"].items())),
-        ("daemon CPU, user+sys", f"{f['cpu_percent_of_one_core']:.1f} % of one core ({f['sys_percent_of_one_core']:.1f} % sys)"),
+        (
+            "open incidents by priority",
+            ", ".join(f"{p} {n}" for p, n in f["incidents_open"].items()),
+        ),
+        (
+            "daemon CPU, user+sys",
+            f"{f['cpu_percent_of_one_core']:.1f} % of one core ({f['sys_percent_of_one_core']:.1f} % sys)",
+        ),
         ("daemon CPU per check", f"{f['cpu_ms_per_check']:.3f} ms"),
         ("nginx and sshd CPU (not the daemon's)", f"{f['servers_cpu_percent']:.1f} % of one core"),
         (
@@ -347,14 +409,26 @@ def print_table(f: dict[str, Any], args: argparse.Namespace, site: Site) -> None
             f" / {f['rss_median'] / mb:.0f} / {f['rss_peak'] / mb:.0f} MB",
         ),
         ("SQLite rows written per second", f"{f['sqlite_rows_per_s']:,.0f}"),
-        ("SQLite transactions per second (results in each)", f"{f['sqlite_transactions_per_s']:.1f} ({f['results_per_transaction']:.0f})"),
-        (f"/metrics scrape time median / max ({f['scrapes']} scrapes)", f"{f['scrape_s_median'] * 1000:,.0f} ms / {f['scrape_s_max'] * 1000:,.0f} ms"),
+        (
+            "SQLite transactions per second (results in each)",
+            f"{f['sqlite_transactions_per_s']:.1f} ({f['results_per_transaction']:.0f})",
+        ),
+        (
+            f"/metrics scrape time median / max ({f['scrapes']} scrapes)",
+            f"{f['scrape_s_median'] * 1000:,.0f} ms / {f['scrape_s_max'] * 1000:,.0f} ms",
+        ),
         (
             "/metrics size, gzip as sent / text",
             f"{f['scrape_bytes'] / mb:.1f} MiB / {f['scrape_text_bytes'] / mb:.1f} MiB, {f['scrape_series']:,} series",
         ),
-        ("daemon log lines by level", ", ".join(f"{k} {n:,}" for k, n in f["log_lines"].items()) or "none"),
-        ("config load / daemon start / stop", f"{f['config_load_s']:.1f} s / {f['start_s']:.1f} s / {f['stop_s']:.1f} s"),
+        (
+            "daemon log lines by level",
+            ", ".join(f"{k} {n:,}" for k, n in f["log_lines"].items()) or "none",
+        ),
+        (
+            "config load / daemon start / stop",
+            f"{f['config_load_s']:.1f} s / {f['start_s']:.1f} s / {f['stop_s']:.1f} s",
+        ),
     ]
     print("| figure | value |")
     print("|---|---|")

@@ -84,19 +84,29 @@ def percentile(values: array, q: float) -> float:  # type: ignore[type-arg]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("config", type=Path)
     parser.add_argument("--warmup", type=float, required=True)
     parser.add_argument("--measure", type=float, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--log", type=Path, required=True)
-    parser.add_argument("--tracemalloc", type=Path, help="write the biggest Python allocations here at the end (slow)")
+    parser.add_argument(
+        "--tracemalloc",
+        type=Path,
+        help="write the biggest Python allocations here at the end (slow)",
+    )
     args = parser.parse_args()
     if args.tracemalloc:
         import tracemalloc
 
         tracemalloc.start(4)
-    logging.basicConfig(filename=args.log, level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        filename=args.log,
+        level=logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     figures: dict[str, Any] = {"rss_imported": memory()["VmRSS"]}
     t0 = time.perf_counter()
     config = load_config(args.config)
@@ -140,7 +150,10 @@ def main() -> int:
             lines += [str(stat) for stat in snapshot.statistics("lineno")[:40]]
             lines += ["", "by traceback:"]
             for stat in snapshot.statistics("traceback")[:12]:
-                lines += [f"{stat.size / 2**20:.1f} MB in {stat.count} blocks", *stat.traceback.format()]
+                lines += [
+                    f"{stat.size / 2**20:.1f} MB in {stat.count} blocks",
+                    *stat.traceback.format(),
+                ]
             args.tracemalloc.write_text("\n".join(lines) + "\n")
     finally:
         t0 = time.perf_counter()

@@ -84,9 +84,11 @@ class Rep:
         return self.exists_at - self.opened_at
 
 
-def config_text(site: str, port: int, server: HTTPTestServer, rt: RequestTracker, reps: int, interval: float) -> str:
+def config_text(
+    site: str, port: int, server: HTTPTestServer, rt: RequestTracker, reps: int, interval: float
+) -> str:
     targets = "\n".join(
-        f"  - name: web-{i}\n    host: 127.0.0.1\n    probes:\n      - http: {{url: \"{server.url_for(f'/t/{i}')}\", interval: {interval * 1000:.0f}ms, timeout: 5s}}"
+        f'  - name: web-{i}\n    host: 127.0.0.1\n    probes:\n      - http: {{url: "{server.url_for(f"/t/{i}")}", interval: {interval * 1000:.0f}ms, timeout: 5s}}'
         for i in range(reps)
     )
     return f"""site: {site}
@@ -118,13 +120,17 @@ def epoch(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
-def one(state: Path, rt: RequestTracker, server: HTTPTestServer, site: str, i: int, timeout: float) -> Rep:
+def one(
+    state: Path, rt: RequestTracker, server: HTTPTestServer, site: str, i: int, timeout: float
+) -> Rep:
     target = f"web-{i}"
     fingerprint = fingerprint_of(site, target, "http")
     db = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=30)
     try:
         deadline = time.monotonic() + timeout
-        while not db.execute("SELECT 1 FROM results WHERE target=? AND status='ok'", (target,)).fetchone():
+        while not db.execute(
+            "SELECT 1 FROM results WHERE target=? AND status='ok'", (target,)
+        ).fetchone():
             if time.monotonic() > deadline:
                 raise SystemExit(f"{target} never checked ok")
             time.sleep(0.05)
@@ -142,29 +148,42 @@ def one(state: Path, rt: RequestTracker, server: HTTPTestServer, site: str, i: i
             time.sleep(POLL)
         seen_at = time.time()
         first_fail = db.execute(
-            "SELECT min(at) FROM results WHERE target=? AND status!='ok' AND at>=?", (target, failed_at - 5)
+            "SELECT min(at) FROM results WHERE target=? AND status!='ok' AND at>=?",
+            (target, failed_at - 5),
         ).fetchone()[0]
-        incident_id, opened = db.execute("SELECT id, opened_at FROM incidents WHERE fingerprint=?", (fingerprint,)).fetchone()
+        incident_id, opened = db.execute(
+            "SELECT id, opened_at FROM incidents WHERE fingerprint=?", (fingerprint,)
+        ).fetchone()
         delivered = None
         while delivered is None and time.monotonic() < deadline:
             delivered = db.execute(
-                "SELECT created_at FROM tickets WHERE incident_id=? AND integration='tickets/request_tracker'", (incident_id,)
+                "SELECT created_at FROM tickets WHERE incident_id=? AND integration='tickets/request_tracker'",
+                (incident_id,),
             ).fetchone()
             time.sleep(0.02)
         assert delivered is not None
-        return Rep(target, failed_at, first_fail, epoch(opened), epoch(delivered[0]), seen_at, polls)
+        return Rep(
+            target, failed_at, first_fail, epoch(opened), epoch(delivered[0]), seen_at, polls
+        )
     finally:
         db.close()
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--hold", type=float, default=5.0, help="the rule's for: in seconds")
-    parser.add_argument("--interval", type=float, default=0.25, help="seconds between checks of each target")
+    parser.add_argument(
+        "--interval", type=float, default=0.25, help="seconds between checks of each target"
+    )
     args = parser.parse_args()
     if not os.access(RT_SERVER, os.X_OK):
-        print(f"missing {RT_SERVER}: install request-tracker5 rt5-db-sqlite rt5-standalone", file=sys.stderr)
+        print(
+            f"missing {RT_SERVER}: install request-tracker5 rt5-db-sqlite rt5-standalone",
+            file=sys.stderr,
+        )
         return 2
     daemon: Daemon | None = None
     try:
@@ -173,13 +192,19 @@ def main() -> int:
         server = HTTPTestServer().start()
         site = f"bench-{time.time_ns() % 10**9}"
         port = free_port()
-        (workdir / "watcher.yml").write_text(config_text(site, port, server, rt, args.reps, args.interval))
+        (workdir / "watcher.yml").write_text(
+            config_text(site, port, server, rt, args.reps, args.interval)
+        )
         (workdir / "bench-rules.yml").write_text(rules_text(args.hold))
         daemon = Daemon(workdir / "watcher.yml", port, env={"RT_PASSWORD": rt.password}).start()
         reps = []
         for i in range(args.reps):
             reps.append(one(workdir / "state.db", rt, server, site, i, timeout=args.hold + 60))
-            print(f"  {reps[-1].target}: {reps[-1].total - args.hold:.2f} s over the hold", file=sys.stderr, flush=True)
+            print(
+                f"  {reps[-1].target}: {reps[-1].total - args.hold:.2f} s over the hold",
+                file=sys.stderr,
+                flush=True,
+            )
         load = os.getloadavg()
     finally:
         if daemon is not None:
@@ -192,7 +217,9 @@ def main() -> int:
     return 0 if worst <= 1.0 else 1
 
 
-def print_table(reps: list[Rep], args: argparse.Namespace, load: tuple[float, float, float]) -> None:
+def print_table(
+    reps: list[Rep], args: argparse.Namespace, load: tuple[float, float, float]
+) -> None:
     polls = [p for r in reps for p in r.polls]
     print(
         f"\nFailure to ticket in Request Tracker 5 (REST 2, SQLite, rt-server --max-workers 2): {len(reps)} failures,"
@@ -218,7 +245,9 @@ def print_table(reps: list[Rep], args: argparse.Namespace, load: tuple[float, fl
         f" (to the poll: median {statistics.median(polled):.2f} s, max {max(polled):.2f} s);"
         f" hold met -> ticket exists: median {statistics.median(own):.2f} s, max {max(own):.2f} s"
     )
-    print(f"target (total <= hold + 1 s): {'met' if max(over) <= 1.0 else 'NOT met'} (worst {max(over):.2f} s over the hold)")
+    print(
+        f"target (total <= hold + 1 s): {'met' if max(over) <= 1.0 else 'NOT met'} (worst {max(over):.2f} s over the hold)"
+    )
 
 
 if __name__ == "__main__":

@@ -71,8 +71,13 @@ class AppriseConfig(IntegrationConfig):
         module = _apprise_or_none()
         for index, url in enumerate(value):
             _protect(url.reveal())
-            if module is not None and module.Apprise.instantiate(url.reveal(), suppress_exceptions=True) is None:
-                raise ValueError(f"urls[{index}] is not a URL apprise understands (the URL is not shown: it is a secret)")
+            if (
+                module is not None
+                and module.Apprise.instantiate(url.reveal(), suppress_exceptions=True) is None
+            ):
+                raise ValueError(
+                    f"urls[{index}] is not a URL apprise understands (the URL is not shown: it is a secret)"
+                )
         return value
 
 
@@ -104,7 +109,9 @@ class AppriseIntegration(Integration):
                     continue
             service = apprise.Apprise()
             if not service.add(url.reveal()):
-                raise PermanentError(f"apprise {self.name}: urls[{index}] is not a URL apprise understands")
+                raise PermanentError(
+                    f"apprise {self.name}: urls[{index}] is not a URL apprise understands"
+                )
             if service.notify(title=title, body=body, notify_type=kind):
                 with self._lock:
                     if page.delivery_id:
@@ -112,17 +119,25 @@ class AppriseIntegration(Integration):
             else:
                 failed.append(f"urls[{index}]")
         if failed:
-            raise TransientError(f"apprise {self.name}: {', '.join(failed)} did not take the notification")
+            raise TransientError(
+                f"apprise {self.name}: {', '.join(failed)} did not take the notification"
+            )
 
     def page(self, page: PageContent) -> str | None:
-        body = f"{page.text}\n\n{page.body}" if page.text and page.text not in page.body else page.body
+        body = (
+            f"{page.text}\n\n{page.body}" if page.text and page.text not in page.body else page.body
+        )
         self._notify(page, "page", page.subject, body[:4000], "failure")
         return None
 
     def page_acknowledge(self, page: PageContent) -> None:
         if self.config.notify_acknowledge:
-            self._notify(page, "ack", f"[Acknowledged] {page.subject}", page.text or "Acknowledged.", "info")
+            self._notify(
+                page, "ack", f"[Acknowledged] {page.subject}", page.text or "Acknowledged.", "info"
+            )
 
     def page_resolve(self, page: PageContent) -> None:
         if self.config.notify_resolve:
-            self._notify(page, "resolve", f"[Resolved] {page.subject}", page.text or "Recovered.", "success")
+            self._notify(
+                page, "resolve", f"[Resolved] {page.subject}", page.text or "Recovered.", "success"
+            )

@@ -67,10 +67,20 @@ class EmailIntegration(Integration):
     def _smtp(self) -> SmtpSettings:
         settings = self.config.smtp or self.env.config.smtp
         if settings is None:
-            raise PermanentError("email: no smtp: relay configured (top-level smtp: or on the integration)")
+            raise PermanentError(
+                "email: no smtp: relay configured (top-level smtp: or on the integration)"
+            )
         return settings
 
-    def _send(self, subject: str, body: str, ticket: TicketContent, *, reply_to: str | None = None, message_id: str | None = None) -> str:
+    def _send(
+        self,
+        subject: str,
+        body: str,
+        ticket: TicketContent,
+        *,
+        reply_to: str | None = None,
+        message_id: str | None = None,
+    ) -> str:
         smtp = self._smtp()
         headers = {
             "X-Watcher-Fingerprint": ticket.fingerprint,
@@ -107,7 +117,11 @@ class EmailIntegration(Integration):
 
     # --- paging -------------------------------------------------------------------
     def page(self, page: PageContent) -> str | None:
-        subject = page.subject if self.config.emergency_tag in page.subject else f"{self.config.emergency_tag} {page.subject}"
+        subject = (
+            page.subject
+            if self.config.emergency_tag in page.subject
+            else f"{self.config.emergency_tag} {page.subject}"
+        )
         return self._send(subject, page.body, page)  # the body starts with this action's note
 
     def page_resolve(self, page: PageContent) -> None:

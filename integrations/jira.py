@@ -37,7 +37,12 @@ from watcher.secret import Secret
 
 __all__ = ["JiraConfig", "JiraIntegration"]
 
-DEFAULT_PRIORITIES: dict[str, str | int] = {"P1": "Highest", "P2": "High", "P3": "Medium", "P4": "Low"}
+DEFAULT_PRIORITIES: dict[str, str | int] = {
+    "P1": "Highest",
+    "P2": "High",
+    "P3": "Medium",
+    "P4": "Low",
+}
 SUMMARY_MAX = 255
 DESCRIPTION_MAX = 32000  # Jira refuses text fields over 32767 characters
 CATEGORY = {"new": "new", "indeterminate": "open", "done": "resolved"}
@@ -102,7 +107,9 @@ class JiraIntegration(Integration):
         self._api = f"{self.config.url}/rest/api/2"
 
     def _call(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
-        response = call(self._session, method, self._api + path, f"Jira {self.name}: {what}", **kwargs)
+        response = call(
+            self._session, method, self._api + path, f"Jira {self.name}: {what}", **kwargs
+        )
         return json_of(response, f"Jira {self.name}: {what}") if response.content else None
 
     def _url(self, key: str) -> str:
@@ -128,28 +135,50 @@ class JiraIntegration(Integration):
         answer = self._call("POST", "/issue", "create issue", json={"fields": fields}) or {}
         key = answer.get("key")
         if not key:
-            raise PermanentError(f"Jira {self.name}: create answered without an issue key: {answer!r}"[:300])
+            raise PermanentError(
+                f"Jira {self.name}: create answered without an issue key: {answer!r}"[:300]
+            )
         return TicketRef(id=str(key), url=self._url(str(key)))
 
     def comment(self, ref: TicketRef, ticket: TicketContent) -> None:
         self._comment(ref, ticket.text or ticket.body)
 
     def _comment(self, ref: TicketRef, text: str) -> None:
-        self._call("POST", f"/issue/{ref.id}/comment", "comment", json={"body": _cut(text, DESCRIPTION_MAX)})
+        self._call(
+            "POST",
+            f"/issue/{ref.id}/comment",
+            "comment",
+            json={"body": _cut(text, DESCRIPTION_MAX)},
+        )
 
     def set_priority(self, ref: TicketRef, ticket: TicketContent) -> None:
-        self._call("PUT", f"/issue/{ref.id}", "set priority", json={"fields": {"priority": self._priority(ticket)}})
+        self._call(
+            "PUT",
+            f"/issue/{ref.id}",
+            "set priority",
+            json={"fields": {"priority": self._priority(ticket)}},
+        )
         if ticket.text:
             self._comment(ref, ticket.text)
 
     def _transition(self, ref: TicketRef, names: list[str], what: str) -> None:
-        answer = self._call("GET", f"/issue/{ref.id}/transitions", f"list transitions to {what}") or {}
+        answer = (
+            self._call("GET", f"/issue/{ref.id}/transitions", f"list transitions to {what}") or {}
+        )
         offered = answer.get("transitions") or []
         wanted = [n.casefold() for n in names]
         for name in wanted:
             for transition in offered:
-                if name in (str(transition.get("name", "")).casefold(), str((transition.get("to") or {}).get("name", "")).casefold()):
-                    self._call("POST", f"/issue/{ref.id}/transitions", what, json={"transition": {"id": transition["id"]}})
+                if name in (
+                    str(transition.get("name", "")).casefold(),
+                    str((transition.get("to") or {}).get("name", "")).casefold(),
+                ):
+                    self._call(
+                        "POST",
+                        f"/issue/{ref.id}/transitions",
+                        what,
+                        json={"transition": {"id": transition["id"]}},
+                    )
                     return
         available = ", ".join(str(t.get("name")) for t in offered) or "none"
         raise PermanentError(
@@ -164,7 +193,12 @@ class JiraIntegration(Integration):
 
     def reopen(self, ref: TicketRef, ticket: TicketContent) -> None:
         self._transition(ref, self.config.reopen_transitions, "reopen")
-        self._call("PUT", f"/issue/{ref.id}", "set priority", json={"fields": {"priority": self._priority(ticket)}})
+        self._call(
+            "PUT",
+            f"/issue/{ref.id}",
+            "set priority",
+            json={"fields": {"priority": self._priority(ticket)}},
+        )
         if ticket.text:
             self._comment(ref, ticket.text)
 
@@ -191,8 +225,15 @@ class JiraIntegration(Integration):
         assignee = fields.get("assignee") or None
         owner = None
         if isinstance(assignee, dict):
-            owner = str(assignee.get("displayName") or assignee.get("name") or assignee.get("accountId") or "someone")
-        return TicketStatus(state=CATEGORY.get(category, "other"), taken=owner is not None, owner=owner)  # type: ignore[arg-type]
+            owner = str(
+                assignee.get("displayName")
+                or assignee.get("name")
+                or assignee.get("accountId")
+                or "someone"
+            )
+        return TicketStatus(
+            state=CATEGORY.get(category, "other"), taken=owner is not None, owner=owner
+        )  # type: ignore[arg-type]
 
     def close(self) -> None:
         self._session.close()

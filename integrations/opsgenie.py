@@ -63,7 +63,13 @@ class OpsgenieIntegration(Integration):
         self._session.headers["Authorization"] = f"GenieKey {self.config.api_key.reveal()}"
 
     def _post(self, path: str, what: str, body: dict[str, Any]) -> None:
-        call(self._session, "POST", f"{self.config.url}/v2/alerts{path}", f"Opsgenie {self.name}: {what}", json=body)
+        call(
+            self._session,
+            "POST",
+            f"{self.config.url}/v2/alerts{path}",
+            f"Opsgenie {self.name}: {what}",
+            json=body,
+        )
 
     def _by_alias(self, page: PageContent, verb: str) -> str:
         alias = urllib.parse.quote(page.fingerprint, safe="")
@@ -72,15 +78,22 @@ class OpsgenieIntegration(Integration):
     def page(self, page: PageContent) -> str | None:
         message = " ".join(page.subject.split())
         body: dict[str, Any] = {
-            "message": message if len(message) <= MESSAGE_MAX else message[: MESSAGE_MAX - 3] + "...",
+            "message": message
+            if len(message) <= MESSAGE_MAX
+            else message[: MESSAGE_MAX - 3] + "...",
             "alias": page.fingerprint,
             "description": page.body[:DESCRIPTION_MAX],
             "priority": mapped_priority(self.config.priorities, DEFAULT_PRIORITIES, page.priority),
             "entity": page.target,
             "source": f"watcher ({page.site})",
             "tags": [*self.config.tags, page.priority, page.site],
-            "details": {"site": page.site, "target": page.target, "fingerprint": page.fingerprint,
-                        "incident": str(page.incident_id), **{f"label.{k}": v for k, v in page.labels.items()}},
+            "details": {
+                "site": page.site,
+                "target": page.target,
+                "fingerprint": page.fingerprint,
+                "incident": str(page.incident_id),
+                **{f"label.{k}": v for k, v in page.labels.items()},
+            },
         }
         if page.text:
             body["note"] = page.text[:25000]
@@ -90,12 +103,18 @@ class OpsgenieIntegration(Integration):
         return page.fingerprint
 
     def page_acknowledge(self, page: PageContent) -> None:
-        self._post(self._by_alias(page, "acknowledge"), "acknowledge alert",
-                   {"source": "watcher", "user": "watcher", "note": page.text or "Acknowledged"})
+        self._post(
+            self._by_alias(page, "acknowledge"),
+            "acknowledge alert",
+            {"source": "watcher", "user": "watcher", "note": page.text or "Acknowledged"},
+        )
 
     def page_resolve(self, page: PageContent) -> None:
-        self._post(self._by_alias(page, "close"), "close alert",
-                   {"source": "watcher", "user": "watcher", "note": page.text or "Recovered"})
+        self._post(
+            self._by_alias(page, "close"),
+            "close alert",
+            {"source": "watcher", "user": "watcher", "note": page.text or "Recovered"},
+        )
 
     def close(self) -> None:
         self._session.close()

@@ -21,7 +21,12 @@ from watcher.secret import Secret
 
 __all__ = ["PagerDutyConfig", "PagerDutyIntegration"]
 
-DEFAULT_SEVERITIES: dict[str, str | int] = {"P1": "critical", "P2": "error", "P3": "warning", "P4": "info"}
+DEFAULT_SEVERITIES: dict[str, str | int] = {
+    "P1": "critical",
+    "P2": "error",
+    "P3": "warning",
+    "P4": "info",
+}
 SEVERITIES = ("critical", "error", "warning", "info")
 SUMMARY_MAX = 1024
 

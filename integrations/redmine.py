@@ -58,8 +58,12 @@ class RedmineIntegration(Integration):
         self._session.headers["Accept"] = "application/json"
 
     def _call(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
-        response = call(self._session, method, self.config.url + path, f"Redmine {self.name}: {what}", **kwargs)
-        return json_of(response, f"Redmine {self.name}: {what}") if response.content.strip() else None
+        response = call(
+            self._session, method, self.config.url + path, f"Redmine {self.name}: {what}", **kwargs
+        )
+        return (
+            json_of(response, f"Redmine {self.name}: {what}") if response.content.strip() else None
+        )
 
     def _url(self, issue_id: str) -> str:
         return f"{self.config.url}/issues/{issue_id}"
@@ -69,7 +73,9 @@ class RedmineIntegration(Integration):
         try:
             return int(value)
         except ValueError:
-            raise PermanentError(f"Redmine {self.name}: priorities must be priority ids (numbers), got {value!r}") from None
+            raise PermanentError(
+                f"Redmine {self.name}: priorities must be priority ids (numbers), got {value!r}"
+            ) from None
 
     def open(self, ticket: TicketContent) -> TicketRef:
         issue: dict[str, Any] = {
@@ -77,14 +83,18 @@ class RedmineIntegration(Integration):
             "subject": " ".join(ticket.subject.split())[:255],
             "description": ticket.body,
             "priority_id": self._priority(ticket),
-            "custom_fields": [{"id": self.config.fingerprint_field_id, "value": ticket.fingerprint}],
+            "custom_fields": [
+                {"id": self.config.fingerprint_field_id, "value": ticket.fingerprint}
+            ],
         }
         if self.config.tracker_id is not None:
             issue["tracker_id"] = self.config.tracker_id
         answer = self._call("POST", "/issues.json", "create issue", json={"issue": issue}) or {}
         issue_id = str((answer.get("issue") or {}).get("id") or "")
         if not issue_id:
-            raise PermanentError(f"Redmine {self.name}: create answered without an issue id: {answer!r}"[:300])
+            raise PermanentError(
+                f"Redmine {self.name}: create answered without an issue id: {answer!r}"[:300]
+            )
         return TicketRef(id=issue_id, url=self._url(issue_id))
 
     def _update(self, ref: TicketRef, fields: dict[str, Any], what: str, text: str) -> None:
@@ -130,7 +140,9 @@ class RedmineIntegration(Integration):
         status = issue.get("status") or {}
         status_id = status.get("id")
         assignee = issue.get("assigned_to") or None
-        owner = str(assignee.get("name") or assignee.get("id")) if isinstance(assignee, dict) else None
+        owner = (
+            str(assignee.get("name") or assignee.get("id")) if isinstance(assignee, dict) else None
+        )
         if status.get("is_closed") or status_id == self.config.resolved_status_id:
             state = "resolved"
         elif status_id == self.config.new_status_id:

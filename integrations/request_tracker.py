@@ -81,7 +81,9 @@ class RequestTrackerIntegration(Integration):
         self._checked_field = False
 
     def _call(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
-        response = call(self._session, method, self._api + path, f"RT {self.name}: {what}", **kwargs)
+        response = call(
+            self._session, method, self._api + path, f"RT {self.name}: {what}", **kwargs
+        )
         return json_of(response, f"RT {self.name}: {what}") if response.content else None
 
     def _priority(self, ticket: TicketContent) -> str | int:
@@ -104,7 +106,9 @@ class RequestTrackerIntegration(Integration):
         answer = self._call("POST", "/ticket", "create ticket", json=payload)
         ticket_id = str(answer.get("id") or "") if isinstance(answer, dict) else ""
         if not ticket_id:
-            raise PermanentError(f"RT {self.name}: create answered without a ticket id: {answer!r}"[:300])
+            raise PermanentError(
+                f"RT {self.name}: create answered without a ticket id: {answer!r}"[:300]
+            )
         self._check_fingerprint(ticket_id, ticket.fingerprint)
         return TicketRef(id=ticket_id, url=self._url(ticket_id))
 
@@ -125,7 +129,10 @@ class RequestTrackerIntegration(Integration):
         log.error(
             "RT %s: ticket %s has no %r value: apply that custom field to queue %r, or a watcher"
             " restarted mid-delivery may open a duplicate ticket",
-            self.name, ticket_id, self.config.fingerprint_field, self.config.queue,
+            self.name,
+            ticket_id,
+            self.config.fingerprint_field,
+            self.config.queue,
         )
 
     def fingerprint_of(self, ticket_id: str) -> str | None:
@@ -141,7 +148,10 @@ class RequestTrackerIntegration(Integration):
 
     def _comment(self, ref: TicketRef, text: str) -> None:
         self._call(
-            "POST", f"/ticket/{ref.id}/comment", "comment", json={"Content": text, "ContentType": "text/plain"}
+            "POST",
+            f"/ticket/{ref.id}/comment",
+            "comment",
+            json={"Content": text, "ContentType": "text/plain"},
         )
 
     def _update(self, ref: TicketRef, fields: dict[str, Any], what: str) -> None:
@@ -164,7 +174,9 @@ class RequestTrackerIntegration(Integration):
         self._update(ref, {"Status": self.config.resolved_status}, "resolve")
 
     def reopen(self, ref: TicketRef, ticket: TicketContent) -> None:
-        self._update(ref, {"Status": self.config.reopen_status, "Priority": self._priority(ticket)}, "reopen")
+        self._update(
+            ref, {"Status": self.config.reopen_status, "Priority": self._priority(ticket)}, "reopen"
+        )
         if ticket.text:
             self._comment(ref, ticket.text)
 
@@ -173,7 +185,9 @@ class RequestTrackerIntegration(Integration):
             f"Queue = {_quote(self.config.queue)} AND CF.{{{self.config.fingerprint_field}}} = {_quote(fingerprint)}"
             " AND Status = '__Active__'"
         )
-        params = urllib.parse.urlencode({"query": query, "orderby": "id", "order": "ASC", "per_page": 5})
+        params = urllib.parse.urlencode(
+            {"query": query, "orderby": "id", "order": "ASC", "per_page": 5}
+        )
         answer = self._call("GET", f"/tickets?{params}", "search tickets")
         items = (answer or {}).get("items") or []
         if not items:
@@ -187,7 +201,9 @@ class RequestTrackerIntegration(Integration):
         owner = data.get("Owner") or {}
         owner_id = str(owner.get("id") or "Nobody") if isinstance(owner, dict) else str(owner)
         taken = owner_id not in ("", "Nobody", "6")  # 6 is Nobody's id on a stock RT
-        state = ACTIVE.get(status, "resolved" if status in ("resolved", "rejected", "deleted") else "other")
+        state = ACTIVE.get(
+            status, "resolved" if status in ("resolved", "rejected", "deleted") else "other"
+        )
         return TicketStatus(state=state, taken=taken, owner=owner_id if taken else None)  # type: ignore[arg-type]
 
     def close(self) -> None:

@@ -71,7 +71,9 @@ class HelpdeskConfig(HttpConfig):
         return value
 
 
-def mapped_priority(priorities: Mapping[str, str | int], defaults: Mapping[str, str | int], priority: str) -> str | int:
+def mapped_priority(
+    priorities: Mapping[str, str | int], defaults: Mapping[str, str | int], priority: str
+) -> str | int:
     """The helpdesk's value for a watcher priority: the config's map, then the defaults,
     then the nearest less urgent priority that has a value (P5 maps like P4)."""
     merged = {**defaults, **priorities}
@@ -84,15 +86,21 @@ def mapped_priority(priorities: Mapping[str, str | int], defaults: Mapping[str, 
 
 
 def session_for(config: HttpConfig, env: Any) -> requests.Session:
-    return new_session(timeout=config.timeout.total_seconds(), verify=config.verify, clients=env.http)
+    return new_session(
+        timeout=config.timeout.total_seconds(), verify=config.verify, clients=env.http
+    )
 
 
-def call(session: requests.Session, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
+def call(
+    session: requests.Session, method: str, url: str, what: str, **kwargs: Any
+) -> requests.Response:
     """One HTTP request; raises TransientError or PermanentError when it did not succeed."""
     try:
         response = session.request(method, url, **kwargs)
     except requests.exceptions.SSLError as exc:
-        raise PermanentError(f"{what}: TLS failed ({_reason(exc)}); set ca_file or fix the certificate") from None
+        raise PermanentError(
+            f"{what}: TLS failed ({_reason(exc)}); set ca_file or fix the certificate"
+        ) from None
     except requests.exceptions.InvalidURL as exc:
         raise PermanentError(f"{what}: invalid URL ({exc})") from None
     except requests.RequestException as exc:

@@ -35,7 +35,9 @@ SPOKEN_MAX = 400
 def _phone(value: str) -> str:
     compact = re.sub(r"[\s().-]", "", value)
     if not E164.match(compact):
-        raise ValueError(f"{value!r} is not a phone number in international form, like +912030458306")
+        raise ValueError(
+            f"{value!r} is not a phone number in international form, like +912030458306"
+        )
     return compact
 
 
@@ -54,7 +56,9 @@ class TwilioConfig(HttpConfig):
     @classmethod
     def _sid(cls, value: str) -> str:
         if not re.fullmatch(r"AC[0-9a-fA-F]{32}", value):
-            raise ValueError("an account SID is AC followed by 32 hex digits (see the Twilio console)")
+            raise ValueError(
+                "an account SID is AC followed by 32 hex digits (see the Twilio console)"
+            )
         return value
 
     @field_validator("to")
@@ -108,13 +112,23 @@ class TwilioIntegration(Integration):
                 try:
                     phones.append(_phone(contact.phone))
                 except ValueError as exc:
-                    raise PermanentError(f"twilio {self.name}: contacts.hotline {contact.label}: {exc}") from None
+                    raise PermanentError(
+                        f"twilio {self.name}: contacts.hotline {contact.label}: {exc}"
+                    ) from None
         if not phones:
-            raise PermanentError(f"twilio {self.name}: no contact in contacts.hotline has a phone number")
+            raise PermanentError(
+                f"twilio {self.name}: no contact in contacts.hotline has a phone number"
+            )
         return phones
 
     def _create(self, resource: str, form: dict[str, str], what: str) -> str:
-        response = call(self._session, "POST", f"{self._base}/{resource}.json", f"twilio {self.name}: {what}", data=form)
+        response = call(
+            self._session,
+            "POST",
+            f"{self._base}/{resource}.json",
+            f"twilio {self.name}: {what}",
+            data=form,
+        )
         answer = json_of(response, f"twilio {self.name}: {what}")
         return str(answer.get("sid") or "") if isinstance(answer, dict) else ""
 
@@ -150,7 +164,9 @@ class TwilioIntegration(Integration):
         text = page.subject
         if page.text:
             text += "\n" + page.text
-        text += f"\nIncident {page.incident_id}. Acknowledge: watcher incidents ack {page.incident_id}"
+        text += (
+            f"\nIncident {page.incident_id}. Acknowledge: watcher incidents ack {page.incident_id}"
+        )
         for number in self._recipients():
             if self.config.sms:
                 self._sms(page, number, text)

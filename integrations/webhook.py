@@ -68,7 +68,9 @@ class WebhookIntegration(Integration):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._session = new_session(
-            timeout=self.config.timeout.total_seconds(), verify=self.config.tls_verify, clients=self.env.http
+            timeout=self.config.timeout.total_seconds(),
+            verify=self.config.tls_verify,
+            clients=self.env.http,
         )
 
     def _post(self, event: str, content: TicketContent) -> dict[str, Any]:
@@ -80,7 +82,11 @@ class WebhookIntegration(Integration):
             "incident": content.to_dict(),
         }
         body = json.dumps(payload, sort_keys=True).encode()
-        headers = {"Content-Type": "application/json", "X-Watcher-Event": event, "X-Watcher-Delivery": str(content.delivery_id)}
+        headers = {
+            "Content-Type": "application/json",
+            "X-Watcher-Event": event,
+            "X-Watcher-Delivery": str(content.delivery_id),
+        }
         headers.update({k: v.reveal() for k, v in self.config.headers.items()})
         if self.config.secret:
             headers["X-Watcher-Signature"] = sign(self.config.secret.reveal(), body)

@@ -32,7 +32,12 @@ from watcher.secret import Secret
 
 __all__ = ["ZammadConfig", "ZammadIntegration"]
 
-DEFAULT_PRIORITIES: dict[str, str | int] = {"P1": "3 high", "P2": "3 high", "P3": "2 normal", "P4": "1 low"}
+DEFAULT_PRIORITIES: dict[str, str | int] = {
+    "P1": "3 high",
+    "P2": "3 high",
+    "P3": "2 normal",
+    "P4": "1 low",
+}
 NOBODY = 1  # Zammad's placeholder user "-": an unowned ticket
 CLOSED = {"closed", "merged", "removed"}
 
@@ -71,7 +76,9 @@ class ZammadIntegration(Integration):
         self._api = f"{self.config.url}/api/v1"
 
     def _call(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
-        response = call(self._session, method, self._api + path, f"Zammad {self.name}: {what}", **kwargs)
+        response = call(
+            self._session, method, self._api + path, f"Zammad {self.name}: {what}", **kwargs
+        )
         return json_of(response, f"Zammad {self.name}: {what}") if response.content else None
 
     def _url(self, ticket_id: str) -> str:
@@ -82,14 +89,22 @@ class ZammadIntegration(Integration):
 
     @staticmethod
     def _note(subject: str, text: str) -> dict[str, Any]:
-        return {"subject": subject, "body": text, "type": "note", "internal": True, "content_type": "text/plain"}
+        return {
+            "subject": subject,
+            "body": text,
+            "type": "note",
+            "internal": True,
+            "content_type": "text/plain",
+        }
 
     def open(self, ticket: TicketContent) -> TicketRef:
         customer = self.config.customer
         payload = {
             "title": ticket.subject,
             "group": self.config.group,
-            "customer_id": customer if customer.startswith("guess:") or customer.isdigit() else f"guess:{customer}",
+            "customer_id": customer
+            if customer.startswith("guess:") or customer.isdigit()
+            else f"guess:{customer}",
             "state": "new",
             "priority": self._priority(ticket),
             "tags": ",".join([*self.config.tags, ticket.fingerprint]),
@@ -98,16 +113,23 @@ class ZammadIntegration(Integration):
         answer = self._call("POST", "/tickets", "create ticket", json=payload) or {}
         ticket_id = str(answer.get("id") or "")
         if not ticket_id:
-            raise PermanentError(f"Zammad {self.name}: create answered without a ticket id: {answer!r}"[:300])
+            raise PermanentError(
+                f"Zammad {self.name}: create answered without a ticket id: {answer!r}"[:300]
+            )
         return TicketRef(id=ticket_id, url=self._url(ticket_id))
 
-    def _update(self, ref: TicketRef, fields: dict[str, Any], what: str, ticket: TicketContent) -> None:
+    def _update(
+        self, ref: TicketRef, fields: dict[str, Any], what: str, ticket: TicketContent
+    ) -> None:
         if ticket.text:
             fields["article"] = self._note(ticket.subject, ticket.text)
         self._call("PUT", f"/tickets/{ref.id}", what, json=fields)
 
     def comment(self, ref: TicketRef, ticket: TicketContent) -> None:
-        note = {"ticket_id": int(ref.id) if ref.id.isdigit() else ref.id, **self._note(ticket.subject, ticket.text or ticket.body)}
+        note = {
+            "ticket_id": int(ref.id) if ref.id.isdigit() else ref.id,
+            **self._note(ticket.subject, ticket.text or ticket.body),
+        }
         self._call("POST", "/ticket_articles", "add note", json=note)
 
     def set_priority(self, ref: TicketRef, ticket: TicketContent) -> None:
@@ -117,14 +139,29 @@ class ZammadIntegration(Integration):
         self._update(ref, {"state": self.config.resolved_state}, "close", ticket)
 
     def reopen(self, ref: TicketRef, ticket: TicketContent) -> None:
-        self._update(ref, {"state": self.config.reopen_state, "priority": self._priority(ticket)}, "reopen", ticket)
+        self._update(
+            ref,
+            {"state": self.config.reopen_state, "priority": self._priority(ticket)},
+            "reopen",
+            ticket,
+        )
 
     def find(self, fingerprint: str) -> TicketRef | None:
         params = urllib.parse.urlencode(
-            {"query": f'tags:"{fingerprint}"', "expand": "true", "limit": 20, "sort_by": "id", "order_by": "asc"}
+            {
+                "query": f'tags:"{fingerprint}"',
+                "expand": "true",
+                "limit": 20,
+                "sort_by": "id",
+                "order_by": "asc",
+            }
         )
         answer = self._call("GET", f"/tickets/search?{params}", "search tickets") or []
-        tickets = answer if isinstance(answer, list) else list(((answer.get("assets") or {}).get("Ticket") or {}).values())
+        tickets = (
+            answer
+            if isinstance(answer, list)
+            else list(((answer.get("assets") or {}).get("Ticket") or {}).values())
+        )
         for item in sorted(tickets, key=lambda t: int(t.get("id") or 0)):
             if str(item.get("state") or "") not in CLOSED:
                 ticket_id = str(item["id"])
@@ -137,7 +174,15 @@ class ZammadIntegration(Integration):
         owner_id = data.get("owner_id")
         taken = owner_id not in (None, NOBODY, str(NOBODY))
         owner = str(data.get("owner") or owner_id) if taken else None
-        mapped = "new" if state == "new" else "resolved" if state in CLOSED else "open" if state else "other"
+        mapped = (
+            "new"
+            if state == "new"
+            else "resolved"
+            if state in CLOSED
+            else "open"
+            if state
+            else "other"
+        )
         return TicketStatus(state=mapped, taken=taken, owner=owner)  # type: ignore[arg-type]
 
     def close(self) -> None:

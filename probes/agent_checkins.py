@@ -213,7 +213,9 @@ class AgentCheckinsProbe(Probe):
             self._session = session
         return self._session
 
-    def _refuse_redirect_elsewhere(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    def _refuse_redirect_elsewhere(
+        self, response: requests.Response, *args: Any, **kwargs: Any
+    ) -> None:
         """requests drops basic auth on a redirect to another host, but not the configured
         headers (an API key): such a redirect is not followed at all."""
         if response.is_redirect:
@@ -259,7 +261,11 @@ class AgentCheckinsProbe(Probe):
                 if device is not None:
                     devices.append(device)
             url, page_number = self._next(url, page_number, response, document, items)
-            if url is not None and (cfg.headers or cfg.basic_auth) and not may_send_credentials(cfg.url, url):
+            if (
+                url is not None
+                and (cfg.headers or cfg.basic_auth)
+                and not may_send_credentials(cfg.url, url)
+            ):
                 # The link comes from the answer: it must not steer the credentials elsewhere.
                 raise _Unreadable(
                     Outcome.error(

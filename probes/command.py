@@ -71,7 +71,10 @@ class CommandProbe(Probe):
         assert ctx.runner is not None
         cfg = self.config
         done = ctx.runner.run(cfg.run, ctx.timeout)
-        metrics: dict[str, float] = {"exit_code": float(done.exit_code), "latency_s": done.duration_s}
+        metrics: dict[str, float] = {
+            "exit_code": float(done.exit_code),
+            "latency_s": done.duration_s,
+        }
         evidence = f"$ {_show(cfg.run)}\n(exit {done.exit_code})\n{done.stdout}"
         if done.stderr.strip():
             evidence += f"\n--- stderr ---\n{done.stderr}"
@@ -88,9 +91,16 @@ class CommandProbe(Probe):
         first_line = (done.stdout.strip() or done.stderr.strip()).splitlines()[:1]
         said = first_line[0] if first_line else "no output"
         if done.exit_code not in cfg.ok_exit:
-            return Outcome.fail(f"exit {done.exit_code}: {said}", metrics=metrics, evidence=evidence, reason="exit")
+            return Outcome.fail(
+                f"exit {done.exit_code}: {said}", metrics=metrics, evidence=evidence, reason="exit"
+            )
         if cfg.expect is not None and not _compile(cfg.expect).search(done.stdout):
-            return Outcome.fail(f"output does not match /{cfg.expect}/: {said}", metrics=metrics, evidence=evidence, reason="content")
+            return Outcome.fail(
+                f"output does not match /{cfg.expect}/: {said}",
+                metrics=metrics,
+                evidence=evidence,
+                reason="content",
+            )
         if problems:
             return Outcome.error("; ".join(problems), metrics=metrics, evidence=evidence)
         return Outcome.ok(said, metrics=metrics, evidence=evidence)

@@ -12,7 +12,16 @@ from probes.base import CommandResult, Outcome, Probe, ProbeConfig, ProbeContext
 __all__ = ["DiskProbe", "DiskConfig", "parse_df"]
 
 # Filesystems that are not storage anyone fills by accident; listed paths are always checked.
-DEFAULT_EXCLUDED = ["tmpfs", "devtmpfs", "squashfs", "overlay", "efivarfs", "ramfs", "nsfs", "tracefs"]
+DEFAULT_EXCLUDED = [
+    "tmpfs",
+    "devtmpfs",
+    "squashfs",
+    "overlay",
+    "efivarfs",
+    "ramfs",
+    "nsfs",
+    "tracefs",
+]
 
 
 class DiskConfig(ProbeConfig):
@@ -55,7 +64,14 @@ class DiskProbe(Probe):
     kind = "disk"
     Config = DiskConfig
     metrics: ClassVar[frozenset[str]] = frozenset(
-        {"used_percent", "free_bytes", "used_bytes", "size_bytes", "inodes_used_percent", "inodes_free"}
+        {
+            "used_percent",
+            "free_bytes",
+            "used_bytes",
+            "size_bytes",
+            "inodes_used_percent",
+            "inodes_free",
+        }
     )
     labels = ("path",)
     needs_runner = True
@@ -71,7 +87,10 @@ class DiskProbe(Probe):
         if not cfg.paths:
             if not mounts:
                 return [_df_failed(space)]
-            return [self._outcome(mount, mount, figures, space) for mount, figures in sorted(mounts.items())]
+            return [
+                self._outcome(mount, mount, figures, space)
+                for mount, figures in sorted(mounts.items())
+            ]
         # df prints one line per argument it could read, in order, naming the mount that
         # holds it; the ones it could not read are named on stderr instead.
         lines = [line for line in space.stdout.splitlines()[1:] if line.strip()]
@@ -86,7 +105,9 @@ class DiskProbe(Probe):
         for path in cfg.paths:
             mount = mount_of.get(path)
             if mount is None or mount not in mounts:
-                said = [line for line in space.stderr.splitlines() if path in line] or [space.stderr.strip()]
+                said = [line for line in space.stderr.splitlines() if path in line] or [
+                    space.stderr.strip()
+                ]
                 outcomes.append(
                     Outcome.error(
                         f"cannot read {path}: {said[0] or 'df printed nothing'}",
@@ -99,7 +120,9 @@ class DiskProbe(Probe):
         return outcomes
 
     @staticmethod
-    def _outcome(path: str, mount: str, figures: dict[str, float | str], df: CommandResult) -> Outcome:
+    def _outcome(
+        path: str, mount: str, figures: dict[str, float | str], df: CommandResult
+    ) -> Outcome:
         metrics = {k: v for k, v in figures.items() if isinstance(v, float)}
         free_gb = metrics["free_bytes"] / 1e9
         on = "" if mount == path else f" (on {mount})"
@@ -122,4 +145,7 @@ def _df_complaints(stderr: str) -> set[str]:
 
 
 def _df_failed(df: CommandResult) -> Outcome:
-    return Outcome.error(f"df failed (exit {df.exit_code}): {df.stderr.strip()[:200]}", evidence=df.stdout + df.stderr)
+    return Outcome.error(
+        f"df failed (exit {df.exit_code}): {df.stderr.strip()[:200]}",
+        evidence=df.stdout + df.stderr,
+    )

@@ -73,7 +73,7 @@ class HttpConfig(ProbeConfig):
         for item in items:
             text = str(item).lower()
             if not _STATUS_PATTERN.match(text):
-                raise ValueError(f"{item!r} is not a status; write 200, [200, 301] or \"2xx\"")
+                raise ValueError(f'{item!r} is not a status; write 200, [200, 301] or "2xx"')
             out.append(text)
         return out
 
@@ -161,7 +161,15 @@ class HttpProbe(Probe):
     kind = "http"
     Config = HttpConfig
     metrics: ClassVar[frozenset[str]] = frozenset(
-        {"latency_s", "connect_s", "ttfb_s", "status_code", "body_bytes", "redirects", "cert_days_left"}
+        {
+            "latency_s",
+            "connect_s",
+            "ttfb_s",
+            "status_code",
+            "body_bytes",
+            "redirects",
+            "cert_days_left",
+        }
     )
     config: HttpConfig
 
@@ -184,10 +192,17 @@ class HttpProbe(Probe):
             outcome = self._one_request(ctx, url, sent, deadline, metrics)
             if isinstance(outcome, Outcome):
                 metrics["latency_s"] = time.perf_counter() - started
-                return Outcome(outcome.status, outcome.message, metrics, {}, outcome.evidence, outcome.reason)
+                return Outcome(
+                    outcome.status, outcome.message, metrics, {}, outcome.evidence, outcome.reason
+                )
             status, response_headers, body = outcome
             location = response_headers.get("location")
-            if cfg.follow_redirects and status in _REDIRECTS and location and redirects < cfg.max_redirects:
+            if (
+                cfg.follow_redirects
+                and status in _REDIRECTS
+                and location
+                and redirects < cfg.max_redirects
+            ):
                 redirects += 1
                 url = urljoin(url, location)
                 continue
@@ -232,15 +247,23 @@ class HttpProbe(Probe):
                     f"TLS certificate of {where} not trusted: {exc.verify_message}", reason="tls"
                 )
             except ssl.SSLError as exc:
-                return Outcome.fail(f"TLS handshake with {where} failed: {exc.reason or exc}", reason="tls")
+                return Outcome.fail(
+                    f"TLS handshake with {where} failed: {exc.reason or exc}", reason="tls"
+                )
             except ConnectionRefusedError:
                 return Outcome.fail(f"connection to {where} refused", reason="refused")
             except socket.gaierror as exc:
-                return Outcome.fail(f"cannot resolve {parts.hostname}: {exc.strerror}", reason="dns")
+                return Outcome.fail(
+                    f"cannot resolve {parts.hostname}: {exc.strerror}", reason="dns"
+                )
             except TimeoutError:
-                return Outcome.fail(f"no connection to {where} within {remaining:.1f}s", reason="timeout")
+                return Outcome.fail(
+                    f"no connection to {where} within {remaining:.1f}s", reason="timeout"
+                )
             except OSError as exc:
-                return Outcome.fail(f"cannot connect to {where}: {exc.strerror or exc}", reason="refused")
+                return Outcome.fail(
+                    f"cannot connect to {where}: {exc.strerror or exc}", reason="refused"
+                )
             metrics["connect_s"] = time.perf_counter() - t0
             if parts.scheme == "https" and "cert_days_left" not in metrics:
                 der = conn.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
@@ -253,9 +276,15 @@ class HttpProbe(Probe):
                 conn.request(cfg.method, path, body=cfg.body, headers=headers)
                 response = conn.getresponse()
                 metrics["ttfb_s"] = time.perf_counter() - t0
-                body = b"" if cfg.method == "HEAD" else _read_body(sock, response, cfg.max_body_bytes, deadline)
+                body = (
+                    b""
+                    if cfg.method == "HEAD"
+                    else _read_body(sock, response, cfg.max_body_bytes, deadline)
+                )
             except TimeoutError:
-                return Outcome.fail(f"{where} did not answer within {ctx.timeout:.1f}s", reason="timeout")
+                return Outcome.fail(
+                    f"{where} did not answer within {ctx.timeout:.1f}s", reason="timeout"
+                )
             except (http.client.HTTPException, OSError) as exc:
                 return Outcome.fail(
                     f"{where} broke the exchange: {type(exc).__name__}: {exc}", reason="protocol"
@@ -271,7 +300,9 @@ class HttpProbe(Probe):
         text = body.decode("utf-8", "replace")
         failures: list[tuple[str, str]] = []
         if not status_matches(status, cfg.status):
-            failures.append(("status", f"HTTP {status} from {url} (expected {', '.join(cfg.status)})"))
+            failures.append(
+                ("status", f"HTTP {status} from {url} (expected {', '.join(cfg.status)})")
+            )
         if cfg.contains is not None and cfg.contains not in text:
             failures.append(("content", f"body does not contain {cfg.contains!r}"))
         if cfg.not_contains is not None and cfg.not_contains in text:
@@ -291,7 +322,9 @@ class HttpProbe(Probe):
                         failures.append(("content", f"JSON has no {path}"))
                         continue
                     if not _same(expected, actual):
-                        failures.append(("content", f"JSON {path} is {actual!r}, expected {expected!r}"))
+                        failures.append(
+                            ("content", f"JSON {path} is {actual!r}, expected {expected!r}")
+                        )
         latency = metrics["latency_s"]
         if cfg.max_latency is not None and latency > cfg.max_latency.total_seconds():
             failures.append(
@@ -300,12 +333,19 @@ class HttpProbe(Probe):
         days = metrics.get("cert_days_left")
         if cfg.cert_min_days is not None and days is not None and days < cfg.cert_min_days:
             failures.append(
-                ("cert_expiring", f"certificate expires in {days:.1f} days (minimum {cfg.cert_min_days:g})")
+                (
+                    "cert_expiring",
+                    f"certificate expires in {days:.1f} days (minimum {cfg.cert_min_days:g})",
+                )
             )
         if failures:
             reason = failures[0][0]
-            return Outcome.fail("; ".join(m for _, m in failures), metrics=metrics, evidence=evidence, reason=reason)
-        return Outcome.ok(f"HTTP {status} in {latency * 1000:.0f} ms", metrics=metrics, evidence=evidence)
+            return Outcome.fail(
+                "; ".join(m for _, m in failures), metrics=metrics, evidence=evidence, reason=reason
+            )
+        return Outcome.ok(
+            f"HTTP {status} in {latency * 1000:.0f} ms", metrics=metrics, evidence=evidence
+        )
 
     @staticmethod
     def _evidence(url: str, status: int, headers: dict[str, str], body: bytes) -> str:

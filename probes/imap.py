@@ -43,7 +43,11 @@ class ImapProbe(MailboxProbe):
     config: ImapConfig
 
     def _detail(self, metrics: dict[str, float]) -> str:
-        return f", {int(metrics['messages'])} messages in {self.config.mailbox}" if "messages" in metrics else ""
+        return (
+            f", {int(metrics['messages'])} messages in {self.config.mailbox}"
+            if "messages" in metrics
+            else ""
+        )
 
     def _connect(
         self, ctx: ProbeContext, host: str, port: int, *, verify: bool | None = None
@@ -137,5 +141,3 @@ class ImapProbe(MailboxProbe):
         finally:
             with contextlib.suppress(OSError, imaplib.IMAP4.error):
                 imap.logout()
-
-

@@ -131,7 +131,9 @@ class _CappedReader:
         # An IMAP literal announces its size: one over the budget is refused before it is
         # waited for, let alone allocated.
         if size is None or size < 0 or size > self._left:
-            raise ReplyTooLong(f"an answer announced as {size} bytes, more than {self._limit // 1024} KiB")
+            raise ReplyTooLong(
+                f"an answer announced as {size} bytes, more than {self._limit // 1024} KiB"
+            )
         return self._take(self._raw.read(size))
 
     def close(self) -> None:
@@ -202,7 +204,9 @@ def connection_failure(
     """A ``fail`` for whatever stopped the conversation with the server."""
     flood = exc if isinstance(exc, ReplyTooLong) else exc.__context__
     if isinstance(flood, ReplyTooLong):  # smtplib reports it as a closed connection
-        return Outcome.fail(f"{where} sent {flood} in one conversation ({step}); cut off", reason="protocol")
+        return Outcome.fail(
+            f"{where} sent {flood} in one conversation ({step}); cut off", reason="protocol"
+        )
     if isinstance(exc, ssl.SSLCertVerificationError):
         reason, message = cert_failure(exc, where)
         return Outcome.fail(message, reason=reason)
@@ -304,7 +308,10 @@ class MailboxProbe(Probe):
         failures = judge_common(cfg, metrics)
         if failures:
             return Outcome.fail(
-                "; ".join(m for _, m in failures), metrics=metrics, evidence=evidence, reason=failures[0][0]
+                "; ".join(m for _, m in failures),
+                metrics=metrics,
+                evidence=evidence,
+                reason=failures[0][0],
             )
         return Outcome.ok(
             f"{host}:{port} answered in {metrics['latency_s'] * 1000:.0f} ms{self._detail(metrics)}",
@@ -313,7 +320,12 @@ class MailboxProbe(Probe):
         )
 
     def _session(
-        self, ctx: ProbeContext, host: str, port: int, metrics: dict[str, float], transcript: list[str]
+        self,
+        ctx: ProbeContext,
+        host: str,
+        port: int,
+        metrics: dict[str, float],
+        transcript: list[str],
     ) -> Outcome:
         raise NotImplementedError
 

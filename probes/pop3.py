@@ -139,4 +139,3 @@ def _quietly_quit(pop: poplib.POP3) -> None:
     except (OSError, poplib.error_proto):
         with contextlib.suppress(OSError):
             pop.close()
-

@@ -337,7 +337,9 @@ class SmtpProbe(Probe):
         try:
             client.login(cfg.user, cfg.password.reveal())
         except smtplib.SMTPAuthenticationError as exc:
-            transcript.append(f">>> AUTH ({cfg.user})\n<<< {exc.smtp_code} {text_of(exc.smtp_error)}")
+            transcript.append(
+                f">>> AUTH ({cfg.user})\n<<< {exc.smtp_code} {text_of(exc.smtp_error)}"
+            )
             raise _Stop(
                 Outcome.error(
                     f"{where} refused the login of {cfg.user}: {exc.smtp_code} {text_of(exc.smtp_error)}",
@@ -529,8 +531,6 @@ def _delete(imap: imaplib.IMAP4, numbers: list[bytes]) -> None:
     if numbers:
         imap.store(b",".join(numbers).decode(), "+FLAGS.SILENT", r"(\Deleted)")
         imap.expunge()
-
-
 
 
 def _search(pattern: str, text: str) -> bool:

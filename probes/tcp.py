@@ -62,9 +62,13 @@ class TcpProbe(Probe):
         except socket.gaierror as exc:
             return Outcome.fail(f"cannot resolve {host}: {exc.strerror}", reason="dns")
         except TimeoutError:
-            return Outcome.fail(f"no connection to {where} within {ctx.timeout:.1f}s", reason="timeout")
+            return Outcome.fail(
+                f"no connection to {where} within {ctx.timeout:.1f}s", reason="timeout"
+            )
         except OSError as exc:
-            return Outcome.fail(f"cannot connect to {where}: {exc.strerror or exc}", reason="refused")
+            return Outcome.fail(
+                f"cannot connect to {where}: {exc.strerror or exc}", reason="refused"
+            )
         metrics = {"connect_s": time.perf_counter() - started}
         received = b""
         try:
@@ -73,10 +77,14 @@ class TcpProbe(Probe):
                 try:
                     sock = context.wrap_socket(sock, server_hostname=host)
                 except ssl.SSLError as exc:
-                    return Outcome.fail(f"TLS with {where} failed: {exc}", metrics=metrics, reason="tls")
+                    return Outcome.fail(
+                        f"TLS with {where} failed: {exc}", metrics=metrics, reason="tls"
+                    )
             if cfg.send is None and cfg.expect is None:
                 metrics["latency_s"] = time.perf_counter() - started
-                return Outcome.ok(f"connected to {where} in {metrics['connect_s'] * 1000:.1f} ms", metrics=metrics)
+                return Outcome.ok(
+                    f"connected to {where} in {metrics['connect_s'] * 1000:.1f} ms", metrics=metrics
+                )
             if cfg.send is not None:
                 sock.sendall(cfg.send.encode().decode("unicode_escape").encode("latin-1"))
             while cfg.expect is not None and len(received) < cfg.read_bytes:
@@ -95,7 +103,9 @@ class TcpProbe(Probe):
                 reason="timeout",
             )
         except OSError as exc:
-            return Outcome.fail(f"{where} dropped the connection: {exc}", metrics=metrics, reason="protocol")
+            return Outcome.fail(
+                f"{where} dropped the connection: {exc}", metrics=metrics, reason="protocol"
+            )
         finally:
             sock.close()
         metrics["latency_s"] = time.perf_counter() - started
@@ -108,4 +118,8 @@ class TcpProbe(Probe):
                 evidence=text,
                 reason="content",
             )
-        return Outcome.ok(f"{where} answered in {metrics['latency_s'] * 1000:.1f} ms", metrics=metrics, evidence=text)
+        return Outcome.ok(
+            f"{where} answered in {metrics['latency_s'] * 1000:.1f} ms",
+            metrics=metrics,
+            evidence=text,
+        )

@@ -234,7 +234,9 @@ class _Parser:
             self.take()
             return node
         if tok.kind != "name" or tok.text.lower() in _KEYWORDS:
-            raise self.fail(f"expected a status word or a metric name, found {tok.text or 'the end'!r}")
+            raise self.fail(
+                f"expected a status word or a metric name, found {tok.text or 'the end'!r}"
+            )
         self.take()
         name = tok.text
         op = self.operator()
@@ -247,7 +249,9 @@ class _Parser:
                 tok,
             )
         if name.lower() in STATUS_WORDS:
-            raise self.fail(f"{name!r} is a status word and cannot be compared; compare status == 'fail'", tok)
+            raise self.fail(
+                f"{name!r} is a status word and cannot be compared; compare status == 'fail'", tok
+            )
         right = self.values() if op in ("in", "not in") else self.value(op)
         self.names.add(name)
         if op in ("=~", "!~"):
@@ -273,7 +277,11 @@ class _Parser:
         if self.word("in"):
             self.take()
             return "in"
-        if self.word("not") and self.tokens[self.i + 1].kind == "name" and self.tokens[self.i + 1].text.lower() == "in":
+        if (
+            self.word("not")
+            and self.tokens[self.i + 1].kind == "name"
+            and self.tokens[self.i + 1].text.lower() == "in"
+        ):
             self.i += 2
             return "not in"
         if tok.kind == "op" and tok.text == "=":
@@ -310,7 +318,7 @@ class _Parser:
 
 def parse_condition(text: Any) -> Condition:
     if isinstance(text, bool) or not isinstance(text, str):
-        raise ConditionError("write the condition as text, e.g. \"failed\"", 0, str(text))
+        raise ConditionError('write the condition as text, e.g. "failed"', 0, str(text))
     parser = _Parser(text)
     evaluate = parser.parse()
     return Condition(text=text, _eval=evaluate, names=frozenset(parser.names))

@@ -23,7 +23,9 @@ class Evaluation:
     group: str
 
 
-def template_values(result: Result, *, site: str, host: str | None, rule: Rule | None = None) -> dict[str, Any]:
+def template_values(
+    result: Result, *, site: str, host: str | None, rule: Rule | None = None
+) -> dict[str, Any]:
     values: dict[str, Any] = dict(result.metrics)
     values.update(result.labels)
     values.update(
@@ -45,7 +47,9 @@ def template_values(result: Result, *, site: str, host: str | None, rule: Rule |
 class RuleSet:
     """The merged rules of every configured pack, with their priorities."""
 
-    def __init__(self, priorities: Mapping[str, PriorityPolicy], rules: Sequence[Rule], *, site: str) -> None:
+    def __init__(
+        self, priorities: Mapping[str, PriorityPolicy], rules: Sequence[Rule], *, site: str
+    ) -> None:
         self.priorities = dict(priorities)
         self.rules = [r for r in rules if r.enabled]
         self.site = site
@@ -70,7 +74,9 @@ class RuleSet:
             self._by_check[key] = rules
         return rules
 
-    def evaluate(self, result: Result, target_labels: Mapping[str, str], host: str | None) -> list[Evaluation]:
+    def evaluate(
+        self, result: Result, target_labels: Mapping[str, str], host: str | None
+    ) -> list[Evaluation]:
         evaluations = []
         values: dict[str, Any] | None = None
         for rule in self.matching(result, target_labels):

@@ -13,16 +13,37 @@ from rules.condition import Condition, parse_condition
 from watcher.durations import parse_duration
 from watcher.sla import Clock, Span, parse_span
 
-__all__ = ["PriorityPolicy", "Rule", "RulePack", "template_fields", "render_template", "TEMPLATE_BASE_FIELDS"]
+__all__ = [
+    "PriorityPolicy",
+    "Rule",
+    "RulePack",
+    "template_fields",
+    "render_template",
+    "TEMPLATE_BASE_FIELDS",
+]
 
 Duration = Annotated[timedelta, PlainValidator(parse_duration)]
-OptionalDuration = Annotated[timedelta | None, PlainValidator(lambda v: None if v is None else parse_duration(v))]
+OptionalDuration = Annotated[
+    timedelta | None, PlainValidator(lambda v: None if v is None else parse_duration(v))
+]
 SlaSpan = Annotated[Span | None, PlainValidator(parse_span)]
 ConditionField = Annotated[Condition, PlainValidator(parse_condition)]
 
 PRIORITY_NAME = re.compile(r"^P[1-9]$")
 TEMPLATE_BASE_FIELDS = frozenset(
-    {"site", "target", "host", "probe", "kind", "item", "message", "status", "reason", "rule", "priority"}
+    {
+        "site",
+        "target",
+        "host",
+        "probe",
+        "kind",
+        "item",
+        "message",
+        "status",
+        "reason",
+        "rule",
+        "priority",
+    }
 )
 
 
@@ -114,12 +135,16 @@ def template_fields(template: str) -> set[str]:
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise ValueError(f"bad template {template!r}: {exc} (write {{{{ and }}}} for literal braces)") from None
+        raise ValueError(
+            f"bad template {template!r}: {exc} (write {{{{ and }}}} for literal braces)"
+        ) from None
     for _, field, _, conversion in parsed:
         if field is None:
             continue
         if not _FIELD.match(field) or conversion:
-            raise ValueError(f"template field {{{field}}} must be a plain name like {{target}} or {{used_percent:.0f}}")
+            raise ValueError(
+                f"template field {{{field}}} must be a plain name like {{target}} or {{used_percent:.0f}}"
+            )
         names.add(field)
     return names
 

@@ -84,7 +84,9 @@ def shard(config: dict[str, Any], shards: int) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("config", type=Path)
     parser.add_argument("--shards", type=int, required=True)
     args = parser.parse_args(argv)
@@ -101,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         path = args.config.with_name(f"{args.config.stem}-shard-{number}.yml")
         path.write_text(yaml.safe_dump(part, sort_keys=False, allow_unicode=True))
         checks = sum(max(1, len(t.get("probes") or [])) for t in part["targets"])
-        print(f"{path}: {len(part['targets'])} targets, {checks} checks, state {part['state']}, listen {part.get('listen')}")
+        print(
+            f"{path}: {len(part['targets'])} targets, {checks} checks, state {part['state']}, listen {part.get('listen')}"
+        )
     return 0
 
 

@@ -47,8 +47,12 @@ class Daemon:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
-    def post(self, path: str, data: dict[str, Any] | None = None, token: str | None = None) -> tuple[int, str]:
-        request = urllib.request.Request(self.url(path), data=json.dumps(data or {}).encode(), method="POST")
+    def post(
+        self, path: str, data: dict[str, Any] | None = None, token: str | None = None
+    ) -> tuple[int, str]:
+        request = urllib.request.Request(
+            self.url(path), data=json.dumps(data or {}).encode(), method="POST"
+        )
         request.add_header("Content-Type", "application/json")
         if token:
             request.add_header("Authorization", f"Bearer {token}")
@@ -76,7 +80,9 @@ class Daemon:
             if value:
                 return value
             time.sleep(0.1)
-        raise TimeoutError(f"timed out after {timeout}s waiting for {what}\n--- watcher log ---\n{self.log()[-4000:]}")
+        raise TimeoutError(
+            f"timed out after {timeout}s waiting for {what}\n--- watcher log ---\n{self.log()[-4000:]}"
+        )
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

@@ -12,7 +12,9 @@ from probes.base import Result
 from watcher.config import Config, load_config
 
 
-def write_config(directory: Path, text: str, *, name: str = "watcher.yml", extra: Mapping[str, str] | None = None) -> Path:
+def write_config(
+    directory: Path, text: str, *, name: str = "watcher.yml", extra: Mapping[str, str] | None = None
+) -> Path:
     """Writes a watcher.yml (dedented) and any extra files beside it; returns its path."""
     path = directory / name
     path.write_text(textwrap.dedent(text).lstrip())
@@ -21,7 +23,9 @@ def write_config(directory: Path, text: str, *, name: str = "watcher.yml", extra
     return path
 
 
-def config_from(directory: Path, text: str, *, environ: Mapping[str, str] | None = None, **kw: Any) -> Config:
+def config_from(
+    directory: Path, text: str, *, environ: Mapping[str, str] | None = None, **kw: Any
+) -> Config:
     return load_config(write_config(directory, text, **kw), environ=environ)
 
 

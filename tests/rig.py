@@ -25,7 +25,9 @@ from watcher.transports import Runners
 
 
 class Rig:
-    def __init__(self, directory: Path, config_text: str, *, clock: Clock | None = None, **kw: Any) -> None:
+    def __init__(
+        self, directory: Path, config_text: str, *, clock: Clock | None = None, **kw: Any
+    ) -> None:
         self.directory = directory
         self.clock = clock or Clock()
         self.config: Config = config_from(directory, config_text, **kw)
@@ -34,11 +36,15 @@ class Rig:
         self.http = HttpClients()
         self.runners = Runners(self.config.model)
         self.integrations = build_integrations(self.config, self.http)
-        self.dispatcher = Dispatcher(self.store, self.integrations, self.metrics, clock=self.clock, base_delay=5.0)
+        self.dispatcher = Dispatcher(
+            self.store, self.integrations, self.metrics, clock=self.clock, base_delay=5.0
+        )
         self.engine = Engine(self.config, self.store, clock=self.clock)
         self.jobs: list[Job] = build_jobs(self.config, self.http, self.runners)
 
-    def round(self, *, minutes: float = 1.0, deliver: bool = True, targets: list[str] | None = None) -> list[Result]:
+    def round(
+        self, *, minutes: float = 1.0, deliver: bool = True, targets: list[str] | None = None
+    ) -> list[Result]:
         """Runs every check once at the current time, feeds the engine, delivers, then
         moves the clock on by ``minutes``."""
         results: list[Result] = []

@@ -54,7 +54,8 @@ class HelpdeskPoller:
     def replace(self, integrations: Mapping[str, Integration]) -> None:
         """Takes the integrations of a reloaded config (closing the old ones)."""
         polled = {
-            name: i for name, i in integrations.items()
+            name: i
+            for name, i in integrations.items()
             if i.role == "tickets" and _poll_every(i) is not None
         }
         with self._lock:
@@ -100,7 +101,11 @@ class HelpdeskPoller:
                     due.append((name, integration))
         if not due:
             return acknowledged
-        waiting = [i for i in self.engine.incidents() if i.state == "open" and i.ticketed and i.notified and i.id is not None]
+        waiting = [
+            i
+            for i in self.engine.incidents()
+            if i.state == "open" and i.ticketed and i.notified and i.id is not None
+        ]
         for name, integration in due:
             for incident in waiting:
                 assert incident.id is not None
@@ -113,12 +118,21 @@ class HelpdeskPoller:
                 try:
                     status = integration.status(ref)
                 except DeliveryError as exc:
-                    log.warning("%s: cannot read ticket %s, will ask again: %s", name, ref.id, redact(str(exc)))
+                    log.warning(
+                        "%s: cannot read ticket %s, will ask again: %s",
+                        name,
+                        ref.id,
+                        redact(str(exc)),
+                    )
                     break  # the helpdesk is down or refusing: no point asking about the others now
                 if status is None:
                     continue
                 if status.taken or status.state in ("open", "resolved"):
-                    what = f"took ticket {ref.id}" if status.taken else f"moved ticket {ref.id} to {status.state}"
+                    what = (
+                        f"took ticket {ref.id}"
+                        if status.taken
+                        else f"moved ticket {ref.id} to {status.state}"
+                    )
                     by = status.owner or f"{name.split('/', 1)[-1]} user"
                     log.info("%s: %s %s: acknowledging incident %s", name, by, what, incident.id)
                     result = self.engine.acknowledge(incident.id, by=by, source="helpdesk")

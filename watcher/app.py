@@ -139,7 +139,12 @@ def build_jobs(
         runner = None
         for spec in target.probe_specs():
             cls = spec.probe_class
-            interval = (spec.config.interval or target.interval or cls.default_interval or m.defaults.interval).total_seconds()
+            interval = (
+                spec.config.interval
+                or target.interval
+                or cls.default_interval
+                or m.defaults.interval
+            ).total_seconds()
             timeout = (spec.config.timeout or target.timeout or m.defaults.timeout).total_seconds()
             if cls.needs_runner and runner is None:
                 runner = runners.for_target(target)
@@ -209,7 +214,9 @@ class ResultSink:
                 gather_until = self._last_batch + BATCH_WINDOW
                 while len(batch) < 2000:
                     left = gather_until - time.monotonic()
-                    batch.extend(self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait())
+                    batch.extend(
+                        self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait()
+                    )
             except queue.Empty:
                 pass
             if batch:
@@ -258,18 +265,29 @@ class App:
         self.http = HttpClients()
         self.runners = Runners(self.config.model, base_dir=self.config.base_dir)
         self.services: dict[str, Any] = {}
-        self.dispatcher = Dispatcher(self.store, build_integrations(self.config, self.http), self.metrics)
+        self.dispatcher = Dispatcher(
+            self.store, build_integrations(self.config, self.http), self.metrics
+        )
         self.engine = Engine(
-            self.config, self.store, on_enqueue=self.dispatcher.wake, on_hold=self.dispatcher.search_ahead
+            self.config,
+            self.store,
+            on_enqueue=self.dispatcher.wake,
+            on_hold=self.dispatcher.search_ahead,
         )
         self.sink = ResultSink(self.engine, self.store, lambda: self.config)
-        self.services["previous_results"] = lambda target, probe: [r for r in self.store.latest(target) if r.probe == probe]
+        self.services["previous_results"] = lambda target, probe: [
+            r for r in self.store.latest(target) if r.probe == probe
+        ]
         self.checkins = attach_checkins(self)
         self.audits = AuditScheduler(self.store, lambda: self.config, http=self.http)
-        self.poller = HelpdeskPoller(self.engine, self.store, build_integrations(self.config, self.http))
+        self.poller = HelpdeskPoller(
+            self.engine, self.store, build_integrations(self.config, self.http)
+        )
         self.scheduler = self._scheduler(self.config)
         self.metrics.watch_results(self.engine.latest)
-        self.metrics.watch_state(self.engine.incident_counts, self.store.outbox_counts, self.engine.held_counts)
+        self.metrics.watch_state(
+            self.engine.incident_counts, self.store.outbox_counts, self.engine.held_counts
+        )
         self.web: WebServer | None = None
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -366,7 +384,11 @@ class App:
         self.poller.start()
         self.scheduler.start()
         self.metrics.config_reloads.labels("ok").inc()
-        log.info("config reloaded: %d targets, %d checks", len(new.model.targets), len(self.scheduler.jobs))
+        log.info(
+            "config reloaded: %d targets, %d checks",
+            len(new.model.targets),
+            len(self.scheduler.jobs),
+        )
         return True
 
     @property
@@ -396,7 +418,11 @@ class App:
     def _metrics(self, request: Request) -> Response:
         gzip = "gzip" in request.headers.get("accept-encoding", "")
         body = self.metrics.exposition(gzip=gzip)
-        headers = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"} if gzip else {"Vary": "Accept-Encoding"}
+        headers = (
+            {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+            if gzip
+            else {"Vary": "Accept-Encoding"}
+        )
         return Response(200, body, "text/plain; version=0.0.4; charset=utf-8", headers)
 
     def _healthz(self, request: Request) -> Response:
@@ -408,7 +434,9 @@ class App:
         if problem:
             return json_response({"error": problem}, 400)
         offset, limit = _window(request.query)
-        return json_response([x.to_dict() for x in chosen[offset : offset + limit if limit else None]])
+        return json_response(
+            [x.to_dict() for x in chosen[offset : offset + limit if limit else None]]
+        )
 
     def _api_incidents(self, request: Request) -> Response:
         states = request.query.get("state")
@@ -420,7 +448,10 @@ class App:
         if incident is None:
             return json_response({"error": "no such incident"}, 404)
         data = public_view(incident)
-        data["timeline"] = [{"at": e.at.isoformat(), "kind": e.kind, "message": e.message} for e in self.store.events(incident.id or 0)]
+        data["timeline"] = [
+            {"at": e.at.isoformat(), "kind": e.kind, "message": e.message}
+            for e in self.store.events(incident.id or 0)
+        ]
         data["tickets"] = self.store.tickets(incident.id or 0)
         return json_response(data)
 
@@ -430,7 +461,9 @@ class App:
         return str(by)[:80] if by else f"api ({request.client})"
 
     def _api_ack(self, request: Request) -> Response:
-        incident = self.engine.acknowledge(int(request.params["id"]), by=self._who(request), source="api")
+        incident = self.engine.acknowledge(
+            int(request.params["id"]), by=self._who(request), source="api"
+        )
         if incident is None:
             return json_response({"error": "no such incident"}, 404)
         return json_response(public_view(incident))
@@ -551,5 +584,3 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
             return True
         time.sleep(interval)
     return predicate()
-
-

@@ -121,7 +121,9 @@ def verdict(spec: Checkin, state: CheckinState, now: datetime, timezone: str = "
     """The check's state now: a pure function of its settings, its history and ``now``."""
     last = state.last_signal_at
     expected = expected_after(spec, state.anchor, timezone)
-    resumed = state.resumed_at if state.resumed_at and (last is None or state.resumed_at > last) else None
+    resumed = (
+        state.resumed_at if state.resumed_at and (last is None or state.resumed_at > last) else None
+    )
     deadline = expected + spec.grace
     zone = ZoneInfo(timezone)
 

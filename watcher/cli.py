@@ -1,11 +1,11 @@
 """The ``watcher`` command line.
 
-    watcher run        the daemon
-    watcher once       one round of every check, a table or --json; exit 1 if any fails
-    watcher validate   check watcher.yml and its rule packs; exit 2 on problems
-    watcher incidents  list | show ID | ack ID | resolve ID  [--json]
-    watcher explain    which rules match a target's latest results, and why
-    watcher test-integration NAME   send a clearly marked test ticket or page
+watcher run        the daemon
+watcher once       one round of every check, a table or --json; exit 1 if any fails
+watcher validate   check watcher.yml and its rule packs; exit 2 on problems
+watcher incidents  list | show ID | ack ID | resolve ID  [--json]
+watcher explain    which rules match a target's latest results, and why
+watcher test-integration NAME   send a clearly marked test ticket or page
 """
 
 from __future__ import annotations
@@ -43,11 +43,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="watcher", description="Probes a site, tickets and pages its incidents.")
+    parser = argparse.ArgumentParser(
+        prog="watcher", description="Probes a site, tickets and pages its incidents."
+    )
     parser.add_argument("--version", action="version", version=f"watcher {__version__}")
     config_help = "config file (default: $WATCHER_CONFIG or ./watcher.yml)"
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", default=os.environ.get("WATCHER_CONFIG", "watcher.yml"), help=config_help)
+    common.add_argument(
+        "-c", "--config", default=os.environ.get("WATCHER_CONFIG", "watcher.yml"), help=config_help
+    )
     sub = parser.add_subparsers(metavar="COMMAND")
 
     p = sub.add_parser("run", parents=[common], help="run the watcher until stopped")
@@ -61,21 +65,33 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", parents=[common], help="check the config and rule packs")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("incidents", parents=[common], help="list, show, acknowledge or resolve incidents")
+    p = sub.add_parser(
+        "incidents", parents=[common], help="list, show, acknowledge or resolve incidents"
+    )
     p.add_argument("action", nargs="?", default="list", choices=["list", "show", "ack", "resolve"])
     p.add_argument("id", nargs="?", type=int)
     p.add_argument("--all", action="store_true", help="include resolved incidents")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--by", default=os.environ.get("USER", "cli"), help="who acknowledges or resolves")
+    p.add_argument(
+        "--by", default=os.environ.get("USER", "cli"), help="who acknowledges or resolves"
+    )
     p.add_argument("--note", default="", help="a note for resolve")
     p.set_defaults(func=cmd_incidents)
 
-    p = sub.add_parser("explain", parents=[common], help="show which rules match a target's latest results")
+    p = sub.add_parser(
+        "explain", parents=[common], help="show which rules match a target's latest results"
+    )
     p.add_argument("target")
-    p.add_argument("--run", action="store_true", help="run the target's checks now instead of reading the latest")
+    p.add_argument(
+        "--run",
+        action="store_true",
+        help="run the target's checks now instead of reading the latest",
+    )
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("test-integration", parents=[common], help="send a marked test ticket or page")
+    p = sub.add_parser(
+        "test-integration", parents=[common], help="send a marked test ticket or page"
+    )
     p.add_argument("name", help="integration name, e.g. email or tickets/email")
     p.set_defaults(func=cmd_test_integration)
     _extend(sub, common)
@@ -129,10 +145,18 @@ def _round(config: Config, targets: list[str] | None) -> list[Any]:
     known = {t.name for t in config.model.targets}
     for name in targets or []:
         if name not in known:
-            raise ConfigError([_issue(f"no target named {name!r}; targets: {', '.join(sorted(known))}")])
+            raise ConfigError(
+                [_issue(f"no target named {name!r}; targets: {', '.join(sorted(known))}")]
+            )
     runners = Runners(config.model, base_dir=config.base_dir)
-    jobs = [j for j in build_jobs(config, HttpClients(), runners) if not targets or j.target.name in targets]
-    scheduler = Scheduler(jobs, workers=config.model.workers, on_results=lambda r: None, metrics=Metrics())
+    jobs = [
+        j
+        for j in build_jobs(config, HttpClients(), runners)
+        if not targets or j.target.name in targets
+    ]
+    scheduler = Scheduler(
+        jobs, workers=config.model.workers, on_results=lambda r: None, metrics=Metrics()
+    )
     try:
         return scheduler.run_round()
     finally:
@@ -153,7 +177,16 @@ def cmd_once(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
-        rows = [(r.target, (r.probe + " " + r.item).strip(), r.status.upper(), f"{r.duration_s * 1000:.0f}ms", r.message) for r in results]
+        rows = [
+            (
+                r.target,
+                (r.probe + " " + r.item).strip(),
+                r.status.upper(),
+                f"{r.duration_s * 1000:.0f}ms",
+                r.message,
+            )
+            for r in results
+        ]
         _table(["TARGET", "CHECK", "STATUS", "TIME", "MESSAGE"], rows)
     return EXIT_OK if all(r.status == "ok" for r in results) else EXIT_FAILING
 
@@ -169,7 +202,11 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     store = Store(config.state_path)
     try:
         if args.action == "list":
-            items = store.incidents(limit=1000) if args.all else store.incidents(states=["pending", "open", "acknowledged"])
+            items = (
+                store.incidents(limit=1000)
+                if args.all
+                else store.incidents(states=["pending", "open", "acknowledged"])
+            )
             failed = {r.incident_id for r in store.outbox(states=["failed"])}
             pending = {r.incident_id for r in store.outbox(states=["pending"])}
             if args.json:
@@ -177,7 +214,9 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                 for i in items:
                     view = public_view(i)
                     view["tickets"] = store.tickets(i.id or 0)
-                    view["delivery"] = "failed" if i.id in failed else "pending" if i.id in pending else "done"
+                    view["delivery"] = (
+                        "failed" if i.id in failed else "pending" if i.id in pending else "done"
+                    )
                     out.append(view)
                 print(json.dumps(out, indent=2))
                 return EXIT_OK
@@ -201,7 +240,20 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                         describe(i),
                     )
                 )
-            _table(["ID", "PRI", "STATE", "TARGET", "SUMMARY", "RESPOND BY", "RESOLVE BY", "DELIVERY", "NOTE"], rows)
+            _table(
+                [
+                    "ID",
+                    "PRI",
+                    "STATE",
+                    "TARGET",
+                    "SUMMARY",
+                    "RESPOND BY",
+                    "RESOLVE BY",
+                    "DELIVERY",
+                    "NOTE",
+                ],
+                rows,
+            )
             return EXIT_OK
         if args.id is None:
             print(f"watcher incidents {args.action} needs an incident ID", file=sys.stderr)
@@ -212,10 +264,20 @@ def cmd_incidents(args: argparse.Namespace) -> int:
             return EXIT_FAILING
         if args.action == "show":
             view = public_view(incident)
-            view["timeline"] = [{"at": e.at.isoformat(), "kind": e.kind, "message": e.message} for e in store.events(args.id)]
+            view["timeline"] = [
+                {"at": e.at.isoformat(), "kind": e.kind, "message": e.message}
+                for e in store.events(args.id)
+            ]
             view["tickets"] = store.tickets(args.id)
             view["deliveries"] = [
-                {"id": r.id, "integration": r.integration, "action": r.action, "state": r.state, "attempts": r.attempts, "error": r.last_error}
+                {
+                    "id": r.id,
+                    "integration": r.integration,
+                    "action": r.action,
+                    "state": r.state,
+                    "attempts": r.attempts,
+                    "error": r.last_error,
+                }
                 for r in store.outbox(incident_id=args.id)
             ]
             if args.json:
@@ -249,7 +311,10 @@ def _request(args: argparse.Namespace, config: Config, store: Any, incident_id: 
                 print(f"incident {incident_id}: {outcome}")
                 return EXIT_OK
             time.sleep(0.2)
-        print("the running watcher did not take the request within 15 s; it stays queued", file=sys.stderr)
+        print(
+            "the running watcher did not take the request within 15 s; it stays queued",
+            file=sys.stderr,
+        )
         return EXIT_FAILING
     from watcher.engine import Engine
     from watcher.httpclient import HttpClients
@@ -271,7 +336,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     target = config.targets.get(args.target)
     if target is None:
-        raise ConfigError([_issue(f"no target named {args.target!r}; targets: {', '.join(sorted(config.targets))}")])
+        raise ConfigError(
+            [
+                _issue(
+                    f"no target named {args.target!r}; targets: {', '.join(sorted(config.targets))}"
+                )
+            ]
+        )
     store = Store(config.state_path) if config.state_path.exists() else None
     results = [] if args.run or store is None else store.latest(args.target)
     source = "latest recorded results"
@@ -283,26 +354,43 @@ def cmd_explain(args: argparse.Namespace) -> int:
         check = (result.probe + " " + result.item).strip()
         print(f"\n{check}: {result.status.upper()} {result.message}")
         if result.metrics:
-            print("  metrics: " + ", ".join(f"{k}={v:g}" for k, v in sorted(result.metrics.items())))
+            print(
+                "  metrics: " + ", ".join(f"{k}={v:g}" for k, v in sorted(result.metrics.items()))
+            )
         evaluations = config.rules.evaluate(result, target.labels, target.host)
         if not evaluations:
             print("  no rule looks at this check")
         for ev in evaluations:
             rule = ev.rule
-            verdict = {True: "HOLDS", False: "does not hold", None: "cannot tell (metric missing or probe error)"}[ev.value]
+            verdict = {
+                True: "HOLDS",
+                False: "does not hold",
+                None: "cannot tell (metric missing or probe error)",
+            }[ev.value]
             hold = []
             if rule.for_:
                 hold.append(f"for {rule.for_}")
             if rule.after:
                 hold.append(f"after {rule.after} results")
-            values = ", ".join(f"{n}={_show(result, n)}" for n in sorted(rule.when.names)) or "status " + result.status
-            print(f"  rule {rule.name} [{rule.priority}] when {rule.when.text!r}: {verdict} ({values})" + (f"; must hold {' and '.join(hold)}" if hold else ""))
+            values = (
+                ", ".join(f"{n}={_show(result, n)}" for n in sorted(rule.when.names))
+                or "status " + result.status
+            )
+            print(
+                f"  rule {rule.name} [{rule.priority}] when {rule.when.text!r}: {verdict} ({values})"
+                + (f"; must hold {' and '.join(hold)}" if hold else "")
+            )
             fingerprint = fingerprint_of(config.site, result.target, ev.group)
             if store is not None:
-                found = store.query("SELECT id, state, priority FROM incidents WHERE fingerprint=? ORDER BY id DESC LIMIT 1", (fingerprint,))
+                found = store.query(
+                    "SELECT id, state, priority FROM incidents WHERE fingerprint=? ORDER BY id DESC LIMIT 1",
+                    (fingerprint,),
+                )
                 if found:
                     row = found[0]
-                    print(f"    incident {row['id']} ({row['state']}, {row['priority']}) group {ev.group!r}")
+                    print(
+                        f"    incident {row['id']} ({row['state']}, {row['priority']}) group {ev.group!r}"
+                    )
     return EXIT_OK
 
 
@@ -323,7 +411,10 @@ def cmd_test_integration(args: argparse.Namespace) -> int:
     built = build_integrations(config, HttpClients())
     matches = {k: v for k, v in built.items() if args.name in (k, k.split("/", 1)[1])}
     if not matches:
-        print(f"no integration named {args.name!r}; configured: {', '.join(built) or 'none'}", file=sys.stderr)
+        print(
+            f"no integration named {args.name!r}; configured: {', '.join(built) or 'none'}",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     status = EXIT_OK
@@ -345,9 +436,13 @@ def cmd_test_integration(args: argparse.Namespace) -> int:
         try:
             if integration.role == "tickets":
                 ref = integration.open(content)
-                print(f"{key}: test ticket created: {ref.id}" + (f" ({ref.url})" if ref.url else ""))
+                print(
+                    f"{key}: test ticket created: {ref.id}" + (f" ({ref.url})" if ref.url else "")
+                )
                 try:
-                    integration.resolve(ref, TicketContent(**{**content.to_dict(), "text": "Test over; resolving."}))
+                    integration.resolve(
+                        ref, TicketContent(**{**content.to_dict(), "text": "Test over; resolving."})
+                    )
                     print(f"{key}: test ticket resolved")
                 except DeliveryError as exc:
                     print(f"{key}: could not resolve the test ticket: {exc}")
@@ -376,5 +471,3 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-

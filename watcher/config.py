@@ -121,7 +121,9 @@ class SshOptions(Model):
     def merged(self, override: SshOptions | None) -> SshOptions:
         if override is None:
             return self
-        changes = {k: v for k, v in override.model_dump(exclude_unset=True).items() if v is not None}
+        changes = {
+            k: v for k, v in override.model_dump(exclude_unset=True).items() if v is not None
+        }
         return self.model_copy(update={k: getattr(override, k) for k in changes})
 
 
@@ -140,7 +142,9 @@ class BusinessHoursConfig(Model):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {value!r}; write e.g. Asia/Kolkata or UTC") from None
+            raise ValueError(
+                f"unknown timezone {value!r}; write e.g. Asia/Kolkata or UTC"
+            ) from None
         return value
 
     @field_validator("days")
@@ -150,7 +154,9 @@ class BusinessHoursConfig(Model):
         for day in value:
             short = str(day).lower()[:3]
             if short not in WEEKDAYS:
-                raise ValueError(f"{day!r} is not a weekday; write mon, tue, wed, thu, fri, sat or sun")
+                raise ValueError(
+                    f"{day!r} is not a weekday; write mon, tue, wed, thu, fri, sat or sun"
+                )
             out.append(short)
         return out
 
@@ -161,7 +167,7 @@ class BusinessHoursConfig(Model):
             value = f"{value // 60:02d}:{value % 60:02d}"
         text = str(value)
         if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", text):
-            raise ValueError(f"{value!r} is not a time of day; write it like \"08:00\"")
+            raise ValueError(f'{value!r} is not a time of day; write it like "08:00"')
         return text
 
     def calendar(self) -> BusinessCalendar:
@@ -242,7 +248,9 @@ class Checkin(Model):
     @classmethod
     def _name(cls, value: str) -> str:
         if not NAME.match(value):
-            raise ValueError("a check-in name is letters, digits and . _ - @ (it goes into the URL /checkin/<name>)")
+            raise ValueError(
+                "a check-in name is letters, digits and . _ - @ (it goes into the URL /checkin/<name>)"
+            )
         return value
 
     @field_validator("schedule")
@@ -261,7 +269,9 @@ class Checkin(Model):
             try:
                 ZoneInfo(value)
             except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown timezone {value!r}; write e.g. Asia/Kolkata or UTC") from None
+                raise ValueError(
+                    f"unknown timezone {value!r}; write e.g. Asia/Kolkata or UTC"
+                ) from None
         return value
 
     @property
@@ -270,7 +280,9 @@ class Checkin(Model):
         return self.target or self.name
 
     def as_target(self) -> Target:
-        return Target(name=self.name, description=self.description, labels=self.labels, runbook=self.runbook)
+        return Target(
+            name=self.name, description=self.description, labels=self.labels, runbook=self.runbook
+        )
 
 
 AUDIT_CONTACT_LISTS = ("managers", "escalation", "hotline")
@@ -305,7 +317,9 @@ class AuditSchedule(Model):
     def _to(cls, value: list[str]) -> list[str]:
         for entry in value:
             if "@" not in entry and entry not in AUDIT_CONTACT_LISTS:
-                raise ValueError(f"{entry!r} is neither a mail address nor a contact list ({', '.join(AUDIT_CONTACT_LISTS)})")
+                raise ValueError(
+                    f"{entry!r} is neither a mail address nor a contact list ({', '.join(AUDIT_CONTACT_LISTS)})"
+                )
         return value
 
     @field_validator("thresholds")
@@ -318,7 +332,9 @@ class AuditSchedule(Model):
         known = [f.name for f in dataclass_fields(Thresholds)]
         for key in value:
             if key not in known:
-                raise ValueError(f"unknown threshold {key!r}; {did_you_mean(key, known) or 'known: ' + ', '.join(known)}")
+                raise ValueError(
+                    f"unknown threshold {key!r}; {did_you_mean(key, known) or 'known: ' + ', '.join(known)}"
+                )
         return value
 
     @property
@@ -422,14 +438,18 @@ class Target(Model):
     @classmethod
     def _name(cls, value: str) -> str:
         if not NAME.match(value):
-            raise ValueError("a target name is letters, digits and . _ - @, starting with a letter or digit")
+            raise ValueError(
+                "a target name is letters, digits and . _ - @, starting with a letter or digit"
+            )
         return value
 
     @field_validator("labels", mode="before")
     @classmethod
     def _labels(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            return {str(k): str(v) if isinstance(v, (int, float, bool)) else v for k, v in value.items()}
+            return {
+                str(k): str(v) if isinstance(v, (int, float, bool)) else v for k, v in value.items()
+            }
         return value
 
     @property
@@ -490,7 +510,9 @@ class WatcherConfig(Model):
     @classmethod
     def _site(cls, value: str) -> str:
         if not NAME.match(value):
-            raise ValueError("a site name is letters, digits and . _ - @ (it goes into ticket subjects)")
+            raise ValueError(
+                "a site name is letters, digits and . _ - @ (it goes into ticket subjects)"
+            )
         return value
 
     @field_validator("listen")
@@ -569,7 +591,15 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     located = load_yaml(file, environ=environ)
     issues: list[ConfigIssue] = []
     if not isinstance(located.data, dict):
-        raise ConfigError([ConfigIssue(located.mark(()), "", "the file must be a mapping of settings (site:, targets:, ...)")])
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    located.mark(()),
+                    "",
+                    "the file must be a mapping of settings (site:, targets:, ...)",
+                )
+            ]
+        )
     try:
         model = WatcherConfig.model_validate(located.data)
     except ValidationError as exc:
@@ -588,7 +618,8 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
                     located.mark(("rules", index)),
                     format_path(("rules", index)),
                     f"rule file {name!r} not found (looked beside {file.name} and in the shipped packs)",
-                    "the shipped pack is 'default'; other paths are relative to " + str(file.parent),
+                    "the shipped pack is 'default'; other paths are relative to "
+                    + str(file.parent),
                 )
             )
             continue
@@ -626,7 +657,11 @@ def _resolve_rule_file(base: Path, name: str) -> Path | None:
         beside = base / candidate
         if beside.is_file():
             return beside
-        shipped = SHIPPED_RULES / candidate.name if candidate.parts[:1] == ("rules",) else SHIPPED_RULES / candidate
+        shipped = (
+            SHIPPED_RULES / candidate.name
+            if candidate.parts[:1] == ("rules",)
+            else SHIPPED_RULES / candidate
+        )
         if shipped.is_file():
             return shipped
         if (SHIPPED_RULES / f"{name}.yml").is_file():
@@ -686,7 +721,11 @@ def _check_targets(model: WatcherConfig, located: Located) -> list[ConfigIssue]:
             )
         if target.via == target.name:
             issues.append(
-                ConfigIssue(located.mark((*here, "via")), format_path((*here, "via")), "a target cannot be its own bastion")
+                ConfigIssue(
+                    located.mark((*here, "via")),
+                    format_path((*here, "via")),
+                    "a target cannot be its own bastion",
+                )
             )
         if target.via is not None and target.via in names and target.via != target.name:
             issues.extend(_check_via(model, target, located, (*here, "via")))
@@ -730,13 +769,18 @@ def _check_targets(model: WatcherConfig, located: Located) -> list[ConfigIssue]:
     return issues
 
 
-def _check_alert_quality(model: WatcherConfig, located: Located, ruleset: RuleSet) -> list[ConfigIssue]:
+def _check_alert_quality(
+    model: WatcherConfig, located: Located, ruleset: RuleSet
+) -> list[ConfigIssue]:
     """depends_on without loops; outages and maintenance windows that name real things."""
     from watcher.maintenance import check_windows
 
     issues = []
     targets = {t.name: t for t in model.targets}
-    graph = {t.name: [d.split("/", 1)[0] for d in t.depends_on if d.split("/", 1)[0] in targets] for t in model.targets}
+    graph = {
+        t.name: [d.split("/", 1)[0] for d in t.depends_on if d.split("/", 1)[0] in targets]
+        for t in model.targets
+    }
     reported: set[frozenset[str]] = set()
     for index, target in enumerate(model.targets):
         loop = _loop_through(target.name, graph)
@@ -744,7 +788,12 @@ def _check_alert_quality(model: WatcherConfig, located: Located, ruleset: RuleSe
             reported.add(frozenset(loop))
             path = ("targets", index, "depends_on")
             issues.append(
-                ConfigIssue(located.mark(path), format_path(path), "depends_on loops: " + " -> ".join(loop), "a parent cannot depend on its own child")
+                ConfigIssue(
+                    located.mark(path),
+                    format_path(path),
+                    "depends_on loops: " + " -> ".join(loop),
+                    "a parent cannot depend on its own child",
+                )
             )
     all_targets = {t.name: t for t in model.targets}
     for checkin in model.checkins:
@@ -754,7 +803,14 @@ def _check_alert_quality(model: WatcherConfig, located: Located, ruleset: RuleSe
         here = ("outages", index)
         if spec.name in all_targets or spec.name in outage_names:
             what = "a target" if spec.name in all_targets else "another outage"
-            issues.append(ConfigIssue(located.mark((*here, "name")), format_path((*here, "name")), f"{what} is also named {spec.name!r}", "give the outage its own name"))
+            issues.append(
+                ConfigIssue(
+                    located.mark((*here, "name")),
+                    format_path((*here, "name")),
+                    f"{what} is also named {spec.name!r}",
+                    "give the outage its own name",
+                )
+            )
         outage_names.add(spec.name)
         if spec.priority not in ruleset.priorities:
             issues.append(
@@ -766,8 +822,10 @@ def _check_alert_quality(model: WatcherConfig, located: Located, ruleset: RuleSe
                 )
             )
         members = [
-            name for name, t in all_targets.items()
-            if (not spec.targets or any(_glob(p, name) for p in spec.targets)) and all(t.labels.get(k) == v for k, v in spec.labels.items())
+            name
+            for name, t in all_targets.items()
+            if (not spec.targets or any(_glob(p, name) for p in spec.targets))
+            and all(t.labels.get(k) == v for k, v in spec.labels.items())
         ]
         if len(members) < 2:
             issues.append(
@@ -799,7 +857,9 @@ def _loop_through(start: str, graph: Mapping[str, list[str]]) -> list[str] | Non
     return None
 
 
-def _check_via(model: WatcherConfig, target: Target, located: Located, path: tuple[Any, ...]) -> list[ConfigIssue]:
+def _check_via(
+    model: WatcherConfig, target: Target, located: Located, path: tuple[Any, ...]
+) -> list[ConfigIssue]:
     """A bastion must be an SSH host itself, and a chain of them must end somewhere."""
     by_name = {t.name: t for t in model.targets}
     bastion = by_name[target.via]  # type: ignore[index]
@@ -817,7 +877,14 @@ def _check_via(model: WatcherConfig, target: Target, located: Located, path: tup
     while hop is not None:
         if hop.name in chain:
             loop = " -> ".join([*chain, hop.name])
-            return [ConfigIssue(located.mark(path), format_path(path), f"via: loops: {loop}", "end the chain at a host reached directly")]
+            return [
+                ConfigIssue(
+                    located.mark(path),
+                    format_path(path),
+                    f"via: loops: {loop}",
+                    "end the chain at a host reached directly",
+                )
+            ]
         chain.append(hop.name)
         hop = by_name.get(hop.via) if hop.via else None
     return []
@@ -844,7 +911,8 @@ def _check_audits(model: WatcherConfig, located: Located) -> list[ConfigIssue]:
                 ConfigIssue(
                     located.mark((*here, "to")),
                     format_path((*here, "to")),
-                    "no address to mail this audit to" + (f": contacts.{lists[0]} has no email" if lists else ""),
+                    "no address to mail this audit to"
+                    + (f": contacts.{lists[0]} has no email" if lists else ""),
                     "give the contacts an email, or write addresses: to: [it-manager@example.org]",
                 )
             )
@@ -869,16 +937,24 @@ def _check_checkins(model: WatcherConfig, located: Located) -> list[ConfigIssue]
     for index, checkin in enumerate(model.checkins):
         here = ("checkins", index)
 
-        def issue(message: str, hint: str = "", key: str | None = None, here: tuple[Any, ...] = here) -> None:
+        def issue(
+            message: str, hint: str = "", key: str | None = None, here: tuple[Any, ...] = here
+        ) -> None:
             path = (*here, key) if key else here
             issues.append(ConfigIssue(located.mark(path), format_path(path), message, hint))
 
         if checkin.name in seen:
-            issue(f"two check-ins are named {checkin.name!r} (first at checkins[{seen[checkin.name]}])", "", "name")
+            issue(
+                f"two check-ins are named {checkin.name!r} (first at checkins[{seen[checkin.name]}])",
+                "",
+                "name",
+            )
         seen.setdefault(checkin.name, index)
         if (checkin.period is None) == (checkin.schedule is None):
             issue(
-                "a check-in needs either period: or schedule:, not both" if checkin.period else "a check-in needs period: or schedule:",
+                "a check-in needs either period: or schedule:, not both"
+                if checkin.period
+                else "a check-in needs period: or schedule:",
                 'write period: 1d (runs every day) or schedule: "30 2 * * *" (cron), with grace: 2h',
             )
         if checkin.period is not None and checkin.period.total_seconds() <= 0:
@@ -889,9 +965,16 @@ def _check_checkins(model: WatcherConfig, located: Located) -> list[ConfigIssue]
                 'add token: "${BACKUP_CHECKIN_TOKEN}" to the check-in, or api_token: at the top',
             )
         if model.listen is None:
-            issue("check-ins arrive over HTTP, but listen: is off", "set listen: 0.0.0.0:9177 (or the address jobs reach)")
+            issue(
+                "check-ins arrive over HTTP, but listen: is off",
+                "set listen: 0.0.0.0:9177 (or the address jobs reach)",
+            )
         if checkin.target is not None and checkin.target not in targets:
-            issue(f"target names no configured target: {checkin.target!r}", did_you_mean(checkin.target, targets), "target")
+            issue(
+                f"target names no configured target: {checkin.target!r}",
+                did_you_mean(checkin.target, targets),
+                "target",
+            )
         elif checkin.target is not None:
             if checkin.name in {spec.id for spec in targets[checkin.target].probe_specs()}:
                 issue(
@@ -908,12 +991,18 @@ def _check_checkins(model: WatcherConfig, located: Located) -> list[ConfigIssue]
     return issues
 
 
-def _check_host(host: str, located: Located, path: tuple[Any, ...], issues: list[ConfigIssue]) -> None:
+def _check_host(
+    host: str, located: Located, path: tuple[Any, ...], issues: list[ConfigIssue]
+) -> None:
     try:
         ipaddress.ip_address(host)
     except ValueError:
         if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", host):
-            issues.append(ConfigIssue(located.mark(path), format_path(path), f"{host!r} is not a host name or address"))
+            issues.append(
+                ConfigIssue(
+                    located.mark(path), format_path(path), f"{host!r} is not a host name or address"
+                )
+            )
 
 
 def _merge_rules(
@@ -931,7 +1020,9 @@ def _merge_rules(
     target_names: set[str] = set()
     if model is not None:
         configured = {spec.id: spec for t in model.targets for spec in t.probe_specs()}
-        configured.update({c.name: ProbeSpec("heartbeat", c.name, ProbeConfig()) for c in model.checkins})
+        configured.update(
+            {c.name: ProbeSpec("heartbeat", c.name, ProbeConfig()) for c in model.checkins}
+        )
         target_names = {t.name for t in model.targets} | {c.result_target for c in model.checkins}
     configured_kinds = {spec.kind for spec in configured.values()}
     for rule, located, index in by_name.values():
@@ -942,7 +1033,8 @@ def _merge_rules(
                     located.mark((*here, "priority")),
                     format_path((*here, "priority")),
                     f"priority {rule.priority} is not defined by any rule pack",
-                    "defined: " + (", ".join(sorted(priorities)) or "none; list rules/default.yml first"),
+                    "defined: "
+                    + (", ".join(sorted(priorities)) or "none; list rules/default.yml first"),
                 )
             )
         kinds: set[str] = set()
@@ -973,8 +1065,12 @@ def _merge_rules(
                         did_you_mean(pattern, target_names),
                     )
                 )
-        known = None if unresolved else _known_metrics(
-            kinds or set(probes.REGISTRY), configured, configured_kinds, restrict=bool(kinds)
+        known = (
+            None
+            if unresolved
+            else _known_metrics(
+                kinds or set(probes.REGISTRY), configured, configured_kinds, restrict=bool(kinds)
+            )
         )
         if known is not None:
             allowed = known | RESULT_FIELDS
@@ -1015,7 +1111,11 @@ def _kinds_text(kinds: set[str]) -> str:
 
 
 def _known_metrics(
-    kinds: set[str], configured: Mapping[str, ProbeSpec], configured_kinds: set[str], *, restrict: bool
+    kinds: set[str],
+    configured: Mapping[str, ProbeSpec],
+    configured_kinds: set[str],
+    *,
+    restrict: bool,
 ) -> set[str] | None:
     """Metric and label names the selected probe kinds can produce; None if unknowable."""
     known: set[str] = set()
@@ -1029,7 +1129,9 @@ def _known_metrics(
         if not restrict and not specs:
             continue  # a dynamic kind nobody configured adds no names
         for spec in specs:
-            produced = cls.produced_metrics(spec.config) if hasattr(cls, "produced_metrics") else None
+            produced = (
+                cls.produced_metrics(spec.config) if hasattr(cls, "produced_metrics") else None
+            )
             if produced is None:
                 return None
             known.update(produced)
@@ -1041,7 +1143,9 @@ def _known_metrics(
 # ------------------------------------------------------------------ validation errors
 
 
-def _validation_issues(exc: ValidationError, located: Located, root: type[BaseModel]) -> list[ConfigIssue]:
+def _validation_issues(
+    exc: ValidationError, located: Located, root: type[BaseModel]
+) -> list[ConfigIssue]:
     issues = []
     for error in exc.errors(include_url=False):
         raw_loc = tuple(error["loc"])
@@ -1073,7 +1177,11 @@ def _validation_issues(exc: ValidationError, located: Located, root: type[BaseMo
             is_probe = "probes" in raw_loc
             what = "probe" if is_probe else "integration"
             message = f"write each {what} as '- kind: {{options}}', one kind per item"
-            hint = "e.g. '- http: {url: \"https://example.org\"}'" if is_probe else "e.g. '- email: {to: [helpdesk@example.org]}'"
+            hint = (
+                "e.g. '- http: {url: \"https://example.org\"}'"
+                if is_probe
+                else "e.g. '- email: {to: [helpdesk@example.org]}'"
+            )
         elif kind == "literal_error":
             expected = error.get("ctx", {}).get("expected", "")
             message = f"{error.get('input')!r} is not allowed"
@@ -1090,8 +1198,12 @@ def _validation_issues(exc: ValidationError, located: Located, root: type[BaseMo
     # A union reports each member's complaint; the deepest path is the useful one.
     paths = {i.path for i in issues}
     return [
-        i for i in issues
-        if not any(p != i.path and (p.startswith(i.path + ".") or p.startswith(i.path + "[")) for p in paths)
+        i
+        for i in issues
+        if not any(
+            p != i.path and (p.startswith(i.path + ".") or p.startswith(i.path + "["))
+            for p in paths
+        )
     ]
 
 
@@ -1119,7 +1231,13 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
     path: list[Any] = []
     node = data
     for index, part in enumerate(loc):
-        if isinstance(node, list) and isinstance(part, int) and part < len(node) or isinstance(node, dict) and part in node:
+        if (
+            isinstance(node, list)
+            and isinstance(part, int)
+            and part < len(node)
+            or isinstance(node, dict)
+            and part in node
+        ):
             path.append(part)
             node = node[part]
         elif isinstance(node, dict) and index == len(loc) - 1:
@@ -1169,8 +1287,12 @@ def _unwrap(tp: Any, part: Any) -> tuple[Any, bool]:
                         tagged[meta.tag] = get_args(arg)[0]
             if tagged:
                 return tagged.get(part), True
-            tp = args[0] if len(args) == 1 else next(
-                (a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), args[0]
+            tp = (
+                args[0]
+                if len(args) == 1
+                else next(
+                    (a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), args[0]
+                )
             )
             continue
         return tp, False

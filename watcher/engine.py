@@ -79,7 +79,8 @@ class Engine:
                 reopen_within=m.defaults.reopen_within,
                 comment_every=m.defaults.comment_every,
                 escalation_chain=tuple(
-                    f"{c.name} ({c.role})" if c.name and c.role else c.label for c in m.contacts.escalation
+                    f"{c.name} ({c.role})" if c.name and c.role else c.label
+                    for c in m.contacts.escalation
                 ),
                 flapping=m.flapping.settings(),
                 flapping_by_target={t.name: t.flapping.settings() for t in m.targets if t.flapping},
@@ -134,7 +135,11 @@ class Engine:
                         host=target.host,
                         labels=target.labels,
                         runbook=target.runbook,
-                        quiet=gate.quiet(result.target, incident, self._incidents, now, settling=True) if held else None,
+                        quiet=gate.quiet(
+                            result.target, incident, self._incidents, now, settling=True
+                        )
+                        if held
+                        else None,
                     )
                     self._apply(db, step, result.at)
                     steps.append(step)
@@ -143,7 +148,9 @@ class Engine:
             steps.extend(self._settle_outages(db, grouping, now))
         return steps
 
-    def _settle_outages(self, db: sqlite3.Connection, grouping: Sequence[str], now: datetime) -> list[Step]:
+    def _settle_outages(
+        self, db: sqlite3.Connection, grouping: Sequence[str], now: datetime
+    ) -> list[Step]:
         """After a batch: the outages assessed from what it opened, then the members it
         held back for that linked to their outage, or released to notify on their own."""
         gate = self.suppressor
@@ -154,7 +161,12 @@ class Engine:
             incident = self._incidents.get(fingerprint)
             if incident is None or incident.suppressed != "grouping":
                 continue
-            step = tracker.review(incident, self.policy, now, gate.quiet(incident.target, incident, self._incidents, now))
+            step = tracker.review(
+                incident,
+                self.policy,
+                now,
+                gate.quiet(incident.target, incident, self._incidents, now),
+            )
             self._apply(db, step, now)
             steps.append(step)
         return steps
@@ -192,10 +204,15 @@ class Engine:
                     self._apply(db, step, now)
                     steps.append(step)
                 for incident in [i for i in self._incidents.values() if i.state != "resolved"]:
-                    if (incident.target, incident.probe) not in self.checks and incident.probe != OUTAGE_PROBE:
+                    if (
+                        incident.target,
+                        incident.probe,
+                    ) not in self.checks and incident.probe != OUTAGE_PROBE:
                         # No result will ever come to resolve it, and it would page on.
                         note = "its check is no longer in the config"
-                        step = tracker.resolve_by_hand(incident, self.policy, now, by="watcher", note=note)
+                        step = tracker.resolve_by_hand(
+                            incident, self.policy, now, by="watcher", note=note
+                        )
                     elif incident.active:
                         quiet = gate.quiet(incident.target, incident, self._incidents, now)
                         step = tracker.tick(incident, self.policy, now, quiet)
@@ -211,18 +228,30 @@ class Engine:
         can still change, however long the watcher runs."""
         settled = now - self.policy.reopen_within
         for fingerprint, incident in list(self._incidents.items()):
-            if incident.state == "resolved" and incident.resolved_at is not None and incident.resolved_at < settled:
+            if (
+                incident.state == "resolved"
+                and incident.resolved_at is not None
+                and incident.resolved_at < settled
+            ):
                 del self._incidents[fingerprint]
 
     # ---------------------------------------------------------- people's requests
 
     def acknowledge(self, incident_id: int, *, by: str, source: str) -> Incident | None:
-        return self._by_hand(incident_id, lambda inc, now: tracker.acknowledge(inc, self.policy, now, by=by, source=source))
+        return self._by_hand(
+            incident_id,
+            lambda inc, now: tracker.acknowledge(inc, self.policy, now, by=by, source=source),
+        )
 
     def resolve(self, incident_id: int, *, by: str, note: str = "") -> Incident | None:
-        return self._by_hand(incident_id, lambda inc, now: tracker.resolve_by_hand(inc, self.policy, now, by=by, note=note))
+        return self._by_hand(
+            incident_id,
+            lambda inc, now: tracker.resolve_by_hand(inc, self.policy, now, by=by, note=note),
+        )
 
-    def _by_hand(self, incident_id: int, change: Callable[[Incident, datetime], Step]) -> Incident | None:
+    def _by_hand(
+        self, incident_id: int, change: Callable[[Incident, datetime], Step]
+    ) -> Incident | None:
         now = self.clock()
         with self._lock:
             incident = next((i for i in self._incidents.values() if i.id == incident_id), None)
@@ -298,7 +327,14 @@ class Engine:
         assert incident.id is not None
         self.store.add_events(db, incident.id, step.events)
         for event in step.events:
-            log.info("incident %s %s [%s] %s: %s", incident.id, event.kind, incident.priority, incident.target, event.message)
+            log.info(
+                "incident %s %s [%s] %s: %s",
+                incident.id,
+                event.kind,
+                incident.priority,
+                incident.target,
+                event.message,
+            )
         for action in step.actions:
             self._enqueue(db, incident, action, now)
 
@@ -307,9 +343,13 @@ class Engine:
             return False
         rules = {r.name: r for r in self.config.rules.rules if r.name in incident.holds}
         priorities = self.config.rules.priorities
-        return any(r.priority in priorities and priorities[r.priority].ticket for r in rules.values())
+        return any(
+            r.priority in priorities and priorities[r.priority].ticket for r in rules.values()
+        )
 
-    def _enqueue(self, db: sqlite3.Connection, incident: Incident, action: Action, now: datetime) -> None:
+    def _enqueue(
+        self, db: sqlite3.Connection, incident: Incident, action: Action, now: datetime
+    ) -> None:
         names = self.routes[action.role]
         if not names:
             return
@@ -320,7 +360,9 @@ class Engine:
             policies=self.config.rules.priorities,
             calendar=self.policy.calendar,
             events=self.store.events(incident.id, limit=30),
-            recent=self.store.recent_results(incident.target, incident.probe, incident.item, limit=10),
+            recent=self.store.recent_results(
+                incident.target, incident.probe, incident.item, limit=10
+            ),
             target_results=sorted(target_results, key=lambda r: (r.probe, r.item)),
             action=action.kind,
             text=action.text,
@@ -329,6 +371,12 @@ class Engine:
         payload = content.to_dict()
         for name in names:
             self.store.enqueue(
-                db, incident_id=incident.id, integration=name, role=action.role, action=action.kind, payload=payload, now=now
+                db,
+                incident_id=incident.id,
+                integration=name,
+                role=action.role,
+                action=action.kind,
+                payload=payload,
+                now=now,
             )
             self._to_wake.add(name)

@@ -43,13 +43,21 @@ class EscalationMailer(Integration):
         if page.action == "test" or page.escalation <= 0:
             return [c.email for c in contacts if c.email]
         if page.escalation > len(contacts):
-            log.warning("incident %s reached escalation step %d; only %d are configured",
-                        page.incident_id, page.escalation, len(contacts))
+            log.warning(
+                "incident %s reached escalation step %d; only %d are configured",
+                page.incident_id,
+                page.escalation,
+                len(contacts),
+            )
             return []
         contact = contacts[page.escalation - 1]
         if not contact.email:
-            log.info("escalation step %d (%s) of incident %s has no email address: recorded on the ticket only",
-                     page.escalation, contact.label, page.incident_id)
+            log.info(
+                "escalation step %d (%s) of incident %s has no email address: recorded on the ticket only",
+                page.escalation,
+                contact.label,
+                page.incident_id,
+            )
             return []
         return [contact.email]
 
@@ -59,7 +67,9 @@ class EscalationMailer(Integration):
             return None
         smtp = self.env.config.smtp
         if smtp is None:
-            raise PermanentError("escalation mail: no smtp: relay configured; add a top-level smtp: section")
+            raise PermanentError(
+                "escalation mail: no smtp: relay configured; add a top-level smtp: section"
+            )
         headers = {
             "X-Watcher-Fingerprint": page.fingerprint,
             "X-Watcher-Incident": str(page.incident_id),
@@ -71,6 +81,8 @@ class EscalationMailer(Integration):
             headers["Importance"] = "high"
         tag = "[TEST]" if page.action == "test" else "[Escalation]"
         subject = page.subject if page.subject.startswith(tag) else f"{tag} {page.subject}"
-        message = build_message(sender=smtp.sender, to=recipients, subject=subject, text=page.body, headers=headers)
+        message = build_message(
+            sender=smtp.sender, to=recipients, subject=subject, text=page.body, headers=headers
+        )
         send_mail(smtp, message, self.env.http)
         return str(message["Message-ID"])

@@ -29,7 +29,15 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 # Headers that may follow a redirect to another host; everything else a session or a
 # request set (API keys, tokens) stays behind, as requests already does for Authorization.
 _KEPT_ACROSS_HOSTS = frozenset(
-    {"user-agent", "accept", "accept-encoding", "content-type", "content-length", "transfer-encoding", "connection"}
+    {
+        "user-agent",
+        "accept",
+        "accept-encoding",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+    }
 )
 
 
@@ -66,7 +74,9 @@ class _Session(requests.Session):
                 body += chunk
                 if len(body) > self.max_body:
                     log.warning(
-                        "%s answered more than %d bytes; the rest is dropped", response.url.split("?")[0], self.max_body
+                        "%s answered more than %d bytes; the rest is dropped",
+                        response.url.split("?")[0],
+                        self.max_body,
                     )
                     del body[self.max_body :]
                     break
@@ -74,7 +84,9 @@ class _Session(requests.Session):
         response._content_consumed = True
         return response
 
-    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+    def rebuild_auth(
+        self, prepared_request: requests.PreparedRequest, response: requests.Response
+    ) -> None:
         super().rebuild_auth(prepared_request, response)
         if self.should_strip_auth(str(response.request.url), str(prepared_request.url)):
             for name in list(prepared_request.headers):
@@ -92,7 +104,9 @@ def new_session(
     session = _Session(timeout)
     session.verify = verify
     if clients is not None and verify is not False:
-        context = clients.ssl_context(verify=True, ca_file=verify if isinstance(verify, str) else None)
+        context = clients.ssl_context(
+            verify=True, ca_file=verify if isinstance(verify, str) else None
+        )
         session.mount("https://", _ContextAdapter(context))
     return session
 

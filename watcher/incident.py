@@ -127,10 +127,14 @@ class Incident:
     # while a window, a parent or an outage explains the problem; what was told and when.
     notified: bool = True  # False: this opening (or reopening) is still owed to people
     notified_at: datetime | None = None
-    suppressed: str | None = None  # maintenance, parent, outage or grouping; None: notifications flow
+    suppressed: str | None = (
+        None  # maintenance, parent, outage or grouping; None: notifications flow
+    )
     suppressed_why: str = ""
     suppressed_since: datetime | None = None
-    linked_to: int | None = None  # the incident standing for this one (its parent's or its outage's)
+    linked_to: int | None = (
+        None  # the incident standing for this one (its parent's or its outage's)
+    )
     link: str | None = None  # "parent" or "outage"
     flapping: bool = False
     flap_history: list[int] = field(default_factory=list)  # 1 failing, 0 ok; newest last
@@ -150,7 +154,9 @@ class Incident:
         for name in _TIMES:
             value = getattr(self, name)
             data[name] = value.isoformat() if value else None
-        data["holds"] = {k: {"since": h.since.isoformat(), "count": h.count} for k, h in self.holds.items()}
+        data["holds"] = {
+            k: {"since": h.since.isoformat(), "count": h.count} for k, h in self.holds.items()
+        }
         return data
 
     @classmethod
@@ -161,7 +167,8 @@ class Incident:
             if values.get(name):
                 values[name] = datetime.fromisoformat(values[name])
         values["holds"] = {
-            k: Hold(datetime.fromisoformat(h["since"]), int(h["count"])) for k, h in (data.get("holds") or {}).items()
+            k: Hold(datetime.fromisoformat(h["since"]), int(h["count"]))
+            for k, h in (data.get("holds") or {}).items()
         }
         return cls(**values)
 
@@ -170,11 +177,48 @@ def public_view(incident: Incident) -> dict[str, Any]:
     """The fields people and scripts read (``--json``, the HTTP API); stable across versions."""
     data = incident.to_dict()
     keep = (
-        "id", "fingerprint", "state", "priority", "site", "target", "host", "group", "probe", "kind", "item",
-        "rule", "rules", "summary", "message", "reason", "labels", "runbook", "first_seen", "last_seen",
-        "opened_at", "acknowledged_at", "acknowledged_by", "resolved_at", "response_due", "resolve_due",
-        "occurrences", "reopen_count", "ticketed", "paged", "page_count", "escalation", "breaches", "flags",
-        "suppressed", "suppressed_why", "suppressed_since", "linked_to", "link", "flapping", "reminders",
-        "members", "total_members",
+        "id",
+        "fingerprint",
+        "state",
+        "priority",
+        "site",
+        "target",
+        "host",
+        "group",
+        "probe",
+        "kind",
+        "item",
+        "rule",
+        "rules",
+        "summary",
+        "message",
+        "reason",
+        "labels",
+        "runbook",
+        "first_seen",
+        "last_seen",
+        "opened_at",
+        "acknowledged_at",
+        "acknowledged_by",
+        "resolved_at",
+        "response_due",
+        "resolve_due",
+        "occurrences",
+        "reopen_count",
+        "ticketed",
+        "paged",
+        "page_count",
+        "escalation",
+        "breaches",
+        "flags",
+        "suppressed",
+        "suppressed_why",
+        "suppressed_since",
+        "linked_to",
+        "link",
+        "flapping",
+        "reminders",
+        "members",
+        "total_members",
     )
     return {k: data[k] for k in keep}

@@ -44,7 +44,9 @@ def build_message(
     return message
 
 
-def send_mail(settings: SmtpSettings, message: EmailMessage, http: HttpClients | None = None) -> None:
+def send_mail(
+    settings: SmtpSettings, message: EmailMessage, http: HttpClients | None = None
+) -> None:
     """Sends one message; TransientError when a retry can help, PermanentError when not."""
     clients = http or HttpClients()
     context = clients.ssl_context(verify=settings.tls_verify, ca_file=settings.ca_file)
@@ -52,7 +54,9 @@ def send_mail(settings: SmtpSettings, message: EmailMessage, http: HttpClients |
     where = f"{settings.host}:{settings.port}"
     try:
         if settings.ssl:
-            client: smtplib.SMTP = smtplib.SMTP_SSL(settings.host, settings.port, timeout=timeout, context=context)
+            client: smtplib.SMTP = smtplib.SMTP_SSL(
+                settings.host, settings.port, timeout=timeout, context=context
+            )
         else:
             client = smtplib.SMTP(settings.host, settings.port, timeout=timeout)
         with client:
@@ -80,6 +84,10 @@ def send_mail(settings: SmtpSettings, message: EmailMessage, http: HttpClients |
     except smtplib.SMTPNotSupportedError as exc:
         raise PermanentError(f"mail relay {where}: {exc}") from None
     except ssl.SSLCertVerificationError as exc:
-        raise PermanentError(f"mail relay {where} certificate not trusted: {exc.verify_message}") from None
+        raise PermanentError(
+            f"mail relay {where} certificate not trusted: {exc.verify_message}"
+        ) from None
     except (TimeoutError, smtplib.SMTPException, OSError) as exc:
-        raise TransientError(f"mail relay {where} unreachable: {type(exc).__name__}: {exc}") from None
+        raise TransientError(
+            f"mail relay {where} unreachable: {type(exc).__name__}: {exc}"
+        ) from None

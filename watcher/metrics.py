@@ -39,7 +39,7 @@ _SUCCESS = {"ok": "1.0", "fail": "0.0", "error": "0.0"}
 
 
 def _label_value(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
 class _ResultsExposition:
@@ -66,18 +66,29 @@ class _ResultsExposition:
             parts = known.get(key)
             if parts is None:
                 # sorted label names: item, (metric,) probe, target
-                parts = (f'item="{_label_value(key[2])}"', f'probe="{_label_value(r.probe)}",target="{_label_value(r.target)}"')
+                parts = (
+                    f'item="{_label_value(key[2])}"',
+                    f'probe="{_label_value(r.probe)}",target="{_label_value(r.target)}"',
+                )
             seen[key] = parts
             labels.append(parts)
         self._labels = seen  # checks gone from the config are forgotten with their results
         go, names = floatToGoString, self._names
         pairs = list(zip(results, labels, strict=True))
         yield _header("watcher_probe_success")
-        yield from _batched(f"watcher_probe_success{{{i},{rest}}} {_SUCCESS[r.status]}\n" for r, (i, rest) in pairs)
+        yield from _batched(
+            f"watcher_probe_success{{{i},{rest}}} {_SUCCESS[r.status]}\n" for r, (i, rest) in pairs
+        )
         yield _header("watcher_probe_status")
-        yield from _batched(f"watcher_probe_status{{{i},{rest}}} {_STATUS_CODE[r.status]}\n" for r, (i, rest) in pairs)
+        yield from _batched(
+            f"watcher_probe_status{{{i},{rest}}} {_STATUS_CODE[r.status]}\n"
+            for r, (i, rest) in pairs
+        )
         yield _header("watcher_probe_duration_seconds")
-        yield from _batched(f"watcher_probe_duration_seconds{{{i},{rest}}} {go(r.duration_s)}\n" for r, (i, rest) in pairs)
+        yield from _batched(
+            f"watcher_probe_duration_seconds{{{i},{rest}}} {go(r.duration_s)}\n"
+            for r, (i, rest) in pairs
+        )
         yield _header("watcher_probe_value")
 
         def values() -> Iterator[str]:
@@ -118,13 +129,19 @@ class _StateCollector(Collector):
         self._held = held
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        open_ = GaugeMetricFamily("watcher_incidents_open", "Open or acknowledged incidents", labels=["priority"])
+        open_ = GaugeMetricFamily(
+            "watcher_incidents_open", "Open or acknowledged incidents", labels=["priority"]
+        )
         for priority, count in sorted(self._incidents().items()):
             open_.add_metric([priority], count)
         counts = self._outbox()
-        pending = GaugeMetricFamily("watcher_outbox_pending", "Ticket and page actions waiting for delivery")
+        pending = GaugeMetricFamily(
+            "watcher_outbox_pending", "Ticket and page actions waiting for delivery"
+        )
         pending.add_metric([], counts.get("pending", 0))
-        failed = GaugeMetricFamily("watcher_outbox_failed", "Actions that failed permanently and wait for a fix")
+        failed = GaugeMetricFamily(
+            "watcher_outbox_failed", "Actions that failed permanently and wait for a fix"
+        )
         failed.add_metric([], counts.get("failed", 0))
         families = [open_, pending, failed]
         if self._held is not None:
@@ -137,7 +154,9 @@ class _StateCollector(Collector):
             )
             for reason, count in sorted(counts.items()):
                 held.add_metric([reason], count)
-            flaps = GaugeMetricFamily("watcher_incidents_flapping", "Open incidents that are flapping")
+            flaps = GaugeMetricFamily(
+                "watcher_incidents_flapping", "Open incidents that are flapping"
+            )
             flaps.add_metric([], flapping)
             families += [held, flaps]
         return families
@@ -149,18 +168,32 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.tickets_opened = Counter("watcher_tickets_opened", "Tickets opened in a helpdesk", ["integration"], registry=r)
+        self.tickets_opened = Counter(
+            "watcher_tickets_opened", "Tickets opened in a helpdesk", ["integration"], registry=r
+        )
         self.tickets_adopted = Counter(
-            "watcher_tickets_adopted", "Existing helpdesk tickets found by fingerprint and reused", ["integration"], registry=r
+            "watcher_tickets_adopted",
+            "Existing helpdesk tickets found by fingerprint and reused",
+            ["integration"],
+            registry=r,
         )
         self.pages_sent = Counter("watcher_pages_sent", "Pages sent", ["integration"], registry=r)
-        self.deliveries = Counter("watcher_outbox_deliveries", "Actions delivered", ["integration", "action"], registry=r)
-        self.outbox_failures = Counter(
-            "watcher_outbox_failures", "Failed delivery attempts", ["integration", "kind"], registry=r
+        self.deliveries = Counter(
+            "watcher_outbox_deliveries", "Actions delivered", ["integration", "action"], registry=r
         )
-        self.probe_runs = Counter("watcher_probe_runs", "Checks run", ["kind", "status"], registry=r)
+        self.outbox_failures = Counter(
+            "watcher_outbox_failures",
+            "Failed delivery attempts",
+            ["integration", "kind"],
+            registry=r,
+        )
+        self.probe_runs = Counter(
+            "watcher_probe_runs", "Checks run", ["kind", "status"], registry=r
+        )
         self.scheduler_skipped = Counter(
-            "watcher_scheduler_skipped", "Checks not started because the previous run was still going", registry=r
+            "watcher_scheduler_skipped",
+            "Checks not started because the previous run was still going",
+            registry=r,
         )
         self.scheduler_timeouts = Counter(
             "watcher_scheduler_hard_timeouts", "Checks that overran their hard timeout", registry=r
@@ -171,7 +204,9 @@ class Metrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
             registry=r,
         )
-        self.config_reloads = Counter("watcher_config_reloads", "Config reloads", ["outcome"], registry=r)
+        self.config_reloads = Counter(
+            "watcher_config_reloads", "Config reloads", ["outcome"], registry=r
+        )
         self._results: _ResultsExposition | None = None
 
     def watch_results(self, latest: Callable[[], Iterable[Result]]) -> None:
@@ -190,7 +225,9 @@ class Metrics:
         gzip), about a tenth of the size and no copy of the whole text in memory."""
         from prometheus_client import generate_latest
 
-        chunks = itertools.chain([generate_latest(self.registry)], self._results.chunks() if self._results else [])
+        chunks = itertools.chain(
+            [generate_latest(self.registry)], self._results.chunks() if self._results else []
+        )
         if not gzip:
             return b"".join(chunks)
         packer = zlib.compressobj(1, zlib.DEFLATED, 31)  # 31: a gzip member

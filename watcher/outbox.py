@@ -62,7 +62,9 @@ class Dispatcher:
         self.clock = clock
         self.base_delay = base_delay
         self._stop = threading.Event()
-        self._wake: dict[str, threading.Event] = {name: threading.Event() for name in self.integrations}
+        self._wake: dict[str, threading.Event] = {
+            name: threading.Event() for name in self.integrations
+        }
         self._threads: list[threading.Thread] = []
         self._search_ahead: dict[str, list[str]] = {name: [] for name in self.integrations}
         self._none_found: dict[tuple[str, str], float] = {}
@@ -70,7 +72,9 @@ class Dispatcher:
 
     def start(self) -> None:
         for name in self.integrations:
-            thread = threading.Thread(target=self._work, args=(name,), name=f"outbox-{name}", daemon=True)
+            thread = threading.Thread(
+                target=self._work, args=(name,), name=f"outbox-{name}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
 
@@ -91,7 +95,9 @@ class Dispatcher:
                 continue
             with self._search_lock:
                 searched = self._none_found.get((name, fingerprint))
-                if (searched is not None and now - searched < SEARCH_AHEAD_FRESH) or fingerprint in self._search_ahead[name]:
+                if (
+                    searched is not None and now - searched < SEARCH_AHEAD_FRESH
+                ) or fingerprint in self._search_ahead[name]:
                     continue
                 self._search_ahead[name].append(fingerprint)
             self._wake[name].set()
@@ -134,7 +140,11 @@ class Dispatcher:
         """Delivers whatever is due now, in the calling thread; True if nothing due remains."""
         deadline = self.clock() + timedelta(seconds=timeout)
         while self.clock() < deadline:
-            rows = [r for r in self.store.due_actions(self.clock(), limit=100) if r.integration in self.integrations]
+            rows = [
+                r
+                for r in self.store.due_actions(self.clock(), limit=100)
+                if r.integration in self.integrations
+            ]
             if not rows:
                 return True
             for row in rows:
@@ -157,7 +167,9 @@ class Dispatcher:
                 next_due = self.store.next_due(name)
                 if next_due is not None:
                     wait = min(wait, max(0.05, next_due - self.clock().timestamp()))
-            except Exception:  # a dead worker would stop this integration's deliveries until a restart
+            except (
+                Exception
+            ):  # a dead worker would stop this integration's deliveries until a restart
                 log.exception("%s: delivery worker error, trying again", name)
                 wait = 5.0
             event.wait(wait)
@@ -169,10 +181,14 @@ class Dispatcher:
         now = self.clock()
         integration = self.integrations.get(row.integration)
         if integration is None:
-            self.store.mark_failed(row.id, f"integration {row.integration!r} is no longer configured", now)
+            self.store.mark_failed(
+                row.id, f"integration {row.integration!r} is no longer configured", now
+            )
             return False
         try:
-            content = replace(TicketContent.from_dict(row.payload), delivery_id=row.id, action=row.action)
+            content = replace(
+                TicketContent.from_dict(row.payload), delivery_id=row.id, action=row.action
+            )
             if row.role == "tickets":
                 self._ticket(integration, row, content)
             else:
@@ -182,7 +198,12 @@ class Dispatcher:
             message = redact(str(exc))
             log.warning(
                 "%s %s for incident %s failed (attempt %d), retrying in %.0fs: %s",
-                row.integration, row.action, row.incident_id, row.attempts + 1, delay, message,
+                row.integration,
+                row.action,
+                row.incident_id,
+                row.attempts + 1,
+                delay,
+                message,
             )
             self.metrics.outbox_failures.labels(row.integration, "transient").inc()
             self.store.mark_retry(row.id, message, now + timedelta(seconds=delay))
@@ -191,16 +212,23 @@ class Dispatcher:
             message = redact(str(exc))
             log.error(
                 "%s %s for incident %s failed permanently, not retrying: %s",
-                row.integration, row.action, row.incident_id, message,
+                row.integration,
+                row.action,
+                row.incident_id,
+                message,
             )
             self.metrics.outbox_failures.labels(row.integration, "permanent").inc()
             self.store.mark_failed(row.id, message, now)
             return False
         except Exception as exc:  # a bug in an integration: keep the action, retry later
-            log.exception("%s %s for incident %s raised", row.integration, row.action, row.incident_id)
+            log.exception(
+                "%s %s for incident %s raised", row.integration, row.action, row.incident_id
+            )
             delay = backoff(row.attempts + 1, base=self.base_delay)
             self.metrics.outbox_failures.labels(row.integration, "bug").inc()
-            self.store.mark_retry(row.id, redact(f"{type(exc).__name__}: {exc}"), now + timedelta(seconds=delay))
+            self.store.mark_retry(
+                row.id, redact(f"{type(exc).__name__}: {exc}"), now + timedelta(seconds=delay)
+            )
             return False
         self.store.mark_done(row.id, self.clock())
         self.metrics.deliveries.labels(row.integration, row.action).inc()
@@ -213,14 +241,27 @@ class Dispatcher:
         if row.action == "open":
             if ref is not None:
                 return  # delivered before a crash, recorded, then redelivered: nothing to do
-            found = None if self._searched_ahead(row.integration, content.fingerprint) else integration.find(content.fingerprint)
+            found = (
+                None
+                if self._searched_ahead(row.integration, content.fingerprint)
+                else integration.find(content.fingerprint)
+            )
             if found is not None:
-                self.store.set_ticket(row.incident_id, row.integration, found.id, found.url, self.clock())
+                self.store.set_ticket(
+                    row.incident_id, row.integration, found.id, found.url, self.clock()
+                )
                 self.metrics.tickets_adopted.labels(row.integration).inc()
-                log.info("%s: adopted existing ticket %s for incident %s", row.integration, found.id, row.incident_id)
+                log.info(
+                    "%s: adopted existing ticket %s for incident %s",
+                    row.integration,
+                    found.id,
+                    row.incident_id,
+                )
                 return
             created = integration.open(content)
-            self.store.set_ticket(row.incident_id, row.integration, created.id, created.url, self.clock())
+            self.store.set_ticket(
+                row.incident_id, row.integration, created.id, created.url, self.clock()
+            )
             self.metrics.tickets_opened.labels(row.integration).inc()
             return
         if ref is None:
@@ -228,10 +269,17 @@ class Dispatcher:
             if ref is None and not self._open_queued(row):
                 # The incident was ticketed before this helpdesk was configured: it has no
                 # ticket to update there, which is no failure.
-                log.info("%s: incident %s has no ticket here to %s", row.integration, row.incident_id, row.action)
+                log.info(
+                    "%s: incident %s has no ticket here to %s",
+                    row.integration,
+                    row.incident_id,
+                    row.action,
+                )
                 return
             if ref is None:
-                raise PermanentError(f"no {row.integration} ticket is known for incident {row.incident_id}")
+                raise PermanentError(
+                    f"no {row.integration} ticket is known for incident {row.incident_id}"
+                )
             self.store.set_ticket(row.incident_id, row.integration, ref.id, ref.url, self.clock())
         method = {
             "comment": integration.comment,
@@ -245,7 +293,8 @@ class Dispatcher:
 
     def _open_queued(self, row: OutboxRow) -> bool:
         return any(
-            r.integration == row.integration and r.action == "open" for r in self.store.outbox(incident_id=row.incident_id)
+            r.integration == row.integration and r.action == "open"
+            for r in self.store.outbox(incident_id=row.incident_id)
         )
 
     def _page(self, integration: Integration, row: OutboxRow, content: TicketContent) -> None:
@@ -260,5 +309,3 @@ class Dispatcher:
             integration.page(content)
         else:
             raise PermanentError(f"unknown page action {row.action!r}")
-
-

@@ -35,7 +35,7 @@ def ticket_subject(incident: Incident) -> str:
 def _strip_target(incident: Incident) -> str:
     prefix = f"{incident.target}: "
     summary = incident.summary or incident.message
-    return summary[len(prefix):] if summary.startswith(prefix) else summary
+    return summary[len(prefix) :] if summary.startswith(prefix) else summary
 
 
 def ticket_content(
@@ -92,11 +92,22 @@ def _body(
         f"Target:        {incident.target}" + (f" ({incident.host})" if incident.host else ""),
     ]
     if incident.labels:
-        lines.append("Labels:        " + ", ".join(f"{k}={v}" for k, v in sorted(incident.labels.items())))
-    check = f"{incident.probe}" + (f" {incident.item}" if incident.item else "") + f" ({incident.kind} probe)"
+        lines.append(
+            "Labels:        " + ", ".join(f"{k}={v}" for k, v in sorted(incident.labels.items()))
+        )
+    check = (
+        f"{incident.probe}"
+        + (f" {incident.item}" if incident.item else "")
+        + f" ({incident.kind} probe)"
+    )
     lines += [
         f"Check:         {check}",
-        f"Rule:          {incident.rule}" + (f" (also holding: {', '.join(r for r in incident.rules if r != incident.rule)})" if len(incident.rules) > 1 else ""),
+        f"Rule:          {incident.rule}"
+        + (
+            f" (also holding: {', '.join(r for r in incident.rules if r != incident.rule)})"
+            if len(incident.rules) > 1
+            else ""
+        ),
         f"Priority:      {incident.priority} {policy.name} ({clock})",
         f"Respond by:    {t(incident.response_due)}",
         f"Resolve by:    {t(incident.resolve_due)}",
@@ -104,35 +115,55 @@ def _body(
         f"Last seen:     {t(incident.last_seen)}",
         f"Occurrences:   {incident.occurrences}",
         f"State:         {incident.state}"
-        + (f" (by {incident.acknowledged_by} at {t(incident.acknowledged_at)})" if incident.acknowledged_at else ""),
+        + (
+            f" (by {incident.acknowledged_by} at {t(incident.acknowledged_at)})"
+            if incident.acknowledged_at
+            else ""
+        ),
         f"Fingerprint:   {incident.fingerprint}",
     ]
     if incident.escalation:
-        lines.append(f"Escalated:     {incident.escalation} step{'s' if incident.escalation > 1 else ''} of the chain notified")
+        lines.append(
+            f"Escalated:     {incident.escalation} step{'s' if incident.escalation > 1 else ''} of the chain notified"
+        )
     if incident.flapping:
         lines.append("Flapping:      yes; kept open until the check is stable and ok")
     if incident.suppressed:
         lines.append(f"Held back:     {incident.suppressed_why}")
     if incident.linked_to:
-        lines.append(f"Linked to:     incident {incident.linked_to} ({'its outage' if incident.link == 'outage' else 'a parent it depends on'})")
+        lines.append(
+            f"Linked to:     incident {incident.linked_to} ({'its outage' if incident.link == 'outage' else 'a parent it depends on'})"
+        )
     if incident.total_members:
-        lines.append(f"Members:       {len(incident.members)} of {incident.total_members} failing: {', '.join(incident.members) or 'none'}")
+        lines.append(
+            f"Members:       {len(incident.members)} of {incident.total_members} failing: {', '.join(incident.members) or 'none'}"
+        )
     if incident.runbook:
         lines.append(f"Runbook:       {incident.runbook}")
     if status_url:
         lines.append(f"Status page:   {status_url}")
     lines += ["", "What watcher saw", f"  {incident.message}"]
     if incident.metrics:
-        lines.append("  " + ", ".join(f"{k}={_num(v)}" for k, v in sorted(incident.metrics.items())))
+        lines.append(
+            "  " + ", ".join(f"{k}={_num(v)}" for k, v in sorted(incident.metrics.items()))
+        )
     if incident.evidence:
         lines += ["", "Evidence (probe output)"]
-        lines += ["  " + line for line in cap_text(incident.evidence, EVIDENCE_IN_TICKET).splitlines()]
+        lines += [
+            "  " + line for line in cap_text(incident.evidence, EVIDENCE_IN_TICKET).splitlines()
+        ]
     if recent:
-        lines += ["", f"Recent results of {incident.probe}" + (f" {incident.item}" if incident.item else "")]
+        lines += [
+            "",
+            f"Recent results of {incident.probe}" + (f" {incident.item}" if incident.item else ""),
+        ]
         for r in recent[-10:]:
             lines.append(f"  {t(r['at'])}  {r['status']:<5}  {r['message']}")
     if target_results:
-        lines += ["", f"Automated steps already taken (every check on {incident.target}, latest run)"]
+        lines += [
+            "",
+            f"Automated steps already taken (every check on {incident.target}, latest run)",
+        ]
         for r in target_results:
             what = r.probe + (f" {r.item}" if r.item else "")
             lines.append(f"  - {what}: {r.status} at {t(r.at)}: {r.message}")
@@ -140,7 +171,10 @@ def _body(
         lines += ["", "Timeline"]
         for e in events[-15:]:
             lines.append(f"  {t(e.at)}  {e.kind:<12} {e.message}")
-    lines += ["", "Opened automatically by watcher. Reply or update the ticket as usual; watcher resolves it on recovery."]
+    lines += [
+        "",
+        "Opened automatically by watcher. Reply or update the ticket as usual; watcher resolves it on recovery.",
+    ]
     return "\n".join(lines)
 
 

@@ -103,7 +103,10 @@ class Scheduler:
 
     @property
     def alive(self) -> bool:
-        return bool(self._thread and self._thread.is_alive()) and time.monotonic() - self.last_loop < 30
+        return (
+            bool(self._thread and self._thread.is_alive())
+            and time.monotonic() - self.last_loop < 30
+        )
 
     def _loop(self) -> None:
         timetable = self._timetable
@@ -158,7 +161,9 @@ class Scheduler:
                 self._running.discard(job)
                 late = job.overran == number
         if late:
-            log.info("%s finished after its hard timeout; its result was already reported", job.name)
+            log.info(
+                "%s finished after its hard timeout; its result was already reported", job.name
+            )
             return
         for r in results:
             self.metrics.probe_runs.labels(r.kind, r.status).inc()
@@ -168,7 +173,11 @@ class Scheduler:
         overdue = []
         with self._lock:
             for job in self._running:
-                if job.running and job.overran != job.run_number and now - job.started > job.timeout + HARD_TIMEOUT_GRACE:
+                if (
+                    job.running
+                    and job.overran != job.run_number
+                    and now - job.started > job.timeout + HARD_TIMEOUT_GRACE
+                ):
                     job.overran = job.run_number
                     overdue.append(job)
         for job in overdue:
@@ -196,7 +205,10 @@ class Scheduler:
     def run_round(self, jobs: Sequence[Job] | None = None) -> list[Result]:
         """Runs every job once, now, in the pool; returns all results (for ``watcher once``)."""
         chosen = list(jobs if jobs is not None else self.jobs)
-        futures = {self._pool.submit(run_probe, j.probe, j.ctx, j.spec.id, clock=self.clock): j for j in chosen}
+        futures = {
+            self._pool.submit(run_probe, j.probe, j.ctx, j.spec.id, clock=self.clock): j
+            for j in chosen
+        }
         longest = max((j.timeout for j in chosen), default=0) + HARD_TIMEOUT_GRACE
         done, not_done = wait(futures, timeout=longest)
         results: list[Result] = []

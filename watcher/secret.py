@@ -59,7 +59,7 @@ class Secret:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)
         if not isinstance(value, str):
-            raise ValueError("expected a string (write it as \"${ENV_VAR}\")")
+            raise ValueError('expected a string (write it as "${ENV_VAR}")')
         return cls(value)
 
 
@@ -98,7 +98,10 @@ def protect_url(url: str, *, path_tokens: bool = False) -> str:
     pieces = [password or ""]
     for pair in parts.query.split("&"):
         name, _, value = pair.partition("=")
-        if _CREDENTIAL_PARAM.match(unquote_plus(name)) and len(unquote_plus(value)) >= _MIN_QUERY_SECRET:
+        if (
+            _CREDENTIAL_PARAM.match(unquote_plus(name))
+            and len(unquote_plus(value)) >= _MIN_QUERY_SECRET
+        ):
             pieces += [value, unquote_plus(value)]
     if path_tokens:
         pieces += [p for p in parts.path.split("/") if _TOKENISH.match(unquote(p))]

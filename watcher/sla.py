@@ -76,7 +76,9 @@ class BusinessCalendar:
 
     @property
     def day_seconds(self) -> float:
-        return (datetime.combine(date.min, self.end) - datetime.combine(date.min, self.start)).total_seconds()
+        return (
+            datetime.combine(date.min, self.end) - datetime.combine(date.min, self.start)
+        ).total_seconds()
 
     def is_working_day(self, day: date) -> bool:
         return day.weekday() in self.days and day not in self.holidays
@@ -102,7 +104,9 @@ class BusinessCalendar:
                 if current < closes:
                     available = (closes - current).total_seconds()
                     if remaining <= available:
-                        return (current.astimezone(UTC) + timedelta(seconds=remaining)).astimezone(self.tz)
+                        return (current.astimezone(UTC) + timedelta(seconds=remaining)).astimezone(
+                            self.tz
+                        )
                     remaining -= available
             current = datetime.combine(day + timedelta(days=1), time(0), self.tz)
         raise ValueError("the business calendar has no working hours in the next ten years")
@@ -129,7 +133,9 @@ class BusinessCalendar:
         return self.add(moment, 0.0)
 
 
-def deadline(start: datetime, span: Span | None, clock: Clock, calendar: BusinessCalendar) -> datetime | None:
+def deadline(
+    start: datetime, span: Span | None, clock: Clock, calendar: BusinessCalendar
+) -> datetime | None:
     """When a response or resolution is due, counting business time on a business clock."""
     if span is None:
         return None

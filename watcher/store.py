@@ -222,7 +222,9 @@ class Store:
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db = sqlite3.connect(
+            str(path), check_same_thread=False, isolation_level=None, timeout=30
+        )
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a killed process; only a power cut can lose the last commit.
@@ -307,11 +309,20 @@ class Store:
 
     def add_events(self, db: sqlite3.Connection, incident_id: int, events: Iterable[Event]) -> None:
         rows = [
-            (incident_id, e.at.isoformat(), e.kind, e.message, json.dumps(e.data) if e.data else None)
+            (
+                incident_id,
+                e.at.isoformat(),
+                e.kind,
+                e.message,
+                json.dumps(e.data) if e.data else None,
+            )
             for e in events
         ]
         if rows:
-            db.executemany("INSERT INTO events (incident_id, at, kind, message, data) VALUES (?, ?, ?, ?, ?)", rows)
+            db.executemany(
+                "INSERT INTO events (incident_id, at, kind, message, data) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
             self.writes += len(rows)
 
     def incident(self, incident_id: int) -> Incident | None:
@@ -319,7 +330,11 @@ class Store:
         return Incident.from_dict(json.loads(rows[0]["data"])) if rows else None
 
     def incidents(
-        self, *, states: Iterable[str] | None = None, since: datetime | None = None, limit: int = 1000
+        self,
+        *,
+        states: Iterable[str] | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
     ) -> list[Incident]:
         sql = "SELECT data FROM incidents"
         clauses, params = [], []
@@ -365,7 +380,12 @@ class Store:
             (incident_id, limit),
         )
         return [
-            Event(r["kind"], r["message"], datetime.fromisoformat(r["at"]), json.loads(r["data"]) if r["data"] else {})
+            Event(
+                r["kind"],
+                r["message"],
+                datetime.fromisoformat(r["at"]),
+                json.loads(r["data"]) if r["data"] else {},
+            )
             for r in reversed(rows)
         ]
 
@@ -396,17 +416,24 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 history,
             )
-            db.executemany("INSERT OR REPLACE INTO latest (target, probe, item, data) VALUES (?, ?, ?, ?)", latest)
+            db.executemany(
+                "INSERT OR REPLACE INTO latest (target, probe, item, data) VALUES (?, ?, ?, ?)",
+                latest,
+            )
             self.writes += 2 * len(history)
 
     def latest(self, target: str | None = None) -> list[Result]:
         if target is None:
             rows = self.query("SELECT data FROM latest ORDER BY target, probe, item")
         else:
-            rows = self.query("SELECT data FROM latest WHERE target=? ORDER BY probe, item", (target,))
+            rows = self.query(
+                "SELECT data FROM latest WHERE target=? ORDER BY probe, item", (target,)
+            )
         return [Result.from_dict(json.loads(r["data"])) for r in rows]
 
-    def recent_results(self, target: str, probe: str, item: str, limit: int = 10) -> list[dict[str, Any]]:
+    def recent_results(
+        self, target: str, probe: str, item: str, limit: int = 10
+    ) -> list[dict[str, Any]]:
         rows = self.query(
             "SELECT at, status, reason, message, metrics FROM results WHERE target=? AND probe=? AND item=?"
             " ORDER BY at DESC LIMIT ?",
@@ -423,7 +450,9 @@ class Store:
             for r in reversed(rows)
         ]
 
-    def compact(self, now: datetime, *, raw: timedelta, hourly: timedelta, daily: timedelta) -> None:
+    def compact(
+        self, now: datetime, *, raw: timedelta, hourly: timedelta, daily: timedelta
+    ) -> None:
         """Rolls complete hours of raw results into hourly summaries and complete days of
         those into daily ones, then drops what is past its retention.
 
@@ -446,7 +475,9 @@ class Store:
                 rolled = hour_end
             rolled_days = float(self._meta(db, "rolled_daily", "0"))
             if not rolled_days:
-                oldest = db.execute("SELECT min(bucket) FROM rollup WHERE resolution=3600").fetchone()[0]
+                oldest = db.execute(
+                    "SELECT min(bucket) FROM rollup WHERE resolution=3600"
+                ).fetchone()[0]
                 rolled_days = _floor(oldest, DAY) if oldest is not None else day_end
             if rolled_days < day_end:
                 db.execute(
@@ -458,12 +489,17 @@ class Store:
                 )
                 self._set_meta(db, "rolled_daily", str(day_end))
                 rolled_days = day_end
-            db.execute("DELETE FROM results WHERE at < ?", (min(now_s - raw.total_seconds(), rolled),))
+            db.execute(
+                "DELETE FROM results WHERE at < ?", (min(now_s - raw.total_seconds(), rolled),)
+            )
             db.execute(
                 "DELETE FROM rollup WHERE resolution=3600 AND bucket < ?",
                 (min(now_s - hourly.total_seconds(), rolled_days),),
             )
-            db.execute("DELETE FROM rollup WHERE resolution=86400 AND bucket < ?", (now_s - daily.total_seconds(),))
+            db.execute(
+                "DELETE FROM rollup WHERE resolution=86400 AND bucket < ?",
+                (now_s - daily.total_seconds(),),
+            )
             db.execute(
                 "DELETE FROM checks WHERE last_at < ?",
                 (now_s - max(raw, hourly, daily).total_seconds(),),
@@ -504,9 +540,7 @@ class Store:
             value_sql, value_args = "status = 'ok'", []
         else:
             value_sql, value_args = "json_extract(metrics, ?)", [f'$."{metric}"']
-        raw = (
-            f"SELECT at, {value_sql} AS v, item FROM results WHERE target=? AND probe=? {item_sql} AND at>=? AND at<?"
-        )
+        raw = f"SELECT at, {value_sql} AS v, item FROM results WHERE target=? AND probe=? {item_sql} AND at>=? AND at<?"
         args = [*value_args, target, probe, *item_args, s, e]
         points: list[Point] = []
         covered_from: dict[str, float] = {}
@@ -519,15 +553,22 @@ class Store:
             for r in rows:
                 points.append(
                     Point(
-                        datetime.fromtimestamp(r["b"], UTC), r["total"] / r["n"], float(r["lo"]), float(r["hi"]),
-                        r["item"], int(r["n"]), float(HOUR),
+                        datetime.fromtimestamp(r["b"], UTC),
+                        r["total"] / r["n"],
+                        float(r["lo"]),
+                        float(r["hi"]),
+                        r["item"],
+                        int(r["n"]),
+                        float(HOUR),
                     )
                 )
                 covered_from.setdefault(r["item"], r["first"])
         else:
             for r in self.query(f"SELECT * FROM ({raw}) WHERE v IS NOT NULL ORDER BY at", args):
                 value = float(r["v"])
-                points.append(Point(datetime.fromtimestamp(r["at"], UTC), value, value, value, r["item"]))
+                points.append(
+                    Point(datetime.fromtimestamp(r["at"], UTC), value, value, value, r["item"])
+                )
                 covered_from.setdefault(r["item"], r["at"])
         for resolution in (HOUR, DAY):
             half = resolution / 2
@@ -564,7 +605,9 @@ class Store:
         for r in self.latest():
             found.setdefault(r.key, r.kind)
         cutoff = since.timestamp() if since is not None else 0.0
-        for row in self.query("SELECT target, probe, item, kind FROM checks WHERE last_at >= ?", (cutoff,)):
+        for row in self.query(
+            "SELECT target, probe, item, kind FROM checks WHERE last_at >= ?", (cutoff,)
+        ):
             found.setdefault((row["target"], row["probe"], row["item"]), row["kind"])
         return sorted((t, p, i, k) for (t, p, i), k in found.items())
 
@@ -601,12 +644,22 @@ class Store:
         cursor = db.execute(
             "INSERT INTO outbox (incident_id, integration, role, action, payload, created_at, due_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (incident_id, integration, role, action, json.dumps(payload), now.isoformat(), now.timestamp()),
+            (
+                incident_id,
+                integration,
+                role,
+                action,
+                json.dumps(payload),
+                now.isoformat(),
+                now.timestamp(),
+            ),
         )
         self.writes += 1
         return int(cursor.lastrowid or 0)
 
-    def due_actions(self, now: datetime, limit: int = 50, *, integration: str | None = None) -> list[OutboxRow]:
+    def due_actions(
+        self, now: datetime, limit: int = 50, *, integration: str | None = None
+    ) -> list[OutboxRow]:
         """Pending actions whose time has come and that no earlier action for the same
         incident and integration is still waiting on (comments follow their ticket)."""
         only = "AND o.integration=?" if integration is not None else ""
@@ -625,10 +678,15 @@ class Store:
         if integration is None:
             row = self.query("SELECT min(due_at) FROM outbox WHERE state='pending'")
         else:
-            row = self.query("SELECT min(due_at) FROM outbox WHERE state='pending' AND integration=?", (integration,))
+            row = self.query(
+                "SELECT min(due_at) FROM outbox WHERE state='pending' AND integration=?",
+                (integration,),
+            )
         return row[0][0] if row else None
 
-    def outbox(self, *, incident_id: int | None = None, states: Iterable[str] | None = None) -> list[OutboxRow]:
+    def outbox(
+        self, *, incident_id: int | None = None, states: Iterable[str] | None = None
+    ) -> list[OutboxRow]:
         sql = "SELECT * FROM outbox"
         clauses, params = [], []
         if incident_id is not None:
@@ -682,15 +740,22 @@ class Store:
 
     def finish_request(self, request_id: int, outcome: str, now: datetime) -> None:
         with self.transaction() as db:
-            db.execute("UPDATE commands SET done_at=?, outcome=? WHERE id=?", (now.isoformat(), outcome, request_id))
+            db.execute(
+                "UPDATE commands SET done_at=?, outcome=? WHERE id=?",
+                (now.isoformat(), outcome, request_id),
+            )
 
     def request_outcome(self, request_id: int) -> str | None:
-        rows = self.query("SELECT outcome FROM commands WHERE id=? AND done_at IS NOT NULL", (request_id,))
+        rows = self.query(
+            "SELECT outcome FROM commands WHERE id=? AND done_at IS NOT NULL", (request_id,)
+        )
         return rows[0]["outcome"] if rows else None
 
     # -------------------------------------------------------------------- tickets
 
-    def set_ticket(self, incident_id: int, integration: str, external_id: str, url: str | None, now: datetime) -> None:
+    def set_ticket(
+        self, incident_id: int, integration: str, external_id: str, url: str | None, now: datetime
+    ) -> None:
         with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO tickets (incident_id, integration, external_id, url, created_at)"
@@ -700,12 +765,15 @@ class Store:
 
     def ticket(self, incident_id: int, integration: str) -> tuple[str, str | None] | None:
         rows = self.query(
-            "SELECT external_id, url FROM tickets WHERE incident_id=? AND integration=?", (incident_id, integration)
+            "SELECT external_id, url FROM tickets WHERE incident_id=? AND integration=?",
+            (incident_id, integration),
         )
         return (rows[0]["external_id"], rows[0]["url"]) if rows else None
 
     def tickets(self, incident_id: int) -> list[dict[str, Any]]:
-        rows = self.query("SELECT integration, external_id, url FROM tickets WHERE incident_id=?", (incident_id,))
+        rows = self.query(
+            "SELECT integration, external_id, url FROM tickets WHERE incident_id=?", (incident_id,)
+        )
         return [dict(r) for r in rows]
 
 

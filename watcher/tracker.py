@@ -120,7 +120,9 @@ def _hold_met(rule: Rule, hold: Hold, now: datetime) -> bool:
     return not (rule.after is not None and hold.count < rule.after)
 
 
-def _deadlines(policy: Policy, priority: str, start: datetime) -> tuple[datetime | None, datetime | None]:
+def _deadlines(
+    policy: Policy, priority: str, start: datetime
+) -> tuple[datetime | None, datetime | None]:
     spec = policy.rules.policy(priority)
     return (
         deadline(start, spec.response, spec.clock, policy.calendar),
@@ -170,7 +172,9 @@ def observe(
             any_true = True
             all_false = False
             previous = holds.get(rule.name)
-            hold = Hold(previous.since if previous else now, (previous.count if previous else 0) + 1)
+            hold = Hold(
+                previous.since if previous else now, (previous.count if previous else 0) + 1
+            )
             holds[rule.name] = hold
             if _hold_met(rule, hold, now):
                 firing.append(rule)
@@ -258,12 +262,28 @@ def _summary(rule: Rule, result: Result, policy: Policy, host: str | None) -> st
     return render_template(rule.summary, values)
 
 
-def _open(incident: Incident, firing: Sequence[Rule], result: Result, policy: Policy, now: datetime, step: Step) -> None:
+def _open(
+    incident: Incident,
+    firing: Sequence[Rule],
+    result: Result,
+    policy: Policy,
+    now: datetime,
+    step: Step,
+) -> None:
     """Opens a pending incident or reopens a resolved one at its most urgent firing rule."""
     rule = _top(firing, policy)
     incident.runbook = rule.runbook or incident.runbook
     summary = _summary(rule, result, policy, incident.host)
-    begin(incident, rule.priority, rule.name, sorted(r.name for r in firing), summary, policy, now, step)
+    begin(
+        incident,
+        rule.priority,
+        rule.name,
+        sorted(r.name for r in firing),
+        summary,
+        policy,
+        now,
+        step,
+    )
 
 
 def begin(
@@ -303,14 +323,29 @@ def begin(
         incident.paged = False
         incident.escalation = 0
         incident.breaches = []
-        step.note("reopened", f"failing again at {priority} ({rule}): {summary}", now, priority=priority)
+        step.note(
+            "reopened", f"failing again at {priority} ({rule}): {summary}", now, priority=priority
+        )
     else:
         incident.opened_at = now
         incident.occurrences = 1
-        step.note("opened", f"opened at {priority} by rule {rule}: {summary}", now, priority=priority, rule=rule)
+        step.note(
+            "opened",
+            f"opened at {priority} by rule {rule}: {summary}",
+            now,
+            priority=priority,
+            rule=rule,
+        )
 
 
-def _reprioritise(incident: Incident, firing: Sequence[Rule], result: Result, policy: Policy, now: datetime, step: Step) -> None:
+def _reprioritise(
+    incident: Incident,
+    firing: Sequence[Rule],
+    result: Result,
+    policy: Policy,
+    now: datetime,
+    step: Step,
+) -> None:
     """The incident holds at the most urgent firing rule's priority. A raise reaches the
     ticket at once (unless the ticket already knows that priority); a fall and a changed
     summary reach it at most once per ``comment_every``, so a value flapping across two
@@ -328,15 +363,31 @@ def _reprioritise(incident: Incident, firing: Sequence[Rule], result: Result, po
         incident.priority_since = now
         incident.rule = rule.name
         response, resolution = _deadlines(policy, new, now)
-        incident.response_due = _earlier(incident.response_due, response) if not incident.acknowledged_at else incident.response_due
+        incident.response_due = (
+            _earlier(incident.response_due, response)
+            if not incident.acknowledged_at
+            else incident.response_due
+        )
         incident.resolve_due = _earlier(incident.resolve_due, resolution)
-        step.note("raised", f"priority raised {old} -> {new} by rule {rule.name}: {summary}", now, old=old, new=new)
+        step.note(
+            "raised",
+            f"priority raised {old} -> {new} by rule {rule.name}: {summary}",
+            now,
+            old=old,
+            new=new,
+        )
         return  # the ticket and the hotline hear of it from _catch_up
     if rank(new) > rank(old):
         incident.priority = new
         incident.priority_since = now
         incident.rule = rule.name
-        step.note("lowered", f"now holds at {new} ({rule.name}); was {old}: {summary}", now, old=old, new=new)
+        step.note(
+            "lowered",
+            f"now holds at {new} ({rule.name}); was {old}: {summary}",
+            now,
+            old=old,
+            new=new,
+        )
     _update_ticket_if_due(incident, policy, now, step, result.message)
 
 
@@ -346,7 +397,9 @@ def _told(incident: Incident, now: datetime) -> None:
     incident.last_comment_at = now
 
 
-def _update_ticket_if_due(incident: Incident, policy: Policy, now: datetime, step: Step, message: str) -> None:
+def _update_ticket_if_due(
+    incident: Incident, policy: Policy, now: datetime, step: Step, message: str
+) -> None:
     """Tells the ticket what changed since it last heard, at most once per
     ``comment_every``; a lower priority only once it has held that long."""
     if incident.suppressed or not incident.notified:
@@ -361,7 +414,10 @@ def _update_ticket_if_due(incident: Incident, policy: Policy, now: datetime, ste
         return
     summary = incident.summary
     if lowered:
-        action, text = "priority", f"Priority now {incident.priority} (was {told}): {summary}\n{message}"
+        action, text = (
+            "priority",
+            f"Priority now {incident.priority} (was {told}): {summary}\n{message}",
+        )
         incident.notified_priority = incident.priority
     else:
         step.note("changed", f"now: {summary}", now)
@@ -375,7 +431,12 @@ def _update_ticket_if_due(incident: Incident, policy: Policy, now: datetime, ste
 
 def _page_if_due(incident: Incident, policy: Policy, now: datetime, step: Step) -> None:
     """Pages once per opening if the priority pages and its clock is running now."""
-    if incident.paged or incident.priority is None or incident.state != "open" or incident.suppressed:
+    if (
+        incident.paged
+        or incident.priority is None
+        or incident.state != "open"
+        or incident.suppressed
+    ):
         return
     spec = policy.rules.policy(incident.priority)
     if not spec.page:
@@ -389,7 +450,9 @@ def _page_if_due(incident: Incident, policy: Policy, now: datetime, step: Step) 
     step.send("page")
 
 
-def _resolve(incident: Incident, policy: Policy, now: datetime, step: Step, text: str, *, by: str) -> None:
+def _resolve(
+    incident: Incident, policy: Policy, now: datetime, step: Step, text: str, *, by: str
+) -> None:
     """Resolution is never held back, but only what was told is resolved: a ticket that
     was never opened (or whose reopening was never sent) hears nothing."""
     incident.state = "resolved"
@@ -418,7 +481,13 @@ def acknowledge(incident: Incident, policy: Policy, now: datetime, *, by: str, s
     inc.acknowledged_at = now
     inc.acknowledged_by = by
     met = inc.response_due is None or now <= inc.response_due
-    step.note("acknowledged", f"acknowledged by {by} via {source}" + ("" if met else " (after the response deadline)"), now, by=by, source=source)
+    step.note(
+        "acknowledged",
+        f"acknowledged by {by} via {source}" + ("" if met else " (after the response deadline)"),
+        now,
+        by=by,
+        source=source,
+    )
     if inc.paged:
         step.send("page_ack", f"Acknowledged by {by}")
     if inc.ticketed and inc.notified and source != "helpdesk":
@@ -426,7 +495,9 @@ def acknowledge(incident: Incident, policy: Policy, now: datetime, *, by: str, s
     return step
 
 
-def resolve_by_hand(incident: Incident, policy: Policy, now: datetime, *, by: str, note: str = "") -> Step:
+def resolve_by_hand(
+    incident: Incident, policy: Policy, now: datetime, *, by: str, note: str = ""
+) -> Step:
     step = Step(copy.deepcopy(incident))
     inc = step.incident
     assert inc is not None
@@ -440,7 +511,9 @@ def resolve_by_hand(incident: Incident, policy: Policy, now: datetime, *, by: st
     return step
 
 
-def tick(incident: Incident, policy: Policy, now: datetime, quiet: Suppression | None = None) -> Step:
+def tick(
+    incident: Incident, policy: Policy, now: datetime, quiet: Suppression | None = None
+) -> Step:
     """Time-driven work on an active incident: held notifications whose suppression
     ended, deferred pages, repages until someone acknowledges, reminders, deadline
     breaches and the escalation chain. None of it while suppressed: the deadlines of
@@ -467,7 +540,11 @@ def tick(incident: Incident, policy: Policy, now: datetime, quiet: Suppression |
         # paged about (the shipped P3 and P4) had no one to respond, so management is
         # not the first to hear of it.
         handed_over = inc.ticketed or inc.paged
-        if spec.escalate and handed_over and not (trigger == "response" and inc.acknowledged_at is not None):
+        if (
+            spec.escalate
+            and handed_over
+            and not (trigger == "response" and inc.acknowledged_at is not None)
+        ):
             _escalate(inc, policy, now, step, reason)
     return step
 
@@ -475,7 +552,12 @@ def tick(incident: Incident, policy: Policy, now: datetime, quiet: Suppression |
 def _repage_if_due(incident: Incident, policy: Policy, now: datetime, step: Step) -> None:
     """Pages again every ``repage_every`` (default 30m) while nobody has acknowledged,
     within the priority's clock."""
-    if incident.state != "open" or not incident.paged or incident.last_page_at is None or incident.priority is None:
+    if (
+        incident.state != "open"
+        or not incident.paged
+        or incident.last_page_at is None
+        or incident.priority is None
+    ):
         return
     spec = policy.rules.policy(incident.priority)
     if not spec.page:
@@ -488,11 +570,20 @@ def _repage_if_due(incident: Incident, policy: Policy, now: datetime, step: Step
     incident.last_page_at = now
     incident.page_count += 1
     since = (incident.opened_at or now).isoformat(timespec="minutes")
-    step.note("repaged", f"paged the hotline again (page {incident.page_count}): unacknowledged since {since}", now)
-    step.send("page", f"Repage {incident.page_count}: still unacknowledged since {since}. {incident.summary}")
+    step.note(
+        "repaged",
+        f"paged the hotline again (page {incident.page_count}): unacknowledged since {since}",
+        now,
+    )
+    step.send(
+        "page",
+        f"Repage {incident.page_count}: still unacknowledged since {since}. {incident.summary}",
+    )
 
 
-def escalation_due(incident: Incident, policy: Policy, now: datetime) -> list[tuple[str, datetime, str]]:
+def escalation_due(
+    incident: Incident, policy: Policy, now: datetime
+) -> list[tuple[str, datetime, str]]:
     """The deadlines this incident has passed and not yet answered for, in order, as
     (trigger, deadline, reason): ``response`` (not acknowledged in time), ``resolve``
     (not resolved in time), then ``resolve+1``, ``resolve+2``, ... one more resolution
@@ -503,10 +594,15 @@ def escalation_due(incident: Incident, policy: Policy, now: datetime) -> list[tu
     due: list[tuple[str, datetime, str]] = []
     stamp = lambda m: m.isoformat(timespec="minutes")  # noqa: E731
     response = incident.response_due
-    if response and now >= response and "response" not in incident.breaches and (
-        incident.acknowledged_at is None or incident.acknowledged_at > response
+    if (
+        response
+        and now >= response
+        and "response" not in incident.breaches
+        and (incident.acknowledged_at is None or incident.acknowledged_at > response)
     ):
-        due.append(("response", response, f"response deadline {stamp(response)} passed unacknowledged"))
+        due.append(
+            ("response", response, f"response deadline {stamp(response)} passed unacknowledged")
+        )
     resolve = incident.resolve_due
     if resolve is None or now < resolve:
         return due
@@ -519,7 +615,13 @@ def escalation_due(incident: Incident, policy: Policy, now: datetime) -> list[tu
             break
         trigger = f"resolve+{extra}"
         if trigger not in incident.breaches:
-            due.append((trigger, later, f"still unresolved {extra + 1} resolution times after opening ({stamp(later)})"))
+            due.append(
+                (
+                    trigger,
+                    later,
+                    f"still unresolved {extra + 1} resolution times after opening ({stamp(later)})",
+                )
+            )
     return due
 
 
@@ -550,18 +652,25 @@ def review(incident: Incident, policy: Policy, now: datetime, quiet: Suppression
     return step
 
 
-def settle(incident: Incident, quiet: Suppression | None, policy: Policy, now: datetime, step: Step) -> None:
+def settle(
+    incident: Incident, quiet: Suppression | None, policy: Policy, now: datetime, step: Step
+) -> None:
     """Applies the current suppression (or its end) and sends what is owed if nothing
     holds it back; for incidents not driven by results (site-wide outages)."""
     _suppress(incident, quiet, policy, now, step)
     _catch_up(incident, policy, now, step)
 
 
-def _suppress(incident: Incident, quiet: Suppression | None, policy: Policy, now: datetime, step: Step) -> None:
+def _suppress(
+    incident: Incident, quiet: Suppression | None, policy: Policy, now: datetime, step: Step
+) -> None:
     """Records why notifications are held (a timeline line when the reason's kind
     changes), or their release, pausing the clocks of what people were already told."""
     if quiet is not None:
-        if quiet.linked_to is not None and (incident.linked_to, incident.link) != (quiet.linked_to, quiet.link):
+        if quiet.linked_to is not None and (incident.linked_to, incident.link) != (
+            quiet.linked_to,
+            quiet.link,
+        ):
             incident.linked_to, incident.link = quiet.linked_to, quiet.link
             step.changed = True
         if incident.suppressed != quiet.kind:
@@ -585,7 +694,13 @@ def _suppress(incident: Incident, quiet: Suppression | None, policy: Policy, now
     incident.suppressed_why = ""
     incident.suppressed_since = None
     held = int((now - since).total_seconds())
-    step.note("released", f"notifications resume ({kind} over after {held}s)", now, reason_kind=kind, held_s=held)
+    step.note(
+        "released",
+        f"notifications resume ({kind} over after {held}s)",
+        now,
+        reason_kind=kind,
+        held_s=held,
+    )
     if incident.notified and incident.active:
         _pause_clocks(incident, policy, since, now)
 
@@ -623,7 +738,12 @@ def _catch_up(incident: Incident, policy: Policy, now: datetime, step: Step) -> 
     ticket that a raise made due, a raise the ticket missed, the page. Only while the
     problem stands: an incident whose latest result was ok waits, and resolves quietly.
     SLA deadlines of an opening run from the moment it is told."""
-    if not incident.active or incident.suppressed or incident.priority is None or incident.ok_streak:
+    if (
+        not incident.active
+        or incident.suppressed
+        or incident.priority is None
+        or incident.ok_streak
+    ):
         return
     spec = policy.rules.policy(incident.priority)
     rank = policy.rules.rank
@@ -653,7 +773,9 @@ def _catch_up(incident: Incident, policy: Policy, now: datetime, step: Step) -> 
     _page_if_due(incident, policy, now, step)
 
 
-def _track_flapping(incident: Incident, verdict: int, policy: Policy, now: datetime, step: Step) -> None:
+def _track_flapping(
+    incident: Incident, verdict: int, policy: Policy, now: datetime, step: Step
+) -> None:
     """Keeps the last results' verdicts; starts flapping at or above the high share of
     state changes and stops below the low one. The ticket hears of it once."""
     settings = policy.flapping_by_target.get(incident.target, policy.flapping)
@@ -673,7 +795,12 @@ def _track_flapping(incident: Incident, verdict: int, policy: Policy, now: datet
             now,
             share=round(share, 3),
         )
-        if incident.ticketed and incident.notified and not incident.suppressed and not incident.flap_noted:
+        if (
+            incident.ticketed
+            and incident.notified
+            and not incident.suppressed
+            and not incident.flap_noted
+        ):
             incident.flap_noted = True
             step.send(
                 "comment",
@@ -683,7 +810,11 @@ def _track_flapping(incident: Incident, verdict: int, policy: Policy, now: datet
             )
     elif incident.flapping and share < settings.low:
         incident.flapping = False
-        step.note("stable", f"stopped flapping: {flips} state changes in the last {len(history)} results ({share:.0%})", now)
+        step.note(
+            "stable",
+            f"stopped flapping: {flips} state changes in the last {len(history)} results ({share:.0%})",
+            now,
+        )
 
 
 def _remind_if_due(incident: Incident, policy: Policy, now: datetime, step: Step) -> None:
@@ -711,5 +842,10 @@ def _remind_if_due(incident: Incident, policy: Policy, now: datetime, step: Step
     incident.reminded_at = now
     number, total = incident.reminders, spec.remind_max
     opened = (incident.notified_at or incident.opened_at or now).isoformat(timespec="minutes")
-    step.note("reminded", f"reminder {number} of {total}: open and unacknowledged since {opened}", now)
-    step.send("comment", f"Reminder {number} of {total}: still open and unacknowledged since {opened}. {incident.summary}")
+    step.note(
+        "reminded", f"reminder {number} of {total}: open and unacknowledged since {opened}", now
+    )
+    step.send(
+        "comment",
+        f"Reminder {number} of {total}: still open and unacknowledged since {opened}. {incident.summary}",
+    )

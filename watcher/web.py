@@ -59,7 +59,9 @@ class Response:
 
 
 def json_response(data: Any, status: int = 200) -> Response:
-    return Response(status, json.dumps(data, indent=2, default=str).encode() + b"\n", "application/json")
+    return Response(
+        status, json.dumps(data, indent=2, default=str).encode() + b"\n", "application/json"
+    )
 
 
 def text_response(text: str, status: int = 200) -> Response:
@@ -80,7 +82,9 @@ class _Route:
 class WebServer:
     """A threaded HTTP server with a route table; other parts add their own routes."""
 
-    def __init__(self, listen: str, *, api_token: Secret | None, request_timeout: float = REQUEST_TIMEOUT) -> None:
+    def __init__(
+        self, listen: str, *, api_token: Secret | None, request_timeout: float = REQUEST_TIMEOUT
+    ) -> None:
         host, _, port = listen.rpartition(":")
         self.host = host.strip("[]")
         self.port = int(port)
@@ -160,9 +164,14 @@ class WebServer:
             if route.method != request.method:
                 continue
             if route.token and not self.api_token:
-                return json_response({"error": "this endpoint is off: set api_token in watcher.yml to enable it"}, 403)
+                return json_response(
+                    {"error": "this endpoint is off: set api_token in watcher.yml to enable it"},
+                    403,
+                )
             if route.token and not self._authorised(request):
-                return json_response({"error": "a valid Authorization: Bearer token is needed"}, 401)
+                return json_response(
+                    {"error": "a valid Authorization: Bearer token is needed"}, 401
+                )
             request.params = match.groupdict()
             try:
                 return route.handler(request)
@@ -170,7 +179,9 @@ class WebServer:
                 log.exception("handler for %s %s failed", request.method, request.path)
                 return json_response({"error": "internal error"}, 500)
         if allowed:
-            return Response(405, b"method not allowed\n", headers={"Allow": ", ".join(sorted(set(allowed)))})
+            return Response(
+                405, b"method not allowed\n", headers={"Allow": ", ".join(sorted(set(allowed)))}
+            )
         return text_response("not found\n", 404)
 
     def _authorised(self, request: Request) -> bool:
@@ -212,6 +223,6 @@ table{{border-collapse:collapse;width:100%}} th,td{{text-align:left;padding:.3re
 th{{background:#f3f4f8}} .ok{{color:#17803d}} .fail{{color:#b42318;font-weight:600}} .error{{color:#b54708;font-weight:600}}
 .P1{{background:#fde2e1}} .P2{{background:#fdecd2}} .muted{{color:#667}} code{{font-size:12px}}
 </style></head><body>{body}
-<p class="muted">Rendered {escape(datetime.now(UTC).strftime('%Y-%m-%d %H:%M:%S UTC'))} by watcher.</p>
+<p class="muted">Rendered {escape(datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))} by watcher.</p>
 </body></html>"""
     return Response(200, document.encode(), "text/html; charset=utf-8")

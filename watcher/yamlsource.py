@@ -114,7 +114,11 @@ def _child(node: yaml.Node, part: str | int) -> tuple[yaml.Node | None, yaml.Nod
         for key_node, value_node in node.value:
             if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(part):
                 return key_node, value_node
-    elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+    elif (
+        isinstance(node, yaml.SequenceNode)
+        and isinstance(part, int)
+        and 0 <= part < len(node.value)
+    ):
         return None, node.value[part]
     return None
 
@@ -143,9 +147,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 _ENV = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def expand_env(
-    text: str, environ: Mapping[str, str], missing: list[str]
-) -> str:
+def expand_env(text: str, environ: Mapping[str, str], missing: list[str]) -> str:
     """Expands ``${VAR}`` and ``${VAR:-default}``; ``$${`` stands for a literal ``${``."""
 
     def replace(match: re.Match[str]) -> str:
@@ -224,7 +226,11 @@ def _say_which_character(problem: str, text: str, mark: yaml.Mark | None) -> str
         return problem
     lines = text.splitlines()
     line = lines[mark.line] if mark.line < len(lines) else ""
-    return f"found character {line[mark.column]!r} that cannot start any token" if mark.column < len(line) else problem
+    return (
+        f"found character {line[mark.column]!r} that cannot start any token"
+        if mark.column < len(line)
+        else problem
+    )
 
 
 class _Builder:
@@ -235,7 +241,9 @@ class _Builder:
     Merge keys (``<<: *anchor``) merge mappings, explicit keys winning, as YAML says.
     """
 
-    def __init__(self, loader: _Loader, file: str, env: Mapping[str, str], issues: list[ConfigIssue]) -> None:
+    def __init__(
+        self, loader: _Loader, file: str, env: Mapping[str, str], issues: list[ConfigIssue]
+    ) -> None:
         self.loader = loader
         self.file = file
         self.env = env
@@ -256,7 +264,10 @@ class _Builder:
         if not loader.check_event(yaml.StreamEndEvent):
             extra = loader.get_event()
             raise yaml.composer.ComposerError(
-                "expected a single document in the stream", start.start_mark, "but found another document", extra.start_mark
+                "expected a single document in the stream",
+                start.start_mark,
+                "but found another document",
+                extra.start_mark,
             )
         return data
 
@@ -264,7 +275,13 @@ class _Builder:
         event = self.loader.get_event()
         if isinstance(event, yaml.AliasEvent):
             if event.anchor not in self.anchors:
-                self.issues.append(ConfigIssue(self.mark(event), format_path(path), f"*{event.anchor} names no anchor (&{event.anchor}) above it"))
+                self.issues.append(
+                    ConfigIssue(
+                        self.mark(event),
+                        format_path(path),
+                        f"*{event.anchor} names no anchor (&{event.anchor}) above it",
+                    )
+                )
                 return None
             return self.anchors[event.anchor]
         if isinstance(event, yaml.ScalarEvent):
@@ -291,7 +308,11 @@ class _Builder:
             if not isinstance(key_event, yaml.ScalarEvent):
                 self.value(path)  # a list or mapping as a key: read past it, and its value
                 self.value(path)
-                self.issues.append(ConfigIssue(self.mark(key_event), format_path(path), "a key must be a plain word"))
+                self.issues.append(
+                    ConfigIssue(
+                        self.mark(key_event), format_path(path), "a key must be a plain word"
+                    )
+                )
                 continue
             loader.get_event()
             if self.tag(key_event) == _MERGE:
@@ -300,7 +321,11 @@ class _Builder:
             key = self.scalar(key_event)
             if not isinstance(key, (str, int, float, bool)) or key is None:
                 self.value(path)
-                self.issues.append(ConfigIssue(self.mark(key_event), format_path(path), "a key must be a plain word"))
+                self.issues.append(
+                    ConfigIssue(
+                        self.mark(key_event), format_path(path), "a key must be a plain word"
+                    )
+                )
                 continue
             key = key if isinstance(key, str) else str(key)
             if key in out:
@@ -320,7 +345,11 @@ class _Builder:
             for mapping in source if isinstance(source, list) else [source]:
                 if not isinstance(mapping, dict):
                     self.issues.append(
-                        ConfigIssue(self.mark(key_event), format_path(path), "<< merges a mapping (*anchor) or a list of them")
+                        ConfigIssue(
+                            self.mark(key_event),
+                            format_path(path),
+                            "<< merges a mapping (*anchor) or a list of them",
+                        )
                     )
                     break
                 for key, value in mapping.items():
@@ -333,7 +362,9 @@ class _Builder:
         return str(event.tag)
 
     def scalar(self, event: yaml.ScalarEvent) -> Any:
-        node = yaml.ScalarNode(self.tag(event), event.value, event.start_mark, event.end_mark, style=event.style)
+        node = yaml.ScalarNode(
+            self.tag(event), event.value, event.start_mark, event.end_mark, style=event.style
+        )
         try:
             return self.loader.construct_object(node, deep=True)
         finally:

@@ -22,12 +22,21 @@ contacts:
 """
 
 
-def build(tmp_path: Path, kind: str, options: dict[str, Any], *, role: str = "tickets", environ: dict[str, str] | None = None) -> Integration:
+def build(
+    tmp_path: Path,
+    kind: str,
+    options: dict[str, Any],
+    *,
+    role: str = "tickets",
+    environ: dict[str, str] | None = None,
+) -> Integration:
     """One integration from a real config file (so its Config validates as at load)."""
     text = f"site: acme\nlisten: null\n{CONTACTS}\nintegrations:\n  {role}:\n    - {kind}: {json.dumps(options)}\n"
     config = config_from(tmp_path, text, environ=environ)
     ((_, _, cfg),) = config.model.integrations.entries()
-    return integration_class(kind)(cfg, IntegrationEnv(config=config.model, http=HttpClients()), role)  # type: ignore[arg-type]
+    return integration_class(kind)(
+        cfg, IntegrationEnv(config=config.model, http=HttpClients()), role
+    )  # type: ignore[arg-type]
 
 
 def content(**overrides: Any) -> TicketContent:

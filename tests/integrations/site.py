@@ -75,14 +75,20 @@ class Site:
     ) -> None:
         self.directory = directory
         self.clock = clock or Clock()
-        self.config = config_from(directory, config_text, extra={"site.yml": rules}, environ=environ)
+        self.config = config_from(
+            directory, config_text, extra={"site.yml": rules}, environ=environ
+        )
         self.store = Store(self.config.state_path)
         self.metrics = Metrics()
         self.http = HttpClients()
         self.integrations = build_integrations(self.config, self.http)
-        self.dispatcher = Dispatcher(self.store, self.integrations, self.metrics, clock=self.clock, base_delay=5.0)
+        self.dispatcher = Dispatcher(
+            self.store, self.integrations, self.metrics, clock=self.clock, base_delay=5.0
+        )
         self.engine = Engine(self.config, self.store, clock=self.clock)
-        self.poller = HelpdeskPoller(self.engine, self.store, build_integrations(self.config, self.http), clock=self.clock)
+        self.poller = HelpdeskPoller(
+            self.engine, self.store, build_integrations(self.config, self.http), clock=self.clock
+        )
 
     # ----------------------------------------------------------------- the world
     def smtp_refused(self, message: str = "connection refused", **kw: Any) -> list[Any]:
@@ -90,7 +96,9 @@ class Site:
             status="fail",
             message=message,
             reason="refused",
-            evidence=kw.pop("evidence", f"connect 127.0.0.1:25: {message}\nretried once after 1s: {message}"),
+            evidence=kw.pop(
+                "evidence", f"connect 127.0.0.1:25: {message}\nretried once after 1s: {message}"
+            ),
             **kw,
         )
 

@@ -17,10 +17,18 @@ TOKEN = "h00kT0ken4242"
 
 def apprise_to(tmp_path: Path, *urls: str, **extra: object):  # type: ignore[no-untyped-def]
     environ = {f"URL{i}": url for i, url in enumerate(urls)}
-    return build(tmp_path, "apprise", {"urls": [f"${{URL{i}}}" for i in range(len(urls))], **extra}, role="paging", environ=environ)
+    return build(
+        tmp_path,
+        "apprise",
+        {"urls": [f"${{URL{i}}}" for i in range(len(urls))], **extra},
+        role="paging",
+        environ=environ,
+    )
 
 
-def test_a_page_and_its_resolution_reach_the_service(tmp_path: Path, http_server: HTTPTestServer) -> None:
+def test_a_page_and_its_resolution_reach_the_service(
+    tmp_path: Path, http_server: HTTPTestServer
+) -> None:
     url = f"json://127.0.0.1:{http_server.port}/hooks/{TOKEN}"
     a = apprise_to(tmp_path, url)
     a.page(content(priority="P1", text="Repage 2: still unacknowledged"))
@@ -29,7 +37,10 @@ def test_a_page_and_its_resolution_reach_the_service(tmp_path: Path, http_server
     posted = [json.loads(r.body) for r in http_server.requests_for(f"/hooks/{TOKEN}")]
     assert [p["type"] for p in posted] == ["failure", "success"]
     assert posted[0]["title"].startswith("[P2][acme] mail1:")
-    assert posted[0]["message"].startswith("Repage 2: still unacknowledged") and "Evidence (probe output)" in posted[0]["message"]
+    assert (
+        posted[0]["message"].startswith("Repage 2: still unacknowledged")
+        and "Evidence (probe output)" in posted[0]["message"]
+    )
     assert posted[1]["title"].startswith("[Resolved]")
 
 
@@ -63,10 +74,15 @@ def test_the_tokens_in_its_urls_stay_out_of_the_logs(
 
     caplog.set_level(logging.DEBUG)
     http_server.set_default(status=500)
-    a = apprise_to(tmp_path, f"json://user:Pa55word99@127.0.0.1:{http_server.port}/hooks/{TOKEN}?key=qu3ryS3cret")
+    a = apprise_to(
+        tmp_path,
+        f"json://user:Pa55word99@127.0.0.1:{http_server.port}/hooks/{TOKEN}?key=qu3ryS3cret",
+    )
     with pytest.raises(TransientError):
         a.page(content())
-    text = "\n".join(redact(r.getMessage()) for r in caplog.records)  # as the daemon's formatter writes them
+    text = "\n".join(
+        redact(r.getMessage()) for r in caplog.records
+    )  # as the daemon's formatter writes them
     for secret in (TOKEN, "Pa55word99", "qu3ryS3cret"):
         assert secret not in text
     assert repr(a.config).count("********") == 1

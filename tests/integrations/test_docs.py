@@ -13,7 +13,10 @@ from tests.helpers import config_from
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "readme" / "integrations.md"
 BLOCKS = re.findall(r"```yaml\n(.*?)```", DOC.read_text(), re.S)
-ENV = {name: f"value-of-{name.lower()}-1234" for name in set(re.findall(r"\$\{(\w+)\}", DOC.read_text()))}
+ENV = {
+    name: f"value-of-{name.lower()}-1234"
+    for name in set(re.findall(r"\$\{(\w+)\}", DOC.read_text()))
+}
 ENV["SLACK_URL"] = "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"
 ENV["TWILIO_ACCOUNT_SID"] = "AC" + "0" * 32
 
@@ -25,7 +28,11 @@ def _as_config(block: str) -> str:
     if block.startswith("paging:"):
         return head + "integrations:\n" + textwrap.indent(block, "  ")
     kinds = re.findall(r"^- (\w+):", block, re.M)
-    role = "tickets" if all("tickets" in integrations.integration_class(k).roles for k in kinds) else "paging"
+    role = (
+        "tickets"
+        if all("tickets" in integrations.integration_class(k).roles for k in kinds)
+        else "paging"
+    )
     return head + f"integrations:\n  {role}:\n" + textwrap.indent(block, "    ")
 
 

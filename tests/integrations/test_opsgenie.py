@@ -13,12 +13,21 @@ from tests.integrations.site import Site, site_config, unique_site
 
 API = "https://api.opsgenie.com/v2/alerts"
 KEY = "w0123456789abcdef01234567"
-ACCEPTED = {"result": "Request will be processed", "took": 0.302, "requestId": "43a29c5c-3dbf-4fa4-9c26-f4f71023e120"}
+ACCEPTED = {
+    "result": "Request will be processed",
+    "took": 0.302,
+    "requestId": "43a29c5c-3dbf-4fa4-9c26-f4f71023e120",
+}
 
 
 def opsgenie(tmp_path: Path, **extra: object):  # type: ignore[no-untyped-def]
-    return build(tmp_path, "opsgenie", {"api_key": "${OG_KEY}", **extra}, role="paging",
-                 environ={"OG_KEY": "eb243592-faa2-4ba2-a551-1afdf565c889"})
+    return build(
+        tmp_path,
+        "opsgenie",
+        {"api_key": "${OG_KEY}", **extra},
+        role="paging",
+        environ={"OG_KEY": "eb243592-faa2-4ba2-a551-1afdf565c889"},
+    )
 
 
 @responses.activate
@@ -36,7 +45,9 @@ def test_create_acknowledge_close_by_alias(tmp_path: Path) -> None:
     assert alert["alias"] == KEY and alert["priority"] == "P1" and alert["entity"] == "mail1"
     assert len(alert["message"]) == 130 and alert["message"].endswith("...")
     assert alert["responders"] == [{"type": "team", "name": "Ops"}] and "watcher" in alert["tags"]
-    assert create.request.headers["Authorization"] == "GenieKey eb243592-faa2-4ba2-a551-1afdf565c889"
+    assert (
+        create.request.headers["Authorization"] == "GenieKey eb243592-faa2-4ba2-a551-1afdf565c889"
+    )
     assert ack.request.url.endswith(f"/{KEY}/acknowledge?identifierType=alias")
     assert body_of(ack)["note"] == "Acknowledged by asha"
     assert close.request.url.endswith(f"/{KEY}/close?identifierType=alias")
@@ -45,21 +56,29 @@ def test_create_acknowledge_close_by_alias(tmp_path: Path) -> None:
 @responses.activate
 def test_the_eu_instance_and_a_priority_map(tmp_path: Path) -> None:
     responses.post("https://api.eu.opsgenie.com/v2/alerts", status=202, json=ACCEPTED)
-    opsgenie(tmp_path, url="https://api.eu.opsgenie.com", priorities={"P2": "P1"}).page(content(priority="P2"))
+    opsgenie(tmp_path, url="https://api.eu.opsgenie.com", priorities={"P2": "P1"}).page(
+        content(priority="P2")
+    )
     assert body_of(responses.calls[0])["priority"] == "P1"
 
 
 @responses.activate
 def test_a_key_opsgenie_does_not_know_is_permanent(tmp_path: Path) -> None:
-    responses.post(API, status=401, json={"message": "Could not authenticate", "took": 0.0, "requestId": "d1"})
+    responses.post(
+        API, status=401, json={"message": "Could not authenticate", "took": 0.0, "requestId": "d1"}
+    )
     with pytest.raises(PermanentError, match="Could not authenticate"):
         opsgenie(tmp_path).page(content())
 
 
 @responses.activate
 def test_throttling_is_transient_with_retry_after(tmp_path: Path) -> None:
-    responses.post(API, status=429, json={"message": "Too many requests", "took": 0.0, "requestId": "d2"},
-                   headers={"X-RateLimit-State": "THROTTLED", "Retry-After": "10"})
+    responses.post(
+        API,
+        status=429,
+        json={"message": "Too many requests", "took": 0.0, "requestId": "d2"},
+        headers={"X-RateLimit-State": "THROTTLED", "Retry-After": "10"},
+    )
     with pytest.raises(TransientError) as raised:
         opsgenie(tmp_path).page(content())
     assert raised.value.retry_after == 10
@@ -67,8 +86,17 @@ def test_throttling_is_transient_with_retry_after(tmp_path: Path) -> None:
 
 @responses.activate
 def test_an_outage_is_retried_through_the_outbox_and_delivered_once(tmp_path: Path) -> None:
-    site = Site(tmp_path, site_config(unique_site(), "  paging:\n    - opsgenie: " + json.dumps({"api_key": "og-key-2222"})))
-    responses.add_callback(responses.POST, API, callback=replies((503, "Service Unavailable", None), (202, ACCEPTED, None)))
+    site = Site(
+        tmp_path,
+        site_config(
+            unique_site(), "  paging:\n    - opsgenie: " + json.dumps({"api_key": "og-key-2222"})
+        ),
+    )
+    responses.add_callback(
+        responses.POST,
+        API,
+        callback=replies((503, "Service Unavailable", None), (202, ACCEPTED, None)),
+    )
     try:
         for _ in range(11):  # refused for ten minutes: a P1, which pages
             site.smtp_refused()
@@ -76,7 +104,9 @@ def test_an_outage_is_retried_through_the_outbox_and_delivered_once(tmp_path: Pa
             site.deliver()
             site.advance(minutes=1)
         site.deliver()  # past the backoff of the first, failed attempt
-        assert [(r.action, r.state, r.attempts) for r in site.store.outbox()] == [("page", "done", 2)]
+        assert [(r.action, r.state, r.attempts) for r in site.store.outbox()] == [
+            ("page", "done", 2)
+        ]
         assert len(responses.calls) == 2
     finally:
         site.close()

@@ -18,7 +18,13 @@ ACCEPTED = {"status": "success", "message": "Event processed", "dedup_key": KEY}
 
 
 def pagerduty(tmp_path: Path, **extra: object):  # type: ignore[no-untyped-def]
-    return build(tmp_path, "pagerduty", {"routing_key": "${PD_KEY}", **extra}, role="paging", environ={"PD_KEY": ROUTING})
+    return build(
+        tmp_path,
+        "pagerduty",
+        {"routing_key": "${PD_KEY}", **extra},
+        role="paging",
+        environ={"PD_KEY": ROUTING},
+    )
 
 
 @responses.activate
@@ -30,11 +36,18 @@ def test_trigger_acknowledge_resolve_share_the_fingerprint_as_dedup_key(tmp_path
     pd.page_acknowledge(page)
     pd.page_resolve(page)
     trigger, ack, resolve = (body_of(c) for c in responses.calls)
-    assert trigger["routing_key"] == ROUTING and trigger["event_action"] == "trigger" and trigger["dedup_key"] == KEY
+    assert (
+        trigger["routing_key"] == ROUTING
+        and trigger["event_action"] == "trigger"
+        and trigger["dedup_key"] == KEY
+    )
     payload = trigger["payload"]
     assert payload["severity"] == "critical" and payload["source"] == "127.0.0.15"
     assert payload["summary"] == page.subject and payload["custom_details"]["fingerprint"] == KEY
-    assert trigger["client_url"] == "http://watcher.acme:9177/" and trigger["links"][0]["href"] == page.runbook
+    assert (
+        trigger["client_url"] == "http://watcher.acme:9177/"
+        and trigger["links"][0]["href"] == page.runbook
+    )
     assert ack == {"routing_key": ROUTING, "event_action": "acknowledge", "dedup_key": KEY}
     assert resolve == {"routing_key": ROUTING, "event_action": "resolve", "dedup_key": KEY}
 
@@ -56,9 +69,15 @@ def test_a_summary_longer_than_pagerduty_takes_is_cut(tmp_path: Path) -> None:
 
 @responses.activate
 def test_an_invalid_routing_key_is_permanent(tmp_path: Path) -> None:
-    responses.post(ENQUEUE, status=400, json={
-        "status": "invalid event", "message": "Event object is invalid",
-        "errors": ["Length of 'routing_key' is incorrect (should be 32 characters)"]})
+    responses.post(
+        ENQUEUE,
+        status=400,
+        json={
+            "status": "invalid event",
+            "message": "Event object is invalid",
+            "errors": ["Length of 'routing_key' is incorrect (should be 32 characters)"],
+        },
+    )
     with pytest.raises(PermanentError, match="routing_key"):
         pagerduty(tmp_path).page(content())
 
@@ -74,26 +93,43 @@ def refuse_for_ten_minutes(site: Site) -> None:
 
 @responses.activate
 def test_rate_limits_and_outages_are_retried_and_a_forbidden_key_surfaces(tmp_path: Path) -> None:
-    site = Site(tmp_path, site_config(unique_site(), "  paging:\n    - pagerduty: " + json.dumps({"routing_key": ROUTING})))
-    responses.add_callback(responses.POST, ENQUEUE, callback=replies(
-        (429, "", {"Retry-After": "120"}),
-        (500, {"status": "error", "message": "Internal error"}, None),
-        (202, ACCEPTED, None),
-        (403, {"status": "Forbidden", "message": "Forbidden"}, None),
-    ))
+    site = Site(
+        tmp_path,
+        site_config(
+            unique_site(), "  paging:\n    - pagerduty: " + json.dumps({"routing_key": ROUTING})
+        ),
+    )
+    responses.add_callback(
+        responses.POST,
+        ENQUEUE,
+        callback=replies(
+            (429, "", {"Retry-After": "120"}),
+            (500, {"status": "error", "message": "Internal error"}, None),
+            (202, ACCEPTED, None),
+            (403, {"status": "Forbidden", "message": "Forbidden"}, None),
+        ),
+    )
     try:
         refuse_for_ten_minutes(site)
         (row,) = site.store.outbox(states=["pending"])
-        assert row.action == "page" and row.attempts == 1 and row.due_at - site.clock().timestamp() >= 120 - 60
+        assert (
+            row.action == "page"
+            and row.attempts == 1
+            and row.due_at - site.clock().timestamp() >= 120 - 60
+        )
         site.advance(minutes=2)
         site.deliver()  # 500
         site.advance(minutes=1)
         site.deliver()  # 202
-        assert [(r.action, r.state, r.attempts) for r in site.store.outbox()] == [("page", "done", 3)]
+        assert [(r.action, r.state, r.attempts) for r in site.store.outbox()] == [
+            ("page", "done", 3)
+        ]
         site.engine.acknowledge(site.incident().id, by="asha", source="cli")
         site.deliver()  # 403
         assert [(r.action, r.state) for r in site.store.outbox()][-1] == ("page_ack", "failed")
-        assert site.metrics.outbox_failures.labels("paging/pagerduty", "permanent")._value.get() == 1
+        assert (
+            site.metrics.outbox_failures.labels("paging/pagerduty", "permanent")._value.get() == 1
+        )
         assert site.metrics.pages_sent.labels("paging/pagerduty")._value.get() == 1
     finally:
         site.close()

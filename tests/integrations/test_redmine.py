@@ -17,14 +17,30 @@ KEY = "w0123456789abcdef01234567"
 
 
 def redmine(tmp_path: Path, **extra: object):  # type: ignore[no-untyped-def]
-    options = {"url": URL, "api_key": "${REDMINE_KEY}", "project": "ops", "fingerprint_field_id": 4, **extra}
+    options = {
+        "url": URL,
+        "api_key": "${REDMINE_KEY}",
+        "project": "ops",
+        "fingerprint_field_id": 4,
+        **extra,
+    }
     return build(tmp_path, "redmine", options, environ={"REDMINE_KEY": "redmine-key-0987"})
 
 
-def issue(issue_id: int, *, status: dict[str, object], assigned: dict[str, object] | None = None, fp: str = KEY) -> dict[str, object]:
+def issue(
+    issue_id: int,
+    *,
+    status: dict[str, object],
+    assigned: dict[str, object] | None = None,
+    fp: str = KEY,
+) -> dict[str, object]:
     data: dict[str, object] = {
-        "id": issue_id, "project": {"id": 1, "name": "Ops"}, "tracker": {"id": 1, "name": "Bug"},
-        "status": status, "priority": {"id": 3, "name": "High"}, "subject": "x",
+        "id": issue_id,
+        "project": {"id": 1, "name": "Ops"},
+        "tracker": {"id": 1, "name": "Bug"},
+        "status": status,
+        "priority": {"id": 3, "name": "High"},
+        "subject": "x",
         "custom_fields": [{"id": 4, "name": "Watcher Fingerprint", "value": fp}],
     }
     if assigned:
@@ -49,11 +65,20 @@ def test_it_creates_an_issue_with_the_fingerprint_in_a_custom_field(tmp_path: Pa
 
 @responses.activate
 def test_find_filters_on_the_custom_field_and_checks_the_value(tmp_path: Path) -> None:
-    responses.get(f"{URL}/issues.json", json={"issues": [issue(40, status=NEW, fp="wsomethingelse"), issue(42, status=NEW)],
-                                              "total_count": 2, "offset": 0, "limit": 5})
+    responses.get(
+        f"{URL}/issues.json",
+        json={
+            "issues": [issue(40, status=NEW, fp="wsomethingelse"), issue(42, status=NEW)],
+            "total_count": 2,
+            "offset": 0,
+            "limit": 5,
+        },
+    )
     assert redmine(tmp_path).find(KEY) == TicketRef("42", f"{URL}/issues/42")
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(responses.calls[0].request.url).query)
-    assert query["cf_4"] == [KEY] and query["status_id"] == ["open"] and query["project_id"] == ["ops"]
+    assert (
+        query["cf_4"] == [KEY] and query["status_id"] == ["open"] and query["project_id"] == ["ops"]
+    )
 
 
 @responses.activate
@@ -76,8 +101,12 @@ def test_notes_priority_resolve_reopen_answer_204(tmp_path: Path) -> None:
 def test_status_from_status_and_assignee(tmp_path: Path) -> None:
     url = f"{URL}/issues/42.json"
     responses.get(url, json={"issue": issue(42, status=NEW)})
-    responses.get(url, json={"issue": issue(42, status={"id": 2, "name": "In Progress", "is_closed": False})})
-    responses.get(url, json={"issue": issue(42, status=NEW, assigned={"id": 5, "name": "Asha Rao"})})
+    responses.get(
+        url, json={"issue": issue(42, status={"id": 2, "name": "In Progress", "is_closed": False})}
+    )
+    responses.get(
+        url, json={"issue": issue(42, status=NEW, assigned={"id": 5, "name": "Asha Rao"})}
+    )
     r = redmine(tmp_path)
     a, b, c = (r.status(TicketRef("42")) for _ in range(3))
     assert (a.state, a.taken) == ("new", False)
@@ -94,12 +123,29 @@ def test_a_validation_error_is_permanent(tmp_path: Path) -> None:
 
 @responses.activate
 def test_a_wrong_key_is_permanent_and_a_busy_server_is_retried(tmp_path: Path) -> None:
-    site = Site(tmp_path, site_config(unique_site(), "  tickets:\n    - redmine: " + json.dumps(
-        {"url": URL, "api_key": "redmine-key-1111", "project": "ops", "fingerprint_field_id": 4})))
-    responses.add_callback(responses.GET, f"{URL}/issues.json", callback=replies(
-        (503, "Service Unavailable", {"Retry-After": "30"}),
-        (401, "", None),
-    ))
+    site = Site(
+        tmp_path,
+        site_config(
+            unique_site(),
+            "  tickets:\n    - redmine: "
+            + json.dumps(
+                {
+                    "url": URL,
+                    "api_key": "redmine-key-1111",
+                    "project": "ops",
+                    "fingerprint_field_id": 4,
+                }
+            ),
+        ),
+    )
+    responses.add_callback(
+        responses.GET,
+        f"{URL}/issues.json",
+        callback=replies(
+            (503, "Service Unavailable", {"Retry-After": "30"}),
+            (401, "", None),
+        ),
+    )
     try:
         site.smtp_refused()
         site.deliver()

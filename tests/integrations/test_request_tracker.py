@@ -30,18 +30,28 @@ pytestmark = pytest.mark.slow
 
 
 def rt_integration(rt: RequestTracker, **extra: Any) -> str:
-    options = {"url": rt.url, "user": rt.user, "password": "${RT_PASSWORD}", "queue": rt.queue, "poll_every": "1m"}
+    options = {
+        "url": rt.url,
+        "user": rt.user,
+        "password": "${RT_PASSWORD}",
+        "queue": rt.queue,
+        "poll_every": "1m",
+    }
     options.update(extra)
     return "  tickets:\n    - request_tracker: " + json.dumps(options)
 
 
 def make_site(tmp_path: Path, rt: RequestTracker, *, paging: str = "", **extra: Any) -> Site:
     integrations = rt_integration(rt, **extra) + ("\n  paging:\n" + paging if paging else "")
-    return Site(tmp_path, site_config(unique_site(), integrations), environ={"RT_PASSWORD": rt.password})
+    return Site(
+        tmp_path, site_config(unique_site(), integrations), environ={"RT_PASSWORD": rt.password}
+    )
 
 
 def tickets_for(rt: RequestTracker, fingerprint: str) -> list[dict[str, Any]]:
-    return rt.tickets(f"CF.{{{rt.cf_name}}} = '{fingerprint}'", fields="Subject,Status,Owner,Priority")
+    return rt.tickets(
+        f"CF.{{{rt.cf_name}}} = '{fingerprint}'", fields="Subject,Status,Owner,Priority"
+    )
 
 
 @pytest.fixture
@@ -54,14 +64,19 @@ def site(tmp_path: Path, request_tracker: RequestTracker) -> Any:
 # ------------------------------------------------------------------ one ticket
 
 
-def test_a_p2_opens_exactly_one_ticket_carrying_the_l2_intake(site: Site, request_tracker: RequestTracker) -> None:
+def test_a_p2_opens_exactly_one_ticket_carrying_the_l2_intake(
+    site: Site, request_tracker: RequestTracker
+) -> None:
     rt = request_tracker
     site.smtp_refused()
     assert site.deliver()
     incident = site.incident()
     assert incident.priority == "P2" and incident.state == "open"
     (ticket,) = tickets_for(rt, incident.fingerprint)
-    assert ticket["Subject"] == f"[P2][{site.config.site}] mail1: SMTP port not answering (connection refused)"
+    assert (
+        ticket["Subject"]
+        == f"[P2][{site.config.site}] mail1: SMTP port not answering (connection refused)"
+    )
     assert ticket["Status"] == "new"
     full = rt.ticket(int(ticket["id"]))
     assert str(full["Priority"]) == "75"  # P2 in the default map
@@ -85,7 +100,10 @@ def test_a_p2_opens_exactly_one_ticket_carrying_the_l2_intake(site: Site, reques
         "- tcp: fail at 2026-11-23 09:30 IST: connection refused",
     ):
         assert expected in body, f"{expected!r} missing from the ticket:\n{body}"
-    assert site.store.ticket(incident.id, "tickets/request_tracker") == (ticket["id"], f"{rt.url}/Ticket/Display.html?id={ticket['id']}")
+    assert site.store.ticket(incident.id, "tickets/request_tracker") == (
+        ticket["id"],
+        f"{rt.url}/Ticket/Display.html?id={ticket['id']}",
+    )
 
 
 def test_more_failures_open_no_new_ticket(site: Site, request_tracker: RequestTracker) -> None:
@@ -96,10 +114,14 @@ def test_more_failures_open_no_new_ticket(site: Site, request_tracker: RequestTr
     incident = site.incident()
     assert incident.occurrences == 5
     assert len(tickets_for(request_tracker, incident.fingerprint)) == 1
-    assert [a for a in site.actions() if a[1] == "open"] == [("tickets/request_tracker", "open", "done")]
+    assert [a for a in site.actions() if a[1] == "open"] == [
+        ("tickets/request_tracker", "open", "done")
+    ]
 
 
-def test_a_priority_raise_comments_and_changes_the_rt_priority(site: Site, request_tracker: RequestTracker) -> None:
+def test_a_priority_raise_comments_and_changes_the_rt_priority(
+    site: Site, request_tracker: RequestTracker
+) -> None:
     rt = request_tracker
     for _ in range(11):  # refused for ten minutes: tcp-down-long (P1) now holds
         site.smtp_refused()
@@ -111,7 +133,9 @@ def test_a_priority_raise_comments_and_changes_the_rt_priority(site: Site, reque
     tid = int(ticket["id"])
     assert str(rt.ticket(tid)["Priority"]) == "100"
     comments = rt.comments(tid, types=("Comment",))
-    assert any(c.startswith("Priority raised from P2 to P1 (tcp-down-long)") for c in comments), comments
+    assert any(c.startswith("Priority raised from P2 to P1 (tcp-down-long)") for c in comments), (
+        comments
+    )
     history = rt.history(tid)
     assert any(h.get("Field") == "Priority" and h.get("NewValue") == "100" for h in history)
 
@@ -132,7 +156,9 @@ def test_recovery_resolves_and_a_refire_within_the_window_reopens_the_same_ticke
     site.deliver()
     assert site.incident().state == "resolved"
     assert rt.ticket(tid)["Status"] == "resolved"
-    assert any("Resolved: recovered: connected in 3 ms" in c for c in rt.comments(tid, types=("Comment",)))
+    assert any(
+        "Resolved: recovered: connected in 3 ms" in c for c in rt.comments(tid, types=("Comment",))
+    )
     site.advance(minutes=20)  # within reopen_within (1h)
     site.smtp_refused(message="connection timed out")
     site.deliver()
@@ -154,7 +180,11 @@ def test_rt_down_while_an_incident_opens_queues_it_and_delivers_once_when_back(
         site.smtp_refused()
         assert site.deliver()
         (row,) = site.store.outbox(states=["pending"])
-        assert row.action == "open" and row.attempts == 1 and "ConnectionError" in (row.last_error or "")
+        assert (
+            row.action == "open"
+            and row.attempts == 1
+            and "ConnectionError" in (row.last_error or "")
+        )
         site.advance(minutes=1)
         site.smtp_refused()  # the watcher goes on tracking while RT is away
         site.deliver()
@@ -165,7 +195,9 @@ def test_rt_down_while_an_incident_opens_queues_it_and_delivers_once_when_back(
     incident = site.incident()
     assert len(tickets_for(rt, incident.fingerprint)) == 1
     assert site.store.outbox(states=["pending"]) == []
-    assert [a for a in site.actions() if a[1] == "open"] == [("tickets/request_tracker", "open", "done")]
+    assert [a for a in site.actions() if a[1] == "open"] == [
+        ("tickets/request_tracker", "open", "done")
+    ]
     assert site.metrics.tickets_opened.labels("tickets/request_tracker")._value.get() == 1
 
 
@@ -206,14 +238,23 @@ def test_a_watcher_killed_after_rt_created_the_ticket_still_has_one_ticket_after
     rt = request_tracker
     port = free_port()
     site_name = unique_site("crash")
-    text = site_config(site_name, rt_integration(rt)).replace("listen: null", f"listen: 127.0.0.1:{port}")
-    text = text.replace("tcp: {port: 25}", f"tcp: {{port: {free_port()}, interval: 1s}}")  # nothing listens
+    text = site_config(site_name, rt_integration(rt)).replace(
+        "listen: null", f"listen: 127.0.0.1:{port}"
+    )
+    text = text.replace(
+        "tcp: {port: 25}", f"tcp: {{port: {free_port()}, interval: 1s}}"
+    )  # nothing listens
     config = tmp_path / "watcher.yml"
     config.write_text(text)
     (tmp_path / "site.yml").write_text(SITE_RULES)
     env = {**os.environ, "RT_PASSWORD": rt.password, "PYTHONPATH": str(Path.cwd())}
     child = subprocess.run(
-        [sys.executable, "-c", CRASH_AFTER_CREATE, str(config)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", CRASH_AFTER_CREATE, str(config)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
     created = child.stdout.split()[-1]
@@ -227,9 +268,15 @@ def test_a_watcher_killed_after_rt_created_the_ticket_still_has_one_ticket_after
     daemon = Daemon(config, port, env={"RT_PASSWORD": rt.password}).start()
     try:
         store = Store(tmp_path / "state.db")
-        daemon.wait_for(lambda: store.ticket(incident.id, "tickets/request_tracker"), 60, "the ticket to be adopted")
+        daemon.wait_for(
+            lambda: store.ticket(incident.id, "tickets/request_tracker"),
+            60,
+            "the ticket to be adopted",
+        )
         assert store.ticket(incident.id, "tickets/request_tracker")[0] == created
-        daemon.wait_for(lambda: store.incident(incident.id).occurrences >= 3, 30, "more failing results")
+        daemon.wait_for(
+            lambda: store.incident(incident.id).occurrences >= 3, 30, "more failing results"
+        )
     finally:
         assert daemon.stop() == 0
     assert [t["id"] for t in tickets_for(rt, incident.fingerprint)] == [created]
@@ -237,7 +284,9 @@ def test_a_watcher_killed_after_rt_created_the_ticket_still_has_one_ticket_after
     store.close()
 
 
-def test_a_bad_password_is_a_permanent_error_that_surfaces(tmp_path: Path, request_tracker: RequestTracker) -> None:
+def test_a_bad_password_is_a_permanent_error_that_surfaces(
+    tmp_path: Path, request_tracker: RequestTracker
+) -> None:
     rt = request_tracker
     s = Site(
         tmp_path,
@@ -249,17 +298,30 @@ def test_a_bad_password_is_a_permanent_error_that_surfaces(tmp_path: Path, reque
         s.deliver()
         (row,) = s.store.outbox()
         assert row.state == "failed" and "HTTP 401" in (row.last_error or "")
-        assert s.metrics.outbox_failures.labels("tickets/request_tracker", "permanent")._value.get() == 1
+        assert (
+            s.metrics.outbox_failures.labels("tickets/request_tracker", "permanent")._value.get()
+            == 1
+        )
     finally:
         s.close()
 
 
-def test_an_rt_that_answers_503_is_retried_honouring_retry_after(tmp_path: Path, http_server: HTTPTestServer) -> None:
-    http_server.set_response("/REST/2.0/tickets", status=503, body='{"message":"busy"}', headers={"Retry-After": "120"})
-    http_server.set_response("/REST/2.0/ticket", status=503, body='{"message":"busy"}', headers={"Retry-After": "120"})
+def test_an_rt_that_answers_503_is_retried_honouring_retry_after(
+    tmp_path: Path, http_server: HTTPTestServer
+) -> None:
+    http_server.set_response(
+        "/REST/2.0/tickets", status=503, body='{"message":"busy"}', headers={"Retry-After": "120"}
+    )
+    http_server.set_response(
+        "/REST/2.0/ticket", status=503, body='{"message":"busy"}', headers={"Retry-After": "120"}
+    )
     s = Site(
         tmp_path,
-        site_config(unique_site(), "  tickets:\n    - request_tracker: " + json.dumps({"url": http_server.url, "token": "t0k3n-x"})),
+        site_config(
+            unique_site(),
+            "  tickets:\n    - request_tracker: "
+            + json.dumps({"url": http_server.url, "token": "t0k3n-x"}),
+        ),
     )
     try:
         s.smtp_refused()
@@ -310,12 +372,16 @@ def test_taking_the_ticket_in_rt_acknowledges_the_incident_and_stops_repaging(
         assert pages == ["page.trigger", "page.trigger", "page.acknowledge"]
         assert "acknowledged" in s.events()
         # the helpdesk knows: watcher adds no "acknowledged" comment of its own
-        assert not any("Acknowledged by" in c for c in rt.comments(int(ticket["id"]), types=("Comment",)))
+        assert not any(
+            "Acknowledged by" in c for c in rt.comments(int(ticket["id"]), types=("Comment",))
+        )
     finally:
         s.close()
 
 
-def test_a_ticket_moved_to_open_counts_as_taken(site: Site, request_tracker: RequestTracker) -> None:
+def test_a_ticket_moved_to_open_counts_as_taken(
+    site: Site, request_tracker: RequestTracker
+) -> None:
     site.smtp_refused()
     site.deliver()
     (ticket,) = tickets_for(request_tracker, site.incident().fingerprint)
@@ -346,8 +412,13 @@ def test_polling_stays_modest(site: Site, request_tracker: RequestTracker) -> No
 
 def test_the_integration_by_itself(tmp_path: Path, request_tracker: RequestTracker) -> None:
     rt = request_tracker
-    s = Site(tmp_path, site_config(unique_site(), rt_integration(rt, token="${RT_TOKEN}", password=None, user=None)),
-             environ={"RT_TOKEN": rt.token})
+    s = Site(
+        tmp_path,
+        site_config(
+            unique_site(), rt_integration(rt, token="${RT_TOKEN}", password=None, user=None)
+        ),
+        environ={"RT_TOKEN": rt.token},
+    )
     try:
         integration = s.integrations["tickets/request_tracker"]
         assert isinstance(integration, RequestTrackerIntegration)
@@ -367,8 +438,16 @@ def test_the_integration_by_itself(tmp_path: Path, request_tracker: RequestTrack
 
 
 def test_unreachable_rt_is_transient(tmp_path: Path) -> None:
-    s = Site(tmp_path, site_config(unique_site(), "  tickets:\n    - request_tracker: " + json.dumps(
-        {"url": f"http://127.0.0.1:{free_port()}", "token": "t0k3n-y", "timeout": "2s"})))
+    s = Site(
+        tmp_path,
+        site_config(
+            unique_site(),
+            "  tickets:\n    - request_tracker: "
+            + json.dumps(
+                {"url": f"http://127.0.0.1:{free_port()}", "token": "t0k3n-y", "timeout": "2s"}
+            ),
+        ),
+    )
     try:
         with pytest.raises(TransientError):
             s.integrations["tickets/request_tracker"].find("wabc")
@@ -380,18 +459,46 @@ def _content(fingerprint: str) -> Any:
     from integrations.base import TicketContent
 
     return TicketContent(
-        incident_id=1, fingerprint=fingerprint, site="s", target="t", host=None, priority="P2", priority_name="High",
-        summary="x", subject="[P2][s] t: x", body="b", state="open", text="a comment",
+        incident_id=1,
+        fingerprint=fingerprint,
+        site="s",
+        target="t",
+        host=None,
+        priority="P2",
+        priority_name="High",
+        summary="x",
+        subject="[P2][s] t: x",
+        body="b",
+        state="open",
+        text="a comment",
     )
 
 
-def test_watcher_test_integration_opens_and_resolves_a_marked_ticket(tmp_path: Path, request_tracker: RequestTracker) -> None:
+def test_watcher_test_integration_opens_and_resolves_a_marked_ticket(
+    tmp_path: Path, request_tracker: RequestTracker
+) -> None:
     rt = request_tracker
     config = tmp_path / "watcher.yml"
-    config.write_text(site_config(unique_site("cli"), rt_integration(rt)).replace("rules: [default, site.yml]", ""))
+    config.write_text(
+        site_config(unique_site("cli"), rt_integration(rt)).replace(
+            "rules: [default, site.yml]", ""
+        )
+    )
     out = subprocess.run(
-        [sys.executable, "-m", "watcher.cli", "test-integration", "request_tracker", "-c", str(config)],
-        env={**os.environ, "RT_PASSWORD": rt.password}, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "watcher.cli",
+            "test-integration",
+            "request_tracker",
+            "-c",
+            str(config),
+        ],
+        env={**os.environ, "RT_PASSWORD": rt.password},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
     assert "test ticket created" in out.stdout and "test ticket resolved" in out.stdout
@@ -400,25 +507,45 @@ def test_watcher_test_integration_opens_and_resolves_a_marked_ticket(tmp_path: P
     assert ticket["Subject"].startswith("[TEST]") and ticket["Status"] == "resolved"
 
 
-def test_the_running_daemon_polls_rt_and_takes_the_acknowledgement(tmp_path: Path, request_tracker: RequestTracker) -> None:
+def test_the_running_daemon_polls_rt_and_takes_the_acknowledgement(
+    tmp_path: Path, request_tracker: RequestTracker
+) -> None:
     rt = request_tracker
     port = free_port()
-    text = site_config(unique_site("daemon"), rt_integration(rt, poll_every="1s")).replace("listen: null", f"listen: 127.0.0.1:{port}")
+    text = site_config(unique_site("daemon"), rt_integration(rt, poll_every="1s")).replace(
+        "listen: null", f"listen: 127.0.0.1:{port}"
+    )
     config = tmp_path / "watcher.yml"
-    config.write_text(text.replace("tcp: {port: 25}", f"tcp: {{port: {free_port()}, interval: 1s}}"))
+    config.write_text(
+        text.replace("tcp: {port: 25}", f"tcp: {{port: {free_port()}, interval: 1s}}")
+    )
     (tmp_path / "site.yml").write_text(SITE_RULES)
     daemon = Daemon(config, port, env={"RT_PASSWORD": rt.password}).start()
     store = Store(tmp_path / "state.db")
     try:
-        daemon.wait_for(lambda: store.incidents() and store.ticket(store.incidents()[0].id, "tickets/request_tracker"), 60,
-                        "the ticket")
+        daemon.wait_for(
+            lambda: (
+                store.incidents()
+                and store.ticket(store.incidents()[0].id, "tickets/request_tracker")
+            ),
+            60,
+            "the ticket",
+        )
         (incident,) = store.incidents()
         ticket_id, _ = store.ticket(incident.id, "tickets/request_tracker")
         rt.take(int(ticket_id))
-        acked = daemon.wait_for(lambda: store.incident(incident.id).state == "acknowledged" and store.incident(incident.id), 30,
-                                "the acknowledgement from RT")
+        acked = daemon.wait_for(
+            lambda: (
+                store.incident(incident.id).state == "acknowledged" and store.incident(incident.id)
+            ),
+            30,
+            "the acknowledgement from RT",
+        )
         assert acked.acknowledged_by == rt.engineer
-        assert any(e.kind == "acknowledged" and "via helpdesk" in e.message for e in store.events(incident.id))
+        assert any(
+            e.kind == "acknowledged" and "via helpdesk" in e.message
+            for e in store.events(incident.id)
+        )
     finally:
         store.close()
         assert daemon.stop() == 0
@@ -431,7 +558,12 @@ def test_a_custom_field_rt_does_not_apply_is_reported_loudly(
     try:
         s.smtp_refused()
         s.deliver()
-        assert [r.state for r in s.store.outbox()] == ["done"]  # the ticket is there, never opened twice
-        assert any("has no 'No Such Field' value" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+        assert [r.state for r in s.store.outbox()] == [
+            "done"
+        ]  # the ticket is there, never opened twice
+        assert any(
+            "has no 'No Such Field' value" in r.getMessage() and r.levelname == "ERROR"
+            for r in caplog.records
+        )
     finally:
         s.close()

@@ -45,10 +45,36 @@ rules:
 def config_text(rt: RequestTracker, hooks: HTTPTestServer, smtp_port: int) -> str:
     tickets = [
         {"request_tracker": {"url": rt.url, "token": "${RT_TOKEN}", "queue": rt.queue}},
-        {"jira": {"url": "https://acme.atlassian.net", "project": "OPS", "user": "w@acme.example", "token": "${JIRA_TOKEN}"}},
-        {"zammad": {"url": "https://hd.acme.example", "token": "${ZAMMAD_TOKEN}", "customer": "m@acme.example"}},
-        {"redmine": {"url": "https://rm.acme.example", "api_key": "${REDMINE_KEY}", "project": "ops", "fingerprint_field_id": 4}},
-        {"webhook": {"url": f"{hooks.url}/tickets", "secret": "${WEBHOOK_SECRET}", "headers": {"X-Auth": "${WEBHOOK_HEADER}"}}},
+        {
+            "jira": {
+                "url": "https://acme.atlassian.net",
+                "project": "OPS",
+                "user": "w@acme.example",
+                "token": "${JIRA_TOKEN}",
+            }
+        },
+        {
+            "zammad": {
+                "url": "https://hd.acme.example",
+                "token": "${ZAMMAD_TOKEN}",
+                "customer": "m@acme.example",
+            }
+        },
+        {
+            "redmine": {
+                "url": "https://rm.acme.example",
+                "api_key": "${REDMINE_KEY}",
+                "project": "ops",
+                "fingerprint_field_id": 4,
+            }
+        },
+        {
+            "webhook": {
+                "url": f"{hooks.url}/tickets",
+                "secret": "${WEBHOOK_SECRET}",
+                "headers": {"X-Auth": "${WEBHOOK_HEADER}"},
+            }
+        },
         {"email": {"to": ["helpdesk@acme.example"]}},
     ]
     paging = [
@@ -58,7 +84,12 @@ def config_text(rt: RequestTracker, hooks: HTTPTestServer, smtp_port: int) -> st
         {"apprise": {"urls": [f"json://127.0.0.1:{hooks.port}/hooks/${{APPRISE_TOKEN}}"]}},
         {"email": {"to": "hotline"}},
     ]
-    body = "  tickets:\n" + "\n".join(f"    - {json.dumps(t)}" for t in tickets) + "\n  paging:\n" + "\n".join(f"    - {json.dumps(p)}" for p in paging)
+    body = (
+        "  tickets:\n"
+        + "\n".join(f"    - {json.dumps(t)}" for t in tickets)
+        + "\n  paging:\n"
+        + "\n".join(f"    - {json.dumps(p)}" for p in paging)
+    )
     extra = f"""
 api_token: ${{API_TOKEN}}
 smtp: {{host: 127.0.0.1, port: {smtp_port}, user: watcher, password: "${{SMTP_PASSWORD}}", from: watcher@acme.example}}
@@ -72,12 +103,24 @@ contacts:
 def mock_hosted() -> None:
     jira = "https://acme.atlassian.net/rest/api/2"
     # a service that echoes a credential back in an error: it must not be stored or logged
-    responses.add_callback(responses.GET, f"{jira}/search/jql", callback=replies(
-        (503, {"errorMessages": [f"token {SECRETS['JIRA_TOKEN']} rejected by the proxy"]}, None), (200, {"issues": []}, None)))
+    responses.add_callback(
+        responses.GET,
+        f"{jira}/search/jql",
+        callback=replies(
+            (
+                503,
+                {"errorMessages": [f"token {SECRETS['JIRA_TOKEN']} rejected by the proxy"]},
+                None,
+            ),
+            (200, {"issues": []}, None),
+        ),
+    )
     responses.post(f"{jira}/issue", status=201, json={"id": "1", "key": "OPS-1", "self": "x"})
     responses.post(f"{jira}/issue/OPS-1/comment", status=201, json={"id": "2"})
     responses.put(f"{jira}/issue/OPS-1", status=204)
-    responses.get(f"{jira}/issue/OPS-1/transitions", json={"transitions": [{"id": "31", "name": "Done"}]})
+    responses.get(
+        f"{jira}/issue/OPS-1/transitions", json={"transitions": [{"id": "31", "name": "Done"}]}
+    )
     responses.post(f"{jira}/issue/OPS-1/transitions", status=204)
     zammad = "https://hd.acme.example/api/v1"
     responses.get(f"{zammad}/tickets/search", json=[])
@@ -87,11 +130,26 @@ def mock_hosted() -> None:
     responses.get("https://rm.acme.example/issues.json", json={"issues": []})
     responses.post("https://rm.acme.example/issues.json", status=201, json={"issue": {"id": 42}})
     responses.put("https://rm.acme.example/issues/42.json", status=204)
-    responses.add_callback(responses.POST, "https://events.pagerduty.com/v2/enqueue", callback=replies(
-        (400, {"status": "invalid event", "message": f"routing key {SECRETS['PD_KEY']} unknown"}, None),
-        (202, {"status": "success", "message": "Event processed"}, None)))
-    responses.add(responses.Response("POST", re.compile(r"https://api\.opsgenie\.com/v2/alerts.*"), status=202,
-                                     json={"result": "Request will be processed", "requestId": "r"}))
+    responses.add_callback(
+        responses.POST,
+        "https://events.pagerduty.com/v2/enqueue",
+        callback=replies(
+            (
+                400,
+                {"status": "invalid event", "message": f"routing key {SECRETS['PD_KEY']} unknown"},
+                None,
+            ),
+            (202, {"status": "success", "message": "Event processed"}, None),
+        ),
+    )
+    responses.add(
+        responses.Response(
+            "POST",
+            re.compile(r"https://api\.opsgenie\.com/v2/alerts.*"),
+            status=202,
+            json={"result": "Request will be processed", "requestId": "r"},
+        )
+    )
     twilio = f"https://api.twilio.com/2010-04-01/Accounts/{SID}"
     responses.post(f"{twilio}/Messages.json", status=201, json={"sid": "SM1"})
     responses.post(f"{twilio}/Calls.json", status=201, json={"sid": "CA1"})
@@ -100,7 +158,10 @@ def mock_hosted() -> None:
 
 @responses.activate
 def test_no_secret_leaves_the_watcher(
-    tmp_path: Path, request_tracker: RequestTracker, http_server: HTTPTestServer, smtp_sink_factory: Any,
+    tmp_path: Path,
+    request_tracker: RequestTracker,
+    http_server: HTTPTestServer,
+    smtp_sink_factory: Any,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     rt = request_tracker
@@ -130,13 +191,16 @@ def test_no_secret_leaves_the_watcher(
         assert site.incident().state == "resolved"
         states = {r.state for r in site.store.outbox()}
         assert states <= {"done", "failed"}, site.actions(states=["pending"])
-        assert [r.integration for r in site.store.outbox(states=["failed"])] == ["paging/pagerduty"]  # its echoed 400
+        assert [r.integration for r in site.store.outbox(states=["failed"])] == [
+            "paging/pagerduty"
+        ]  # its echoed 400
 
         places: dict[str, str] = {}
         fingerprint = site.incident().fingerprint
         (ticket,) = rt.tickets(f"CF.{{{rt.cf_name}}} = '{fingerprint}'")
         places["RT ticket"] = json.dumps(rt.ticket(int(ticket["id"]))) + "\n".join(
-            rt.comments(int(ticket["id"]), types=("Create", "Comment", "Correspond")))
+            rt.comments(int(ticket["id"]), types=("Create", "Comment", "Correspond"))
+        )
         for call in responses.calls:
             body = call.request.body or b""
             text = body.decode() if isinstance(body, bytes) else str(body)
@@ -145,20 +209,31 @@ def test_no_secret_leaves_the_watcher(
                 event.pop("routing_key")  # the one place PagerDuty takes it
                 text = json.dumps(event)
             places[f"request to {call.request.url}"] = text
-        places["webhook and apprise requests"] = "\n".join(r.body.decode() for r in http_server.requests)
+        places["webhook and apprise requests"] = "\n".join(
+            r.body.decode() for r in http_server.requests
+        )
         places["mails"] = "\n".join(m.raw.decode(errors="replace") for m in sink.messages)
         places["log output"] = capsys.readouterr().err
         places["/metrics"] = site.metrics.exposition().decode()
         places["reprs"] = "\n".join(
-            [repr(site.config.model), str(site.config.model), str(site.config.model.model_dump()),
-             *(repr(i) + repr(i.config) + str(i.config) for i in site.integrations.values())]
+            [
+                repr(site.config.model),
+                str(site.config.model),
+                str(site.config.model.model_dump()),
+                *(repr(i) + repr(i.config) + str(i.config) for i in site.integrations.values()),
+            ]
         )
         site.store.close()
         places["state file"] = "".join(
-            p.read_bytes().decode("latin-1") for p in tmp_path.glob("state.db*"))
+            p.read_bytes().decode("latin-1") for p in tmp_path.glob("state.db*")
+        )
         site.store = type(site.store)(site.config.state_path)
 
-        assert len(sink.messages) >= 3 and len(http_server.requests) >= 4 and len(responses.calls) >= 20
+        assert (
+            len(sink.messages) >= 3
+            and len(http_server.requests) >= 4
+            and len(responses.calls) >= 20
+        )
         assert "authentication failed" in places["RT ticket"]  # the evidence is there ...
         assert "pagerduty" in places["log output"] and "retrying" in places["log output"]
         for name, value in secrets.items():

@@ -15,18 +15,33 @@ from tests.integrations.site import Site, site_config, unique_site
 URL = "https://helpdesk.acme.example"
 KEY = "w0123456789abcdef01234567"
 TICKET = {  # the documented create answer, trimmed
-    "id": 19, "group_id": 2, "priority_id": 3, "state_id": 1, "number": "22019", "title": "x",
-    "owner_id": 1, "customer_id": 10, "article_ids": [30],
+    "id": 19,
+    "group_id": 2,
+    "priority_id": 3,
+    "state_id": 1,
+    "number": "22019",
+    "title": "x",
+    "owner_id": 1,
+    "customer_id": 10,
+    "article_ids": [30],
 }
 
 
 def zammad(tmp_path: Path, **extra: object):  # type: ignore[no-untyped-def]
-    options = {"url": URL, "token": "${ZAMMAD_TOKEN}", "group": "2nd Level", "customer": "monitoring@acme.example", **extra}
+    options = {
+        "url": URL,
+        "token": "${ZAMMAD_TOKEN}",
+        "group": "2nd Level",
+        "customer": "monitoring@acme.example",
+        **extra,
+    }
     return build(tmp_path, "zammad", options, environ={"ZAMMAD_TOKEN": "zammad-token-456"})
 
 
 @responses.activate
-def test_it_creates_a_ticket_tagged_with_the_fingerprint_and_an_internal_note(tmp_path: Path) -> None:
+def test_it_creates_a_ticket_tagged_with_the_fingerprint_and_an_internal_note(
+    tmp_path: Path,
+) -> None:
     responses.post(f"{URL}/api/v1/tickets", status=201, json=TICKET)
     ref = zammad(tmp_path).open(content(priority="P1"))
     assert ref == TicketRef("19", f"{URL}/#ticket/zoom/19")
@@ -71,8 +86,15 @@ def test_notes_priority_close_and_reopen(tmp_path: Path) -> None:
     z.resolve(ref, content(text="Resolved: recovered"))
     z.reopen(ref, content(text="Failing again"))
     bodies = [body_of(c) for c in responses.calls]
-    assert bodies[0]["ticket_id"] == 19 and bodies[0]["body"] == "Now: 97% full" and bodies[0]["internal"] is True
-    assert bodies[1]["priority"] == "2 normal" and bodies[1]["article"]["body"] == "Priority now P3 (was P2)"
+    assert (
+        bodies[0]["ticket_id"] == 19
+        and bodies[0]["body"] == "Now: 97% full"
+        and bodies[0]["internal"] is True
+    )
+    assert (
+        bodies[1]["priority"] == "2 normal"
+        and bodies[1]["article"]["body"] == "Priority now P3 (was P2)"
+    )
     assert bodies[2]["state"] == "closed" and bodies[2]["article"]["body"] == "Resolved: recovered"
     assert bodies[3]["state"] == "new" and bodies[3]["priority"] == "3 high"
 
@@ -92,12 +114,24 @@ def test_status_reads_owner_and_state(tmp_path: Path) -> None:
 
 @responses.activate
 def test_an_invalid_token_is_permanent_and_rate_limits_are_retried(tmp_path: Path) -> None:
-    site = Site(tmp_path, site_config(unique_site(), "  tickets:\n    - zammad: " + json.dumps(
-        {"url": URL, "token": "zammad-token-789", "customer": "monitoring@acme.example"})))
-    responses.add_callback(responses.GET, f"{URL}/api/v1/tickets/search", callback=replies(
-        (429, {"error": "Too many requests"}, {"Retry-After": "60"}),
-        (401, {"error": "Invalid token!"}, None),
-    ))
+    site = Site(
+        tmp_path,
+        site_config(
+            unique_site(),
+            "  tickets:\n    - zammad: "
+            + json.dumps(
+                {"url": URL, "token": "zammad-token-789", "customer": "monitoring@acme.example"}
+            ),
+        ),
+    )
+    responses.add_callback(
+        responses.GET,
+        f"{URL}/api/v1/tickets/search",
+        callback=replies(
+            (429, {"error": "Too many requests"}, {"Retry-After": "60"}),
+            (401, {"error": "Invalid token!"}, None),
+        ),
+    )
     try:
         site.smtp_refused()
         site.deliver()
@@ -106,25 +140,48 @@ def test_an_invalid_token_is_permanent_and_rate_limits_are_retried(tmp_path: Pat
         site.advance(seconds=61)
         site.deliver()
         (row,) = site.store.outbox()
-        assert row.state == "failed" and "HTTP 401" in (row.last_error or "") and "Invalid token" in (row.last_error or "")
+        assert (
+            row.state == "failed"
+            and "HTTP 401" in (row.last_error or "")
+            and "Invalid token" in (row.last_error or "")
+        )
     finally:
         site.close()
 
 
 @responses.activate
 def test_a_server_error_is_retried_then_delivered_once(tmp_path: Path) -> None:
-    site = Site(tmp_path, site_config(unique_site(), "  tickets:\n    - zammad: " + json.dumps(
-        {"url": URL, "user": "watcher", "password": "zammad-pw-1", "customer": "guess:monitoring@acme.example"})))
+    site = Site(
+        tmp_path,
+        site_config(
+            unique_site(),
+            "  tickets:\n    - zammad: "
+            + json.dumps(
+                {
+                    "url": URL,
+                    "user": "watcher",
+                    "password": "zammad-pw-1",
+                    "customer": "guess:monitoring@acme.example",
+                }
+            ),
+        ),
+    )
     responses.get(f"{URL}/api/v1/tickets/search", json=[])
-    responses.add_callback(responses.POST, f"{URL}/api/v1/tickets", callback=replies(
-        (502, "<html>Bad Gateway</html>", None), (201, TICKET, None)))
+    responses.add_callback(
+        responses.POST,
+        f"{URL}/api/v1/tickets",
+        callback=replies((502, "<html>Bad Gateway</html>", None), (201, TICKET, None)),
+    )
     try:
         site.smtp_refused()
         site.deliver()
         site.advance(seconds=10)
         site.deliver()
         assert [(r.state, r.attempts) for r in site.store.outbox()] == [("done", 2)]
-        assert body_of([c for c in responses.calls if c.request.method == "POST"][-1])["customer_id"] == "guess:monitoring@acme.example"
+        assert (
+            body_of([c for c in responses.calls if c.request.method == "POST"][-1])["customer_id"]
+            == "guess:monitoring@acme.example"
+        )
     finally:
         site.close()
 

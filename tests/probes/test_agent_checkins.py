@@ -436,7 +436,9 @@ def test_per_device_mode_opens_the_capped_number_of_tickets_and_clears_them(
 
 def test_credentials_in_the_url_never_reach_the_message_or_evidence(mdm: MdmServer) -> None:
     mdm.set_response("/api/devices", status=502, body="bad gateway")
-    url = mdm.url_for("/api/devices?api_key=Mdm-Key-0c4f2").replace("://", "://watcher:Mdm-Pw-91d3@")
+    url = mdm.url_for("/api/devices?api_key=Mdm-Key-0c4f2").replace(
+        "://", "://watcher:Mdm-Pw-91d3@"
+    )
     (r,) = check(mdm, url=url)
     assert (r.status, r.reason) == ("fail", "status")
     assert "0c4f2" not in r.message + r.evidence and "91d3" not in r.message + r.evidence
@@ -455,7 +457,9 @@ def test_a_redirect_to_another_host_does_not_take_the_api_key_along(
     mdm: MdmServer, http_server_factory: Callable[..., HTTPTestServer]
 ) -> None:
     other = http_server_factory()
-    mdm.set_response("/api/devices", status=302, headers={"Location": _elsewhere(other, "/api/devices")})
+    mdm.set_response(
+        "/api/devices", status=302, headers={"Location": _elsewhere(other, "/api/devices")}
+    )
     (r,) = check(mdm, headers={"X-Api-Key": "Mdm-Hdr-8e21"})
     assert (r.status, r.reason) == ("error", "redirect"), r.message
     assert other.requests == []
@@ -466,7 +470,9 @@ def test_a_next_link_to_another_host_does_not_take_the_api_key_along(
 ) -> None:
     other = http_server_factory()
     page = {"data": {"devices": fleet(3, 0)}, "links": {"next": _elsewhere(other, "/steal")}}
-    mdm.set_response("/api/devices", body=json.dumps(page), headers={"Content-Type": "application/json"})
+    mdm.set_response(
+        "/api/devices", body=json.dumps(page), headers={"Content-Type": "application/json"}
+    )
     (r,) = check(mdm, headers={"X-Api-Key": "Mdm-Hdr-8e21"})
     assert (r.status, r.reason) == ("error", "pagination"), r.message
     assert other.requests == []
@@ -481,7 +487,9 @@ def test_a_page_that_trickles_in_ends_at_the_timeout() -> None:
             conn, _ = listener.accept()
             with conn:
                 conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n[")
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n["
+                )
                 for _ in range(400):  # a byte every 50 ms for up to 20 s
                     if stop.wait(0.05):
                         break

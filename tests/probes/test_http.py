@@ -24,7 +24,9 @@ def check(**settings: Any) -> Result:
     return result
 
 
-def test_a_password_in_the_url_never_reaches_the_message_or_evidence(http_server: HTTPTestServer) -> None:
+def test_a_password_in_the_url_never_reaches_the_message_or_evidence(
+    http_server: HTTPTestServer,
+) -> None:
     http_server.set_response("/down", status=503, body="maintenance")
     url = http_server.url_for("/down").replace("://", "://watcher:Http-Pw-3e9a@")
     r = check(url=url)
@@ -32,7 +34,9 @@ def test_a_password_in_the_url_never_reaches_the_message_or_evidence(http_server
     assert "3e9a" not in r.message + r.evidence
 
 
-def test_a_token_in_the_query_never_reaches_the_message_or_evidence(http_server: HTTPTestServer) -> None:
+def test_a_token_in_the_query_never_reaches_the_message_or_evidence(
+    http_server: HTTPTestServer,
+) -> None:
     http_server.set_response("/health", status=500)
     r = check(url=http_server.url_for("/health?access_token=Http-Tok-77c2"))
     assert r.status == "fail"
@@ -106,4 +110,6 @@ def test_a_body_that_trickles_in_ends_at_the_checks_timeout(trickle: str) -> Non
 )
 def test_which_urls_may_receive_the_configured_credentials(url: str, allowed: bool) -> None:
     assert may_send_credentials("https://mdm.example/api", url) is allowed
-    assert may_send_credentials("http://mdm.example/api", url.replace("http://", "https://")) is ("evil" not in url)
+    assert may_send_credentials("http://mdm.example/api", url.replace("http://", "https://")) is (
+        "evil" not in url
+    )

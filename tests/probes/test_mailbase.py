@@ -53,7 +53,9 @@ def scripted() -> Iterator[Callable[[Script], int]]:
 
 
 def run(probe: Any, config: Any) -> Result:
-    ctx = ProbeContext(site="acme", target="mail1", host="127.0.0.1", labels={}, timeout=10.0, http=HTTP)
+    ctx = ProbeContext(
+        site="acme", target="mail1", host="127.0.0.1", labels={}, timeout=10.0, http=HTTP
+    )
     (result,) = run_probe(probe(config), ctx, probe.kind)
     return result
 
@@ -89,7 +91,9 @@ def test_imap_untagged_lines_without_end_are_cut_off(scripted: Callable[[Script]
     assert "in one conversation" in r.message, r.message
 
 
-def test_an_imap_literal_of_any_announced_size_is_not_read(scripted: Callable[[Script], int]) -> None:
+def test_an_imap_literal_of_any_announced_size_is_not_read(
+    scripted: Callable[[Script], int],
+) -> None:
     def server(conn: socket.socket, reader: Any) -> None:
         conn.sendall(b"* OK IMAP4rev1 ready\r\n")
         reader.readline()

@@ -7,7 +7,9 @@ import pytest
 from rules.condition import ConditionError, parse_condition
 from tests.helpers import result
 
-DISK = result("files1", "disk", metrics={"used_percent": 91.0, "free_bytes": 4e9}, labels={"path": "/var"})
+DISK = result(
+    "files1", "disk", metrics={"used_percent": 91.0, "free_bytes": 4e9}, labels={"path": "/var"}
+)
 
 
 @pytest.mark.parametrize(
@@ -79,4 +81,7 @@ def test_bad_conditions_are_refused_with_a_pointer(text: str, message: str) -> N
 
 
 def test_names_lists_the_metrics_a_condition_reads() -> None:
-    assert parse_condition("failed or (used_percent > 3 and path == '/')").names == {"used_percent", "path"}
+    assert parse_condition("failed or (used_percent > 3 and path == '/')").names == {
+        "used_percent",
+        "path",
+    }

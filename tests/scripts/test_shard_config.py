@@ -54,7 +54,9 @@ def test_each_target_lands_in_one_shard_with_the_targets_it_reaches_through() ->
 def test_the_written_shards_are_valid_configs(tmp_path: Path) -> None:
     config = tmp_path / "watcher.yml"
     config.write_text(CONFIG)
-    done = subprocess.run([sys.executable, str(SCRIPT), str(config), "--shards", "2"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), str(config), "--shards", "2"], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     names = []
     for number in (1, 2):

@@ -438,7 +438,9 @@ service auth {{
         before = self._qmgr_pids()
         self._reload_postfix()
         if self._postfix.running():
-            wait_until(lambda: (now := self._qmgr_pids()) and not (now & before), 15, "qmgr to restart")
+            wait_until(
+                lambda: (now := self._qmgr_pids()) and not (now & before), 15, "qmgr to restart"
+            )
 
     def break_delivery(self) -> None:
         """Postfix keeps accepting mail (250) but holds it in the deferred queue."""

@@ -21,13 +21,25 @@ rules:
 
 
 def issue(category: str, assignee: dict[str, str] | None = None) -> dict[str, object]:
-    return {"key": "OPS-9", "fields": {"status": {"name": category, "statusCategory": {"key": category}}, "assignee": assignee}}
+    return {
+        "key": "OPS-9",
+        "fields": {
+            "status": {"name": category, "statusCategory": {"key": category}},
+            "assignee": assignee,
+        },
+    }
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Site:
     integrations = "  tickets:\n    - jira: " + json.dumps(
-        {"url": JIRA, "project": "OPS", "user": "w@acme.example", "token": "jira-poll-token", "poll_every": "2m"}
+        {
+            "url": JIRA,
+            "project": "OPS",
+            "user": "w@acme.example",
+            "token": "jira-poll-token",
+            "poll_every": "2m",
+        }
     )
     s = Site(tmp_path, site_config(unique_site(), integrations), rules=P1_NOW)
     yield s
@@ -36,10 +48,15 @@ def site(tmp_path: Path) -> Site:
 
 def open_p1(site: Site) -> None:
     responses.get(f"{JIRA}/rest/api/2/search/jql", json={"issues": []})
-    responses.post(f"{JIRA}/rest/api/2/issue", status=201, json={"id": "1", "key": "OPS-9", "self": "x"})
+    responses.post(
+        f"{JIRA}/rest/api/2/issue", status=201, json={"id": "1", "key": "OPS-9", "self": "x"}
+    )
     site.smtp_refused()
     site.deliver()
-    assert site.store.ticket(site.incident().id, "tickets/jira") == ("OPS-9", f"{JIRA}/browse/OPS-9")
+    assert site.store.ticket(site.incident().id, "tickets/jira") == (
+        "OPS-9",
+        f"{JIRA}/browse/OPS-9",
+    )
 
 
 @responses.activate
@@ -50,7 +67,11 @@ def test_an_assignee_acknowledges_and_repaging_stops(site: Site) -> None:
     site.advance(minutes=31)
     site.tick()
     assert site.incident().page_count == 2
-    responses.replace(responses.GET, f"{JIRA}/rest/api/2/issue/OPS-9", json=issue("new", {"displayName": "Asha Rao", "accountId": "5b1"}))
+    responses.replace(
+        responses.GET,
+        f"{JIRA}/rest/api/2/issue/OPS-9",
+        json=issue("new", {"displayName": "Asha Rao", "accountId": "5b1"}),
+    )
     site.advance(minutes=2)
     assert site.poller.poll() == [site.incident().id]
     incident = site.incident()
@@ -81,7 +102,9 @@ def test_a_helpdesk_that_cannot_answer_acknowledges_nothing_and_is_asked_again(s
     assert site.poller.poll(force=True) == []
     assert site.incident().state == "open"
     responses.replace(responses.GET, f"{JIRA}/rest/api/2/issue/OPS-9", json=issue("done"))
-    assert site.poller.poll(force=True) == [site.incident().id]  # resolved by hand in Jira: someone had it
+    assert site.poller.poll(force=True) == [
+        site.incident().id
+    ]  # resolved by hand in Jira: someone had it
 
 
 @responses.activate
@@ -91,7 +114,11 @@ def test_the_api_and_cli_acknowledge_the_same_way(site: Site) -> None:
     site.engine.acknowledge(site.incident().id, by="asha", source="api")
     site.deliver()
     assert site.incident().state == "acknowledged"
-    comments = [json.loads(c.request.body)["body"] for c in responses.calls if c.request.url.endswith("/comment")]
+    comments = [
+        json.loads(c.request.body)["body"]
+        for c in responses.calls
+        if c.request.url.endswith("/comment")
+    ]
     assert comments == ["Acknowledged by asha via api."]  # the helpdesk hears of it
     site.advance(hours=1)
     site.tick()
@@ -100,7 +127,8 @@ def test_the_api_and_cli_acknowledge_the_same_way(site: Site) -> None:
 
 def test_polling_can_be_turned_off(tmp_path: Path) -> None:
     integrations = "  tickets:\n    - jira: " + json.dumps(
-        {"url": JIRA, "project": "OPS", "token": "t0k3n-zz", "poll_every": "0s"})
+        {"url": JIRA, "project": "OPS", "token": "t0k3n-zz", "poll_every": "0s"}
+    )
     s = Site(tmp_path, site_config(unique_site(), integrations))
     try:
         assert not s.poller.active
@@ -111,7 +139,10 @@ def test_polling_can_be_turned_off(tmp_path: Path) -> None:
 def resolve_in_jira(site: Site) -> int:
     """The P1 recovers and watcher resolves its issue: Jira now shows it done."""
     responses.post(f"{JIRA}/rest/api/2/issue/OPS-9/comment", status=201, json={"id": "5"})
-    responses.get(f"{JIRA}/rest/api/2/issue/OPS-9/transitions", json={"transitions": [{"id": "31", "name": "Done"}]})
+    responses.get(
+        f"{JIRA}/rest/api/2/issue/OPS-9/transitions",
+        json={"transitions": [{"id": "31", "name": "Done"}]},
+    )
     responses.post(f"{JIRA}/rest/api/2/issue/OPS-9/transitions", status=204)
     incident_id = site.incident().id
     site.smtp_ok()
@@ -122,7 +153,9 @@ def resolve_in_jira(site: Site) -> int:
 
 
 @responses.activate
-def test_a_reopening_the_issue_has_not_heard_of_yet_is_not_acknowledged_by_its_old_resolution(site: Site) -> None:
+def test_a_reopening_the_issue_has_not_heard_of_yet_is_not_acknowledged_by_its_old_resolution(
+    site: Site,
+) -> None:
     open_p1(site)
     incident_id = resolve_in_jira(site)
     site.advance(minutes=5)
@@ -133,10 +166,16 @@ def test_a_reopening_the_issue_has_not_heard_of_yet_is_not_acknowledged_by_its_o
 
 
 @responses.activate
-def test_a_reopening_held_by_a_maintenance_window_is_not_acknowledged_by_its_old_resolution(site: Site) -> None:
+def test_a_reopening_held_by_a_maintenance_window_is_not_acknowledged_by_its_old_resolution(
+    site: Site,
+) -> None:
     open_p1(site)
     resolve_in_jira(site)
-    window = window_from_request({"name": "upgrade", "targets": ["mail1"], "duration": "1h"}, default_timezone="UTC", now=site.clock())
+    window = window_from_request(
+        {"name": "upgrade", "targets": ["mail1"], "duration": "1h"},
+        default_timezone="UTC",
+        now=site.clock(),
+    )
     add_window(site.store, window, by="ops", now=site.clock())
     site.advance(minutes=5)
     site.smtp_refused()  # failing again, held back: nothing queued, Jira still says done

@@ -321,7 +321,13 @@ def test_a_target_can_have_flap_detection_of_its_own(
     # 3 changes in the last 4 results: flapping from the 4th round, so only the first
     # churn of open, resolve, reopen reached the helpdesk
     assert [r.action for r in rig.outbox()] == [
-        "open", "page", "resolve", "page_resolve", "reopen", "page", "comment",
+        "open",
+        "page",
+        "resolve",
+        "page_resolve",
+        "reopen",
+        "page",
+        "comment",
     ]
 
 
@@ -337,7 +343,9 @@ def test_a_target_s_flapping_settings_are_checked_like_the_site_s(tmp_path: Path
                 probes: [{tcp: {port: 1}}]
             """,
         )
-    assert "watcher.yml:4:" in str(caught.value) and "low (40) must be below high (20)" in str(caught.value)
+    assert "watcher.yml:4:" in str(caught.value) and "low (40) must be below high (20)" in str(
+        caught.value
+    )
 
 
 # ------------------------------------------------------------------ maintenance windows

@@ -61,11 +61,17 @@ def test_nothing_starts_on_a_broken_config(tmp_path: Path, name: str) -> None:
         (tmp_path / extra.name).write_text(extra.read_text())
     port = _free_port()
     config = tmp_path / "watcher.yml"
-    config.write_text(f"state: {tmp_path}/state.db\nlisten: 127.0.0.1:{port}\n" + source.read_text())
+    config.write_text(
+        f"state: {tmp_path}/state.db\nlisten: 127.0.0.1:{port}\n" + source.read_text()
+    )
     env = {k: v for k, v in os.environ.items() if k != "WATCHER_TEST_SURELY_UNSET"}
     done = subprocess.run(
         [sys.executable, "-m", "watcher.cli", "run", "-c", str(config)],
-        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 2
     assert "problem" in done.stderr
@@ -78,10 +84,18 @@ def test_nothing_starts_on_a_broken_config(tmp_path: Path, name: str) -> None:
 def test_validate_exits_0_on_a_good_config_and_2_on_a_bad_one(tmp_path: Path) -> None:
     good = write_config(tmp_path, "site: acme\n", name="good.yml")
     bad = write_config(tmp_path, "site: acme\nworkers: many\n", name="bad.yml")
-    ok = subprocess.run([sys.executable, "-m", "watcher.cli", "validate", "-c", str(good)], capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "watcher.cli", "validate", "-c", str(good)],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "ok: site acme" in ok.stdout
-    refused = subprocess.run([sys.executable, "-m", "watcher.cli", "validate", "-c", str(bad)], capture_output=True, text=True)
+    refused = subprocess.run(
+        [sys.executable, "-m", "watcher.cli", "validate", "-c", str(bad)],
+        capture_output=True,
+        text=True,
+    )
     assert refused.returncode == 2
     assert "bad.yml:2:" in refused.stderr
 
@@ -110,7 +124,12 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 def test_shipped_watcher_yml_is_valid() -> None:
     config = load_config(Path(__file__).resolve().parents[2] / "watcher.yml")
     assert config.site == "localhost"
-    assert {s.kind for t in config.model.targets for s in t.probe_specs()} >= {"disk", "http", "tcp", "command"}
+    assert {s.kind for t in config.model.targets for s in t.probe_specs()} >= {
+        "disk",
+        "http",
+        "tcp",
+        "command",
+    }
 
 
 def test_env_references_expand_and_dollar_dollar_escapes(tmp_path: Path) -> None:
@@ -136,7 +155,9 @@ def test_env_references_expand_and_dollar_dollar_escapes(tmp_path: Path) -> None
 
 
 def test_durations_defaults_and_relative_paths(tmp_path: Path) -> None:
-    config = config_from(tmp_path, "site: acme\nstate: data/w.db\ndefaults: {interval: 1h30m, timeout: 90s}\n")
+    config = config_from(
+        tmp_path, "site: acme\nstate: data/w.db\ndefaults: {interval: 1h30m, timeout: 90s}\n"
+    )
     assert config.model.defaults.interval == timedelta(minutes=90)
     assert config.model.defaults.timeout == timedelta(seconds=90)
     assert config.state_path == tmp_path / "data" / "w.db"
@@ -147,7 +168,9 @@ def test_a_site_pack_replaces_a_shipped_rule_of_the_same_name(tmp_path: Path) ->
     config = config_from(
         tmp_path,
         "site: acme\nrules: [default, site.yml]\n",
-        extra={"site.yml": "rules:\n  - {name: disk-high, probe: disk, when: 'used_percent >= 70', priority: P3}\n"},
+        extra={
+            "site.yml": "rules:\n  - {name: disk-high, probe: disk, when: 'used_percent >= 70', priority: P3}\n"
+        },
     )
     rules = {r.name: r for r in config.rules.rules}
     assert rules["disk-high"].when.text == "used_percent >= 70"
@@ -159,7 +182,9 @@ def test_a_rule_may_not_name_a_target_that_does_not_exist(tmp_path: Path) -> Non
         config_from(
             tmp_path,
             "site: acme\nrules: [default, site.yml]\ntargets: [{name: mail1, probes: [{tcp: {port: 25}}]}]\n",
-            extra={"site.yml": "rules:\n  - {name: x, target: mial1, when: failed, priority: P2}\n"},
+            extra={
+                "site.yml": "rules:\n  - {name: x, target: mial1, when: failed, priority: P2}\n"
+            },
         )
 
 
@@ -167,7 +192,9 @@ def test_a_broken_target_does_not_hide_a_broken_rule_pack(tmp_path: Path) -> Non
     path = write_config(
         tmp_path,
         "site: acme\nrules: [default, site.yml]\ntargets: [{name: web, probes: [{htpp: {}}]}]\n",
-        extra={"site.yml": "rules:\n  - {name: x, probe: disk, when: 'used_pct > 9', priority: P2}\n"},
+        extra={
+            "site.yml": "rules:\n  - {name: x, probe: disk, when: 'used_pct > 9', priority: P2}\n"
+        },
     )
     with pytest.raises(ConfigError) as caught:
         load_config(path)

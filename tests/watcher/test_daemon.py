@@ -32,6 +32,7 @@ def test_the_shipped_config_runs_probes_this_machine_and_serves_metrics(tmp_path
     port = free_port()
     daemon = Daemon(_shipped_config(tmp_path, port), port).start()
     try:
+
         def all_checked() -> list[dict] | None:
             status, body = daemon.get("/api/results")
             results = json.loads(body) if status == 200 else []
@@ -55,7 +56,9 @@ def test_watcher_once_prints_json_and_exits_by_status(tmp_path: Path) -> None:
     config = _shipped_config(tmp_path, free_port())
     done = subprocess.run(
         [sys.executable, "-m", "watcher.cli", "once", "-c", str(config), "--json"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     results = json.loads(done.stdout)
     by_probe = {r["probe"]: r for r in results}
@@ -82,9 +85,11 @@ def _incident_config(tmp_path: Path, port: int, http: HTTPTestServer, sink: Smtp
         rules: [default, fast.yml]
         targets:
           - name: shop
-            probes: [{{http: {{url: "{http.url_for('/')}"}}}}]
+            probes: [{{http: {{url: "{http.url_for("/")}"}}}}]
         """,
-        extra={"fast.yml": "rules:\n  - {name: http-down, probe: http, when: failed, after: 2, priority: P1, summary: '{target}: down'}\n"},
+        extra={
+            "fast.yml": "rules:\n  - {name: http-down, probe: http, when: failed, after: 2, priority: P1, summary: '{target}: down'}\n"
+        },
     )
 
 
@@ -103,16 +108,33 @@ def test_a_watcher_killed_before_delivery_delivers_exactly_once_after_restart(
     http_server.set_default(status=500)
     daemon = Daemon(config, port, env=env).start()
     db = tmp_path / "state.db"
-    daemon.wait_for(lambda: _rows(db, "SELECT count(*) FROM outbox WHERE state='pending'")[0][0] == 2, 30, "two queued actions")
+    daemon.wait_for(
+        lambda: _rows(db, "SELECT count(*) FROM outbox WHERE state='pending'")[0][0] == 2,
+        30,
+        "two queued actions",
+    )
     daemon.kill()  # SIGKILL: no chance to clean up
-    assert _rows(db, "SELECT action, state FROM outbox ORDER BY id") == [("open", "pending"), ("page", "pending")]
+    assert _rows(db, "SELECT action, state FROM outbox ORDER BY id") == [
+        ("open", "pending"),
+        ("page", "pending"),
+    ]
     smtp_sink.start()
     http_server.set_default(status=200)
     daemon = Daemon(config, port, env=env).start()
     try:
-        daemon.wait_for(lambda: _rows(db, "SELECT count(*) FROM outbox WHERE state='done'")[0][0] >= 2, 60, "delivery")
-        daemon.wait_for(lambda: _rows(db, "SELECT state FROM incidents")[0][0] == "resolved", 30, "recovery")
-        daemon.wait_for(lambda: _rows(db, "SELECT count(*) FROM outbox WHERE state!='done'")[0][0] == 0, 60, "resolve mails")
+        daemon.wait_for(
+            lambda: _rows(db, "SELECT count(*) FROM outbox WHERE state='done'")[0][0] >= 2,
+            60,
+            "delivery",
+        )
+        daemon.wait_for(
+            lambda: _rows(db, "SELECT state FROM incidents")[0][0] == "resolved", 30, "recovery"
+        )
+        daemon.wait_for(
+            lambda: _rows(db, "SELECT count(*) FROM outbox WHERE state!='done'")[0][0] == 0,
+            60,
+            "resolve mails",
+        )
     finally:
         daemon.stop()
     subjects = sorted(m.subject.split(" ")[0] for m in smtp_sink.messages)
@@ -126,8 +148,13 @@ def test_the_api_acknowledges_with_a_token_and_refuses_without(
     port = free_port()
     token = "tok-7e2b9c41aa"
     http_server.set_default(status=500)
-    daemon = Daemon(_incident_config(tmp_path, port, http_server, smtp_sink), port, env={"WATCHER_API_TOKEN": token}).start()
+    daemon = Daemon(
+        _incident_config(tmp_path, port, http_server, smtp_sink),
+        port,
+        env={"WATCHER_API_TOKEN": token},
+    ).start()
     try:
+
         def opened() -> int | None:
             status, body = daemon.get("/api/incidents?state=open")
             items = json.loads(body)
@@ -146,13 +173,16 @@ def test_the_api_acknowledges_with_a_token_and_refuses_without(
         daemon.stop()
 
 
-def test_sighup_reloads_a_good_config_and_refuses_a_bad_one(tmp_path: Path, http_server: HTTPTestServer) -> None:
+def test_sighup_reloads_a_good_config_and_refuses_a_bad_one(
+    tmp_path: Path, http_server: HTTPTestServer
+) -> None:
     port = free_port()
     base = f"site: acme\nstate: state.db\nlisten: 127.0.0.1:{port}\ndefaults: {{interval: 300ms}}\ntargets:\n"
     one = base + f"  - {{name: a, probes: [{{http: {{url: '{http_server.url_for('/a')}'}}}}]}}\n"
     config = write_config(tmp_path, one)
     daemon = Daemon(config, port).start()
     try:
+
         def targets() -> set[str]:
             return {r["target"] for r in json.loads(daemon.get("/api/results")[1])}
 
@@ -162,7 +192,9 @@ def test_sighup_reloads_a_good_config_and_refuses_a_bad_one(tmp_path: Path, http
         daemon.wait_for(lambda: "config reload refused" in daemon.log(), 30, "the refusal")
         assert re.search(r"watcher\.yml:\d+:\d+: .*unknown probe kind 'htpp'", daemon.log())
         assert daemon.get("/healthz")[0] == 200
-        config.write_text(one + f"  - {{name: b, probes: [{{http: {{url: '{http_server.url_for('/b')}'}}}}]}}\n")
+        config.write_text(
+            one + f"  - {{name: b, probes: [{{http: {{url: '{http_server.url_for('/b')}'}}}}]}}\n"
+        )
         daemon.signal(signal.SIGHUP)
         daemon.wait_for(lambda: targets() == {"a", "b"}, 30, "target b after reload")
     finally:
@@ -175,8 +207,10 @@ def test_prometheus_scrapes_the_metrics_endpoint(tmp_path: Path, prometheus_fact
     try:
         prometheus = prometheus_factory([f"127.0.0.1:{port}"], job="watcher")
         assert prometheus.wait_for_scrape("watcher", timeout=60) == ""
+
         def scraped() -> list:
             return prometheus.query('watcher_probe_success{probe="disk"}')
+
         daemon.wait_for(scraped, 30, "a probe metric in Prometheus")
     finally:
         daemon.stop()

@@ -42,18 +42,28 @@ class Site:
         self.engine.process(
             [
                 result(
-                    target, "disk", kind="disk", metrics={"used_percent": used, "inodes_used_percent": 1.0},
-                    labels={"path": "/"}, at=self.clock(),
+                    target,
+                    "disk",
+                    kind="disk",
+                    metrics={"used_percent": used, "inodes_used_percent": 1.0},
+                    labels={"path": "/"},
+                    at=self.clock(),
                 )
             ]
         )
 
     def http(self, status: str) -> None:
-        self.engine.process([result("web", "http", status=status, message=f"HTTP {status}", at=self.clock())])
+        self.engine.process(
+            [result("web", "http", status=status, message=f"HTTP {status}", at=self.clock())]
+        )
 
     def actions(self, target: str | None = None) -> list[str]:
         ids = {i.id for i in self.store.incidents() if target is None or i.target == target}
-        return [f"{r.integration.split('/')[0]}:{r.action}" for r in self.store.outbox() if r.incident_id in ids]
+        return [
+            f"{r.integration.split('/')[0]}:{r.action}"
+            for r in self.store.outbox()
+            if r.incident_id in ids
+        ]
 
     def reload(self, text: str) -> None:
         (self.directory / "watcher.yml").write_text(text)
@@ -81,7 +91,14 @@ def test_a_batch_whose_transaction_fails_leaves_nothing_behind_in_memory(
 
     monkeypatch.setattr(site.store, "add_events", failing_once)
     batch = [
-        result(t, "disk", kind="disk", metrics={"used_percent": 97.0}, labels={"path": "/"}, at=site.clock())
+        result(
+            t,
+            "disk",
+            kind="disk",
+            metrics={"used_percent": 97.0},
+            labels={"path": "/"},
+            at=site.clock(),
+        )
         for t in ("web", "db")
     ]
     with pytest.raises(sqlite3.OperationalError):
@@ -133,7 +150,12 @@ def test_an_incident_whose_check_leaves_the_config_resolves_and_stops_paging(sit
     site.engine.tick()
     [incident] = site.store.incidents()
     assert incident.state == "resolved" and incident.probe == "http"
-    assert site.actions("web") == ["tickets:open", "paging:page", "tickets:resolve", "paging:page_resolve"]
+    assert site.actions("web") == [
+        "tickets:open",
+        "paging:page",
+        "tickets:resolve",
+        "paging:page_resolve",
+    ]
     site.clock.advance(minutes=60)
     site.engine.tick()
     assert len(site.actions("web")) == 4  # no repage, no escalation

@@ -42,11 +42,15 @@ class Chain:
     """A site whose tickets go to a webhook (a real HTTP server) and whose escalation
     contacts are mailed through a real SMTP server; restartable on the same state."""
 
-    def __init__(self, directory: Path, sink: SmtpSink, tickets: HTTPTestServer, rules: str, start: datetime) -> None:
+    def __init__(
+        self, directory: Path, sink: SmtpSink, tickets: HTTPTestServer, rules: str, start: datetime
+    ) -> None:
         self.directory = directory
         self.clock = Clock(start)
         self.text = site_config(
-            unique_site(), f"  tickets:\n    - webhook: {{url: '{tickets.url}/tickets'}}", extra=contacts(sink)
+            unique_site(),
+            f"  tickets:\n    - webhook: {{url: '{tickets.url}/tickets'}}",
+            extra=contacts(sink),
         )
         self.rules = rules
         self.tickets = tickets
@@ -95,16 +99,27 @@ def p1(tmp_path: Path, smtp_sink: SmtpSink, http_server: HTTPTestServer) -> Chai
     chain.site.close()
 
 
-def test_an_unacknowledged_p1_climbs_the_chain_each_step_once_also_across_a_restart(p1: Chain) -> None:
+def test_an_unacknowledged_p1_climbs_the_chain_each_step_once_also_across_a_restart(
+    p1: Chain,
+) -> None:
     incident = p1.site.incident()
-    assert incident.priority == "P1" and incident.response_due == incident.opened_at + timedelta(hours=2)
+    assert incident.priority == "P1" and incident.response_due == incident.opened_at + timedelta(
+        hours=2
+    )
     p1.at(hours=1, minutes=55)
     assert p1.escalations() == [] and p1.mails() == []
     p1.at(hours=2)  # the response deadline passes unacknowledged
     assert p1.escalations() == [("escalate", "done")]
-    assert p1.mails() == [(["spm@acme.example"], f"[Escalation] [P1][{p1.site.config.site}] mail1: SMTP port not answering (connection refused)")]
+    assert p1.mails() == [
+        (
+            ["spm@acme.example"],
+            f"[Escalation] [P1][{p1.site.config.site}] mail1: SMTP port not answering (connection refused)",
+        )
+    ]
     body = p1.sink.messages[0].body
-    assert body.startswith("Escalated to Priya (Senior Product Manager) (step 1 of 3): response deadline")
+    assert body.startswith(
+        "Escalated to Priya (Senior Product Manager) (step 1 of 3): response deadline"
+    )
     assert "Fingerprint:" in body  # the whole ticket body follows the reason
     assert "Escalated:     1 step of the chain notified" in body
     assert p1.sink.messages[0].headers["X-Watcher-Escalation-Step"] == "1"
@@ -123,17 +138,29 @@ def test_an_unacknowledged_p1_climbs_the_chain_each_step_once_also_across_a_rest
     p1.restart()
     p1.at(hours=24)
     assert p1.escalations() == [("escalate", "done")] * 3
-    assert [m[0] for m in p1.mails()] == [["spm@acme.example"], ["vp@acme.example"], ["cto@acme.example"]]
+    assert [m[0] for m in p1.mails()] == [
+        ["spm@acme.example"],
+        ["vp@acme.example"],
+        ["cto@acme.example"],
+    ]
 
     incident = p1.site.incident()
     assert incident.escalation == 3
     events = [e for e in p1.site.store.events(incident.id) if e.kind == "escalated"]
-    assert [e.data["contact"] for e in events] == ["Priya (Senior Product Manager)", "VP of Business", "CTO"]
+    assert [e.data["contact"] for e in events] == [
+        "Priya (Senior Product Manager)",
+        "VP of Business",
+        "CTO",
+    ]
     comments = [c for c in p1.ticket_comments() if c.startswith("Escalated")]
     assert [c.split(" (step")[0] for c in comments] == [
-        "Escalated to Priya (Senior Product Manager)", "Escalated to VP of Business", "Escalated to CTO"]
-    assert [e.data["deadline"] for e in p1.site.store.events(incident.id) if e.kind == "breach"] == [
-        "response", "resolve", "resolve+1", "resolve+2", "resolve+3"]
+        "Escalated to Priya (Senior Product Manager)",
+        "Escalated to VP of Business",
+        "Escalated to CTO",
+    ]
+    assert [
+        e.data["deadline"] for e in p1.site.store.events(incident.id) if e.kind == "breach"
+    ] == ["response", "resolve", "resolve+1", "resolve+2", "resolve+3"]
 
 
 def test_a_p1_acknowledged_in_time_escalates_only_when_unresolved(p1: Chain) -> None:
@@ -179,36 +206,56 @@ def test_a_p2_raised_friday_1700_ist_breaches_on_monday_and_tuesday(
         chain.site.close()
 
 
-def test_a_holiday_moves_the_p2_breach_to_the_next_working_day(tmp_path: Path, smtp_sink: SmtpSink, http_server: HTTPTestServer) -> None:
+def test_a_holiday_moves_the_p2_breach_to_the_next_working_day(
+    tmp_path: Path, smtp_sink: SmtpSink, http_server: HTTPTestServer
+) -> None:
     chain = Chain(tmp_path, smtp_sink, http_server, P2_NOW, FRIDAY_1700_IST)
     chain.site.close()
-    chain.text = chain.text.replace("rules: [default, site.yml]", "rules: [default, site.yml]\nbusiness_hours: {holidays: [2026-11-23]}")
+    chain.text = chain.text.replace(
+        "rules: [default, site.yml]",
+        "rules: [default, site.yml]\nbusiness_hours: {holidays: [2026-11-23]}",
+    )
     chain.site = chain._start()
     try:
         chain.site.smtp_refused()
-        assert chain.site.incident().response_due == datetime.fromisoformat("2026-11-24T05:30:00+00:00")  # Tuesday 11:00 IST
+        assert chain.site.incident().response_due == datetime.fromisoformat(
+            "2026-11-24T05:30:00+00:00"
+        )  # Tuesday 11:00 IST
     finally:
         chain.site.close()
 
 
-def test_contacts_without_email_are_recorded_on_the_ticket_only(tmp_path: Path, smtp_sink: SmtpSink, http_server: HTTPTestServer) -> None:
+def test_contacts_without_email_are_recorded_on_the_ticket_only(
+    tmp_path: Path, smtp_sink: SmtpSink, http_server: HTTPTestServer
+) -> None:
     chain = Chain(tmp_path, smtp_sink, http_server, P1_NOW, MONDAY_0930_IST)
     chain.site.close()
-    chain.text = chain.text.replace("{role: Senior Product Manager, name: Priya, email: spm@acme.example}",
-                                    "{role: Senior Product Manager, phone: '+912030458306'}")
+    chain.text = chain.text.replace(
+        "{role: Senior Product Manager, name: Priya, email: spm@acme.example}",
+        "{role: Senior Product Manager, phone: '+912030458306'}",
+    )
     chain.site = chain._start()
     try:
         chain.site.smtp_refused()
         chain.site.deliver()
         chain.at(hours=2)
         assert chain.escalations() == [("escalate", "done")] and chain.mails() == []
-        assert any(c.startswith("Escalated to Senior Product Manager (step 1 of 3)") for c in chain.ticket_comments())
+        assert any(
+            c.startswith("Escalated to Senior Product Manager (step 1 of 3)")
+            for c in chain.ticket_comments()
+        )
     finally:
         chain.site.close()
 
 
-def test_without_escalation_contacts_breaches_are_still_noted(tmp_path: Path, http_server: HTTPTestServer) -> None:
-    text = site_config(unique_site(), f"  tickets:\n    - webhook: {{url: '{http_server.url}/t'}}", extra="contacts: {escalation: []}")
+def test_without_escalation_contacts_breaches_are_still_noted(
+    tmp_path: Path, http_server: HTTPTestServer
+) -> None:
+    text = site_config(
+        unique_site(),
+        f"  tickets:\n    - webhook: {{url: '{http_server.url}/t'}}",
+        extra="contacts: {escalation: []}",
+    )
     site = Site(tmp_path, text, clock=Clock(MONDAY_0930_IST), rules=P1_NOW)
     try:
         site.smtp_refused()
@@ -216,12 +263,17 @@ def test_without_escalation_contacts_breaches_are_still_noted(tmp_path: Path, ht
         site.tick()
         assert [e for e in site.events() if e in ("breach", "escalated")] == ["breach", "breach"]
         # no escalation went out; the one comment is the P1 reminder (remind_every 30m)
-        assert [(r.action, r.payload["text"][:10]) for r in site.store.outbox()] == [("open", ""), ("comment", "Reminder 1")]
+        assert [(r.action, r.payload["text"][:10]) for r in site.store.outbox()] == [
+            ("open", ""),
+            ("comment", "Reminder 1"),
+        ]
     finally:
         site.close()
 
 
-def test_watcher_test_integration_escalation_mails_every_contact(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+def test_watcher_test_integration_escalation_mails_every_contact(
+    tmp_path: Path, smtp_sink: SmtpSink
+) -> None:
     from watcher.cli import main
 
     config = tmp_path / "watcher.yml"

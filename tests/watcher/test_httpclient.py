@@ -10,7 +10,9 @@ from watcher.httpclient import MAX_RESPONSE_BYTES, HttpClients, new_session
 
 
 def test_an_answer_is_kept_up_to_the_cap_and_no_more(http_server: HTTPTestServer) -> None:
-    http_server.set_response("/huge", status=500, body=b"x" * (MAX_RESPONSE_BYTES + 2 * 1024 * 1024))
+    http_server.set_response(
+        "/huge", status=500, body=b"x" * (MAX_RESPONSE_BYTES + 2 * 1024 * 1024)
+    )
     http_server.set_response("/small", body=b'{"id": 7}')
     session = new_session(clients=HttpClients())
     huge = session.get(http_server.url_for("/huge"))
@@ -30,8 +32,16 @@ def test_credentials_do_not_follow_a_redirect_to_another_host(
     session.headers["Authorization"] = "token Rt-Tok-9d2c"
     assert session.get(home.url_for("/moved")).status_code == 200
     (kept,) = home.requests_for("/here")
-    assert kept.headers["X-Redmine-API-Key"] == "Rm-Key-4f0a" and kept.headers["Authorization"] == "token Rt-Tok-9d2c"
-    assert session.post(home.url_for("/away"), json={"a": 1}, headers={"X-Auth": "Hook-Hdr-1b7e"}).status_code == 200
+    assert (
+        kept.headers["X-Redmine-API-Key"] == "Rm-Key-4f0a"
+        and kept.headers["Authorization"] == "token Rt-Tok-9d2c"
+    )
+    assert (
+        session.post(
+            home.url_for("/away"), json={"a": 1}, headers={"X-Auth": "Hook-Hdr-1b7e"}
+        ).status_code
+        == 200
+    )
     (landed,) = other.requests
     assert not {"X-Redmine-API-Key", "Authorization", "X-Auth"} & set(landed.headers)
     assert landed.headers["Content-Type"] == "application/json" and landed.body == b'{"a": 1}'

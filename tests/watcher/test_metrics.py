@@ -17,15 +17,32 @@ from watcher.metrics import Metrics
 AT = datetime(2026, 11, 23, 5, 30, tzinfo=UTC)
 
 
-def _result(target: str, probe: str, status: str, metrics: dict[str, float], labels: dict[str, str] | None = None) -> Result:
-    return Result(target, probe, probe.split("-")[0], status, "m", metrics, labels or {}, "", 0.012345, AT)  # type: ignore[arg-type]
+def _result(
+    target: str,
+    probe: str,
+    status: str,
+    metrics: dict[str, float],
+    labels: dict[str, str] | None = None,
+) -> Result:
+    return Result(
+        target, probe, probe.split("-")[0], status, "m", metrics, labels or {}, "", 0.012345, AT
+    )  # type: ignore[arg-type]
 
 
 RESULTS = [
-    _result("web-1", "http", "ok", {"latency_s": 0.0042, "status_code": 200, "body_bytes": 3, "cert_days_left": 364.998}),
+    _result(
+        "web-1",
+        "http",
+        "ok",
+        {"latency_s": 0.0042, "status_code": 200, "body_bytes": 3, "cert_days_left": 364.998},
+    ),
     _result("web-1", "tcp", "fail", {}),
-    _result("db", "disk", "ok", {"used_percent": 91.5, "free_bytes": 123456789012.0}, {"path": "/var"}),
-    _result("db", "disk", "error", {"used_percent": 1e-7}, {"path": '/odd "quoted"\\path\nnewline'}),
+    _result(
+        "db", "disk", "ok", {"used_percent": 91.5, "free_bytes": 123456789012.0}, {"path": "/var"}
+    ),
+    _result(
+        "db", "disk", "error", {"used_percent": 1e-7}, {"path": '/odd "quoted"\\path\nnewline'}
+    ),
     _result("mail", "nagios-x", "ok", {"rta ms": 1.5, "pl%": 0.0, "huge": 1e22, "neg": -3.25}),
 ]
 
@@ -37,12 +54,26 @@ class _Reference(Collector):
         self.results = list(results)
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        success = GaugeMetricFamily("watcher_probe_success", "1 if the latest check was ok", labels=["target", "probe", "item"])
-        status = GaugeMetricFamily("watcher_probe_status", "Latest status: 0 ok, 1 fail, 2 error", labels=["target", "probe", "item"])
-        duration = GaugeMetricFamily(
-            "watcher_probe_duration_seconds", "How long the latest check took", labels=["target", "probe", "item"]
+        success = GaugeMetricFamily(
+            "watcher_probe_success",
+            "1 if the latest check was ok",
+            labels=["target", "probe", "item"],
         )
-        values = GaugeMetricFamily("watcher_probe_value", "Metrics of the latest check", labels=["target", "probe", "item", "metric"])
+        status = GaugeMetricFamily(
+            "watcher_probe_status",
+            "Latest status: 0 ok, 1 fail, 2 error",
+            labels=["target", "probe", "item"],
+        )
+        duration = GaugeMetricFamily(
+            "watcher_probe_duration_seconds",
+            "How long the latest check took",
+            labels=["target", "probe", "item"],
+        )
+        values = GaugeMetricFamily(
+            "watcher_probe_value",
+            "Metrics of the latest check",
+            labels=["target", "probe", "item", "metric"],
+        )
         for r in self.results:
             labels = [r.target, r.probe, r.item]
             success.add_metric(labels, 1.0 if r.status == "ok" else 0.0)
@@ -54,8 +85,17 @@ class _Reference(Collector):
 
 
 def _probe_families(text: str) -> str:
-    families = ("watcher_probe_success", "watcher_probe_status", "watcher_probe_duration_seconds", "watcher_probe_value")
-    kept = [line for line in text.splitlines() if line.removeprefix("# HELP ").removeprefix("# TYPE ").startswith(families)]
+    families = (
+        "watcher_probe_success",
+        "watcher_probe_status",
+        "watcher_probe_duration_seconds",
+        "watcher_probe_value",
+    )
+    kept = [
+        line
+        for line in text.splitlines()
+        if line.removeprefix("# HELP ").removeprefix("# TYPE ").startswith(families)
+    ]
     return "".join(line + "\n" for line in kept)
 
 

@@ -50,7 +50,9 @@ class Helpdesk(Integration):
     roles = frozenset({"tickets"})
 
     def __init__(self) -> None:
-        super().__init__(IntegrationConfig(name="helpdesk"), IntegrationEnv(config=None, http=None), "tickets")  # type: ignore[arg-type]
+        super().__init__(
+            IntegrationConfig(name="helpdesk"), IntegrationEnv(config=None, http=None), "tickets"
+        )  # type: ignore[arg-type]
         self.tickets: dict[str, str] = {}  # id -> fingerprint, all open
         self.calls: list[str] = []
         self.fail_after_create = False
@@ -78,11 +80,17 @@ class Watcher:
         self.config = config_from(tmp_path, CONFIG)
         self.store = Store(self.config.state_path)
         self.helpdesk = Helpdesk()
-        self.dispatcher = Dispatcher(self.store, {ROUTE: self.helpdesk}, Metrics(), clock=self.clock, base_delay=0.0)
-        self.engine = Engine(self.config, self.store, clock=self.clock, on_hold=self.dispatcher.search_ahead)
+        self.dispatcher = Dispatcher(
+            self.store, {ROUTE: self.helpdesk}, Metrics(), clock=self.clock, base_delay=0.0
+        )
+        self.engine = Engine(
+            self.config, self.store, clock=self.clock, on_hold=self.dispatcher.search_ahead
+        )
 
     def fail(self, *, minutes: float = 1.0, probe: str = "http", **kw: object) -> None:
-        self.engine.process([result("web", probe, status="fail", message="HTTP 500", at=self.clock(), **kw)])
+        self.engine.process(
+            [result("web", probe, status="fail", message="HTTP 500", at=self.clock(), **kw)]
+        )
         self.clock.advance(minutes=minutes)
 
     def searches_ahead(self) -> None:
@@ -136,7 +144,9 @@ def test_an_open_that_failed_after_the_create_searches_before_it_tries_again(sit
     assert len(site.helpdesk.tickets) == 1
 
 
-def test_a_search_ahead_too_old_is_not_trusted(site: Watcher, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_search_ahead_too_old_is_not_trusted(
+    site: Watcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
     site.fail()
     site.searches_ahead()
     monkeypatch.setattr(watcher.outbox, "SEARCH_AHEAD_FRESH", 0.0)
@@ -154,7 +164,9 @@ def test_no_search_ahead_for_a_hold_that_cannot_end_in_a_ticket(site: Watcher) -
 
 
 def test_a_failure_without_a_hold_opens_with_its_own_search(site: Watcher) -> None:
-    site.fail(probe="disk", kind="disk", metrics={"used_percent": 97.0}, labels={"path": "/"})  # disk-critical: P2 at once
+    site.fail(
+        probe="disk", kind="disk", metrics={"used_percent": 97.0}, labels={"path": "/"}
+    )  # disk-critical: P2 at once
     site.searches_ahead()
     site.deliver()
     assert site.helpdesk.calls == ["find", "open"]
@@ -192,7 +204,13 @@ def test_deliver_never_raises_even_for_an_action_it_cannot_read(site: Watcher) -
     [incident] = site.engine.incidents()
     with site.store.transaction() as db:
         site.store.enqueue(
-            db, incident_id=incident.id + 1, integration=ROUTE, role="tickets", action="open", payload={}, now=site.clock()
+            db,
+            incident_id=incident.id + 1,
+            integration=ROUTE,
+            role="tickets",
+            action="open",
+            payload={},
+            now=site.clock(),
         )
     unreadable = site.store.outbox()[-1]
     assert site.dispatcher.deliver(unreadable) is False
@@ -206,16 +224,24 @@ def test_a_helpdesk_added_after_an_incident_was_ticketed_is_not_asked_to_resolve
     site: Watcher, tmp_path: Path
 ) -> None:
     (tmp_path / "before").mkdir()
-    site.engine.configure(config_from(tmp_path / "before", CONFIG.split("integrations:")[0]))  # no helpdesk yet
-    site.fail(probe="disk", kind="disk", metrics={"used_percent": 97.0}, labels={"path": "/"})  # ticketed, to nobody
+    site.engine.configure(
+        config_from(tmp_path / "before", CONFIG.split("integrations:")[0])
+    )  # no helpdesk yet
+    site.fail(
+        probe="disk", kind="disk", metrics={"used_percent": 97.0}, labels={"path": "/"}
+    )  # ticketed, to nobody
     site.engine.configure(site.config)  # the helpdesk is added
     for _ in range(2):
         ok = {"used_percent": 10.0, "inodes_used_percent": 1.0}
-        site.engine.process([result("web", "disk", kind="disk", metrics=ok, labels={"path": "/"}, at=site.clock())])
+        site.engine.process(
+            [result("web", "disk", kind="disk", metrics=ok, labels={"path": "/"}, at=site.clock())]
+        )
         site.clock.advance(minutes=1)
     [incident] = site.engine.incidents()
     assert incident.state == "resolved"
     assert [r.action for r in site.store.outbox()] == ["resolve"]
     site.deliver()
-    assert [r.state for r in site.store.outbox()] == ["done"]  # nothing to resolve there, not a failure
+    assert [r.state for r in site.store.outbox()] == [
+        "done"
+    ]  # nothing to resolve there, not a failure
     assert site.helpdesk.calls == ["find"]  # it was asked whether it had one after all

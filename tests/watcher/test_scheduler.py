@@ -40,10 +40,14 @@ class Crashing(Probe):
 
 
 def _job(tmp_path: Path, probe: Probe, *, interval: float, timeout: float) -> Job:
-    config = config_from(tmp_path, "site: acme\ntargets: [{name: t, probes: [{command: {run: [/bin/true]}}]}]\n")
+    config = config_from(
+        tmp_path, "site: acme\ntargets: [{name: t, probes: [{command: {run: [/bin/true]}}]}]\n"
+    )
     target = config.model.targets[0]
     spec = target.probe_specs()[0]
-    ctx = ProbeContext(site="acme", target="t", host=None, labels={}, timeout=timeout, http=HttpClients())
+    ctx = ProbeContext(
+        site="acme", target="t", host=None, labels={}, timeout=timeout, http=HttpClients()
+    )
     return Job(target, spec, probe, ctx, interval, timeout)
 
 
@@ -54,17 +58,26 @@ def _wait(predicate, timeout: float = 20) -> None:  # type: ignore[no-untyped-de
     assert predicate()
 
 
-def test_a_run_past_its_turn_is_not_started_twice_and_the_watchdog_reports_it(tmp_path: Path) -> None:
+def test_a_run_past_its_turn_is_not_started_twice_and_the_watchdog_reports_it(
+    tmp_path: Path,
+) -> None:
     probe = Stuck()
     results: list[Result] = []
     metrics = Metrics()
     scheduler = Scheduler(
-        [_job(tmp_path, probe, interval=0.2, timeout=0.5)], workers=4, on_results=results.extend, metrics=metrics, jitter=False
+        [_job(tmp_path, probe, interval=0.2, timeout=0.5)],
+        workers=4,
+        on_results=results.extend,
+        metrics=metrics,
+        jitter=False,
     )
     scheduler.start()
     try:
         _wait(lambda: results, timeout=20)
-        assert results[0].status == "error" and "did not finish within its timeout" in results[0].message
+        assert (
+            results[0].status == "error"
+            and "did not finish within its timeout" in results[0].message
+        )
         _wait(lambda: metrics.scheduler_skipped._value.get() >= 3)
         assert probe.calls == 1
         probe.release.set()
@@ -96,7 +109,10 @@ def test_a_crashing_probe_becomes_an_error_result_and_the_scheduler_goes_on(tmp_
 def test_run_round_reports_every_check_even_one_that_hangs(tmp_path: Path) -> None:
     stuck = Stuck()
     scheduler = Scheduler(
-        [_job(tmp_path, stuck, interval=60, timeout=0.2)], workers=2, on_results=lambda r: None, metrics=Metrics()
+        [_job(tmp_path, stuck, interval=60, timeout=0.2)],
+        workers=2,
+        on_results=lambda r: None,
+        metrics=Metrics(),
     )
     try:
         [result] = scheduler.run_round()
@@ -125,9 +141,16 @@ def test_results_are_stamped_with_the_time_their_turn_was_due(tmp_path: Path) ->
     # worker and a probe that takes 0-60 ms due at the same moment give the other a lag
     # that varies by tens of ms; its stamps stay whole turns apart.
     results: list[Result] = []
-    slow, quick = _job(tmp_path, Quick(busy=0.03), interval=0.2, timeout=1), _job(tmp_path, Quick(), interval=0.2, timeout=1)
-    quick.ctx = ProbeContext(site="acme", target="quick", host=None, labels={}, timeout=1, http=HttpClients())
-    scheduler = Scheduler([slow, quick], workers=1, on_results=results.extend, metrics=Metrics(), jitter=False)
+    slow, quick = (
+        _job(tmp_path, Quick(busy=0.03), interval=0.2, timeout=1),
+        _job(tmp_path, Quick(), interval=0.2, timeout=1),
+    )
+    quick.ctx = ProbeContext(
+        site="acme", target="quick", host=None, labels={}, timeout=1, http=HttpClients()
+    )
+    scheduler = Scheduler(
+        [slow, quick], workers=1, on_results=results.extend, metrics=Metrics(), jitter=False
+    )
     scheduler.start()
     try:
         _wait(lambda: sum(r.target == "quick" for r in results) >= 7)
@@ -148,7 +171,11 @@ def test_a_check_stuck_past_its_hard_timeout_reports_an_error_at_each_turn_it_mi
     probe = Stuck()
     results: list[Result] = []
     scheduler = Scheduler(
-        [_job(tmp_path, probe, interval=0.2, timeout=0.2)], workers=2, on_results=results.extend, metrics=Metrics(), jitter=False
+        [_job(tmp_path, probe, interval=0.2, timeout=0.2)],
+        workers=2,
+        on_results=results.extend,
+        metrics=Metrics(),
+        jitter=False,
     )
     scheduler.start()
     try:

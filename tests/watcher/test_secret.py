@@ -13,8 +13,13 @@ def test_a_secret_is_masked_in_every_printable_form() -> None:
 
 
 def test_any_url_password_is_masked_even_one_never_configured() -> None:
-    text = "HTTPConnectionPool: Max retries exceeded with url http://watcher:Un-Known-pw9@127.0.0.19/x"
-    assert redact(text) == "HTTPConnectionPool: Max retries exceeded with url http://watcher:********@127.0.0.19/x"
+    text = (
+        "HTTPConnectionPool: Max retries exceeded with url http://watcher:Un-Known-pw9@127.0.0.19/x"
+    )
+    assert (
+        redact(text)
+        == "HTTPConnectionPool: Max retries exceeded with url http://watcher:********@127.0.0.19/x"
+    )
 
 
 def test_a_configured_urls_password_is_masked_also_without_its_url() -> None:
@@ -24,14 +29,20 @@ def test_a_configured_urls_password_is_masked_also_without_its_url() -> None:
 
 
 def test_credential_query_values_are_masked_and_other_parameters_kept() -> None:
-    protect_url("https://mdm.example/api/devices?page=2&sort_key=lastname&api_key=Mdm-Key-61b0e&auth=basic")
-    text = redact("GET /api/devices?page=2&sort_key=lastname&api_key=Mdm-Key-61b0e&auth=basic failed")
+    protect_url(
+        "https://mdm.example/api/devices?page=2&sort_key=lastname&api_key=Mdm-Key-61b0e&auth=basic"
+    )
+    text = redact(
+        "GET /api/devices?page=2&sort_key=lastname&api_key=Mdm-Key-61b0e&auth=basic failed"
+    )
     assert text == "GET /api/devices?page=2&sort_key=lastname&api_key=********&auth=basic failed"
     assert redact("lastname") == "lastname"
 
 
 def test_token_like_path_pieces_of_a_hook_url_are_masked() -> None:
-    protect_url("https://hooks.example/services/T0A1B2C3D/B9Z8Y7X6W/hT9sToKen42abc", path_tokens=True)
+    protect_url(
+        "https://hooks.example/services/T0A1B2C3D/B9Z8Y7X6W/hT9sToKen42abc", path_tokens=True
+    )
     text = redact("Max retries exceeded with url: /services/T0A1B2C3D/B9Z8Y7X6W/hT9sToKen42abc")
     assert text == "Max retries exceeded with url: /services/********/********/********"
     assert redact("/services/hooks") == "/services/hooks"

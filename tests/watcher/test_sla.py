@@ -25,12 +25,16 @@ def test_business_hours_skip_the_weekend() -> None:
 def test_working_days_skip_weekend_and_holiday() -> None:
     friday_5pm = at(27, 17)  # Mon 30 Nov is a holiday
     # 2 working days = 20 business hours: Fri 1h, Tue 1 Dec 10h, Wed 2 Dec 9h -> Wed 17:00
-    assert deadline(friday_5pm, parse_span("2 working days"), "business", CAL).astimezone(IST) == at(2, 17, month=12)
+    assert deadline(friday_5pm, parse_span("2 working days"), "business", CAL).astimezone(
+        IST
+    ) == at(2, 17, month=12)
 
 
 def test_a_start_outside_hours_counts_from_the_next_opening() -> None:
     saturday = at(21, 10)
-    assert deadline(saturday, parse_span("1 working day"), "business", CAL).astimezone(IST) == at(23, 18)
+    assert deadline(saturday, parse_span("1 working day"), "business", CAL).astimezone(IST) == at(
+        23, 18
+    )
     early_monday = at(23, 6, 30)
     assert deadline(early_monday, parse_span("2h"), "business", CAL).astimezone(IST) == at(23, 10)
 
@@ -52,4 +56,6 @@ def test_business_seconds_between() -> None:
 
 def test_custom_hours_and_days() -> None:
     six_days = BusinessCalendar(days=frozenset(range(6)), start=time(9), end=time(13))
-    assert deadline(at(21, 12), Span(seconds=2 * 3600), "business", six_days).astimezone(IST) == at(23, 10)
+    assert deadline(at(21, 12), Span(seconds=2 * 3600), "business", six_days).astimezone(IST) == at(
+        23, 10
+    )

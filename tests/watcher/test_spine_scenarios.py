@@ -70,7 +70,9 @@ def test_a_failing_site_opens_one_incident_one_ticket_and_one_page(
     ticket = next(m for m in mails if "support@helpdesk.example" in m.rcpt_tos)
     page = next(m for m in mails if "emergency@support.example" in m.rcpt_tos)
     assert ticket.subject.startswith("[P1][acme] shop: web service down")
-    assert "HTTP 503" in ticket.body and "Respond by:" in ticket.body and "Fingerprint:" in ticket.body
+    assert (
+        "HTTP 503" in ticket.body and "Respond by:" in ticket.body and "Fingerprint:" in ticket.body
+    )
     assert "maintenance gone wrong" in ticket.body  # the evidence
     assert page.subject.startswith("[Emergency] [P1][acme] shop")
 
@@ -92,7 +94,10 @@ def test_a_failing_site_opens_one_incident_one_ticket_and_one_page(
     assert len(incidents) == 1 and incidents[0].state == "open" and incidents[0].reopen_count == 1
     mails = smtp_sink.wait_for_messages(6)
     reopened = [m for m in mails[4:] if "support@helpdesk.example" in m.rcpt_tos]
-    assert len(reopened) == 1 and reopened[0].headers.get("In-Reply-To") == ticket.headers["Message-ID"]
+    assert (
+        len(reopened) == 1
+        and reopened[0].headers.get("In-Reply-To") == ticket.headers["Message-ID"]
+    )
     assert any(m.subject.startswith("[Emergency]") for m in mails[4:])
     assert all(r.state == "done" for r in rig.outbox())
 
@@ -138,7 +143,12 @@ def test_the_webhook_posts_signed_json_that_a_real_server_verifies(
     http_server: HTTPTestServer, http_server_factory, rig_factory
 ) -> None:
     receiver = http_server_factory()
-    receiver.set_response("/hooks/watcher", status=200, body='{"id": "T-1"}', headers={"Content-Type": "application/json"})
+    receiver.set_response(
+        "/hooks/watcher",
+        status=200,
+        body='{"id": "T-1"}',
+        headers={"Content-Type": "application/json"},
+    )
     secret = "whsec-9f8e7d6c5b4a"
     rig = rig_factory(
         f"""
@@ -146,10 +156,10 @@ def test_the_webhook_posts_signed_json_that_a_real_server_verifies(
         state: state.db
         listen: null
         integrations:
-          tickets: [{{webhook: {{url: "{receiver.url_for('/hooks/watcher')}", secret: "${{HOOK_SECRET}}"}}}}]
+          tickets: [{{webhook: {{url: "{receiver.url_for("/hooks/watcher")}", secret: "${{HOOK_SECRET}}"}}}}]
         targets:
           - name: shop
-            probes: [{{http: {{url: "{http_server.url_for('/')}"}}}}]
+            probes: [{{http: {{url: "{http_server.url_for("/")}"}}}}]
         """,
         environ={"HOOK_SECRET": secret},
     )

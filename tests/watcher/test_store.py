@@ -26,11 +26,19 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def _queue(store: Store, action: str, at: datetime) -> int:
     with store.transaction() as db:
         return store.enqueue(
-            db, incident_id=1, integration="tickets/rt", role="tickets", action=action, payload=BODY, now=at
+            db,
+            incident_id=1,
+            integration="tickets/rt",
+            role="tickets",
+            action=action,
+            payload=BODY,
+            now=at,
         )
 
 
-def test_compaction_empties_delivered_actions_older_than_raw_results_and_keeps_their_record(store: Store) -> None:
+def test_compaction_empties_delivered_actions_older_than_raw_results_and_keeps_their_record(
+    store: Store,
+) -> None:
     old = _queue(store, "open", NOW - timedelta(days=3))
     store.mark_done(old, NOW - timedelta(days=3))
     recent = _queue(store, "comment", NOW - timedelta(hours=1))
@@ -54,7 +62,9 @@ def test_a_state_file_of_an_older_schema_is_migrated_keeping_what_it_held(tmp_pa
         for statement in _statements(MIGRATIONS[number]):
             db.execute(statement)
     db.execute("PRAGMA user_version=4")
-    db.execute("INSERT INTO checkins (name, first_seen, pings) VALUES ('backup', ?, 7)", (NOW.isoformat(),))
+    db.execute(
+        "INSERT INTO checkins (name, first_seen, pings) VALUES ('backup', ?, 7)", (NOW.isoformat(),)
+    )
     db.close()
     store = Store(path)
     try:

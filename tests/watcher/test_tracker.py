@@ -27,9 +27,17 @@ rules:
 
 @pytest.fixture
 def policy(tmp_path: Path) -> Policy:
-    config = config_from(tmp_path, "site: acme\nrules: [default, site.yml]\n", extra={"site.yml": RULES})
-    ours = [r for r in config.rules.rules if r.name in {"web-down", "disk-high", "disk-critical", "flaky", "report-late"}]
-    return Policy(rules=RuleSet(config.rules.priorities, ours, site="acme"), calendar=config.calendar)
+    config = config_from(
+        tmp_path, "site: acme\nrules: [default, site.yml]\n", extra={"site.yml": RULES}
+    )
+    ours = [
+        r
+        for r in config.rules.rules
+        if r.name in {"web-down", "disk-high", "disk-critical", "flaky", "report-late"}
+    ]
+    return Policy(
+        rules=RuleSet(config.rules.priorities, ours, site="acme"), calendar=config.calendar
+    )
 
 
 class Feed:

@@ -28,11 +28,19 @@ SATURDAY_NOON_IST = datetime.fromisoformat("2026-11-21T06:30:00+00:00")
 
 @pytest.fixture
 def policy(tmp_path: Path) -> Policy:
-    config = config_from(tmp_path, "site: acme\nrules: [default, site.yml]\n", extra={"site.yml": RULES})
+    config = config_from(
+        tmp_path, "site: acme\nrules: [default, site.yml]\n", extra={"site.yml": RULES}
+    )
     from rules.engine import RuleSet
 
-    ours = [r for r in config.rules.rules if r.name in {"down", "slow", "minor", "disk-high", "disk-critical"}]
-    return Policy(rules=RuleSet(config.rules.priorities, ours, site="acme"), calendar=config.calendar)
+    ours = [
+        r
+        for r in config.rules.rules
+        if r.name in {"down", "slow", "minor", "disk-high", "disk-critical"}
+    ]
+    return Policy(
+        rules=RuleSet(config.rules.priorities, ours, site="acme"), calendar=config.calendar
+    )
 
 
 class Run:
@@ -43,7 +51,11 @@ class Run:
 
     def feed(self, **kw: object) -> Step:
         r = result(at=self.clock(), **kw)  # type: ignore[arg-type]
-        return self._keep(tracker.observe(self.incident, r, self.policy.rules.evaluate(r, {}, None), self.policy, self.clock()))
+        return self._keep(
+            tracker.observe(
+                self.incident, r, self.policy.rules.evaluate(r, {}, None), self.policy, self.clock()
+            )
+        )
 
     def tick(self) -> Step:
         assert self.incident is not None
@@ -51,7 +63,9 @@ class Run:
 
     def ack(self) -> Step:
         assert self.incident is not None
-        return self._keep(tracker.acknowledge(self.incident, self.policy, self.clock(), by="asha", source="api"))
+        return self._keep(
+            tracker.acknowledge(self.incident, self.policy, self.clock(), by="asha", source="api")
+        )
 
     def _keep(self, step: Step) -> Step:
         if step.incident is not None and step.incident.id is None:
@@ -70,7 +84,9 @@ class Run:
         return [at for at, k in self.actions if k == kind]
 
 
-def test_a_p1_pages_at_any_hour_and_repages_every_30_minutes_until_acknowledged(policy: Policy) -> None:
+def test_a_p1_pages_at_any_hour_and_repages_every_30_minutes_until_acknowledged(
+    policy: Policy,
+) -> None:
     run = Run(policy, Clock(SATURDAY_NOON_IST))  # a weekend: P1 runs on a 24x7 clock
     run.feed(probe="http", status="fail")
     run.every(5, timedelta(hours=1, minutes=35))
@@ -81,7 +97,9 @@ def test_a_p1_pages_at_any_hour_and_repages_every_30_minutes_until_acknowledged(
     assert len(run.kinds("page")) == 4 and run.kinds("page_ack") == ["Sat 08:05"]
 
 
-def test_a_p2_that_pages_waits_for_business_hours_and_repages_only_within_them(policy: Policy) -> None:
+def test_a_p2_that_pages_waits_for_business_hours_and_repages_only_within_them(
+    policy: Policy,
+) -> None:
     run = Run(policy, Clock(SATURDAY_NOON_IST))
     run.feed(probe="tcp", status="fail")
     assert run.actions == [("Sat 06:30", "open")]  # ticketed at once, paged later
@@ -90,7 +108,9 @@ def test_a_p2_that_pages_waits_for_business_hours_and_repages_only_within_them(p
     assert pages[0] == "Mon 02:30"  # 08:00 IST, when its business clock starts
     assert pages[1:] == ["Mon 03:30", "Mon 04:30", "Mon 05:30", "Mon 06:30"]  # repage_every: 1h
     run.every(5, timedelta(hours=10))  # through Monday evening and night
-    assert run.kinds("page")[-1] == "Mon 11:30" and len(run.kinds("page")) == 10  # the last at 17:00 IST
+    assert (
+        run.kinds("page")[-1] == "Mon 11:30" and len(run.kinds("page")) == 10
+    )  # the last at 17:00 IST
     run.every(5, timedelta(hours=10))
     assert run.kinds("page")[10:] == ["Tue 02:30"]  # 08:00 IST on Tuesday: on again
 
@@ -105,20 +125,31 @@ def test_a_p3_never_pages(policy: Policy) -> None:
 def test_repage_every_zero_turns_repaging_off(tmp_path: Path) -> None:
     from rules.engine import RuleSet
 
-    config = config_from(tmp_path, "site: acme\nrules: [default, site.yml]\n", extra={"site.yml": """
+    config = config_from(
+        tmp_path,
+        "site: acme\nrules: [default, site.yml]\n",
+        extra={
+            "site.yml": """
 priorities:
   P1: {name: Urgent, response: 2h, resolve: 4h, ticket: true, page: true, repage_every: 0s}
 rules:
   - {name: down, probe: http, when: failed, priority: P1}
-"""})
+"""
+        },
+    )
     ours = [r for r in config.rules.rules if r.name == "down"]
-    run = Run(Policy(rules=RuleSet(config.rules.priorities, ours, site="acme"), calendar=config.calendar), Clock())
+    run = Run(
+        Policy(rules=RuleSet(config.rules.priorities, ours, site="acme"), calendar=config.calendar),
+        Clock(),
+    )
     run.feed(probe="http", status="fail")
     run.every(5, timedelta(hours=2))
     assert len(run.kinds("page")) == 1
 
 
-def test_a_flapping_priority_reaches_the_ticket_at_most_once_per_comment_interval(policy: Policy) -> None:
+def test_a_flapping_priority_reaches_the_ticket_at_most_once_per_comment_interval(
+    policy: Policy,
+) -> None:
     run = Run(policy, Clock())
     for minute in range(120):  # 94% <-> 96% every minute for two hours
         run.feed(probe="disk", metrics={"used_percent": 96 if minute % 2 == 0 else 94})
@@ -159,7 +190,9 @@ def test_escalation_due_lists_each_deadline_once(policy: Policy) -> None:
     assert run.incident.escalation == 3 and len(run.kinds("escalate")) == 3
 
 
-def test_an_incident_nobody_was_told_about_notes_breaches_but_escalates_nothing(policy: Policy) -> None:
+def test_an_incident_nobody_was_told_about_notes_breaches_but_escalates_nothing(
+    policy: Policy,
+) -> None:
     run = Run(policy, Clock())
     run.feed(probe="command", status="fail")  # P3: no ticket, no page
     run.clock.advance(days=14)

@@ -34,7 +34,7 @@ def app(tmp_path: Path, http_server: HTTPTestServer) -> Iterator[App]:
           - name: shop
             labels: {{role: "<img src=x onerror=alert(1)>"}}
             probes:
-              - http: {{url: "{http_server.url_for('/')}", contains: "<script>alert(1)</script>"}}
+              - http: {{url: "{http_server.url_for("/")}", contains: "<script>alert(1)</script>"}}
         """,
     )
     app = App(config)
@@ -44,7 +44,11 @@ def app(tmp_path: Path, http_server: HTTPTestServer) -> Iterator[App]:
 
 
 def _get(app: App, path: str, method: str = "GET") -> tuple[int, str]:
-    request = urllib.request.Request(f"http://127.0.0.1:{app.web.port}{path}", method=method, data=b"{}" if method == "POST" else None)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{app.web.port}{path}",
+        method=method,
+        data=b"{}" if method == "POST" else None,
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, response.read().decode()
@@ -87,7 +91,7 @@ def test_a_large_site_s_status_page_shows_problems_first_and_the_api_narrows(
     http_server.set_default(status=200, body="fine")
     http_server.set_response("/gone", status=404, body="gone")
     healthy = "".join(
-        f"\n          - {{name: web{n}, probes: [{{http: {{url: \"{http_server.url_for('/')}\"}}}}]}}"
+        f'\n          - {{name: web{n}, probes: [{{http: {{url: "{http_server.url_for("/")}"}}}}]}}'
         for n in range(4)
     )
     config = write_config(
@@ -98,7 +102,7 @@ def test_a_large_site_s_status_page_shows_problems_first_and_the_api_narrows(
         listen: 127.0.0.1:{free_port()}
         defaults: {{interval: 200ms}}
         targets:{healthy}
-          - {{name: zz-broken, probes: [{{http: {{url: "{http_server.url_for('/gone')}"}}}}]}}
+          - {{name: zz-broken, probes: [{{http: {{url: "{http_server.url_for("/gone")}"}}}}]}}
         """,
     )
     app = App(config)
@@ -163,20 +167,30 @@ def test_a_negative_content_length_is_refused_not_read_to_the_end(bare_web: WebS
 
 
 @pytest.mark.parametrize("value", [b"ten", b"\xc2\xb2", b"9" * 5000])
-def test_a_content_length_that_is_not_a_small_number_is_refused(bare_web: WebServer, value: bytes) -> None:
-    answer = _exchange(bare_web, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: " + value + b"\r\n\r\n")
+def test_a_content_length_that_is_not_a_small_number_is_refused(
+    bare_web: WebServer, value: bytes
+) -> None:
+    answer = _exchange(
+        bare_web, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: " + value + b"\r\n\r\n"
+    )
     assert answer.split(b" ", 2)[1] in (b"400", b"413")
     assert b"Connection: close" in answer
 
 
-def test_a_chunked_body_is_refused_rather_than_taken_for_the_next_request(bare_web: WebServer) -> None:
+def test_a_chunked_body_is_refused_rather_than_taken_for_the_next_request(
+    bare_web: WebServer,
+) -> None:
     answer = _exchange(
-        bare_web, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        bare_web,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
     )
     assert answer.startswith(b"HTTP/1.1 411")
     assert answer.count(b"HTTP/1.1") == 1
 
 
 def test_a_body_within_the_limit_is_read(bare_web: WebServer) -> None:
-    answer = _exchange(bare_web, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+    answer = _exchange(
+        bare_web,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    )
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"3 bytes\n")

@@ -21,14 +21,18 @@ def test_merge_keys_merge_mappings_and_explicit_keys_win() -> None:
 
 
 def test_anchors_aliases_and_scalar_types_read_as_pyyaml_reads_them() -> None:
-    text = "ports: &p [22, 80]\ncopy: *p\nflags: {up: yes, down: no, none: ~, n: 1.5, s: !!str 12}\n"
+    text = (
+        "ports: &p [22, 80]\ncopy: *p\nflags: {up: yes, down: no, none: ~, n: 1.5, s: !!str 12}\n"
+    )
     data = load_yaml("w.yml", text=text, environ={}).data
     assert data["copy"] == [22, 80]
     assert data["flags"] == {"up": True, "down": False, "none": None, "n": 1.5, "s": "12"}
 
 
 def test_errors_name_the_line_of_the_value_or_key() -> None:
-    located = load_yaml("w.yml", text="site: a\ntargets:\n  - name: t1\n  - name: t2\n    host: h\n", environ={})
+    located = load_yaml(
+        "w.yml", text="site: a\ntargets:\n  - name: t1\n  - name: t2\n    host: h\n", environ={}
+    )
     assert str(located.mark(("targets", 1, "host"))) == "w.yml:5:11"
     assert str(located.mark(("targets", 1, "host"), key=True)) == "w.yml:5:5"
     assert str(located.mark(("targets", 1, "missing"))) == "w.yml:4:5"  # nearest ancestor

@@ -24,7 +24,10 @@ class LocalRunner:
     def __init__(self, env: dict[str, str] | None = None) -> None:
         # A fixed, small environment: a probe's result must not depend on who started
         # the watcher, and LC_ALL=C keeps df, uptime and friends parseable.
-        self._env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+        self._env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LC_ALL": "C",
+        }
         if env:
             self._env.update(env)
 
@@ -52,7 +55,9 @@ class LocalRunner:
             _kill_group(proc)
             for stream in (proc.stdout, proc.stderr):
                 stream.close()  # type: ignore[union-attr]
-            raise TransportError(f"command did not finish within {timeout:.1f}s and was killed", reason="timeout")
+            raise TransportError(
+                f"command did not finish within {timeout:.1f}s and was killed", reason="timeout"
+            )
         return CommandResult(
             exit_code=proc.returncode,
             stdout=decode_output(out),
