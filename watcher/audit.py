@@ -250,6 +250,10 @@ class PriorityFigures:
     resolution: SlaCount = field(default_factory=SlaCount)
     mtta_s: float | None = None
     mttr_s: float | None = None
+    # the same on the priority's own clock: working time for a business-hours priority,
+    # so a P3 raised on Friday evening is not charged the weekend
+    mtta_clock_s: float | None = None
+    mttr_clock_s: float | None = None
 
 
 @dataclass
@@ -795,6 +799,8 @@ def _incidents(
         )
     acks: dict[str, list[float]] = defaultdict(list)
     repairs: dict[str, list[float]] = defaultdict(list)
+    acks_clock: dict[str, list[float]] = defaultdict(list)
+    repairs_clock: dict[str, list[float]] = defaultdict(list)
     rules: dict[str, list[Incident]] = defaultdict(list)
     missed: list[dict[str, Any]] = []
     opened = 0
@@ -859,14 +865,23 @@ def _incidents(
                     "resolved_at": inc.resolved_at,
                 }
             )
-        if inc.acknowledged_at:
-            acks[inc.priority].append((inc.acknowledged_at - inc.opened_at).total_seconds())
-        if inc.resolved_at:
-            repairs[inc.priority].append((inc.resolved_at - inc.opened_at).total_seconds())
+        for done, wall, clocked in (
+            (inc.acknowledged_at, acks, acks_clock),
+            (inc.resolved_at, repairs, repairs_clock),
+        ):
+            if done is not None:
+                wall[inc.priority].append((done - inc.opened_at).total_seconds())
+                clocked[inc.priority].append(
+                    calendar.between(inc.opened_at, done)
+                    if pf.clock == "business"
+                    else (done - inc.opened_at).total_seconds()
+                )
         rules[inc.rule or "?"].append(inc)
     for name, pf in figures.items():
         pf.mtta_s = _mean(acks.get(name, []))
         pf.mttr_s = _mean(repairs.get(name, []))
+        pf.mtta_clock_s = _mean(acks_clock.get(name, []))
+        pf.mttr_clock_s = _mean(repairs_clock.get(name, []))
     noisiest = []
     for rule, items in rules.items():
         short = sum(

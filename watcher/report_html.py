@@ -17,6 +17,7 @@ from watcher.audit import (
     Audit,
     FleetFigures,
     OldFiles,
+    PriorityFigures,
     Recommendation,
     ServerAudit,
     UsageFigures,
@@ -610,13 +611,21 @@ def _heartbeats(audit: Audit) -> str:
     )
 
 
+def _working(p: PriorityFigures, seconds: float | None) -> str:
+    """A business-hours priority's mean time in working hours, under the wall-clock one."""
+    if p.clock != "business" or seconds is None:
+        return ""
+    return f'<br><span class="note">{_dur(seconds)} working</span>'
+
+
 def _incidents(audit: Audit, tz: ZoneInfo) -> str:
     inc = audit.incidents
     rows = "".join(
         f"<tr><td>{escape(p.priority)} {escape(p.name)}</td><td>{escape(p.response_target)} / {escape(p.resolution_target)}"
         f' <span class="note">({escape(p.clock)})</span></td><td class="n">{p.opened}</td><td class="n">{p.resolved}</td>'
         f'<td class="n">{p.open_now}</td><td class="n">{_pct(p.response.percent)}</td><td class="n">{_pct(p.resolution.percent)}</td>'
-        f'<td class="n">{_dur(p.mtta_s)}</td><td class="n">{_dur(p.mttr_s)}</td></tr>'
+        f'<td class="n">{_dur(p.mtta_s)}{_working(p, p.mtta_clock_s)}</td>'
+        f'<td class="n">{_dur(p.mttr_s)}{_working(p, p.mttr_clock_s)}</td></tr>'
         for p in inc.by_priority
     )
     parts = [

@@ -12,6 +12,11 @@ from watcher.durations import format_duration
 __all__ = ["render_markdown"]
 
 
+def _working(clock: str, seconds: float | None) -> str:
+    """A business-hours priority's mean time in working hours, after the wall-clock one."""
+    return f" ({_dur(seconds)} working)" if clock == "business" and seconds is not None else ""
+
+
 def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -220,8 +225,8 @@ def render_markdown(audit: Audit) -> str:
                 f"{_pct(p.resolution.percent)} ({p.resolution.met}/{p.resolution.judged})"
                 if p.resolution.judged
                 else "-",
-                _dur(p.mtta_s),
-                _dur(p.mttr_s),
+                _dur(p.mtta_s) + _working(p.clock, p.mtta_clock_s),
+                _dur(p.mttr_s) + _working(p.clock, p.mttr_clock_s),
             ]
             for p in inc.by_priority
         ],

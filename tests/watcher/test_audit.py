@@ -17,6 +17,8 @@ from tests.watcher.audit_history import NOW, compact, series, write
 from watcher.audit import Audit, Thresholds, build_audit, du_directory
 from watcher.config import Config
 from watcher.engine import Engine
+from watcher.report_html import render_html
+from watcher.report_md import render_markdown
 from watcher.store import Store
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -579,6 +581,13 @@ def test_sla_compliance_mtta_and_mttr_against_hand_computed_values(
     hour = 3600.0
     assert by["P1"].mtta_s == 1 * hour and by["P1"].mttr_s == 2.75 * hour
     assert by["P2"].mtta_s == 65.25 * hour and by["P2"].mttr_s == 102.25 * hour
+    # on P2's business clock: acked after 1 + 2.5 and 4.5 working hours; resolved after
+    # 1 + 10 + 8 and 10 + 10 + 1
+    assert by["P2"].mtta_clock_s == 4.0 * hour and by["P2"].mttr_clock_s == 20.0 * hour
+    assert (by["P1"].mtta_clock_s, by["P1"].mttr_clock_s) == (by["P1"].mtta_s, by["P1"].mttr_s)
+    markdown = render_markdown(audit)
+    assert "| 2d17h (4h working) | 4d6h (20h working) |" in markdown, markdown
+    assert '<span class="note">20h working</span>' in render_html(audit)
     assert math.isclose(inc.mtta_s, (1 + 65.5 + 65) / 3 * hour)
     assert inc.mttr_s == 52.5 * hour
     assert [(m["target"], m["missed"]) for m in inc.missed] == [
