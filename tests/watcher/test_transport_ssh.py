@@ -331,6 +331,35 @@ def test_a_pinned_fingerprint_is_enough_and_a_wrong_pin_is_a_changed_key(
         other_pool.close()
 
 
+def test_a_revoked_host_key_is_refused_even_where_another_line_or_a_pin_accepts_it(
+    sshd: Sshd, ssh_pool: SshPool
+) -> None:
+    settings = settings_for_sshd(sshd)  # its known_hosts lists the key as usual
+    _, key_type, key_text = sshd.known_hosts_line().split()
+    with open(settings.known_hosts, "a") as fh:
+        fh.write(f"@revoked * {key_type} {key_text}\n")
+    marker = _writable_dir() / "touched"
+    logins = _logins(sshd)
+    with pytest.raises(HostKeyError) as caught:
+        ssh_pool.runner(settings).run(["touch", str(marker)], 10)
+    assert caught.value.reason == "host_key_changed"
+    assert "host key REVOKED" in str(caught.value) and "line 2" in str(caught.value)
+    pinned = replace(settings, host_key=sshd.host_key_fingerprint)
+    with (
+        contextlib.closing(SshPool(trust_file=None)) as pool,
+        pytest.raises(HostKeyError, match="REVOKED"),
+    ):
+        pool.runner(pinned).run(["true"], 10)
+    assert not marker.exists() and _logins(sshd) == logins
+    # the revocation of some other key changes nothing for this host
+    other = make_workdir("otherkey") / "key"
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)])
+    other_key = " ".join(Path(f"{other}.pub").read_text().split()[:2])
+    settings.known_hosts.write_text(f"{sshd.known_hosts_line()}\n@revoked * {other_key}\n")
+    with contextlib.closing(SshPool(trust_file=None)) as pool:
+        assert pool.runner(settings).run(["true"], 10).exit_code == 0
+
+
 def test_hashed_known_hosts_entries_are_understood(sshd: Sshd, ssh_pool: SshPool) -> None:
     settings = settings_for_sshd(sshd)
     run(["ssh-keygen", "-H", "-f", str(settings.known_hosts)])

@@ -242,7 +242,7 @@ class SshPool:
         name = known_hosts_name(settings.host, settings.port)
         with self._trust_lock:
             if any(
-                entry.key.asbytes() == key.asbytes()
+                entry.key.asbytes() == key.asbytes() and not entry.revoked
                 for entry in _matching_entries(self.trust_file, name)
             ):
                 return self.trust_file
@@ -256,6 +256,7 @@ class SshPool:
 class _KnownKey:
     key: paramiko.PKey
     source: str
+    revoked: bool = False
 
 
 class SshConnection:
@@ -504,13 +505,24 @@ class SshConnection:
         known: list[_KnownKey] = []
         for file in files:
             for entry in _matching_entries(file, name):
-                known.append(_KnownKey(entry.key, f"{file} line {entry.lineno}"))
+                known.append(_KnownKey(entry.key, f"{file} line {entry.lineno}", entry.revoked))
         return known
 
     def _verify_host_key(self, key: paramiko.PKey, known: list[_KnownKey]) -> None:
         s = self.settings
         name = known_hosts_name(s.host, s.port)
         presented = f"{key.get_name()} {fingerprint(key)}"
+        revoked = [k for k in known if k.revoked]
+        known = [k for k in known if not k.revoked]
+        for k in revoked:
+            if k.key.asbytes() == key.asbytes():
+                # As OpenSSH: a revoked key is never accepted, pinned or listed elsewhere.
+                raise HostKeyError(
+                    f"{s.where}: host key REVOKED: the host presented {presented}, which "
+                    f"{k.source} marks @revoked. Someone may be using a stolen key; the host "
+                    "needs a new key. No command was sent.",
+                    reason="host_key_changed",
+                )
         if s.host_key:
             if fingerprint(key) != s.host_key:
                 raise HostKeyError(
@@ -655,13 +667,15 @@ def _prefer_key_types(transport: paramiko.Transport, known: list[_KnownKey]) -> 
 class _Entry:
     key: paramiko.PKey
     lineno: int
+    revoked: bool = False
 
 
 def _matching_entries(path: Path | None, name: str) -> list[_Entry]:
     """known_hosts entries for ``name``: plain, hashed (``|1|``) and wildcard patterns.
 
-    Read line by line so one malformed line does not hide the rest; ``@cert-authority`` and
-    ``@revoked`` lines are skipped (not supported).
+    Read line by line so one malformed line does not hide the rest. ``@revoked`` lines
+    come back marked, to be refused; ``@cert-authority`` lines are skipped (paramiko does
+    not verify host certificates).
     """
     if path is None:
         return []
@@ -675,6 +689,9 @@ def _matching_entries(path: Path | None, name: str) -> list[_Entry]:
     found = []
     for lineno, line in enumerate(lines, 1):
         text = line.strip()
+        revoked = text.startswith("@revoked ")
+        if revoked:
+            text = text.removeprefix("@revoked ").strip()
         if not text or text.startswith(("#", "@")):
             continue
         fields = text.split()
@@ -687,7 +704,7 @@ def _matching_entries(path: Path | None, name: str) -> list[_Entry]:
         if entry is None or entry.key is None:
             log.warning("%s line %d: cannot read this host key, skipped", path, lineno)
             continue
-        found.append(_Entry(entry.key, lineno))
+        found.append(_Entry(entry.key, lineno, revoked))
     return found
 
 
