@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,35 @@ ACCEPTED = {
     "took": 0.302,
     "requestId": "43a29c5c-3dbf-4fa4-9c26-f4f71023e120",
 }
+STATUS = re.compile(re.escape(API) + r"/requests/[0-9a-f-]+$")
+
+
+def status(success: bool, text: str, action: str = "Create") -> dict[str, object]:
+    """Get Request Status's answer, as documented."""
+    return {
+        "data": {
+            "success": success,
+            "action": action,
+            "processedAt": "2026-11-23T04:00:00.401Z",
+            "integrationId": "c9cec2cb-e782-4ebb-bc1d-1b2fa703cf03",
+            "isSuccess": success,
+            "status": text,
+            "alertId": "8743a1f2-8cc4-4e48-8b4d-eb7b9a0a4b7e" if success else "",
+            "alias": KEY,
+        },
+        "took": 0.022,
+        "requestId": ACCEPTED["requestId"],
+    }
+
+
+@pytest.fixture(autouse=True)
+def no_waiting(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr("integrations.opsgenie.CONFIRM_WAITS", (0.0, 0.0, 0.0))
+    yield
+
+
+def posts() -> list:  # type: ignore[type-arg]
+    return [c for c in responses.calls if c.request.method == "POST"]
 
 
 def opsgenie(tmp_path: Path, **extra: object):  # type: ignore[no-untyped-def]
@@ -32,6 +64,7 @@ def opsgenie(tmp_path: Path, **extra: object):  # type: ignore[no-untyped-def]
 
 @responses.activate
 def test_create_acknowledge_close_by_alias(tmp_path: Path) -> None:
+    responses.get(STATUS, json=status(True, "Created alert"))
     responses.post(API, status=202, json=ACCEPTED)
     responses.post(f"{API}/{KEY}/acknowledge", status=202, json=ACCEPTED)
     responses.post(f"{API}/{KEY}/close", status=202, json=ACCEPTED)
@@ -40,7 +73,8 @@ def test_create_acknowledge_close_by_alias(tmp_path: Path) -> None:
     assert og.page(page) == KEY
     og.page_acknowledge(content(text="Acknowledged by asha"))
     og.page_resolve(content(text="Resolved: recovered"))
-    create, ack, close = responses.calls
+    create, ack, close = posts()
+    assert len(responses.calls) == 6  # each request's status asked once
     alert = body_of(create)
     assert alert["alias"] == KEY and alert["priority"] == "P1" and alert["entity"] == "mail1"
     assert len(alert["message"]) == 130 and alert["message"].endswith("...")
@@ -55,6 +89,10 @@ def test_create_acknowledge_close_by_alias(tmp_path: Path) -> None:
 
 @responses.activate
 def test_the_eu_instance_and_a_priority_map(tmp_path: Path) -> None:
+    responses.get(
+        re.compile(r"https://api\.eu\.opsgenie\.com/v2/alerts/requests/.*"),
+        json=status(True, "Created alert"),
+    )
     responses.post("https://api.eu.opsgenie.com/v2/alerts", status=202, json=ACCEPTED)
     opsgenie(tmp_path, url="https://api.eu.opsgenie.com", priorities={"P2": "P1"}).page(
         content(priority="P2")
@@ -97,6 +135,7 @@ def test_an_outage_is_retried_through_the_outbox_and_delivered_once(tmp_path: Pa
         API,
         callback=replies((503, "Service Unavailable", None), (202, ACCEPTED, None)),
     )
+    responses.get(STATUS, json=status(True, "Created alert"))
     try:
         for _ in range(11):  # refused for ten minutes: a P1, which pages
             site.smtp_refused()
@@ -107,7 +146,7 @@ def test_an_outage_is_retried_through_the_outbox_and_delivered_once(tmp_path: Pa
         assert [(r.action, r.state, r.attempts) for r in site.store.outbox()] == [
             ("page", "done", 2)
         ]
-        assert len(responses.calls) == 2
+        assert len(posts()) == 2
     finally:
         site.close()
 
@@ -117,3 +156,43 @@ def test_a_priority_opsgenie_does_not_have_is_refused_at_load(tmp_path: Path) ->
 
     with pytest.raises(ConfigError, match="not an Opsgenie priority"):
         opsgenie(tmp_path, priorities={"P1": "critical"})
+
+
+@responses.activate
+def test_an_alert_opsgenie_accepts_and_then_refuses_to_create_is_a_permanent_failure(
+    tmp_path: Path,
+) -> None:
+    responses.post(API, status=202, json=ACCEPTED)
+    responses.get(
+        STATUS, status=404, json={"message": "Request not found. It might not be processed, yet."}
+    )
+    responses.get(STATUS, json=status(False, "Responders not found: [team Nops]"))
+    with pytest.raises(
+        PermanentError, match=r"accepted, then refused by Opsgenie: Responders not found"
+    ):
+        opsgenie(tmp_path, responders=[{"type": "team", "name": "Nops"}]).page(content())
+    assert len(responses.calls) == 3  # asked again after "not processed, yet"
+
+
+@responses.activate
+def test_a_request_not_processed_within_the_waits_counts_as_accepted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    responses.post(API, status=202, json=ACCEPTED)
+    responses.get(
+        STATUS, status=404, json={"message": "Request not found. It might not be processed, yet."}
+    )
+    with caplog.at_level(logging.INFO, logger="watcher.integrations.opsgenie"):
+        assert opsgenie(tmp_path).page(content()) == KEY
+    assert len(responses.calls) == 4 and "not processed by Opsgenie" in caplog.text
+
+
+@responses.activate
+def test_closing_an_alert_already_closed_by_hand_is_logged_not_failed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    responses.post(f"{API}/{KEY}/close", status=202, json=ACCEPTED)
+    responses.get(STATUS, json=status(False, "Alert does not exist", action="Close"))
+    with caplog.at_level(logging.WARNING, logger="watcher.integrations.opsgenie"):
+        opsgenie(tmp_path).page_resolve(content(text="Resolved: recovered"))
+    assert "not applied by Opsgenie: Alert does not exist" in caplog.text
