@@ -395,7 +395,7 @@ def stored_windows(store: Any, default_timezone: str) -> list[Window]:
     return windows
 
 
-def _change_token(store: Any) -> tuple[Any, ...]:
+def _table_stamp(store: Any) -> tuple[Any, ...]:
     row = store.query("SELECT count(*), max(id), max(removed_at) FROM maintenance")[0]
     return tuple(row)
 
@@ -408,20 +408,20 @@ class Maintenance:
         self.timezone = "UTC"
         self._configured: list[Window] = []
         self._stored: list[Window] = []
-        self._token: tuple[Any, ...] | None = None
+        self._stamp: tuple[Any, ...] | None = None
 
     def configure(self, windows: Sequence[MaintenanceConfig], default_timezone: str) -> None:
         self.timezone = default_timezone
         self._configured = [Window(w, w.timezone or default_timezone) for w in windows]
-        self._token = None  # the default timezone may have changed
+        self._stamp = None  # the default timezone may have changed
 
     def refresh(self) -> None:
         if self.store is None:
             return
-        token = _change_token(self.store)
-        if token != self._token:
+        stamp = _table_stamp(self.store)
+        if stamp != self._stamp:
             self._stored = stored_windows(self.store, self.timezone)
-            self._token = token
+            self._stamp = stamp
 
     @property
     def windows(self) -> list[Window]:

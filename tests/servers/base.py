@@ -279,35 +279,22 @@ def wait_until(
 # --------------------------------------------------------------------------- binaries
 
 
-def require_binary(path_or_name: str, *, ci_required: bool = True) -> str:
-    """Return the binary's absolute path, or fail (CI) / skip (locally) when it is missing.
-
-    In CI a test that needs a real server must never silently skip: ``make test`` installs
-    the packages, so a missing binary there is a broken setup. ``ci_required=False`` is for
-    the few binaries only ``install-debian-deps.sh --bench`` installs (blackbox exporter):
-    those skip everywhere.
-    """
+def require_binary(path_or_name: str) -> str:
+    """Return the binary's absolute path, or fail: a test that needs a real server never
+    skips, in CI or not (``make test`` installs the packages; ``-m 'not slow'`` is how to
+    leave the heaviest out locally)."""
     found = path_or_name if os.path.isabs(path_or_name) else shutil.which(path_or_name)
     if found and os.access(found, os.X_OK):
         return found
-    if os.environ.get("CI") == "true" and ci_required:
-        pytest.fail(
-            f"{path_or_name} missing in CI; scripts/install-debian-deps.sh should install it"
-        )
-    if not ci_required:
-        pytest.skip(
-            f"{path_or_name} missing; run make bench (scripts/install-debian-deps.sh --bench) to install"
-        )
-    pytest.skip(f"{path_or_name} missing; run make test to install")
+    pytest.fail(
+        f"{path_or_name} missing; run make test (scripts/install-debian-deps.sh) to install it"
+    )
 
 
 def require_root(what: str) -> None:
     """Same policy as require_binary for things only root can do (useradd, mount, netns)."""
-    if os.geteuid() == 0:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} needs root, and CI runs as root")
-    pytest.skip(f"{what} needs root")
+    if os.geteuid() != 0:
+        pytest.fail(f"{what} needs root (make test runs with sudo; CI runs as root)")
 
 
 def run(
