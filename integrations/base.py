@@ -195,6 +195,12 @@ class Integration:
         """An open ticket carrying this fingerprint, or None (also when search is impossible)."""
         return None
 
+    @property
+    def searchable(self) -> bool:
+        """True if ``find`` asks the helpdesk: a ticket opened by a watcher killed before it
+        recorded it is adopted, not opened again."""
+        return type(self).find is not Integration.find
+
     def status(self, ref: TicketRef) -> TicketStatus | None:
         """The ticket's state in the helpdesk, or None when it cannot be read."""
         return None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import logging
 import os
 import queue
@@ -36,7 +35,13 @@ from watcher.incident import public_view
 from watcher.metrics import Metrics
 from watcher.outbox import Dispatcher
 from watcher.scheduler import Job, Scheduler
-from watcher.store import Store
+from watcher.statefile import (
+    StateLocked,
+    acquire_run_lock,
+    check_state_file,
+    release_run_lock,
+)
+from watcher.store import SCHEMA_VERSION, StateWriteError, Store
 from watcher.transports import Runners
 from watcher.web import Request, Response, WebServer, escape, json_response, page, text_response
 
@@ -49,10 +54,6 @@ BATCH_WINDOW = 0.1
 COMPACT_EVERY = 3600.0
 # Rows of latest results the status page shows; a large site narrows them by query.
 PAGE_ROWS = 500
-
-
-class StateLocked(RuntimeError):
-    pass
 
 
 def configure_logging(level: str) -> None:
@@ -89,34 +90,6 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = 256 * 1024) -> None:
             libc.mallopt(-8, arenas)  # M_ARENA_MAX
         if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
             libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD, which also stops it moving
-
-
-def acquire_run_lock(state: Path) -> int:
-    """Holds an exclusive lock beside the state file for as long as the process lives."""
-    state.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(f"{state}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StateLocked(f"another watcher is running on {state}") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
-    return fd
-
-
-def state_is_locked(state: Path) -> bool:
-    try:
-        fd = os.open(f"{state}.lock", os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def build_integrations(config: Config, http: HttpClients) -> dict[str, Integration]:
@@ -233,6 +206,8 @@ class ResultSink:
                     self._last_compact = now
                     h = self.config().model.history
                     self.store.compact(datetime.now(UTC), raw=h.raw, hourly=h.hourly, daily=h.daily)
+            except StateWriteError:
+                pass  # the store reports a state file it cannot write, once a minute
             except Exception:  # a bad batch must not stop incident tracking for good
                 log.exception("engine error")
 
@@ -259,8 +234,15 @@ class App:
         tune_malloc()  # before the threads that would each take an arena
         self.config_path = Path(config_path)
         self.config = config or load_config(self.config_path)
-        self._lock_fd = acquire_run_lock(self.config.state_path)
-        self.store = Store(self.config.state_path)
+        # What the header tells is refused before a lock file appears beside the file;
+        # the store reads the rest under the lock, and a refusal takes the lock file away.
+        check_state_file(self.config.state_path, SCHEMA_VERSION, contents=False)
+        self._lock_fds = acquire_run_lock(self.config.state_path)
+        try:
+            self.store = Store(self.config.state_path)
+        except BaseException:
+            release_run_lock(self._lock_fds, self.config.state_path)
+            raise
         self.metrics = Metrics()
         self.http = HttpClients()
         self.runners = Runners(self.config.model, base_dir=self.config.base_dir)
@@ -287,6 +269,9 @@ class App:
         self.metrics.watch_results(self.engine.latest)
         self.metrics.watch_state(
             self.engine.incident_counts, self.store.outbox_counts, self.engine.held_counts
+        )
+        self.metrics.watch_state_file(
+            lambda: self.store.writable, lambda: self.store.write_failures
         )
         self.web: WebServer | None = None
         self._stop = threading.Event()
@@ -353,7 +338,7 @@ class App:
             self.web.stop()
         self.runners.close()
         self.store.close()
-        os.close(self._lock_fd)
+        release_run_lock(self._lock_fds)
         log.info("stopped")
 
     def reload(self) -> bool:
@@ -397,6 +382,8 @@ class App:
             return False, "scheduler stalled"
         if not self.sink.alive:
             return False, "engine stalled"
+        if not self.store.writable:
+            return False, f"state file cannot be written: {self.store.write_problem}"
         return True, "ok"
 
     # --------------------------------------------------------------------- routes

@@ -21,6 +21,7 @@ from typing import Any
 
 from watcher import __version__
 from watcher.config import Config, ConfigError, load_config
+from watcher.statefile import StateFileError, StateLocked
 
 EXIT_OK, EXIT_FAILING, EXIT_CONFIG = 0, 1, 2
 
@@ -35,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    except (StateFileError, StateLocked) as exc:
+        print(f"watcher: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except BrokenPipeError:
         return EXIT_OK
@@ -112,16 +116,11 @@ def _extend(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from watcher.app import App, StateLocked, configure_logging
+    from watcher.app import App, configure_logging
 
     config = load_config(args.config)
     configure_logging(config.model.log_level)
-    try:
-        app = App(args.config, config=config)
-    except StateLocked as exc:
-        print(f"watcher: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    return app.run()
+    return App(args.config, config=config).run()
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -299,7 +298,8 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 def _request(args: argparse.Namespace, config: Config, store: Any, incident_id: int) -> int:
     """Acks and resolves go through whoever owns the incidents: the running daemon if
     there is one (it applies queued requests within a second), else this process."""
-    from watcher.app import apply_requests, build_integrations, state_is_locked
+    from watcher.app import apply_requests, build_integrations
+    from watcher.statefile import state_is_locked
 
     now = datetime.now(UTC)
     request_id = store.request(args.action, incident_id, args.by, args.note, now)
