@@ -107,15 +107,29 @@ def check_state_file(path: Path, schema_version: int, *, contents: bool = True) 
             f" {app_id:#x}), not watcher's; point state: at a new file (watcher creates it)"
             " and leave this one to its owner"
         )
+    if settled and app_id == APPLICATION_ID:
+        # With nothing in a WAL, the header is the whole truth: no need to open the file.
+        _check_version(path, int.from_bytes(header[60:64], "big", signed=True), schema_version)
+        return
     if contents:
-        _check_contents(path, schema_version)
+        _check_contents(path, schema_version, settled=settled)
 
 
-def _check_contents(path: Path, schema_version: int) -> None:
-    """Application id, schema version and tables, as SQLite reads them (with the WAL a
-    killed watcher left), through a read-only connection."""
+def _check_version(path: Path, version: int, schema_version: int) -> None:
+    if version > schema_version:
+        raise StateFileError(
+            f"state file {path} was written by a newer watcher (schema {version}, this one"
+            f" knows {schema_version}); run the newer watcher, or point state: at another file"
+        )
+
+
+def _check_contents(path: Path, schema_version: int, *, settled: bool) -> None:
+    """Application id, schema version and tables, as SQLite reads them. A settled file
+    (no WAL content) is opened immutable, so SQLite creates no ``-wal`` or ``-shm`` beside
+    it; else read-only, with the WAL a killed watcher left."""
+    mode = "immutable=1" if settled else "mode=ro"
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True, timeout=30)
     except sqlite3.Error as exc:
         raise StateFileError(f"state file {path} cannot be opened: {exc}; {RECOVER}") from None
     try:
@@ -138,11 +152,7 @@ def _check_contents(path: Path, schema_version: int) -> None:
             f"state file {path} is another program's SQLite database ({what}), not watcher's;"
             " point state: at a new file (watcher creates it) and leave this one to its owner"
         )
-    if version > schema_version:
-        raise StateFileError(
-            f"state file {path} was written by a newer watcher (schema {version}, this one"
-            f" knows {schema_version}); run the newer watcher, or point state: at another file"
-        )
+    _check_version(path, version, schema_version)
 
 
 # ------------------------------------------------------------------------- run lock
