@@ -849,7 +849,8 @@ class Store:
                 )
         except StateWriteError:
             return False
-        self._in_flight.add(action_id)
+        with self._lock:
+            self._in_flight.add(action_id)
         return True
 
     def record(self, outcome: Outcome) -> bool:
