@@ -223,6 +223,8 @@ class Dispatcher:
                 )
             )
             return False
+        if not self.store.mark_attempting(row.id, now):
+            return False  # the state file cannot take the mark: nothing is sent (it says why)
         if row.attempt_started is not None:
             log.warning(
                 "%s %s for incident %s was being sent when watcher stopped; %s",
@@ -233,8 +235,6 @@ class Dispatcher:
                 if row.action == "open" and integration.searchable
                 else f"sending it once more with the same delivery id {row.id}",
             )
-        if not self.store.mark_attempting(row.id, now):
-            return False  # the state file cannot take the mark: nothing is sent (it says why)
         try:
             content = replace(
                 TicketContent.from_dict(row.payload), delivery_id=row.id, action=row.action
