@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite (and, with --bench, the benchmarks) start
 # for real: OpenSSH, Postfix, Dovecot, Request Tracker 5, Prometheus, the Nagios plugins,
-# Chromium, Redmine. Idempotent and non-interactive; the daemons are never started as services,
-# the tests start their own copies on loopback ports.
+# Chromium, Redmine. Idempotent and non-interactive; the daemons are never started as
+# services, the tests start their own copies on loopback ports.
 set -euo pipefail
 
 want_bench=0
