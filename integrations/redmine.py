@@ -22,6 +22,7 @@ such a change and reports it as a permanent error instead of believing it.
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
 from typing import Any
 
@@ -36,6 +37,8 @@ from integrations.rest import HelpdeskConfig, call, json_of, mapped_priority, se
 from watcher.secret import Secret
 
 __all__ = ["RedmineConfig", "RedmineIntegration"]
+
+log = logging.getLogger("watcher.integrations.redmine")
 
 # Redmine's default enumeration: 1 Low, 2 Normal, 3 High, 4 Urgent, 5 Immediate
 DEFAULT_PRIORITIES: dict[str, str | int] = {"P1": 4, "P2": 3, "P3": 2, "P4": 1}
@@ -115,10 +118,23 @@ class RedmineIntegration(Integration):
         if self.config.tracker_id is not None:
             issue["tracker_id"] = self.config.tracker_id
         answer = self._call("POST", "/issues.json", "create issue", json={"issue": issue}) or {}
-        issue_id = str((answer.get("issue") or {}).get("id") or "")
+        created = answer.get("issue") or {}
+        issue_id = str(created.get("id") or "")
         if not issue_id:
             raise PermanentError(
                 f"Redmine {self.name}: create answered without an issue id: {answer!r}"[:300]
+            )
+        if _field_value(created, self.config.fingerprint_field_id) != ticket.fingerprint:
+            # Redmine drops a custom field that is not enabled for the project or tracker
+            # without a word; the issue exists, but a restart could not find it again.
+            log.error(
+                "Redmine %s: issue %s has no value in custom field %s: enable that field for"
+                " project %r and its trackers, or a watcher restarted at the wrong moment"
+                " may open a second issue",
+                self.name,
+                issue_id,
+                self.config.fingerprint_field_id,
+                self.config.project,
             )
         return TicketRef(id=issue_id, url=self._url(issue_id))
 
@@ -172,14 +188,24 @@ class RedmineIntegration(Integration):
             }
         )
         answer = self._call("GET", f"/issues.json?{params}", "search issues") or {}
-        for issue in answer.get("issues") or []:
+        issues = answer.get("issues") or []
+        matching = [
+            i for i in issues if _field_value(i, self.config.fingerprint_field_id) == fingerprint
+        ]
+        if len(matching) < len(issues):
+            # Redmine ignores a cf_ filter on a field not "Used as a filter" and lists every
+            # open issue: the one wanted may be past the first page.
+            log.error(
+                'Redmine %s: the search on custom field %s was ignored: tick "Used as a'
+                ' filter" on that field, or a restarted watcher may open a second issue',
+                self.name,
+                self.config.fingerprint_field_id,
+            )
+        for issue in matching:
             if (issue.get("status") or {}).get("id") == self.config.resolved_status_id:
                 continue  # "open" to Redmine, but watcher resolved it: not this incident's
-            # a custom field Redmine does not filter on would return every open issue
-            values = {str(f.get("id")): f.get("value") for f in issue.get("custom_fields") or []}
-            if values.get(str(self.config.fingerprint_field_id)) == fingerprint:
-                issue_id = str(issue["id"])
-                return TicketRef(id=issue_id, url=self._url(issue_id))
+            issue_id = str(issue["id"])
+            return TicketRef(id=issue_id, url=self._url(issue_id))
         return None
 
     def status(self, ref: TicketRef) -> TicketStatus | None:
@@ -200,3 +226,10 @@ class RedmineIntegration(Integration):
 
     def close(self) -> None:
         self._session.close()
+
+
+def _field_value(issue: dict[str, Any], field_id: int) -> Any:
+    for field in issue.get("custom_fields") or []:
+        if str(field.get("id")) == str(field_id):
+            return field.get("value")
+    return None

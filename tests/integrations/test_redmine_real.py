@@ -518,3 +518,46 @@ def test_watcher_test_integration_opens_and_resolves_a_marked_issue(
     issue_id = out.stdout.split("test ticket created: ")[1].split()[0]
     issue = rm.issue(issue_id)
     assert issue["subject"].startswith("[TEST]") and issue["status"]["name"] == "Resolved"
+
+
+def test_a_custom_field_not_used_as_a_filter_is_reported_loudly(
+    tmp_path: Path, redmine: Redmine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # an open issue of someone else's, which the ignored filter lists as well
+    redmine.create_issue("printer jammed", fingerprint=unique_site("other"))
+    s = make_site(tmp_path, redmine, fingerprint_field_id=redmine.plain_cf_id)
+    try:
+        s.smtp_refused()
+        s.deliver()
+        assert [r.state for r in s.store.outbox()] == ["done"]
+        assert any(
+            "search on custom field" in r.getMessage()
+            and "Used as a filter" in r.getMessage()
+            and r.levelname == "ERROR"
+            for r in caplog.records
+        )
+    finally:
+        s.close()
+
+
+def test_a_custom_field_the_project_lacks_is_reported_loudly(
+    tmp_path: Path, redmine: Redmine, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = make_site(tmp_path, redmine, fingerprint_field_id=9999)
+    try:
+        s.smtp_refused()
+        s.deliver()
+        assert [r.state for r in s.store.outbox()] == ["done"]  # the issue is there, once
+        assert any(
+            "has no value in custom field 9999" in r.getMessage() and r.levelname == "ERROR"
+            for r in caplog.records
+        )
+    finally:
+        s.close()
+
+
+def test_the_test_redmine_lives_in_its_own_temp_dir(redmine: Redmine) -> None:
+    assert (redmine.instance / "redmine.sqlite3").stat().st_size > 0
+    assert (redmine.instance / "log" / "production.log").exists()
+    pid = int(redmine.pidfile.read_text())
+    assert os.readlink(f"/proc/{pid}/cwd") == str(redmine.root)

@@ -73,6 +73,12 @@ cf = IssueCustomField.find_by(name: cf_name) || IssueCustomField.create!(
   is_for_all: true, visible: true, tracker_ids: Tracker.pluck(:id)
 )
 
+# The same, without "Used as a filter": for the test of that misconfiguration.
+plain = IssueCustomField.find_by(name: 'Plain Field') || IssueCustomField.create!(
+  name: 'Plain Field', field_format: 'string', is_filter: false,
+  is_for_all: true, visible: true, tracker_ids: Tracker.pluck(:id)
+)
+
 def user(login, first, last, password)
   User.find_by(login: login) || User.create!(
     login: login, firstname: first, lastname: last, mail: "#{login}@watcher.test",
@@ -91,6 +97,7 @@ puts "ADMIN_KEY=#{admin.api_key}"
 puts "ENGINEER_KEY=#{engineer.api_key}"
 puts "BOT_KEY=#{bot.api_key}"
 puts "CF_ID=#{cf.id}"
+puts "PLAIN_CF_ID=#{plain.id}"
 puts "PROJECT_ID=#{project.id}"
 IssueStatus.all.each { |s| puts "STATUS_#{s.name.upcase.tr(' ', '_')}=#{s.id}" }
 IssuePriority.all.each { |p| puts "PRIORITY_#{p.name.upcase}=#{p.id}" }
@@ -118,7 +125,7 @@ class Redmine:
         self.log_path = self.workdir / "webrick.log"
         self.pidfile = self.instance / "tmp" / "server.pid"
         self.admin_key = self.engineer_key = self.bot_key = ""
-        self.cf_id = self.project_id = 0
+        self.cf_id = self.plain_cf_id = self.project_id = 0
         self.statuses: dict[str, int] = {}  # "NEW" -> 1, "IN_PROGRESS" -> 2, ...
         self.priorities: dict[str, int] = {}  # "URGENT" -> 4, ...
         self.setup_seconds = 0.0
@@ -192,6 +199,7 @@ class Redmine:
         self.engineer_key = values["ENGINEER_KEY"]
         self.bot_key = values["BOT_KEY"]
         self.cf_id = int(values["CF_ID"])
+        self.plain_cf_id = int(values["PLAIN_CF_ID"])
         self.project_id = int(values["PROJECT_ID"])
         self.statuses = {k[7:]: int(v) for k, v in values.items() if k.startswith("STATUS_")}
         self.priorities = {k[9:]: int(v) for k, v in values.items() if k.startswith("PRIORITY_")}
