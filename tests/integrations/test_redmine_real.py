@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -55,17 +56,18 @@ def make_site(
     )
 
 
-def daemon_config(tmp_path: Path, rm: Redmine, prefix: str, **extra: Any) -> tuple[Path, int]:
-    """A ``watcher run`` config whose TCP check fails every second (nothing listens)."""
-    port = free_port()
+def daemon_config(tmp_path: Path, rm: Redmine, prefix: str, **extra: Any) -> tuple[Path, int, int]:
+    """A ``watcher run`` config (its port) whose TCP check of ``target`` runs every second
+    and fails while nothing listens there."""
+    port, target = free_port(), free_port()
     text = site_config(unique_site(prefix), redmine_integration(rm, **extra)).replace(
         "listen: null", f"listen: 127.0.0.1:{port}"
     )
-    text = text.replace("tcp: {port: 25}", f"tcp: {{port: {free_port()}, interval: 1s}}")
+    text = text.replace("tcp: {port: 25}", f"tcp: {{port: {target}, interval: 1s}}")
     config = tmp_path / "watcher.yml"
     config.write_text(text)
     (tmp_path / "site.yml").write_text(SITE_RULES)
-    return config, port
+    return config, port, target
 
 
 @pytest.fixture
@@ -258,7 +260,7 @@ def test_a_watcher_killed_after_redmine_created_the_issue_still_has_one_issue_af
     tmp_path: Path, redmine: Redmine
 ) -> None:
     rm = redmine
-    config, port = daemon_config(tmp_path, rm, "crash")
+    config, port, _ = daemon_config(tmp_path, rm, "crash")
     env = {**os.environ, "REDMINE_KEY": rm.admin_key, "PYTHONPATH": str(Path.cwd())}
     child = subprocess.run(
         [sys.executable, "-c", CRASH_AFTER_CREATE, str(config)],
@@ -294,49 +296,80 @@ def test_a_watcher_killed_after_redmine_created_the_issue_still_has_one_issue_af
     store.close()
 
 
-def test_one_issue_across_a_redmine_outage_and_a_kill_9_of_the_watcher(
+def test_one_issue_across_redmine_outages_and_kill_9s_of_the_watcher(
     tmp_path: Path, redmine: Redmine
 ) -> None:
-    """The daemon fails to reach a stopped Redmine, is killed with SIGKILL while the open
-    waits in its outbox, and comes back after Redmine does: exactly one issue."""
+    """``watcher run`` against a Redmine that is stopped twice: once before the incident's
+    issue exists, once before its resolution reaches it; each time the watcher is killed
+    with SIGKILL while the delivery waits in its outbox, and started again after Redmine.
+    One issue, opened once, resolved once."""
     rm = redmine
-    config, port = daemon_config(tmp_path, rm, "outage", poll_every="1s")
+    config, port, target = daemon_config(tmp_path, rm, "outage", poll_every="1s")
     env = {"REDMINE_KEY": rm.admin_key}
     store = Store(tmp_path / "state.db")
-    rm.stop()
-    try:
-        daemon = Daemon(config, port, env=env).start()
+
+    def killed_while_redmine_is_down(action: str) -> None:
+        rm.stop()
         try:
-            row = daemon.wait_for(
-                lambda: next(
-                    (r for r in store.outbox(states=["pending"]) if r.attempts >= 1), None
-                ),
-                60,
-                "a failed attempt to open the issue",
-            )
-            assert row.action == "open" and "ConnectionError" in (row.last_error or "")
+            daemon = Daemon(config, port, env=env).start()
+            try:
+                row = daemon.wait_for(
+                    lambda: next(
+                        (
+                            r
+                            for r in store.outbox(states=["pending"])
+                            if r.action == action and r.attempts >= 1
+                        ),
+                        None,
+                    ),
+                    60,
+                    f"a failed attempt to {action} the issue",
+                )
+                assert "ConnectionError" in (row.last_error or "")
+            finally:
+                daemon.kill()  # SIGKILL
         finally:
-            daemon.kill()
-        (incident,) = store.incidents()
-        assert store.ticket(incident.id, NAME) is None
-    finally:
-        rm.start()
+            rm.start()
+
+    # 1. the target fails while Redmine is down: the open waits, the watcher dies
+    killed_while_redmine_is_down("open")
+    (incident,) = store.incidents()
+    assert store.ticket(incident.id, NAME) is None
     assert rm.issues(incident.fingerprint) == []  # nothing reached Redmine while it was down
     daemon = Daemon(config, port, env=env).start()
     try:
         stored = daemon.wait_for(
             lambda: store.ticket(incident.id, NAME), 90, "the issue once Redmine is back"
         )
-        daemon.wait_for(
-            lambda: store.incident(incident.id).occurrences >= incident.occurrences + 3,
-            30,
-            "more failing results after the restart",
-        )
     finally:
         assert daemon.stop() == 0
+    assert [str(i["id"]) for i in rm.issues(incident.fingerprint)] == [stored[0]]
+
+    # 2. the target recovers while Redmine is down: the resolve waits, the watcher dies
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", target))
+        listener.listen(64)
+        killed_while_redmine_is_down("resolve")
+        assert store.incident(incident.id).state == "resolved"
+        daemon = Daemon(config, port, env=env).start()
+        try:
+            daemon.wait_for(
+                lambda: not store.outbox(states=["pending"]), 90, "the resolve once Redmine is back"
+            )
+        finally:
+            assert daemon.stop() == 0
     issues = rm.issues(incident.fingerprint)
     assert [str(i["id"]) for i in issues] == [stored[0]]
-    assert [r.state for r in store.outbox() if r.action == "open"] == ["done"]
+    issue = rm.issue(stored[0])
+    assert issue["status"]["name"] == "Resolved"
+    assert len([n for n in rm.notes(stored[0]) if n.startswith("Resolved:")]) == 1
+    rows = [(r.action, r.state) for r in store.outbox() if r.action in ("open", "resolve")]
+    assert rows == [("open", "done"), ("resolve", "done")]
+    attempts = {r.action: r.attempts for r in store.outbox()}
+    print(
+        f"redmine outage run: issues={len(issues)} status={issue['status']['name']}"
+        f" resolve_notes=1 open_attempts={attempts['open']} resolve_attempts={attempts['resolve']}"
+    )
     store.close()
 
 
@@ -411,7 +444,7 @@ def test_the_running_daemon_polls_redmine_and_takes_the_acknowledgement(
     tmp_path: Path, redmine: Redmine
 ) -> None:
     rm = redmine
-    config, port = daemon_config(tmp_path, rm, "daemon", poll_every="1s")
+    config, port, _ = daemon_config(tmp_path, rm, "daemon", poll_every="1s")
     daemon = Daemon(config, port, env={"REDMINE_KEY": rm.admin_key}).start()
     store = Store(tmp_path / "state.db")
     try:
