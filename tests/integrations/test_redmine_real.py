@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,13 @@ import pytest
 from integrations.base import PermanentError, TicketContent, TicketRef, TransientError
 from integrations.redmine import RedmineIntegration
 from tests.daemon import Daemon
-from tests.integrations.site import SITE_RULES, Site, site_config, unique_site
+from tests.integrations.site import (
+    SITE_RULES,
+    Site,
+    killed_after_open,
+    site_config,
+    unique_site,
+)
 from tests.servers.base import free_port
 from tests.servers.httpd import HTTPTestServer
 from tests.servers.redmine import Redmine
@@ -225,53 +229,16 @@ def test_redmine_down_while_an_incident_opens_queues_it_and_delivers_once_when_b
     assert site.metrics.tickets_opened.labels(NAME)._value.get() == 1
 
 
-CRASH_AFTER_CREATE = textwrap.dedent(
-    """
-    import os, signal, sys
-    from datetime import UTC, datetime
-    from integrations.redmine import RedmineIntegration
-    from tests.helpers import result
-    from watcher.app import build_integrations
-    from watcher.config import load_config
-    from watcher.engine import Engine
-    from watcher.httpclient import HttpClients
-    from watcher.metrics import Metrics
-    from watcher.outbox import Dispatcher
-    from watcher.store import Store
-
-    original = RedmineIntegration.open
-
-    def open_then_die(self, ticket):
-        ref = original(self, ticket)  # Redmine has created the issue ...
-        print("created", ref.id, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)  # ... and the watcher dies before storing its id
-
-    RedmineIntegration.open = open_then_die
-    config = load_config(sys.argv[1])
-    store = Store(config.state_path)
-    engine = Engine(config, store)
-    engine.process([result("mail1", "tcp", status="fail", message="connection refused", at=datetime.now(UTC))])
-    Dispatcher(store, build_integrations(config, HttpClients()), Metrics()).drain()
-    """
-)
-
-
 def test_a_watcher_killed_after_redmine_created_the_issue_still_has_one_issue_after_restart(
     tmp_path: Path, redmine: Redmine
 ) -> None:
     rm = redmine
     config, port, _ = daemon_config(tmp_path, rm, "crash")
-    env = {**os.environ, "REDMINE_KEY": rm.admin_key, "PYTHONPATH": str(Path.cwd())}
-    child = subprocess.run(
-        [sys.executable, "-c", CRASH_AFTER_CREATE, str(config)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    created = int(
+        killed_after_open(
+            config, "integrations.redmine.RedmineIntegration", {"REDMINE_KEY": rm.admin_key}
+        )
     )
-    assert child.returncode == -signal.SIGKILL, child.stderr
-    created = int(child.stdout.split()[-1])
     store = Store(tmp_path / "state.db")
     (incident,) = store.incidents()
     assert store.ticket(incident.id, NAME) is None  # the id was never stored
