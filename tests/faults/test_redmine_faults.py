@@ -8,20 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integrations.site import Site
 from tests.integrations.test_redmine_real import NAME, make_site
 from tests.servers.redmine import Redmine
 
 pytestmark = pytest.mark.slow
-
-
-def resolve(site: Site) -> None:
-    site.advance(minutes=1)
-    site.smtp_ok()
-    site.advance(minutes=1)
-    site.smtp_ok()  # resolve_after: 2
-    site.deliver()
-    assert site.incident().state == "resolved"
 
 
 def test_a_new_incident_after_the_reopen_window_gets_a_new_issue_not_the_resolved_one(
@@ -34,7 +24,8 @@ def test_a_new_incident_after_the_reopen_window_gets_a_new_issue_not_the_resolve
         s.deliver()
         fingerprint = s.incident().fingerprint
         (old,) = rm.issues(fingerprint)
-        resolve(s)
+        s.recover()
+        assert s.incident().state == "resolved"
         assert rm.issue(old["id"])["status"]["name"] == "Resolved"
         s.advance(hours=3)  # past reopen_within (1h): a new incident, same fingerprint
         s.smtp_refused()
@@ -62,7 +53,8 @@ def test_a_reopen_the_workflow_forbids_fails_loudly_instead_of_leaving_the_issue
         s.smtp_refused()
         s.deliver()
         (issue,) = rm.issues(s.incident().fingerprint)
-        resolve(s)  # New -> Resolved is allowed
+        s.recover()
+        assert s.incident().state == "resolved"  # New -> Resolved is allowed
         assert rm.issue(issue["id"])["status"]["name"] == "Resolved"
         s.advance(minutes=20)
         s.smtp_refused(message="connection timed out")

@@ -156,6 +156,13 @@ class Site:
     def smtp_ok(self) -> list[Any]:
         return self.feed(status="ok", message="connected in 3 ms", metrics={"connect_s": 0.003})
 
+    def recover(self) -> None:
+        """Two good results a minute apart (``resolve_after: 2``), then delivery."""
+        for _ in range(2):
+            self.advance(minutes=1)
+            self.smtp_ok()
+        self.deliver()
+
     def feed(self, **kw: Any) -> list[Any]:
         r: Result = result(target="mail1", probe="tcp", at=self.clock(), **kw)
         steps = self.engine.process([r])
