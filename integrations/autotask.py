@@ -82,12 +82,6 @@ class AutotaskIntegration(RestHelpdesk):
     def _priority_fields(self, ticket: TicketContent) -> dict[str, Any]:
         return {"priority": int(self._mapped(ticket))}
 
-    def resolve_fields(self) -> dict[str, Any]:
-        return {"status": self.config.resolved_status}
-
-    def reopen_fields(self) -> dict[str, Any]:
-        return {"status": self.config.reopen_status}
-
     def open(self, ticket: TicketContent) -> TicketRef:
         fields: dict[str, Any] = {
             "companyID": self.config.company_id,

@@ -78,11 +78,9 @@ class ConnectWiseIntegration(RestHelpdesk):
         value = self._mapped(ticket)
         return {"priority": {"id": value} if isinstance(value, int) else {"name": value}}
 
-    def resolve_fields(self) -> dict[str, Any]:
-        return {"status": {"name": self.config.resolved_status}}
-
-    def reopen_fields(self) -> dict[str, Any]:
-        return {"status": {"name": self.config.reopen_status}}
+    def _state_fields(self, resolved: bool) -> dict[str, Any]:
+        name = self.config.resolved_status if resolved else self.config.reopen_status
+        return {"status": {"name": name}}
 
     def open(self, ticket: TicketContent) -> TicketRef:
         summary = " ".join(ticket.subject.split())

@@ -1,7 +1,7 @@
 """``freshservice``: tickets in Freshservice through API v2 (``/api/v2/tickets``).
 
-The fingerprint is a tag on the ticket (or, with ``fingerprint_field``, a custom text
-field), which ``find()`` looks up with the tickets filter query. Watcher's priority sets
+The fingerprint is a tag on the ticket, which ``find()`` looks up with the tickets filter
+query (``tag:'<fingerprint>'``: Freshservice's filter cannot search text custom fields). Watcher's priority sets
 both the ticket's priority (1 low - 4 urgent) and its urgency (1 low - 3 high). Updates
 are private notes. Resolve sets status 4 (Resolved); reopen sets 2 (Open), the status a
 new ticket has too, so an agent assigned (the ticket's responder) acknowledges.
@@ -45,7 +45,6 @@ class FreshserviceConfig(HelpdeskConfig):
     source: int = 2  # Portal
     urgencies: dict[str, int] = {}
     tags: list[str] = ["watcher"]
-    fingerprint_field: str | None = None  # a custom single-line text field's name
     resolved_status: int = 4
     reopen_status: int = OPEN
 
@@ -86,12 +85,6 @@ class FreshserviceIntegration(RestHelpdesk):
         urgency = mapped_priority(self.config.urgencies, DEFAULT_URGENCIES, ticket.priority)
         return {"priority": int(self._mapped(ticket)), "urgency": int(urgency)}
 
-    def resolve_fields(self) -> dict[str, Any]:
-        return {"status": self.config.resolved_status}
-
-    def reopen_fields(self) -> dict[str, Any]:
-        return {"status": self.config.reopen_status}
-
     def open(self, ticket: TicketContent) -> TicketRef:
         fields: dict[str, Any] = {
             "subject": " ".join(ticket.subject.split()),
@@ -99,13 +92,9 @@ class FreshserviceIntegration(RestHelpdesk):
             "email": self.config.requester,
             "status": OPEN,
             "source": self.config.source,
-            "tags": list(self.config.tags),
+            "tags": [*self.config.tags, ticket.fingerprint],
             **self._priority_fields(ticket),
         }
-        if self.config.fingerprint_field:
-            fields["custom_fields"] = {self.config.fingerprint_field: ticket.fingerprint}
-        else:
-            fields["tags"].append(ticket.fingerprint)
         for name in ("group_id", "workspace_id"):
             if getattr(self.config, name) is not None:
                 fields[name] = getattr(self.config, name)
@@ -120,8 +109,7 @@ class FreshserviceIntegration(RestHelpdesk):
         self._call("PUT", f"/tickets/{ref.id}", what, json=fields)
 
     def find(self, fingerprint: str) -> TicketRef | None:
-        field = self.config.fingerprint_field or "tag"
-        query = f'"{field}:{_quoted(fingerprint)} AND (status:2 OR status:3)"'
+        query = f'"tag:{_quoted(fingerprint)} AND (status:2 OR status:3)"'
         answer = self._call(
             "GET", f"/tickets/filter?{urllib.parse.urlencode({'query': query})}", "search tickets"
         )

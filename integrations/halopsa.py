@@ -49,8 +49,8 @@ class HaloPSAConfig(HelpdeskConfig):
     team: str | None = None
     fingerprint_field_id: int
     note_outcome: str = "Private Note"
-    resolved_status_id: int = 9  # Closed
-    reopen_status_id: int = 1  # New
+    resolved_status: int = 9  # Closed
+    reopen_status: int = 1  # New
 
     @field_validator("auth_url")
     @classmethod
@@ -68,6 +68,7 @@ class HaloPSAIntegration(RestHelpdesk):
     kind = "halopsa"
     vendor = "HaloPSA"
     api_path = "/api"
+    status_field = "status_id"
     Config = HaloPSAConfig
     default_priorities = DEFAULT_PRIORITIES
     config: HaloPSAConfig
@@ -111,12 +112,6 @@ class HaloPSAIntegration(RestHelpdesk):
     def _priority_fields(self, ticket: TicketContent) -> dict[str, Any]:
         return {"priority_id": int(self._mapped(ticket))}
 
-    def resolve_fields(self) -> dict[str, Any]:
-        return {"status_id": self.config.resolved_status_id}
-
-    def reopen_fields(self) -> dict[str, Any]:
-        return {"status_id": self.config.reopen_status_id}
-
     def open(self, ticket: TicketContent) -> TicketRef:
         fields: dict[str, Any] = {
             "summary": " ".join(ticket.subject.split()),
@@ -140,7 +135,7 @@ class HaloPSAIntegration(RestHelpdesk):
         action = {
             "ticket_id": int(ref.id),
             "outcome": self.config.note_outcome,
-            "note_html": _html(text),
+            "note": _html(text),
             "hiddenfromuser": True,
         }
         self._call("POST", "/Actions", "add note", json=[action])
@@ -167,4 +162,4 @@ class HaloPSAIntegration(RestHelpdesk):
         ticket = self._ticket(ref.id)
         agent = ticket.get("agent_id") or None
         owner = (ticket.get("agent_name") or agent) if agent else None
-        return self._status(ticket.get("status_id") == self.config.resolved_status_id, owner)
+        return self._status(ticket.get("status_id") == self.config.resolved_status, owner)

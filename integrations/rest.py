@@ -140,13 +140,14 @@ class RestHelpdesk(Integration):
     A subclass says how it authenticates, where its API lives (``api_path``), and maps
     four things onto its API: ``_note`` (an internal note), ``_update`` (change fields),
     ``open``, ``find`` and ``status``; the fields a priority, a resolve and a reopen set
-    come from ``_priority_fields``, ``resolve_fields`` and ``reopen_fields``. Comment,
+    come from ``_priority_fields`` and ``_state_fields``. Comment,
     priority, resolve and reopen are then the same everywhere: a resolve notes before it
     closes (some helpdesks refuse notes on closed tickets), a reopen after it reopens.
     """
 
     vendor: ClassVar[str]
     api_path: ClassVar[str] = ""
+    status_field: ClassVar[str] = "status"
     default_priorities: ClassVar[Mapping[str, str | int]] = {}
     roles = frozenset({"tickets"})
     config: HelpdeskConfig
@@ -201,11 +202,11 @@ class RestHelpdesk(Integration):
     def _priority_fields(self, ticket: TicketContent) -> dict[str, Any]:
         raise NotImplementedError
 
-    def resolve_fields(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def reopen_fields(self) -> dict[str, Any]:
-        raise NotImplementedError
+    def _state_fields(self, resolved: bool) -> dict[str, Any]:
+        """The fields that resolve (True) or reopen (False) a ticket: by default the
+        config's ``resolved_status`` or ``reopen_status``, set in ``status_field``."""
+        name = "resolved_status" if resolved else "reopen_status"
+        return {self.status_field: getattr(self.config, name)}
 
     def _change(
         self, ref: TicketRef, fields: dict[str, Any], note: str, what: str, *, note_first: bool
@@ -228,10 +229,10 @@ class RestHelpdesk(Integration):
         self._change(ref, fields, ticket.text, "set priority", note_first=False)
 
     def resolve(self, ref: TicketRef, ticket: TicketContent) -> None:
-        self._change(ref, self.resolve_fields(), ticket.text, "resolve", note_first=True)
+        self._change(ref, self._state_fields(True), ticket.text, "resolve", note_first=True)
 
     def reopen(self, ref: TicketRef, ticket: TicketContent) -> None:
-        fields = {**self.reopen_fields(), **self._priority_fields(ticket)}
+        fields = {**self._state_fields(False), **self._priority_fields(ticket)}
         self._change(ref, fields, ticket.text, "reopen", note_first=False)
 
     def close(self) -> None:

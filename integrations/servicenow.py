@@ -92,10 +92,9 @@ class ServiceNowIntegration(RestHelpdesk):
         impact, urgency = str(self._mapped(ticket)).split("/")
         return {"impact": impact, "urgency": urgency}
 
-    def resolve_fields(self) -> dict[str, Any]:
-        return {"state": str(self.config.resolved_state), "close_code": self.config.close_code}
-
-    def reopen_fields(self) -> dict[str, Any]:
+    def _state_fields(self, resolved: bool) -> dict[str, Any]:
+        if resolved:
+            return {"state": str(self.config.resolved_state), "close_code": self.config.close_code}
         return {"state": str(self.config.reopen_state)}
 
     def open(self, ticket: TicketContent) -> TicketRef:
@@ -130,7 +129,7 @@ class ServiceNowIntegration(RestHelpdesk):
 
     def resolve(self, ref: TicketRef, ticket: TicketContent) -> None:
         notes = ticket.text or "Resolved by watcher: the check recovered."
-        self._update(ref, {**self.resolve_fields(), "close_notes": notes}, "resolve")
+        self._update(ref, {**self._state_fields(True), "close_notes": notes}, "resolve")
 
     def find(self, fingerprint: str) -> TicketRef | None:
         query = {

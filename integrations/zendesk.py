@@ -61,11 +61,8 @@ class ZendeskIntegration(RestHelpdesk):
     def _priority_fields(self, ticket: TicketContent) -> dict[str, Any]:
         return {"priority": self._mapped(ticket)}
 
-    def resolve_fields(self) -> dict[str, Any]:
-        return {"status": "solved"}
-
-    def reopen_fields(self) -> dict[str, Any]:
-        return {"status": "open"}
+    def _state_fields(self, resolved: bool) -> dict[str, Any]:
+        return {"status": "solved" if resolved else "open"}
 
     def open(self, ticket: TicketContent) -> TicketRef:
         fields: dict[str, Any] = {
