@@ -131,6 +131,8 @@ class AutotaskIntegration(RestHelpdesk):
         return TicketRef(id=str(min(int(item["id"]) for item in found)))
 
     def status(self, ref: TicketRef) -> TicketStatus | None:
-        item = (self._call("GET", f"/{ref.id}", "read ticket") or {}).get("item") or {}
+        item = (self._call("GET", f"/{ref.id}", "read ticket") or {}).get("item")
+        if not item:
+            return None  # Autotask answers {"item": null} for a ticket that is gone
         resolved = item.get("status") == self.config.resolved_status
         return self._status(resolved, item.get("assignedResourceID"))

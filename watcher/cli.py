@@ -23,6 +23,16 @@ from watcher import __version__
 from watcher.config import Config, ConfigError, load_config
 
 EXIT_OK, EXIT_FAILING, EXIT_CONFIG = 0, 1, 2
+# What a helpdesk's refusal most likely means, said before its own words
+REFUSALS = {
+    400: "refused as invalid (a required field is missing, or a configured name or id does not exist)",
+    401: "wrong credentials (check the user, password, token or key)",
+    403: "permission denied (the API user lacks a right this needs; the README lists each helpdesk's)",
+    404: "not found (check url: and the project, board, queue or ids the config names)",
+    409: "conflict (the ticket's state does not allow this)",
+    422: "refused as invalid (a required field is missing, or a configured name or id does not exist)",
+    429: "rate limited (try again later)",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -445,14 +455,16 @@ def cmd_test_integration(args: argparse.Namespace) -> int:
                     )
                     print(f"{key}: test ticket resolved")
                 except DeliveryError as exc:
-                    print(f"{key}: could not resolve the test ticket: {exc}")
+                    print(f"{key}: could not resolve the test ticket: {redact(str(exc))}")
             else:
                 integration.page(content)
                 print(f"{key}: test page sent")
                 integration.page_resolve(content)
         except DeliveryError as exc:
             kind = "temporary" if exc.retry else "permanent"
-            print(f"{key}: FAILED ({kind}): {redact(str(exc))}", file=sys.stderr)
+            meaning = REFUSALS.get(exc.status or 0)
+            said = f"{meaning}: {redact(str(exc))}" if meaning else redact(str(exc))
+            print(f"{key}: FAILED ({kind}): {said}", file=sys.stderr)
             status = EXIT_FAILING
         finally:
             integration.close()
