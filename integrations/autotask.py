@@ -28,7 +28,7 @@ from typing import Any
 import requests
 
 from integrations.base import PermanentError, TicketContent, TicketRef, TicketStatus, TransientError
-from integrations.rest import HelpdeskConfig, RestHelpdesk
+from integrations.rest import NumberedHelpdeskConfig, RestHelpdesk
 from watcher.secret import Secret
 
 __all__ = ["AutotaskConfig", "AutotaskIntegration"]
@@ -39,7 +39,7 @@ TITLE_MAX, DESCRIPTION_MAX = 255, 8000
 _REFUSED = re.compile(r'"errors"\s*:\s*\[\s*["{]')
 
 
-class AutotaskConfig(HelpdeskConfig):
+class AutotaskConfig(NumberedHelpdeskConfig):
     user: str
     secret: Secret
     integration_code: Secret

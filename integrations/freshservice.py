@@ -26,7 +26,7 @@ import requests
 from pydantic import field_validator
 
 from integrations.base import TicketContent, TicketRef, TicketStatus
-from integrations.rest import HelpdeskConfig, RestHelpdesk, mapped_priority
+from integrations.rest import NumberedHelpdeskConfig, RestHelpdesk, mapped_priority
 from watcher.secret import Secret
 
 __all__ = ["FreshserviceConfig", "FreshserviceIntegration"]
@@ -37,7 +37,7 @@ _PRIORITY = re.compile(r"^P[1-9]$")
 OPEN, RESOLVED = 2, {4, 5}  # 2 Open, 3 Pending, 4 Resolved, 5 Closed
 
 
-class FreshserviceConfig(HelpdeskConfig):
+class FreshserviceConfig(NumberedHelpdeskConfig):
     api_key: Secret
     requester: str
     group_id: int | None = None
@@ -48,14 +48,12 @@ class FreshserviceConfig(HelpdeskConfig):
     resolved_status: int = 4
     reopen_status: int = OPEN
 
-    @field_validator("priorities", "urgencies")
+    @field_validator("urgencies")
     @classmethod
-    def _numbers(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for name, number in value.items():
+    def _urgencies(cls, value: dict[str, int]) -> dict[str, int]:
+        for name in value:
             if not _PRIORITY.match(name):
                 raise ValueError(f"{name!r} is not a watcher priority; map P1, P2, P3 and P4")
-            if not str(number).isdigit():
-                raise ValueError(f"{name}: {number!r} is not a number (priority 1-4, urgency 1-3)")
         return value
 
 

@@ -29,7 +29,7 @@ import requests
 from pydantic import field_validator
 
 from integrations.base import PermanentError, TicketContent, TicketRef, TicketStatus
-from integrations.rest import HelpdeskConfig, RestHelpdesk, call, json_of
+from integrations.rest import NumberedHelpdeskConfig, RestHelpdesk, call, json_of
 from watcher.secret import Secret, protect_url
 
 __all__ = ["HaloPSAConfig", "HaloPSAIntegration"]
@@ -38,7 +38,7 @@ DEFAULT_PRIORITIES: dict[str, str | int] = {"P1": 1, "P2": 2, "P3": 3, "P4": 4}
 TOKEN_MARGIN_S = 60.0  # renew this long before the token expires, not after a refusal
 
 
-class HaloPSAConfig(HelpdeskConfig):
+class HaloPSAConfig(NumberedHelpdeskConfig):
     auth_url: str | None = None  # default: <url>/auth
     client_id: str
     client_secret: Secret

@@ -32,6 +32,7 @@ from watcher.secret import protect_url
 __all__ = [
     "HelpdeskConfig",
     "HttpConfig",
+    "NumberedHelpdeskConfig",
     "RestHelpdesk",
     "call",
     "json_of",
@@ -79,6 +80,20 @@ class HelpdeskConfig(HttpConfig):
             if not _PRIORITY.match(name):
                 raise ValueError(f"{name!r} is not a watcher priority; map P1, P2, P3 and P4")
         return value
+
+
+class NumberedHelpdeskConfig(HelpdeskConfig):
+    """A helpdesk whose priorities are ids: each one a number, checked at load."""
+
+    @field_validator("priorities")
+    @classmethod
+    def _numbered(cls, value: dict[str, str | int]) -> dict[str, str | int]:
+        for name, number in value.items():
+            if not str(number).isdigit():
+                raise ValueError(
+                    f"{name}: {number!r} is not a number (this helpdesk's priority id)"
+                )
+        return {name: int(number) for name, number in value.items()}
 
 
 def mapped_priority(
@@ -137,12 +152,12 @@ def _reason(exc: Exception) -> str:
 class RestHelpdesk(Integration):
     """A helpdesk behind one JSON REST API, in the shape every such integration shares.
 
-    A subclass says how it authenticates, where its API lives (``api_path``), and maps
-    four things onto its API: ``_note`` (an internal note), ``_update`` (change fields),
-    ``open``, ``find`` and ``status``; the fields a priority, a resolve and a reopen set
-    come from ``_priority_fields`` and ``_state_fields``. Comment,
-    priority, resolve and reopen are then the same everywhere: a resolve notes before it
-    closes (some helpdesks refuse notes on closed tickets), a reopen after it reopens.
+    A subclass says how it authenticates and where its API lives (``api_path``), and
+    writes ``_note`` (an internal note), ``_update`` (change fields), ``open``, ``find``
+    and ``status`` for its API; the fields a priority, a resolve and a reopen set come
+    from ``_priority_fields`` and ``_state_fields``. Comment, priority, resolve and reopen
+    are then the same everywhere: a resolve notes before it closes (some helpdesks refuse
+    notes on closed tickets), a reopen after it reopens.
     """
 
     vendor: ClassVar[str]

@@ -20,6 +20,7 @@ import urllib.parse
 from typing import Any
 
 import requests
+from pydantic import field_validator
 
 from integrations.base import TicketContent, TicketRef, TicketStatus
 from integrations.rest import HelpdeskConfig, RestHelpdesk
@@ -33,6 +34,7 @@ DEFAULT_PRIORITIES: dict[str, str | int] = {
     "P3": "normal",
     "P4": "low",
 }
+ZENDESK_PRIORITIES = ("urgent", "high", "normal", "low")
 RESOLVED = {"solved", "closed"}
 
 
@@ -42,6 +44,16 @@ class ZendeskConfig(HelpdeskConfig):
     group_id: int | None = None
     ticket_type: str = "incident"
     tags: list[str] = ["watcher"]
+
+    @field_validator("priorities")
+    @classmethod
+    def _zendesk_priorities(cls, value: dict[str, str | int]) -> dict[str, str | int]:
+        for name, priority in value.items():
+            if priority not in ZENDESK_PRIORITIES:
+                raise ValueError(
+                    f"{name}: {priority!r} is none of Zendesk's: urgent, high, normal, low"
+                )
+        return value
 
 
 class ZendeskIntegration(RestHelpdesk):

@@ -157,6 +157,7 @@ def test_a_refused_secret_fails_at_once_and_is_never_shown(tmp_path: Path) -> No
         ({k: v for k, v in OPTIONS.items() if k != "queue_id"}, "'queue_id' is required"),
         ({k: v for k, v in OPTIONS.items() if k != "integration_code"}, "'integration_code' is required"),
         ({**OPTIONS, "queue_id": "Monitoring"}, "queue_id"),
+        ({**OPTIONS, "priorities": {"P1": "Critical"}}, "'Critical' is not a number"),
     ],
 )  # fmt: skip
 def test_bad_configs_are_refused_at_load(

@@ -179,6 +179,7 @@ def test_a_refused_client_secret_fails_at_once_and_is_never_shown(tmp_path: Path
         ({k: v for k, v in OPTIONS.items() if k != "client_secret"}, "'client_secret' is required"),
         ({**OPTIONS, "auth_url": "auth.halopsa.com"}, "http:// or https://"),
         ({**OPTIONS, "customer_id": "Acme"}, "customer_id"),
+        ({**OPTIONS, "priorities": {"P1": "Critical"}}, "'Critical' is not a number"),
     ],
 )  # fmt: skip
 def test_bad_configs_are_refused_at_load(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from integrations.base import PermanentError, TicketRef, TransientError
 from tests.integrations.hosted import body_of, build, content, responses
 from tests.integrations.itsm import check_a_refused_credential, refusal, sent
+from tests.integrations.site import Site, site_config, unique_site
 
 SN = "https://acme.service-now.com"
 TABLE = f"{SN}/api/now/table/incident"
@@ -170,3 +172,39 @@ def test_bad_configs_are_refused_at_load(
 
     with pytest.raises(ConfigError, match=message):
         build(tmp_path, "servicenow", options, environ={"SN_PASSWORD": "x"})
+
+
+@responses.activate
+def test_a_watcher_opens_sees_the_assignment_and_resolves_with_the_close_code(
+    tmp_path: Path,
+) -> None:
+    responses.get(TABLE, json={"result": []})
+    responses.post(TABLE, status=201, json={"result": {"sys_id": SYS_ID, "number": "INC0010002"}})
+    new = {"state": {"display_value": "New", "value": "1"}}
+    nobody = {"display_value": "", "value": ""}
+    beth = {"display_value": "Beth Anglin", "value": "46d44a23a9fe19810012d100cca80666"}
+    responses.get(f"{TABLE}/{SYS_ID}", json={"result": {**new, "assigned_to": nobody}})
+    responses.get(f"{TABLE}/{SYS_ID}", json={"result": {**new, "assigned_to": beth}})
+    responses.patch(f"{TABLE}/{SYS_ID}", json={"result": {"sys_id": SYS_ID}})
+    options = {**OPTIONS, "password": "sn-pass-8842"}
+    site = Site(
+        tmp_path, site_config(unique_site(), f"  tickets:\n    - servicenow: {json.dumps(options)}")
+    )
+    try:
+        site.smtp_refused()
+        site.deliver()
+        assert site.store.ticket(site.incident().id, "tickets/servicenow")[0] == SYS_ID
+        assert site.poller.poll(force=True) == []  # nobody assigned yet
+        assert site.poller.poll(force=True) == [site.incident().id]
+        assert site.incident().acknowledged_by == "Beth Anglin"
+        site.smtp_ok()
+        site.advance(minutes=1)
+        site.smtp_ok()  # resolve_after: 2
+        site.deliver()
+        assert site.incident().state == "resolved"
+        assert [(a, s) for _, a, s in site.actions()][-1] == ("resolve", "done")
+        resolve = sent()[-1][2]
+        assert (resolve["state"], resolve["close_code"]) == ("6", "Solution provided")
+        assert resolve["close_notes"]
+    finally:
+        site.close()

@@ -154,6 +154,7 @@ def test_a_refused_token_fails_at_once_and_is_never_shown(tmp_path: Path) -> Non
         ({"url": ZD, "email": "w@acme.example"}, "'token' is required"),
         ({**OPTIONS, "group_id": "Support"}, "group_id"),
         ({**OPTIONS, "url": "acme.zendesk.com"}, "http:// or https://"),
+        ({**OPTIONS, "priorities": {"P1": "critical"}}, "none of Zendesk's: urgent, high"),
     ],
 )
 def test_bad_configs_are_refused_at_load(
