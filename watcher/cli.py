@@ -415,7 +415,6 @@ def cmd_test_integration(args: argparse.Namespace) -> int:
     from integrations.base import DeliveryError, TicketContent
     from watcher.app import build_integrations
     from watcher.httpclient import HttpClients
-    from watcher.secret import redact
 
     config = load_config(args.config)
     built = build_integrations(config, HttpClients())
@@ -455,20 +454,26 @@ def cmd_test_integration(args: argparse.Namespace) -> int:
                     )
                     print(f"{key}: test ticket resolved")
                 except DeliveryError as exc:
-                    print(f"{key}: could not resolve the test ticket: {redact(str(exc))}")
+                    print(f"{key}: could not resolve the test ticket: {_refusal(exc)}")
             else:
                 integration.page(content)
                 print(f"{key}: test page sent")
                 integration.page_resolve(content)
         except DeliveryError as exc:
             kind = "temporary" if exc.retry else "permanent"
-            meaning = REFUSALS.get(exc.status or 0)
-            said = f"{meaning}: {redact(str(exc))}" if meaning else redact(str(exc))
-            print(f"{key}: FAILED ({kind}): {said}", file=sys.stderr)
+            print(f"{key}: FAILED ({kind}): {_refusal(exc)}", file=sys.stderr)
             status = EXIT_FAILING
         finally:
             integration.close()
     return status
+
+
+def _refusal(exc: Exception) -> str:
+    """A delivery error in one line, what the refusal most likely means first."""
+    from watcher.secret import redact
+
+    meaning = REFUSALS.get(getattr(exc, "status", None) or 0)
+    return f"{meaning}: {redact(str(exc))}" if meaning else redact(str(exc))
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
