@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from integrations.base import DeliveryError
-from tests.integrations.hosted import responses
+from tests.integrations.hosted import build, responses
 from tests.integrations.site import Site, site_config, unique_site
 
 
@@ -33,15 +33,14 @@ def sent() -> list[tuple[str, str, Any]]:
     return calls
 
 
-def refusal(
-    method: str,
-    url: Any,
-    status: int,
-    body: Any,
-    action: Callable[[], object],
-    headers: dict[str, str] | None = None,
-) -> DeliveryError:
-    """What ``action`` raises when the service answers ``status`` with ``body``."""
+Refusal = tuple[int, Any, "dict[str, str] | None", type]  # status, body, headers, error
+
+
+def refusal(method: str, url: Any, case: Refusal, action: Callable[[], object]) -> DeliveryError:
+    """What ``action`` raises when the service answers as ``case`` says; checked to be
+    the error the contract names, carrying the status, the service's own words and any
+    Retry-After."""
+    status, body, headers, error = case
     text = body if isinstance(body, str) else json.dumps(body)
     responses.add(
         responses.Response(
@@ -50,8 +49,22 @@ def refusal(
     )
     with pytest.raises(DeliveryError) as caught:
         action()
-    assert caught.value.status == status
-    return caught.value
+    raised = caught.value
+    assert type(raised) is error and raised.status == status
+    assert f"HTTP {status}" in str(raised) and " ".join(text.split())[:60] in str(raised)
+    wait = (headers or {}).get("Retry-After")
+    assert raised.retry_after == (float(wait) if wait else None)
+    return raised
+
+
+def refused_at_load(
+    tmp_path: Path, kind: str, options: dict[str, Any], message: str, environ: dict[str, str]
+) -> None:
+    """A config the integration's model refuses, with ``message`` in the error."""
+    from watcher.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        build(tmp_path, kind, options, environ=environ)
 
 
 def check_a_refused_credential(
@@ -85,4 +98,4 @@ def check_a_refused_credential(
         site.close()
 
 
-__all__ = ["check_a_refused_credential", "refusal", "sent"]
+__all__ = ["Refusal", "check_a_refused_credential", "refusal", "refused_at_load", "sent"]

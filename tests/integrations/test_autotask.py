@@ -8,7 +8,13 @@ import pytest
 
 from integrations.base import PermanentError, TicketRef, TransientError
 from tests.integrations.hosted import body_of, build, content, responses
-from tests.integrations.itsm import check_a_refused_credential, refusal, sent
+from tests.integrations.itsm import (
+    Refusal,
+    check_a_refused_credential,
+    refusal,
+    refused_at_load,
+    sent,
+)
 
 AT = "https://webservices5.autotask.net"
 TICKETS = f"{AT}/ATServicesRest/V1.0/Tickets"
@@ -121,22 +127,13 @@ REFUSALS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("status", "body", "headers", "error"), REFUSALS)
+@pytest.mark.parametrize("case", REFUSALS)
 @responses.activate
 def test_each_refusal_is_permanent_or_transient_as_the_contract_says(
-    tmp_path: Path, status: int, body: object, headers: dict[str, str] | None, error: type
+    tmp_path: Path, case: Refusal
 ) -> None:
     at = autotask(tmp_path)
-    raised = refusal(
-        "PATCH",
-        TICKETS,
-        status,
-        body,
-        lambda: at.resolve(TicketRef("7542"), content(text="")),
-        headers,
-    )
-    assert type(raised) is error and f"HTTP {status}" in str(raised)
-    assert raised.retry_after == (30 if status == 429 else None)
+    refusal("PATCH", TICKETS, case, lambda: at.resolve(TicketRef("7542"), content(text="")))
 
 
 @responses.activate
@@ -163,7 +160,4 @@ def test_a_refused_secret_fails_at_once_and_is_never_shown(tmp_path: Path) -> No
 def test_bad_configs_are_refused_at_load(
     tmp_path: Path, options: dict[str, object], message: str
 ) -> None:
-    from watcher.config import ConfigError
-
-    with pytest.raises(ConfigError, match=message):
-        build(tmp_path, "autotask", options, environ=ENV)
+    refused_at_load(tmp_path, "autotask", options, message, ENV)

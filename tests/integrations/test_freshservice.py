@@ -9,7 +9,13 @@ import pytest
 
 from integrations.base import PermanentError, TicketRef, TransientError
 from tests.integrations.hosted import body_of, build, content, responses
-from tests.integrations.itsm import check_a_refused_credential, refusal, sent
+from tests.integrations.itsm import (
+    Refusal,
+    check_a_refused_credential,
+    refusal,
+    refused_at_load,
+    sent,
+)
 
 FS = "https://acme.freshservice.com"
 API = f"{FS}/api/v2"
@@ -118,22 +124,18 @@ REFUSALS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("status", "body", "headers", "error"), REFUSALS)
+@pytest.mark.parametrize("case", REFUSALS)
 @responses.activate
 def test_each_refusal_is_permanent_or_transient_as_the_contract_says(
-    tmp_path: Path, status: int, body: object, headers: dict[str, str] | None, error: type
+    tmp_path: Path, case: Refusal
 ) -> None:
     fs = freshservice(tmp_path)
-    raised = refusal(
+    refusal(
         "POST",
         f"{API}/tickets/128/notes",
-        status,
-        body,
+        case,
         lambda: fs.comment(TicketRef("128"), content(text="x")),
-        headers,
     )
-    assert type(raised) is error and f"HTTP {status}" in str(raised)
-    assert raised.retry_after == (21 if status == 429 else None)
 
 
 @responses.activate
@@ -160,7 +162,4 @@ def test_a_refused_api_key_fails_at_once_and_is_never_shown(tmp_path: Path) -> N
 def test_bad_configs_are_refused_at_load(
     tmp_path: Path, options: dict[str, object], message: str
 ) -> None:
-    from watcher.config import ConfigError
-
-    with pytest.raises(ConfigError, match=message):
-        build(tmp_path, "freshservice", options, environ={"FS_KEY": "x"})
+    refused_at_load(tmp_path, "freshservice", options, message, {"FS_KEY": "x"})

@@ -11,7 +11,13 @@ import pytest
 
 from integrations.base import PermanentError, TicketRef, TransientError
 from tests.integrations.hosted import body_of, build, content, responses
-from tests.integrations.itsm import check_a_refused_credential, refusal, sent
+from tests.integrations.itsm import (
+    Refusal,
+    check_a_refused_credential,
+    refusal,
+    refused_at_load,
+    sent,
+)
 
 JSM = "https://acme.atlassian.net"
 SD = f"{JSM}/rest/servicedeskapi"
@@ -180,28 +186,21 @@ REFUSALS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("status", "body", "headers", "error"), REFUSALS)
+@pytest.mark.parametrize("case", REFUSALS)
 @responses.activate
 def test_each_refusal_is_permanent_or_transient_as_the_contract_says(
-    tmp_path: Path, status: int, body: object, headers: dict[str, str] | None, error: type
+    tmp_path: Path, case: Refusal
 ) -> None:
     j = jsm(tmp_path, service_desk_id=10, request_type="25")
-    raised = refusal("POST", f"{SD}/request", status, body, lambda: j.open(content()), headers)
-    assert type(raised) is error and f"HTTP {status}" in str(raised)
-    assert raised.retry_after == (45 if status == 429 else None)
+    refusal("POST", f"{SD}/request", case, lambda: j.open(content()))
 
 
 @responses.activate
 def test_a_comment_on_a_deleted_request_is_a_permanent_error(tmp_path: Path) -> None:
     j = jsm(tmp_path)
-    raised = refusal(
-        "POST",
-        f"{SD}/request/IT-128/comment",
-        404,
-        {"errorMessage": "Issue does not exist or you do not have permission to see it."},
-        lambda: j.comment(TicketRef("IT-128"), content(text="x")),
-    )
-    assert isinstance(raised, PermanentError) and "Issue does not exist" in str(raised)
+    gone = {"errorMessage": "Issue does not exist or you do not have permission to see it."}
+    comment = lambda: j.comment(TicketRef("IT-128"), content(text="x"))  # noqa: E731
+    refusal("POST", f"{SD}/request/IT-128/comment", (404, gone, None, PermanentError), comment)
 
 
 @responses.activate
@@ -227,7 +226,4 @@ def test_a_refused_token_fails_at_once_and_is_never_shown(tmp_path: Path) -> Non
 def test_bad_configs_are_refused_at_load(
     tmp_path: Path, options: dict[str, object], message: str
 ) -> None:
-    from watcher.config import ConfigError
-
-    with pytest.raises(ConfigError, match=message):
-        build(tmp_path, "jira_service_management", options, environ={"JSM_TOKEN": "x"})
+    refused_at_load(tmp_path, "jira_service_management", options, message, {"JSM_TOKEN": "x"})
