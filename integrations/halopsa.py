@@ -6,7 +6,8 @@ fingerprint goes into a text custom field (``fingerprint_field_id``); Halo's tic
 cannot filter on custom fields, so ``find()`` searches open tickets for the fingerprint
 (it is in the details too) and keeps the one whose field holds it. Updates are private
 notes (actions hidden from the user). Resolve sets status 9 (Closed); reopen sets 1
-(New). An agent assigned acknowledges.
+(New). An agent assigned acknowledges. Halo's search looks at summaries and details,
+where watcher's body names the fingerprint too.
 
     - halopsa:
         url: https://acme.halopsa.com         # the resource server; the API is under /api
@@ -160,6 +161,7 @@ class HaloPSAIntegration(RestHelpdesk):
 
     def status(self, ref: TicketRef) -> TicketStatus | None:
         ticket = self._ticket(ref.id)
-        agent = ticket.get("agent_id") or None
-        owner = (ticket.get("agent_name") or agent) if agent else None
+        agent, name = ticket.get("agent_id") or None, str(ticket.get("agent_name") or "")
+        # no agent is 0 or null, or, where the API names it, the agent "Unassigned"
+        owner = None if not agent or name.casefold() == "unassigned" else name or agent
         return self._status(ticket.get("status_id") == self.config.resolved_status, owner)

@@ -119,11 +119,13 @@ def test_updates_are_private_actions_and_ticket_posts(tmp_path: Path) -> None:
 @responses.activate
 def test_status_reads_the_status_and_the_agent(tmp_path: Path) -> None:
     responses.post(TOKEN, json=GRANT)
-    for answer in (ticket(2051), ticket(2051, 2, 7), ticket(2051, 9, 7)):
+    unassigned = {**ticket(2051), "agent_id": 1, "agent_name": "Unassigned"}
+    for answer in (ticket(2051), unassigned, ticket(2051, 2, 7), ticket(2051, 9, 7)):
         responses.get(f"{HALO}/api/Tickets/2051", json=answer)
     h = halo(tmp_path)
-    new, taken, closed = (h.status(TicketRef("2051")) for _ in range(3))
+    new, unassigned_status, taken, closed = (h.status(TicketRef("2051")) for _ in range(4))
     assert (new.state, new.taken) == ("new", False)
+    assert (unassigned_status.state, unassigned_status.taken) == ("new", False)
     assert (taken.state, taken.owner) == ("open", "Asha Rao")
     assert closed.state == "resolved"
 
