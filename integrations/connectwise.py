@@ -84,10 +84,10 @@ class ConnectWiseIntegration(RestHelpdesk):
 
     def open(self, ticket: TicketContent) -> TicketRef:
         summary = " ".join(ticket.subject.split())
+        if len(summary) > SUMMARY_MAX:
+            summary = summary[: SUMMARY_MAX - 3] + "..."
         fields: dict[str, Any] = {
-            "summary": summary
-            if len(summary) <= SUMMARY_MAX
-            else summary[: SUMMARY_MAX - 3] + "...",
+            "summary": summary,
             "board": {"name": self.config.board},
             "company": {"identifier": self.config.customer},
             "status": {"name": self.config.status},
