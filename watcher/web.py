@@ -282,12 +282,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.deadline = time.monotonic() + self.server.web.request_deadline
         self.started = False  # has a byte of the current request arrived?
         self.answering = False
+        self.ended = False  # has the client closed its side?
         self.rfile = io.BufferedReader(_DeadlineReader(self))
         self.wfile = _Writer(self.connection)
 
     def handle_one_request(self) -> None:
         self.deadline = time.monotonic() + self.server.web.request_deadline
-        self.started = self.answering = False
+        self.started = self.answering = self.ended = False
         self.command = ""
         self.requestline = ""
         self.request_version = self.default_request_version
@@ -300,6 +301,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if not self.parse_request():
             return
+        if self.ended:
+            # The stream ended before the blank line that closes the headers: a cut-off
+            # request is not acted on as if it were whole.
+            raise ConnectionResetError("the client closed before its headers ended")
         if not _METHOD.fullmatch(self.command):
             self.send_error(HTTPStatus.BAD_REQUEST, "Bad request method")
             return
@@ -371,6 +376,8 @@ class _DeadlineReader(io.RawIOBase):
         count = self.sock.recv_into(buffer)
         if count:
             self.handler.started = True
+        else:
+            self.handler.ended = True
         return count
 
 
@@ -429,19 +436,28 @@ class _Listener:
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            for key, _ in self.selector.select(timeout=0.5):
-                if key.fileobj is self.sock:
-                    self._accept()
-                elif key.fileobj is self._wake_r:
-                    with contextlib.suppress(OSError):
-                        self._wake_r.recv(4096)
-                else:
-                    conn = key.fileobj
-                    assert isinstance(conn, socket.socket)
-                    self.selector.unregister(conn)
-                    address, _ = self.idle.pop(conn)
-                    self._hand_over(conn, address)
-            self._expire(time.monotonic())
+            try:
+                self._turn()
+            except Exception as exc:  # the server must keep accepting whatever one turn hit
+                log.error("HTTP accept loop: %s", _first_line(exc))
+                log.debug("accept loop traceback", exc_info=True)
+                self._stopping.wait(0.1)
+
+    def _turn(self) -> None:
+        """Accepts what is queued, hands over the connections that spoke, expires the rest."""
+        for key, _ in self.selector.select(timeout=0.5):
+            if key.fileobj is self.sock:
+                self._accept()
+            elif key.fileobj is self._wake_r:
+                with contextlib.suppress(OSError):
+                    self._wake_r.recv(4096)
+            else:
+                conn = key.fileobj
+                assert isinstance(conn, socket.socket)
+                self.selector.unregister(conn)
+                address, _ = self.idle.pop(conn)
+                self._hand_over(conn, address)
+        self._expire(time.monotonic())
 
     def _accept(self) -> None:
         for _ in range(BACKLOG):  # what is queued now; then back to the others

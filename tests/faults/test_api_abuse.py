@@ -286,6 +286,57 @@ def test_a_hundred_simultaneous_connections_are_all_answered(app: App) -> None:
     assert answers == [200] * 100, sorted(map(str, answers))
 
 
+def test_over_the_handler_cap_a_request_waits_briefly_then_gets_a_503(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(web, "WAIT_FOR_HANDLER", 0.5)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(request: web.Request) -> web.Response:
+        entered.set()
+        return web.text_response(f"{release.wait(30)}\n")
+
+    server = web.WebServer(f"127.0.0.1:{free_port()}", api_token=None, max_handlers=1)
+    server.route("GET", "/slow", slow)
+    server.route("GET", "/quick", lambda r: web.text_response("quick\n"))
+    server.start()
+    try:
+        first: list[bytes] = []
+        holder = threading.Thread(
+            target=lambda: first.append(
+                _exchange(server.port, b"GET /slow HTTP/1.1\r\nConnection: close\r\n\r\n")
+            )
+        )
+        holder.start()
+        assert entered.wait(20)
+        answer = _exchange(server.port, b"GET /quick HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert _status(answer) == 503 and b"Retry-After: 1" in answer
+        release.set()
+        holder.join(20)
+        assert _status(first[0]) == 200
+        answer = _exchange(server.port, b"GET /quick HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert answer.endswith(b"quick\n")
+    finally:
+        release.set()
+        server.stop()
+
+
+def test_a_request_cut_off_before_its_headers_end_is_not_acted_on(app: App) -> None:
+    incident_id = _open_incident(app)
+    with socket.create_connection(("127.0.0.1", app.web.port), timeout=20) as sock:
+        sock.sendall(
+            f"POST /api/incidents/{incident_id}/ack HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {TOKEN}\r\n".encode()
+        )
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(4096):
+                received += chunk
+    assert received == b""
+    assert _incident_state(app, incident_id) == "open"
+
+
 def test_an_oversized_body_with_expect_100_continue_gets_413_and_never_100(app: App) -> None:
     answer = _exchange(
         app.web.port,
