@@ -348,13 +348,21 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.client_address[0], _printable(format % args, 300))
 
-    def describe(self) -> str:
-        """What the connection was doing, for a one-line log."""
-        line = _printable(self.requestline or "", 120)
+    def describe(self, exc: OSError) -> str:
+        """A one-line account of a connection lost to ``exc``; empty for one lost between
+        requests (an idle keep-alive connection closing is nothing to report)."""
+        line = _printable(self.requestline or "", 120) or "a request"
+        client = self.client_address[0]
+        if isinstance(exc, TimeoutError):
+            if self.answering:
+                return f"cut off client {client}: too slow to take the answer to {line}"
+            if self.started:
+                return f"cut off client {client}: too slow to send {line}"
+            return ""
         if self.answering:
-            return f"before the answer to {line} was sent"
+            return f"client {client} hung up before the answer to {line} was sent ({type(exc).__name__})"
         if self.started:
-            return f"in the middle of its request {line}".rstrip()
+            return f"client {client} hung up in the middle of {line} ({type(exc).__name__})"
         return ""
 
 
@@ -504,17 +512,15 @@ class _Listener:
         # Made before it runs (its constructor serves the connection) so a failure can
         # still say what the connection was doing.
         handler = _Handler.__new__(_Handler)
+        handler.client_address = address
         handler.requestline, handler.started, handler.answering = "", False, False
         try:
             conn.setblocking(True)
             _Handler.__init__(handler, conn, address, self)  # type: ignore[arg-type]
         except OSError as exc:  # the client went away or was too slow: not our error
-            doing = handler.describe()
-            if isinstance(exc, TimeoutError):
-                if doing:
-                    log.info("cut off %s: too slow %s", address[0], doing)
-            elif doing:
-                log.info("client %s hung up %s (%s)", address[0], doing, type(exc).__name__)
+            account = handler.describe(exc)
+            if account:
+                log.info("%s", account)
         except Exception as exc:
             log.error("connection from %s failed: %s", address[0], _first_line(exc))
             log.debug("connection traceback", exc_info=True)
