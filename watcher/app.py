@@ -38,7 +38,16 @@ from watcher.outbox import Dispatcher
 from watcher.scheduler import Job, Scheduler
 from watcher.store import Store
 from watcher.transports import Runners
-from watcher.web import Request, Response, WebServer, escape, json_response, page, text_response
+from watcher.web import (
+    ClientError,
+    Request,
+    Response,
+    WebServer,
+    escape,
+    json_response,
+    page,
+    text_response,
+)
 
 __all__ = ["App", "build_jobs", "build_integrations", "StateLocked", "configure_logging"]
 
@@ -444,7 +453,7 @@ class App:
         return json_response([public_view(i) for i in items])
 
     def _api_incident(self, request: Request) -> Response:
-        incident = self.store.incident(int(request.params["id"]))
+        incident = self.store.incident(request.id_param())
         if incident is None:
             return json_response({"error": "no such incident"}, 404)
         data = public_view(incident)
@@ -456,20 +465,22 @@ class App:
         return json_response(data)
 
     def _who(self, request: Request) -> str:
-        body = request.json() or {}
-        by = body.get("by") if isinstance(body, dict) else None
-        return str(by)[:80] if by else f"api ({request.client})"
+        by = request.json().get("by")
+        if by is not None and not isinstance(by, str):
+            raise ClientError(400, '"by" must be text: who is acting')
+        return by[:80] if by else f"api ({request.client})"
 
     def _api_ack(self, request: Request) -> Response:
-        incident = self.engine.acknowledge(
-            int(request.params["id"]), by=self._who(request), source="api"
-        )
+        # Everything is read before anything is done: a bad request changes nothing.
+        incident_id, by = request.id_param(), self._who(request)
+        incident = self.engine.acknowledge(incident_id, by=by, source="api")
         if incident is None:
             return json_response({"error": "no such incident"}, 404)
         return json_response(public_view(incident))
 
     def _api_resolve(self, request: Request) -> Response:
-        incident = self.engine.resolve(int(request.params["id"]), by=self._who(request))
+        incident_id, by = request.id_param(), self._who(request)
+        incident = self.engine.resolve(incident_id, by=by)
         if incident is None:
             return json_response({"error": "no such incident"}, 404)
         return json_response(public_view(incident))
@@ -572,7 +583,8 @@ def _window(query: dict[str, list[str]]) -> tuple[int, int]:
 
     def number(name: str) -> int:
         raw = (query.get(name) or ["0"])[0]
-        return int(raw) if raw.isdigit() else 0
+        # isdigit alone takes "²", which int() refuses; nine digits outnumber any site.
+        return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else 0
 
     return number("offset"), number("limit")
 
