@@ -178,6 +178,10 @@ class AgentCheckinsProbe(Probe):
         # device id -> ok rounds still owed (None while it is reported stale)
         self._reported: dict[str, int | None] | None = None
 
+    def items(self) -> list[dict[str, str]]:
+        # Devices are found at run time; a whole failure is the fleet result's.
+        return [dict(FLEET)]
+
     def close(self) -> None:
         if self._session is not None:
             self._session.close()

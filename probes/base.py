@@ -38,6 +38,7 @@ __all__ = [
     "TransportError",
     "cap_text",
     "decode_output",
+    "item_labels",
     "run_probe",
 ]
 
@@ -227,8 +228,27 @@ class Probe(ABC):
     def check(self, ctx: ProbeContext) -> Outcome | list[Outcome]:
         """Checks the target once. Must return, not raise, for a failing target."""
 
+    def items(self) -> list[dict[str, str]]:
+        """The labels of each item the config names (``[{"path": "/"}, ...]``).
+
+        A check that fails as a whole (SSH refused, host key changed, timeout) reports one
+        error per item, labelled like that item's own results: each item's recovery then
+        replaces its own error, and none is left standing. ``[{}]``: one result per check,
+        or items found only at run time.
+        """
+        return [{}]
+
     def close(self) -> None:  # noqa: B027 - most probes keep nothing
         """Releases anything the probe keeps between checks."""
+
+
+def item_labels(probe: Probe) -> list[dict[str, str]]:
+    """``probe.items()``, or one unlabelled item if even that fails."""
+    try:
+        return [dict(labels) for labels in probe.items()] or [{}]
+    except Exception:  # a whole-check error must still be reported
+        log.exception("probe %s could not list its items", probe.kind)
+        return [{}]
 
 
 def run_probe(
@@ -245,10 +265,14 @@ def run_probe(
         outcome = probe.check(ctx)
         outcomes = outcome if isinstance(outcome, list) else [outcome]
     except TransportError as exc:
-        outcomes = [Outcome.error(str(exc), reason=exc.reason)]
+        outcomes = [
+            Outcome.error(str(exc), labels=labels, reason=exc.reason)
+            for labels in item_labels(probe)
+        ]
     except Exception as exc:  # a bug in a probe must not kill the scheduler
         log.exception("probe %s on %s raised", probe_id, ctx.target)
-        outcomes = [Outcome.error(f"probe crashed: {type(exc).__name__}: {exc}")]
+        message = f"probe crashed: {type(exc).__name__}: {exc}"
+        outcomes = [Outcome.error(message, labels=labels) for labels in item_labels(probe)]
     duration = time.perf_counter() - started
     if not outcomes:
         outcomes = [Outcome.error("probe returned nothing")]
