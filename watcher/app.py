@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections import ChainMap
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ from watcher.metrics import Metrics
 from watcher.outbox import Dispatcher
 from watcher.scheduler import Job, Scheduler
 from watcher.store import Store
+from watcher.tracker import results_to_resolve
 from watcher.transports import Runners
 from watcher.web import Request, Response, WebServer, escape, json_response, page, text_response
 
@@ -146,6 +148,11 @@ def build_jobs(
                 or m.defaults.interval
             ).total_seconds()
             timeout = (spec.config.timeout or target.timeout or m.defaults.timeout).total_seconds()
+            # A probe that reports a recovered item for a while (agent_checkins) needs this
+            # many rounds of it to resolve the item's incident under this config.
+            to_resolve = results_to_resolve(
+                m.defaults.resolve_after, (target.flapping or m.flapping).settings()
+            )
             if cls.needs_runner and runner is None:
                 runner = runners.for_target(target)
             ctx = ProbeContext(
@@ -156,7 +163,7 @@ def build_jobs(
                 timeout=timeout,
                 http=http,
                 runner=runner if cls.needs_runner else None,
-                services=services or {},
+                services=ChainMap({"results_to_resolve": to_resolve}, services or {}),
             )
             jobs.append(Job(target, spec, cls(spec.config), ctx, interval, timeout))
     return jobs

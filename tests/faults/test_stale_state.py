@@ -22,6 +22,7 @@ from probes.disk import DiskConfig, DiskProbe
 from probes.du import DuConfig, DuProbe
 from probes.service import ServiceConfig, ServiceProbe
 from tests.helpers import config_from
+from tests.probes.test_agent_checkins import MdmServer, device, fleet, serve_linked
 from tests.rig import Rig
 from tests.servers.disk import SmallFs
 from tests.servers.sshd import Sshd
@@ -233,3 +234,49 @@ def test_the_audit_shows_the_disk_as_full_as_its_latest_sample_in_whole_bytes(
     assert disk.free_bytes == sample.metrics["free_bytes"]
     figures = audit.to_dict()["servers"][0]["disks"][0]
     assert isinstance(figures["free_bytes"], int) and not math.isnan(figures["used_percent"])
+
+
+@pytest.fixture
+def mdm() -> Iterator[MdmServer]:
+    server = MdmServer().start()
+    yield server
+    server.stop()
+
+
+def test_a_recovered_device_resolves_under_a_longer_resolve_after(
+    tmp_path: Path, mdm: MdmServer, rigs: list[Rig]
+) -> None:
+    devices = fleet(20, 1)  # one device stale: 5%, no fleet incident
+    serve_linked(mdm, devices)
+    rig = Rig(
+        tmp_path,
+        f"""
+        site: acme
+        state: watcher.db
+        listen: null
+        defaults: {{resolve_after: 12}}
+        targets:
+          - name: mdm
+            probes:
+              - agent_checkins:
+                  url: "{mdm.url_for("/api/devices")}"
+                  list_path: data.devices
+                  fields: {{id: udid, name: info.name, last_checkin: last_seen}}
+                  pagination: {{next_path: links.next}}
+                  stale_after: 24h
+                  per_device: true
+        """,
+    )
+    rigs.append(rig)
+    rig.rounds(2)
+    [stale] = rig.incidents()
+    assert (stale.state, stale.rule) == ("open", "agent-device-stale")
+
+    devices[0] = device(0, age=timedelta(minutes=2))
+    serve_linked(mdm, devices)
+    rig.rounds(11)
+    assert [i.state for i in rig.incidents()] == ["open"]  # 11 clear results: not yet
+    rig.rounds(6)
+    assert [i.state for i in rig.incidents()] == ["resolved"]
+    cleared = [r for r in rig.round() if r.labels.get("scope") == "device"]
+    assert cleared == []  # reported no longer once resolved
