@@ -13,7 +13,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
@@ -39,6 +39,7 @@ __all__ = [
     "cap_text",
     "decode_output",
     "item_labels",
+    "per_item",
     "run_probe",
 ]
 
@@ -251,6 +252,16 @@ def item_labels(probe: Probe) -> list[dict[str, str]]:
         return [{}]
 
 
+def per_item(probe: Probe, outcomes: list[Outcome]) -> list[Outcome]:
+    """A lone unlabelled error (the check failed as a whole: it raised, its transport
+    failed, it returned nothing) as one error per configured item, labelled like its
+    results; anything else as it is."""
+    if len(outcomes) != 1 or outcomes[0].status != "error" or outcomes[0].labels:
+        return outcomes
+    whole = outcomes[0]
+    return [replace(whole, labels=labels) for labels in item_labels(probe)]
+
+
 def run_probe(
     probe: Probe,
     ctx: ProbeContext,
@@ -265,14 +276,10 @@ def run_probe(
         outcome = probe.check(ctx)
         outcomes = outcome if isinstance(outcome, list) else [outcome]
     except TransportError as exc:
-        outcomes = [
-            Outcome.error(str(exc), labels=labels, reason=exc.reason)
-            for labels in item_labels(probe)
-        ]
+        outcomes = [Outcome.error(str(exc), reason=exc.reason)]
     except Exception as exc:  # a bug in a probe must not kill the scheduler
         log.exception("probe %s on %s raised", probe_id, ctx.target)
-        message = f"probe crashed: {type(exc).__name__}: {exc}"
-        outcomes = [Outcome.error(message, labels=labels) for labels in item_labels(probe)]
+        outcomes = [Outcome.error(f"probe crashed: {type(exc).__name__}: {exc}")]
     duration = time.perf_counter() - started
     if not outcomes:
         outcomes = [Outcome.error("probe returned nothing")]
@@ -290,5 +297,5 @@ def run_probe(
             at=now,
             reason=o.reason,
         )
-        for o in outcomes
+        for o in per_item(probe, outcomes)
     ]
