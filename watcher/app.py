@@ -25,7 +25,7 @@ from typing import Any
 import integrations as integration_registry
 from integrations.base import Integration, IntegrationEnv
 from probes.base import ProbeContext, Result
-from watcher import __version__
+from watcher import __version__, tracker
 from watcher.acks import HelpdeskPoller
 from watcher.audit_schedule import AuditScheduler
 from watcher.checkins import attach as attach_checkins
@@ -38,7 +38,6 @@ from watcher.metrics import Metrics
 from watcher.outbox import Dispatcher
 from watcher.scheduler import Job, Scheduler
 from watcher.store import Store
-from watcher.tracker import results_to_resolve
 from watcher.transports import Runners
 from watcher.web import Request, Response, WebServer, escape, json_response, page, text_response
 
@@ -150,7 +149,7 @@ def build_jobs(
             timeout = (spec.config.timeout or target.timeout or m.defaults.timeout).total_seconds()
             # A probe that reports a recovered item for a while (agent_checkins) needs this
             # many rounds of it to resolve the item's incident under this config.
-            to_resolve = results_to_resolve(
+            to_resolve = tracker.results_to_resolve(
                 m.defaults.resolve_after, (target.flapping or m.flapping).settings()
             )
             if cls.needs_runner and runner is None:
