@@ -205,6 +205,24 @@ def test_a_check_past_its_hard_timeout_reports_each_path_as_timed_out(tmp_path: 
     ]
 
 
+class Broken:
+    """A runner with a bug in it: the probe raises, the check fails as a whole."""
+
+    description = "broken"
+
+    def run(self, command: Sequence[str] | str, timeout: float) -> CommandResult:
+        raise RuntimeError("unexpected state")
+
+
+def test_a_probe_that_raises_reports_each_path_as_an_error() -> None:
+    results = run_check(DiskProbe(DiskConfig(paths=["/", "/tmp"])), Broken())
+    assert [(r.status, dict(r.labels)) for r in results] == [
+        ("error", {"path": "/"}),
+        ("error", {"path": "/tmp"}),
+    ]
+    assert all("probe crashed: RuntimeError: unexpected state" in r.message for r in results)
+
+
 def test_the_audit_shows_the_disk_as_full_as_its_latest_sample_in_whole_bytes(
     tmp_path: Path, small_fs: SmallFs, rigs: list[Rig]
 ) -> None:
