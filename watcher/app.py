@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections import ChainMap
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 import integrations as integration_registry
 from integrations.base import Integration, IntegrationEnv
 from probes.base import ProbeContext, Result
-from watcher import __version__
+from watcher import __version__, tracker
 from watcher.acks import HelpdeskPoller
 from watcher.audit_schedule import AuditScheduler
 from watcher.checkins import attach as attach_checkins
@@ -155,6 +156,11 @@ def build_jobs(
                 or m.defaults.interval
             ).total_seconds()
             timeout = (spec.config.timeout or target.timeout or m.defaults.timeout).total_seconds()
+            # A probe that reports a recovered item for a while (agent_checkins) needs this
+            # many rounds of it to resolve the item's incident under this config.
+            to_resolve = tracker.results_to_resolve(
+                m.defaults.resolve_after, (target.flapping or m.flapping).settings()
+            )
             if cls.needs_runner and runner is None:
                 runner = runners.for_target(target)
             ctx = ProbeContext(
@@ -165,7 +171,7 @@ def build_jobs(
                 timeout=timeout,
                 http=http,
                 runner=runner if cls.needs_runner else None,
-                services=services or {},
+                services=ChainMap({"results_to_resolve": to_resolve}, services or {}),
             )
             jobs.append(Job(target, spec, cls(spec.config), ctx, interval, timeout))
     return jobs
