@@ -22,7 +22,7 @@ packages=(
   openssh-server openssh-client
   postfix dovecot-imapd dovecot-pop3d ssl-cert
   request-tracker5 rt5-db-sqlite rt5-standalone
-  prometheus prometheus-blackbox-exporter
+  prometheus prometheus-alertmanager prometheus-blackbox-exporter
   monitoring-plugins-basic monitoring-plugins-standard
   chromium
   iproute2 procps util-linux sqlite3 ca-certificates
