@@ -70,6 +70,8 @@ MISS_COST = 50.0
 # How long after a resolve a firing post of the same episode (same startsAt) is taken
 # for a late delivery rather than the alert firing again.
 STALE_WINDOW = timedelta(minutes=10)
+# The label the alertmanager integration puts on watcher's own incidents.
+ECHO_LABEL = "watcher_fingerprint"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alertmanager_alerts (
@@ -364,6 +366,12 @@ class AlertReceiver:
         with self._lock:
             changed: dict[str, AlertState] = {}
             for alert in post.alerts:
+                if ECHO_LABEL in alert.labels:
+                    # watcher's own incident, posted by the alertmanager integration and
+                    # routed back here: taking it in would make a loop
+                    self.counters.alerts.labels(alert.status, "echo").inc()
+                    outcome.stale += 1
+                    continue
                 target, label, key = self.locate(alert, settings)
                 previous = changed.get(key) or self._states.get(key)
                 verdict = _verdict(previous, alert, now)
