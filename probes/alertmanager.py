@@ -6,9 +6,9 @@ the whole post with :func:`parse_post`, then turns each alert into a result of t
 kind with :func:`alert_result`:
 
 - the target is the alert's ``instance`` label (``target_label``), else ``job``, else
-  ``default_target``; an ``instance`` of ``host:port`` whose host is a configured
-  target's name or ``host:`` belongs to that target, so its labels, ``depends_on``,
-  maintenance windows and outage groups apply;
+  ``default_target``; of ``host:port`` (or a URL) only the host counts, and a host that
+  is a configured target's name or ``host:`` belongs to that target, so its labels,
+  ``depends_on``, maintenance windows and outage groups apply;
 - the check is ``alertmanager`` and its item the alert's other label values (by label
   name, so ``alertname`` usually comes first): each alert is one check, one incident;
 - ``firing`` fails, ``resolved`` is ok; the message is the ``summary`` annotation (else
@@ -340,7 +340,8 @@ def target_of(
         for name, target_host in known.items():
             if target_host and target_host == host:
                 return name, label
-        return value[:MAX_NAME], label
+        # The host, not host:port: the exporters of one server are one target.
+        return (host or value)[:MAX_NAME], label
     return settings.default_target, ""
 
 

@@ -534,3 +534,79 @@ def attach(app: App) -> AlertReceiver:
     app.engine.add_ticker(receiver.due_results)
     receiver.resume()
     return receiver
+
+
+SAMPLE_POST: dict[str, Any] = {
+    "version": "4",
+    "status": "firing",
+    "receiver": "watcher",
+    "groupKey": '{}:{alertname="WatcherReceiverTest"}',
+    "truncatedAlerts": 0,
+    "groupLabels": {"alertname": "WatcherReceiverTest"},
+    "alerts": [
+        {
+            "status": "firing",
+            "labels": {
+                "alertname": "WatcherReceiverTest",
+                "instance": "watcher-test:9100",
+                "severity": "critical",
+            },
+            "annotations": {"summary": "receiver test from watcher test-integration"},
+            "startsAt": "2026-01-01T00:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://127.0.0.1:9090/graph",
+            "fingerprint": "0000000000000000",
+        }
+    ],
+}
+
+
+def test_receiver(config: Config, timeout: float = 10.0) -> tuple[bool, list[str]]:
+    """Posts a sample alert to the running watcher's endpoint as a dry run (nothing is
+    applied): checks that it listens, that the token is right, and what the rules make
+    of it. (ok, lines to print)."""
+    import urllib.error
+    import urllib.request
+
+    settings = config.model.alertmanager
+    listen = config.model.listen
+    if settings is None:
+        return False, ["alertmanager: is not configured in watcher.yml"]
+    if not listen:
+        return False, ["listen: is off, so nothing can receive Alertmanager's posts"]
+    token = settings.token or config.model.api_token
+    if token is None:
+        return False, ['set alertmanager.token (e.g. "${ALERTMANAGER_TOKEN}")']
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}{ROUTE}?dry_run=1"
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(SAMPLE_POST).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token.reveal()}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - our own listen address
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return False, [
+            f"{url.split('?')[0]} answered {exc.code}: {exc.read()[:300].decode(errors='replace')}"
+        ]
+    except OSError as exc:
+        return False, [f"nothing answers at {url.split('?')[0]} ({exc}); is `watcher run` running?"]
+    lines = [
+        f"{url.split('?')[0]}: a sample Alertmanager post is accepted (dry run, nothing applied)"
+    ]
+    for alert in answer.get("alerts", []):
+        lines.append(
+            f"  {alert['alertname']} on {alert['target']}: "
+            + (
+                f"{alert['priority']} by {', '.join(alert['rules'])}"
+                if alert["priority"]
+                else "no rule holds; list the alertmanager rule pack in rules:"
+            )
+        )
+    return True, lines

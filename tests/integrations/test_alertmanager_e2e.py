@@ -10,7 +10,10 @@ test kills the watcher with SIGKILL between firing and resolve. Timings are prin
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -49,6 +52,19 @@ def _metric(text: str, name: str, **labels: str) -> float:
         if all(f'{k}="{v}"' in line for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def _cli(directory: Path, env: dict[str, str], *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "watcher.cli", *args, "-c", "watcher.yml"],
+        cwd=directory,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
 
 
 def _incidents(daemon: Daemon) -> list[dict[str, Any]]:
@@ -121,6 +137,13 @@ integrations:
         body = "\n".join(rt.comments(int(ticket["id"]), types=("Create",)))
         assert "Runbook: http://127.0.0.1/runbooks/node-down" in body
         assert "Source: http://" in body and "/graph?g0.expr=" in body  # the generatorURL
+
+        explained = _cli(tmp_path, env, "explain", "node1")
+        assert "alertmanager NodeDown node critical: FAIL node" in explained
+        assert "rule alert-critical [P1]" in explained and "HOLDS" in explained
+        tested = _cli(tmp_path, env, "test-integration", "alertmanager")
+        assert "a sample Alertmanager post is accepted (dry run" in tested
+        assert "WatcherReceiverTest on watcher-test: P1 by alert-critical" in tested
 
         def duplicates() -> float:
             return _metric(
