@@ -22,10 +22,11 @@ packages=(
   openssh-server openssh-client
   postfix dovecot-imapd dovecot-pop3d ssl-cert
   request-tracker5 rt5-db-sqlite rt5-standalone
-  prometheus prometheus-alertmanager prometheus-blackbox-exporter
+  prometheus prometheus-blackbox-exporter
   monitoring-plugins-basic monitoring-plugins-standard
   chromium
   iproute2 procps util-linux sqlite3 ca-certificates
+  prometheus-alertmanager
 )
 if [ "$want_bench" = 1 ]; then
   packages+=(nginx-light monitoring-plugins curl)
