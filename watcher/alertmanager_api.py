@@ -62,8 +62,7 @@ __all__ = ["AlertReceiver", "AlertState", "attach", "ROUTE"]
 log = logging.getLogger("watcher.alertmanager")
 
 ROUTE = "/api/alertmanager"
-# A wrong token costs a client this many requests' worth; Alertmanager itself, with the
-# right token, may post many groups at once and is never slowed.
+# Wrong tokens from one address: a burst of four, then one every 2.5 s (the rest get 429).
 RATE_PER_SECOND = 20.0
 RATE_BURST = 200.0
 MISS_COST = 50.0
@@ -455,11 +454,6 @@ class AlertReceiver:
                 "off", 404, "alerts are not taken here: add an alertmanager: section to watcher.yml"
             )
         client = request.client
-        if not self.limiter.allow(client):
-            wait = max(1, round(self.limiter.retry_after(client)))
-            return self._refuse(
-                "auth", 429, "too many refused posts; slow down", **{"Retry-After": str(wait)}
-            )
         expected = settings.token or self.config().model.api_token
         if expected is None:
             return self._refuse(
@@ -469,7 +463,13 @@ class AlertReceiver:
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             given.strip().encode(), expected.reveal().encode()
         ):
-            self.limiter.charge(client, MISS_COST)
+            # Only misses are counted against a client: Alertmanager with the right token
+            # is never slowed by a guesser at the same address.
+            if not self.limiter.allow(client, MISS_COST):
+                wait = max(1, round(self.limiter.retry_after(client, MISS_COST)))
+                return self._refuse(
+                    "auth", 429, "too many refused posts; slow down", **{"Retry-After": str(wait)}
+                )
             log.warning("alertmanager post refused from %s: missing or wrong token", client or "?")
             return self._refuse(
                 "auth",
