@@ -45,6 +45,7 @@ __all__ = [
     "Post",
     "alert_result",
     "parse_post",
+    "target_index",
     "target_of",
 ]
 
@@ -320,26 +321,29 @@ def _host_of(value: str) -> str:
     return text
 
 
+def target_index(targets: Mapping[str, str | None]) -> dict[str, str]:
+    """Configured target names and hosts, each to its target's name (a name wins)."""
+    index = {host: name for name, host in targets.items() if host}
+    index.update({name: name for name in targets})
+    return index
+
+
 def target_of(
-    labels: Mapping[str, str], settings: AlertmanagerSettings, known: Mapping[str, str | None]
+    labels: Mapping[str, str], settings: AlertmanagerSettings, index: Mapping[str, str]
 ) -> tuple[str, str]:
     """(target name, label it came from) for an alert's labels.
 
-    ``known`` maps configured target names to their ``host:``; a value naming one of
-    them (as is, or as ``host:port``) belongs to it.
+    ``index`` (:func:`target_index`) maps configured target names and hosts to target
+    names; a value naming one of them (as is, or as ``host:port``) belongs to it.
     """
     for label in (settings.target_label, *settings.fallback_labels):
         value = labels.get(label, "").strip()
         if not value:
             continue
-        if value in known:
-            return value, label
         host = _host_of(value)
-        if host in known:
-            return host, label
-        for name, target_host in known.items():
-            if target_host and target_host == host:
-                return name, label
+        found = index.get(value) or index.get(host)
+        if found is not None:
+            return found, label
         # The host, not host:port: the exporters of one server are one target.
         return (host or value)[:MAX_NAME], label
     return settings.default_target, ""

@@ -45,6 +45,7 @@ from probes.alertmanager import (
     alert_result,
     parse_post,
     result_labels,
+    target_index,
     target_of,
 )
 from probes.base import Result
@@ -235,19 +236,21 @@ class AlertReceiver:
 
     # ------------------------------------------------------------------ results
 
-    def _target(self, name: str) -> Target:
-        config = self.config()
-        found = config.targets.get(name)
-        if found is not None:
-            return found
-        # A target only Alertmanager knows: named by the alert, with nothing of its own.
-        return Target.model_construct(name=name, labels={}, depends_on=[], probes=[])
+    def _targets(self, names: set[str]) -> list[Target]:
+        """The targets of these names: the configured ones, else one the alert names."""
+        configured = self.config().targets
+        return [
+            configured.get(name)
+            # A target only Alertmanager knows: named by the alert, with nothing of its own.
+            or Target.model_construct(name=name, labels={}, depends_on=[], probes=[])
+            for name in sorted(names)
+        ]
 
     def _emit(self, results: list[Result]) -> None:
         if not results:
             return
-        for name in {r.target for r in results}:
-            self.admit(self._target(name), KIND)
+        for target in self._targets({r.target for r in results}):
+            self.admit(target, KIND)
         self.on_results(results)
 
     def _results(
@@ -322,8 +325,8 @@ class AlertReceiver:
                     log.warning("%s", message)
                     self.counters.alerts.labels("firing", "lost").inc()
                     out.extend(self._results(state, now, message=message))
-        for name in {r.target for r in out}:
-            self.admit(self._target(name), KIND)
+        for target in self._targets({r.target for r in out}):
+            self.admit(target, KIND)
         return out
 
     # ------------------------------------------------------------------ posts
@@ -351,9 +354,14 @@ class AlertReceiver:
         for state in states:
             self._states[state.key] = state
 
-    def locate(self, alert: Alert, settings: AlertmanagerSettings) -> tuple[str, str, str]:
+    def known_targets(self) -> dict[str, str]:
+        """Configured target names and hosts, to find an alert's target in."""
+        return target_index({t.name: t.host for t in self.config().model.targets})
+
+    def locate(
+        self, alert: Alert, settings: AlertmanagerSettings, known: dict[str, str]
+    ) -> tuple[str, str, str]:
         """(target, the label that named it, the state key) of an alert."""
-        known = {t.name: t.host for t in self.config().model.targets}
         target, label = target_of(alert.labels, settings, known)
         return target, label, f"{target}\0{_item(result_labels(alert, label))}"
 
@@ -362,6 +370,7 @@ class AlertReceiver:
         now = self.clock()
         outcome = PostOutcome()
         results: list[Result] = []
+        known = self.known_targets()
         with self._lock:
             changed: dict[str, AlertState] = {}
             for alert in post.alerts:
@@ -371,7 +380,7 @@ class AlertReceiver:
                     self.counters.alerts.labels(alert.status, "echo").inc()
                     outcome.stale += 1
                     continue
-                target, label, key = self.locate(alert, settings)
+                target, label, key = self.locate(alert, settings, known)
                 previous = changed.get(key) or self._states.get(key)
                 verdict = _verdict(previous, alert, now)
                 self.counters.alerts.labels(alert.status, verdict).inc()
@@ -415,10 +424,12 @@ class AlertReceiver:
         config = self.config()
         now = self.clock()
         out = []
-        for alert in post.alerts:
-            target, label, _ = self.locate(alert, settings)
+        known = self.known_targets()
+        located = [(alert, *self.locate(alert, settings, known)[:2]) for alert in post.alerts]
+        specs = {t.name: t for t in self._targets({target for _, target, _ in located})}
+        for alert, target, label in located:
             result = alert_result(alert, target, label, now, post=post)
-            spec = self._target(target)
+            spec = specs[target]
             evaluations = config.rules.evaluate(result, spec.labels, spec.host)
             holding = [e.rule for e in evaluations if e.value is True]
             top = min(holding, key=lambda r: int(r.priority[1:])) if holding else None

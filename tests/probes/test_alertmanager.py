@@ -17,6 +17,7 @@ from probes.alertmanager import (
     PayloadError,
     alert_result,
     parse_post,
+    target_index,
     target_of,
 )
 from tests.helpers import config_from
@@ -122,7 +123,7 @@ def test_one_bad_alert_among_good_ones_refuses_the_post() -> None:
 
 
 SETTINGS = AlertmanagerSettings()
-KNOWN = {"db1": "10.20.0.7", "web": None}
+KNOWN = target_index({"db1": "10.20.0.7", "web": None})
 
 
 @pytest.mark.parametrize(
