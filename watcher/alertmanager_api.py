@@ -70,6 +70,8 @@ MISS_COST = 50.0
 # How long after a resolve a firing post of the same episode (same startsAt) is taken
 # for a late delivery rather than the alert firing again.
 STALE_WINDOW = timedelta(minutes=10)
+# How long an ended alert is remembered.
+FORGET_AFTER = timedelta(days=1)
 # The label the alertmanager integration puts on watcher's own incidents.
 ECHO_LABEL = "watcher_fingerprint"
 
@@ -276,15 +278,38 @@ class AlertReceiver:
         return [result] * streak
 
     def resume(self) -> list[Result]:
-        """After a start: every kept alert's result again, so the engine agrees with them."""
+        """After a start: every kept alert's result again, so the engine agrees with them.
+
+        A firing alert's silence is counted anew from here: while the watcher was down,
+        Alertmanager's posts had nowhere to go, which says nothing of the alert.
+        """
         now = self.clock()
         with self._lock:
             results = []
+            deaf = [replace(s, heard_at=now) for s in self._states.values() if s.status == "firing"]
+            if deaf:
+                self._save(deaf)
             for state in self._states.values():
                 results.extend(self._results(state, now, message=self._lost_message(state)))
                 self._emitted[state.key] = now
         self._emit(results)
         return results
+
+    def _forget_old(self, now: datetime) -> None:
+        """Ended alerts are kept a day (their ordering and duplicates need them a few
+        minutes), so the table holds the alerts of about a day, not of all time."""
+        old = [
+            key
+            for key, state in self._states.items()
+            if state.status != "firing" and now - state.heard_at > FORGET_AFTER
+        ]
+        if not old:
+            return
+        with self.store.transaction() as db:
+            db.executemany("DELETE FROM alertmanager_alerts WHERE key=?", [(k,) for k in old])
+        for key in old:
+            self._states.pop(key, None)
+            self._emitted.pop(key, None)
 
     def _lost_message(self, state: AlertState) -> str | None:
         if state.status != "lost":
@@ -308,6 +333,7 @@ class AlertReceiver:
         out: list[Result] = []
         lost: list[AlertState] = []
         with self._lock:
+            self._forget_old(now)
             for state in list(self._states.values()):
                 if state.status != "firing":
                     continue

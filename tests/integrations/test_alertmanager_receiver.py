@@ -278,3 +278,25 @@ def test_a_post_with_every_alert_a_repeat_changes_nothing_in_the_state_file(
     before = copy.deepcopy([(i.id, i.state, i.priority) for i in world.incidents()])
     assert world.send(raw) == {"applied": 0, "duplicates": 2, "stale": 0}
     assert [(i.id, i.state, i.priority) for i in world.incidents()] == before
+
+
+def test_a_watcher_down_longer_than_the_silence_does_not_resolve_alerts_as_lost(
+    world: World,
+) -> None:
+    world.send(post(alert()))
+    world.clock.advance(hours=13)  # down: Alertmanager's repeats had nowhere to go
+    world.restart()
+    world.engine.tick()
+    assert [i.state for i in world.incidents()] == ["open"]
+    world.clock.advance(hours=12, minutes=1)  # silent for the whole silence after the start
+    world.engine.tick()
+    assert [i.state for i in world.incidents()] == ["resolved"]
+
+
+def test_ended_alerts_are_forgotten_after_a_day(world: World) -> None:
+    world.send(post(alert()))
+    world.send(post(alert("resolved")))
+    world.clock.advance(hours=25)
+    world.engine.tick()
+    assert world.store.query("SELECT count(*) AS n FROM alertmanager_alerts")[0]["n"] == 0
+    assert world.receiver.states() == []
