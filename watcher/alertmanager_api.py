@@ -569,6 +569,14 @@ def attach(app: App) -> AlertReceiver:
         registry=app.metrics.registry,
     )
     app.engine.add_ticker(receiver.due_results)
+    config = app.config
+    if config.model.alertmanager is not None and not any(
+        KIND in rule.probe or not rule.probe for rule in config.rules.rules
+    ):
+        log.warning(
+            "alertmanager: is set but no rule looks at its alerts: add the shipped pack, "
+            "rules: [default, alertmanager]"
+        )
     receiver.resume()
     return receiver
 
