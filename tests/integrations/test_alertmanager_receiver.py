@@ -300,3 +300,30 @@ def test_ended_alerts_are_forgotten_after_a_day(world: World) -> None:
     world.engine.tick()
     assert world.store.query("SELECT count(*) AS n FROM alertmanager_alerts")[0]["n"] == 0
     assert world.receiver.states() == []
+
+
+def test_alerts_on_the_members_of_an_outage_group_make_one_outage(tmp_path: Path) -> None:
+    extra = """
+  - name: web1
+    host: 10.9.0.11
+    labels: {role: web}
+  - name: web2
+    host: 10.9.0.12
+    labels: {role: web}
+outages:
+  - {name: web-farm, labels: {role: web}, min_failing: 2, priority: P1}
+"""
+    w = World(tmp_path, extra=extra)
+    try:
+        w.send(
+            post(
+                alert(name="HttpDown", instance="10.9.0.11:9115"),
+                alert(name="HttpDown", instance="10.9.0.12:9115"),
+            )
+        )
+        by_target = {i.target: i for i in w.incidents()}
+        assert by_target["web-farm"].state == "open"
+        assert by_target["web-farm"].members == ["web1", "web2"]
+        assert by_target["web1"].suppressed == "outage" and by_target["web2"].suppressed == "outage"
+    finally:
+        w.close()
