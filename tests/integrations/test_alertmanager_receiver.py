@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -327,3 +329,17 @@ outages:
         assert by_target["web1"].suppressed == "outage" and by_target["web2"].suppressed == "outage"
     finally:
         w.close()
+
+
+def test_watcher_explain_shows_an_alert_target_only_alertmanager_names(world: World) -> None:
+    world.send(post(alert(instance="cache3.lan:9121", severity="warning")))
+    proc = subprocess.run(
+        [sys.executable, "-m", "watcher.cli", "explain", "cache3.lan", "-c", "watcher.yml"],
+        cwd=world.directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "alertmanager DiskFull warning: FAIL DiskFull on cache3.lan:9121" in proc.stdout
+    assert "rule alert-warning [P3]" in proc.stdout and "HOLDS" in proc.stdout
