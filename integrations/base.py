@@ -128,6 +128,7 @@ class TicketContent:
     action: str = ""  # what this delivery does: open, comment, resolve, page, ...
     delivery_id: int = 0  # the outbox row, unique per delivery: receivers can dedup on it
     escalation: int = 0  # escalation steps notified so far (an ``escalate`` action: its step)
+    check: str = ""  # the check that found it: probe and item (``disk /var``)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

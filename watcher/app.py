@@ -416,6 +416,9 @@ class App:
         from watcher.maintenance_api import routes as maintenance_routes
 
         maintenance_routes(web, self)
+        from watcher.alertmanager_api import attach as attach_alertmanager
+
+        attach_alertmanager(self).routes(web)
 
     def _metrics(self, request: Request) -> Response:
         gzip = "gzip" in request.headers.get("accept-encoding", "")

@@ -345,6 +345,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     target = config.targets.get(args.target)
+    if target is None and config.state_path.exists():
+        # a target only Alertmanager names (its alerts' instance label) has results, no config
+        from watcher.store import Store as _Store
+
+        known = _Store(config.state_path).latest(args.target)
+        if known:
+            from watcher.config import Target
+
+            target = Target.model_construct(name=args.target, labels={}, depends_on=[], probes=[])
     if target is None:
         raise ConfigError(
             [
@@ -419,6 +428,14 @@ def cmd_test_integration(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     built = build_integrations(config, HttpClients())
     matches = {k: v for k, v in built.items() if args.name in (k, k.split("/", 1)[1])}
+    receiver = args.name in ("alertmanager", "alertmanager-webhook") and config.model.alertmanager
+    if receiver:  # the other direction: Alertmanager posting to this watcher
+        from watcher.alertmanager_api import test_receiver
+
+        ok, lines = test_receiver(config)
+        print("\n".join(f"alertmanager webhook: {line}" for line in lines))
+        if not matches:
+            return EXIT_OK if ok else EXIT_FAILING
     if not matches:
         print(
             f"no integration named {args.name!r}; configured: {', '.join(built) or 'none'}",
@@ -426,7 +443,7 @@ def cmd_test_integration(args: argparse.Namespace) -> int:
         )
         return EXIT_CONFIG
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    status = EXIT_OK
+    status = EXIT_OK if not receiver or ok else EXIT_FAILING
     for key, integration in matches.items():
         content = TicketContent(
             incident_id=0,
