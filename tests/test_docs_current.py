@@ -168,3 +168,18 @@ def test_the_integration_examples_load_as_written(tmp_path: Path, block: str) ->
     environ["TWILIO_ACCOUNT_SID"] = ENV["TWILIO_ACCOUNT_SID"]
     config = config_from(tmp_path, _as_config(block.strip() + "\n"), environ=environ)
     assert config.model.integrations.entries()
+
+
+@pytest.mark.parametrize(
+    ("name", "block"),
+    [
+        (name, block)
+        for name in ("ops.md", "audits.md", "helpdesk.md")
+        for block in re.findall(r"```yaml\n(.*?)```", (DOCS / name).read_text(), re.S)
+    ],
+    ids=lambda value: value if value.endswith(".md") else value.splitlines()[0][:30],
+)
+def test_the_config_examples_in_the_reader_docs_load_as_written(
+    tmp_path: Path, name: str, block: str
+) -> None:
+    config_from(tmp_path, "site: acme\n" + block, environ={})
