@@ -104,6 +104,13 @@ def _strip(tp: Any) -> tuple[Any, bool]:
     return tp, optional
 
 
+# Lists whose items are a kind picked by its key; the models are put in at load time.
+TYPE_OVERRIDES = {
+    "targets[].probes": "list of [probes](#probe-kinds)",
+    "integrations.tickets": "list of [integrations](#integration-kinds)",
+    "integrations.paging": "list of [integrations](#integration-kinds)",
+}
+
 VALIDATED_TYPES = {"parse_condition": "condition", "parse_span": "SLA span"}
 
 
@@ -248,7 +255,8 @@ class Page:
                 continue
             here = f"{path}.{key}" if path else key
             text = self.describe(here, key, info, lookup)
-            for sub, suffix in nested_models(info.annotation):
+            kinds = here in TYPE_OVERRIDES  # documented in their own parts of the page
+            for sub, suffix in [] if kinds else nested_models(info.annotation):
                 if sub is model:
                     continue
                 seen = self.documented.get(sub)
@@ -259,7 +267,8 @@ class Page:
                 text += (
                     " " if text else ""
                 ) + f"Keys: [`{_shown(seen)}`](#{_anchor(_shown(seen))})."
-            rows.append(f"| `{key}` | {field_type(info)} | {default_text(info)} | {text} |")
+            shown = TYPE_OVERRIDES.get(here) or field_type(info)
+            rows.append(f"| `{key}` | {shown} | {default_text(info)} | {text} |")
         if rows:
             self.lines += ["| key | type | default | description |", "|---|---|---|---|", *rows]
         for here, sub in nested:
