@@ -227,6 +227,7 @@ class Page:
         self.lines: list[str] = []
         self.missing: list[str] = []
         self.documented: dict[type[BaseModel], str] = {}
+        self.used: set[str] = set()
 
     def model(
         self,
@@ -281,8 +282,10 @@ class Page:
             return info.description
         for candidate in (path, *(f"{prefix}.{key}" for prefix in lookup)):
             if candidate in DESCRIPTIONS:
+                self.used.add(candidate)
                 return DESCRIPTIONS[candidate]
         if key in COMMON and lookup:
+            self.used.add(key)
             return COMMON[key]
         self.missing.append(path)
         return ""
@@ -336,7 +339,7 @@ def build() -> tuple[str, list[str]]:
             cls.Config,
             heading=f"`{kind}`",
             lookup=(f"probe.{kind}", "probe"),
-            skip=_inherited(cls.Config, ProbeConfig),
+            skip=_inherited(cls.Config, ProbeConfig, path=f"probe.{kind}"),
             note=_source(cls)
             + _metrics_note(cls)
             + (
@@ -371,23 +374,31 @@ def build() -> tuple[str, list[str]]:
             cls.Config,
             heading=f"`{kind}`",
             lookup=(f"integration.{kind}", "integration"),
-            skip=_inherited(cls.Config, base),
+            skip=_inherited(cls.Config, base, path=f"integration.{kind}"),
             note=_source(cls)
             + f"Serves {roles}. "
             + _priority_note(cls)
             + f"Also takes the keys of [{title}](#{_anchor(title)}).",
         )
+    unused = sorted(set(DESCRIPTIONS) - page.used) + sorted(set(COMMON) - page.used)
+    page.missing += [f"{name} (described, but no model has this key)" for name in unused]
     return page.text(), page.missing
 
 
-def _inherited(model: type[BaseModel], *bases: type[BaseModel]) -> set[str]:
-    """Keys ``model`` takes unchanged from ``bases`` (documented once, in the base's table)."""
+def _inherited(model: type[BaseModel], *bases: type[BaseModel], path: str = "") -> set[str]:
+    """Keys ``model`` takes unchanged from ``bases`` (documented once, in the base's table),
+    but for those with a description of their own at ``path``."""
     out = set()
     for base in bases:
         for name, info in base.model_fields.items():
             mine = model.model_fields.get(name)
-            if mine is not None and default_text(mine) == default_text(info):
-                out.add(info.alias or name)
+            key = info.alias or name
+            if (
+                mine is not None
+                and default_text(mine) == default_text(info)
+                and f"{path}.{key}" not in DESCRIPTIONS
+            ):
+                out.add(key)
     return out
 
 
@@ -424,8 +435,9 @@ def main() -> int:
     text, missing = build()
     if missing:
         print(
-            "keys without a description (add description= to the field, or a line to "
-            "scripts/config_descriptions.py):\n  " + "\n  ".join(missing),
+            "keys without a description, or descriptions without a key (fix "
+            "scripts/config_descriptions.py, or add description= to the field):\n  "
+            + "\n  ".join(missing),
             file=sys.stderr,
         )
     if "--check" in sys.argv:

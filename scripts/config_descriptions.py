@@ -21,10 +21,7 @@ SECTIONS: dict[str, str] = {
 }
 
 COMMON: dict[str, str] = {
-    "name": "Tells two of one kind apart; defaults to the kind.",
     "interval": "How often this check runs; default: the target's `interval`, else `defaults.interval`.",
-    "timeout": "How long one try may take.",
-    "url": "Base URL, `http://` or `https://`.",
     "tls_verify": "Verify the server's certificate; `false` only when written.",
     "ca_file": "A PEM file of CAs to trust instead of the system's.",
     "headers": 'Extra request headers; values are secrets (`Authorization: "Bearer ${TOKEN}"`).',
@@ -40,14 +37,12 @@ COMMON: dict[str, str] = {
     "reopen_state": "State set when the incident reopens.",
     "fingerprint_field": "Field that carries the incident fingerprint, so a restarted watcher finds its ticket.",
     "fingerprint_field_id": "Id of the text custom field that carries the incident fingerprint.",
-    "port": "TCP port.",
     "host": "Host to connect to; default: the target's `host`.",
     "tls": "Implicit TLS from the first byte.",
     "starttls": "Upgrade a plain connection with STARTTLS.",
     "cert_min_days": "Fail (reason `cert_expiring`) when the certificate has fewer days left.",
     "max_latency": "Fail (reason `slow`) when the check takes longer.",
     "basic_auth": "HTTP basic authentication.",
-    "paths": "Paths to check, one result each.",
     "notify_resolve": "Also send a message when the incident resolves.",
 }
 
@@ -275,8 +270,6 @@ DESCRIPTIONS: dict[str, str] = {
     "probe.http.follow_redirects": "Follow redirects.",
     "probe.http.max_redirects": "At most this many redirects.",
     "probe.http.max_body_bytes": "Read at most this much of the body.",
-    "probe.http.basic_auth.user": "Login name.",
-    "probe.http.basic_auth.password": "Password (a secret).",
     # --- mail probes -------------------------------------------------------------------
     "probe.smtp.port": "Port (default 25, or 465 with `tls`).",
     "probe.imap.port": "Port (default 143, or 993 with `tls`).",
