@@ -8,10 +8,10 @@ import os
 import re
 import time
 from datetime import UTC, datetime, timedelta
-from html import escape
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 
 from probes.base import run_probe
 from probes.du import DuConfig, DuProbe
@@ -67,7 +67,7 @@ def test_the_page_forbids_every_outside_load_and_names_no_address(html: str) -> 
 
 
 def test_text_from_probes_and_incidents_is_shown_not_interpreted(html: str) -> None:
-    assert "HTTP 502 &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+    assert "HTTP 502 &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html
     assert "&lt;b&gt;Front desk&lt;/b&gt;" in html
     assert '<td class="file">/var/log/&lt;script&gt;x.log</td>' in html
 
@@ -151,7 +151,7 @@ def test_an_old_file_name_from_the_target_is_text_in_every_format(tmp_path: Path
 
     page = render_html(audit)
     assert f'<td class="file">{escape(shown)}</td>' in page
-    assert "<script" not in page and "alert(&#x27;x&#x27;)" in page
+    assert "<script" not in page and "alert(&#39;x&#39;)" in page
 
     text = render_markdown(audit)
     [row] = [line for line in text.splitlines() if "old report" in line]
