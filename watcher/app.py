@@ -494,7 +494,9 @@ class App:
             # first few hundred healthy checks in name order.
             chosen.sort(key=lambda r: (r.status == "ok", r.key))
         html = render_status_page(
-            self.config,
+            site=self.config.site,
+            calendar=self.config.calendar,
+            targets=len(self.config.model.targets),
             incidents=[i for i in self.engine.incidents() if i.state != "resolved"],
             maintenance=self.engine.suppressor.maintenance.active(self.engine.clock()),
             shown=chosen[:PAGE_ROWS],

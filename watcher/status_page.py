@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from probes.base import Result
-from watcher.config import Config
 from watcher.incident import Incident
 from watcher.maintenance import Window
 from watcher.render import local_time
+from watcher.sla import BusinessCalendar
 from watcher.suppression import describe
 from watcher.templating import render
 from watcher.web import Response
@@ -36,8 +36,10 @@ def _scope(window: Window) -> str:
 
 
 def render_status_page(
-    config: Config,
     *,
+    site: str,
+    calendar: BusinessCalendar,
+    targets: int,
     incidents: Sequence[Incident],
     maintenance: Sequence[tuple[Window, datetime]],
     shown: Sequence[Result],
@@ -45,14 +47,14 @@ def render_status_page(
     everything: Sequence[Result],
     now: datetime | None = None,
 ) -> str:
-    """The page: ``incidents`` not resolved (shown by priority), the maintenance windows on
-    now with their ends, and ``shown``, the first of ``matched`` results chosen from
-    ``everything`` (whose count heads the table)."""
-    calendar = config.calendar
+    """The page for ``site`` (of ``targets`` targets, times shown in ``calendar``'s zone):
+    ``incidents`` not resolved (shown by priority), the maintenance windows on now with
+    their ends, and ``shown``, the first of ``matched`` results chosen from ``everything``
+    (whose count heads the table)."""
     failing = sum(1 for r in everything if r.status != "ok")
     return render(
         "status.html",
-        site=config.site,
+        site=site,
         refresh=REFRESH_S,
         incidents=sorted(incidents, key=lambda i: (i.priority or "P9", i.id or 0)),
         maintenance=[
@@ -61,9 +63,7 @@ def render_status_page(
         ],
         results=shown,
         matched=matched,
-        heading=(
-            f"{len(everything)} checks on {len(config.model.targets)} targets, {failing} not ok"
-        ),
+        heading=f"{len(everything)} checks on {targets} targets, {failing} not ok",
         describe=describe,
         local_time=lambda moment: local_time(moment, calendar),
         rendered=(now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S UTC"),
