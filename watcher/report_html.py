@@ -324,10 +324,6 @@ def _dur(seconds: float | None) -> str:
     return "-" if seconds is None else format_duration(seconds)
 
 
-def _size(value: float | None) -> str:
-    return format_bytes(value)
-
-
 def _forecast_note(f: Forecast) -> str:
     if f.note:
         return f.note
@@ -366,12 +362,8 @@ def _disk_chart(s: ServerAudit, audit: Audit, tz: ZoneInfo) -> LineChart:
     )
 
 
-def _chart_unit(u: UsageFigures) -> str:
-    return "%" if u.unit == "%" else "s" if u.unit == "s" else ""
-
-
 def _usage_chart(u: UsageFigures, target: str, audit: Audit, tz: ZoneInfo) -> LineChart:
-    unit = _chart_unit(u)
+    unit = "%" if u.unit == "%" else "s" if u.unit == "s" else ""
     thresholds = (
         [(u.stats.threshold, f"threshold {_num(u.stats.threshold, unit)}", CRIT)]
         if u.stats.threshold is not None
@@ -441,7 +433,7 @@ def render_html(audit: Audit) -> str:
         "pct": _pct,
         "num": _num,
         "dur": _dur,
-        "size": _size,
+        "size": format_bytes,
         "forecast_note": _forecast_note,
         "growth": _growth,
         "usage_threshold": _usage_threshold,
