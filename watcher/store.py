@@ -593,6 +593,60 @@ class Store:
             for r in reversed(rows)
         ]
 
+    def check_history(
+        self, key: tuple[str, str, str], since: datetime, *, hourly_since: datetime
+    ) -> tuple[list[tuple[float, float, int, int, int, float]], float | None]:
+        """One check's availability and latency since ``since``, for the console's bars.
+
+        Returns (spans, changed_at): spans are (start, seconds, results, ok results,
+        latency samples, latency sum) per hour from ``hourly_since`` on (raw results
+        where not yet rolled, hourly summaries before them) and per day before that, never
+        two resolutions for one stretch; ``changed_at`` is when the check's status last
+        changed, as far as raw results tell (None: not in what is kept raw).
+        """
+        target, probe, item = key
+        s, h = since.timestamp(), hourly_since.timestamp()
+        spans: list[tuple[float, float, int, int, int, float]] = []
+        raw = self.query(
+            "SELECT CAST(at / 3600 AS INTEGER) * 3600 AS b, count(*) AS n, sum(status = 'ok') AS up,"
+            " count(json_extract(metrics, '$.latency_s')) AS ln,"
+            " total(json_extract(metrics, '$.latency_s')) AS lt, min(at) AS first"
+            " FROM results WHERE target=? AND probe=? AND item=? AND at>=? GROUP BY b ORDER BY b",
+            (target, probe, item, max(h, float(self.get_meta("rolled_hourly") or 0))),
+        )
+        covered = raw[0]["first"] if raw else None
+        spans.extend((r["b"], HOUR, r["n"], r["up"], r["ln"], r["lt"]) for r in raw)
+        for resolution, start in ((HOUR, h), (DAY, s)):
+            rows = self.query(
+                "SELECT bucket, metric, n, total FROM rollup WHERE resolution=? AND target=?"
+                " AND probe=? AND item=? AND metric IN ('_up', 'latency_s') AND bucket>=?"
+                " AND bucket<? ORDER BY bucket",
+                (resolution, target, probe, item, start, covered if covered is not None else 9e18),
+            )
+            merged: dict[float, list[float]] = {}
+            for r in rows:
+                if r["bucket"] + resolution > (covered or 9e18):
+                    continue
+                span = merged.setdefault(r["bucket"], [0, 0, 0, 0.0])
+                if r["metric"] == "_up":
+                    span[0], span[1] = r["n"], r["total"]
+                else:
+                    span[2], span[3] = r["n"], r["total"]
+            spans.extend(
+                (b, resolution, int(v[0]), int(v[1]), int(v[2]), v[3]) for b, v in merged.items()
+            )
+            if merged:
+                covered = min(merged)
+        spans.sort()
+        changed = self.query(
+            "SELECT min(at) AS at FROM results WHERE target=? AND probe=? AND item=? AND at > coalesce("
+            "(SELECT max(at) FROM results WHERE target=? AND probe=? AND item=? AND status !="
+            " (SELECT status FROM results WHERE target=? AND probe=? AND item=? ORDER BY at DESC LIMIT 1)),"
+            " (SELECT min(at) - 1 FROM results WHERE target=? AND probe=? AND item=?))",
+            (target, probe, item) * 4,
+        )
+        return spans, changed[0]["at"] if changed else None
+
     def compact(
         self, now: datetime, *, raw: timedelta, hourly: timedelta, daily: timedelta
     ) -> None:
