@@ -617,10 +617,12 @@ class Store:
         covered = raw[0]["first"] if raw else None
         spans.extend((r["b"], HOUR, r["n"], r["up"], r["ln"], r["lt"]) for r in raw)
         for resolution, start in ((HOUR, h), (DAY, s)):
+            # Without statistics SQLite reads the bucket index (every check's rows, 5 ms
+            # a check at 10,000 checks); the primary key finds this check's rows directly.
             rows = self.query(
-                "SELECT bucket, metric, n, total FROM rollup WHERE resolution=? AND target=?"
-                " AND probe=? AND item=? AND metric IN ('_up', 'latency_s') AND bucket>=?"
-                " AND bucket<? ORDER BY bucket",
+                "SELECT bucket, metric, n, total FROM rollup INDEXED BY sqlite_autoindex_rollup_1"
+                " WHERE resolution=? AND target=? AND probe=? AND item=?"
+                " AND metric IN ('_up', 'latency_s') AND bucket>=? AND bucket<? ORDER BY bucket",
                 (resolution, target, probe, item, start, covered if covered is not None else 9e18),
             )
             merged: dict[float, list[float]] = {}
