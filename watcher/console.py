@@ -89,6 +89,8 @@ class Console:
         web.route("GET", r"/console/incidents/(?P<id>\d+)", self.incident_page)
         web.route("GET", r"/console/targets/(?P<name>[^/]+)", self.target_page)
         web.route("GET", r"/console/static/(?P<name>[a-z]+\.(?:css|js))", self.static)
+        # Browsers ask for it on their own; an empty answer keeps their consoles clean.
+        web.route("GET", "/favicon.ico", lambda request: Response(204))
         web.route("GET", "/console/login", self.login_page)
         web.route("POST", "/console/login", self.login)
         web.route("POST", "/console/logout", self.logout)

@@ -20,8 +20,8 @@ from tests.watcher.console_rig import Client, Console, start_console
 from tests.watcher.hostile import DOM_QUESTIONS, HOSTILE, LONG
 from watcher import console as console_module
 from watcher.console import CONSOLE_CSP
-from watcher.session import Sessions, Throttled
 from watcher.secret import Secret
+from watcher.session import Sessions, Throttled
 
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 
