@@ -43,6 +43,7 @@ def write_config(workdir: Path, targets: int, port: int) -> Path:
         f"state: {workdir / 'state.db'}",
         f"listen: 127.0.0.1:{port}",
         'api_token: "console-bench-token"',
+        "rules: [default, bench-rules.yml]",
         "targets:",
     ]
     for n in range(targets):
@@ -50,6 +51,9 @@ def write_config(workdir: Path, targets: int, port: int) -> Path:
             f"  - {{name: host{n:05d}, host: 127.0.0.1, labels: {{role: {('web', 'db', 'mail')[n % 3]}}},"
             f" probes: [{{http: {{url: 'http://127.0.0.1:9/{n}'}}}}, {{tcp: {{port: 9}}}}]}}"
         )
+    (workdir / "bench-rules.yml").write_text(
+        "rules:\n  - {name: down, probe: http, when: failed, priority: P2, summary: '{target}: down'}\n"
+    )
     path = workdir / "watcher.yml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -156,7 +160,8 @@ def main() -> int:
             fill_history(app, keys, now)
             print(
                 f"site: {args.targets:,} targets, {len(results):,} checks,"
-                f" {sum(r.status != 'ok' for r in results)} failing;"
+                f" {sum(r.status != 'ok' for r in results)} failing,"
+                f" {sum(i.active for i in app.engine.incidents())} open incidents;"
                 f" history written in {time.perf_counter() - t0:.1f} s"
             )
             app.web = WebServer(f"127.0.0.1:{port}", api_token=app.config.model.api_token)
