@@ -67,7 +67,7 @@ class Console:
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.sessions = Sessions(app.config.model.api_token)
+        self.sessions = Sessions(lambda: app.config.model.api_token)
 
     def routes(self, web: WebServer) -> None:
         web.route("GET", "/console", self.overview)

@@ -13,6 +13,7 @@ import hmac
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from watcher.secret import Secret
@@ -47,8 +48,14 @@ class Session:
 class Sessions:
     """Sessions in memory, keyed by their random id; the clock is injectable for tests."""
 
-    def __init__(self, token: Secret | None, *, clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
-        self.token = token
+    def __init__(
+        self,
+        token: Secret | None | Callable[[], Secret | None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        # A getter follows config reloads: a changed api_token takes effect for new logins.
+        self._token = token if callable(token) else (lambda: token)
         self.clock = clock
         self._sessions: dict[str, Session] = {}
         self._failures: dict[str, list[float]] = {}
@@ -63,9 +70,8 @@ class Sessions:
             self._failures[client] = recent
             if len(recent) >= MAX_FAILURES:
                 raise Throttled(recent[0] + FAILURE_WINDOW - now)
-        if not self.token or not hmac.compare_digest(
-            given.strip().encode(), self.token.reveal().encode()
-        ):
+        token = self._token()
+        if not token or not hmac.compare_digest(given.strip().encode(), token.reveal().encode()):
             with self._lock:
                 self._failures.setdefault(client, []).append(now)
             return None

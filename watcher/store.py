@@ -599,13 +599,14 @@ class Store:
         """One check's availability and latency since ``since``, for the console's bars.
 
         Returns (spans, changed_at): spans are (start, seconds, results, ok results,
-        latency samples, latency sum) per hour from ``hourly_since`` on (raw results
+        latency samples, latency sum) per hour from ``hourly_since``'s day on (raw results
         where not yet rolled, hourly summaries before them) and per day before that, never
         two resolutions for one stretch; ``changed_at`` is when the check's status last
         changed, as far as raw results tell (None: not in what is kept raw).
         """
         target, probe, item = key
-        s, h = since.timestamp(), hourly_since.timestamp()
+        # Hours from the start of hourly_since's day: daily summaries cover whole days only.
+        s, h = since.timestamp(), _floor(hourly_since.timestamp(), DAY)
         spans: list[tuple[float, float, int, int, int, float]] = []
         raw = self.query(
             "SELECT CAST(at / 3600 AS INTEGER) * 3600 AS b, count(*) AS n, sum(status = 'ok') AS up,"
