@@ -65,6 +65,10 @@ def test_the_overview_puts_problems_first_with_deadlines_and_every_check_with_it
     assert "intranet" in filtered and "billing" not in filtered
     by_label = client.get("/console?label=role%3Ddb").body.split('id="checks-h"')[1]
     assert "billing" in by_label and "intranet" not in by_label
+    by_priority = client.get("/console?priority=P1").body.split('id="checks-h"')[1]
+    assert "billing" in by_priority and "intranet" not in by_priority
+    found = client.get("/console?q=BILL").body.split('id="checks-h"')[1]
+    assert "billing" in found and "intranet" not in found and "Checks matching: 1;" in found
     assert client.get("/console?status=down").status == 400
     live = json.loads(client.get("/console/live.json?status=fail").body)
     assert {p["id"] for p in live["problems"]} >= {incident_id}
