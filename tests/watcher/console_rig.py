@@ -81,9 +81,15 @@ class Console:
     def client(self) -> Client:
         return Client(self.port)
 
-    def open_incident(self) -> int:
+    def open_incident(self, target: str | None = None) -> int:
+        """The id of an open incident (on ``target``, if named), once there is one."""
+
         def opened() -> int | None:
-            found = [i for i in self.app.engine.incidents() if i.state == "open"]
+            found = [
+                i
+                for i in self.app.engine.incidents()
+                if i.state == "open" and target in (None, i.target)
+            ]
             return found[0].id if found else None
 
         return wait_until(opened, 30, "the failing target's incident to open")  # type: ignore[no-any-return]

@@ -50,7 +50,7 @@ def console(tmp_path: Path, http_server: HTTPTestServer) -> Iterator[Console]:
 def test_the_overview_puts_problems_first_with_deadlines_and_every_check_with_its_bars(
     console: Console,
 ) -> None:
-    incident_id = console.open_incident()
+    incident_id = console.open_incident("billing")
     client = console.client()
     page = page_with(client, "/console", "intranet")
     assert client.get("/console").headers["content-security-policy"] == CONSOLE_CSP
