@@ -111,6 +111,18 @@ def test_acknowledging_from_the_console_reaches_the_state_and_the_pager(
     wait_until(
         lambda: "page.acknowledge" in console.events("/page") or None, 30, "the pager to hear"
     )
+    wait_until(
+        lambda: (
+            any(
+                b"Acknowledged by console (127.0.0.1) via console" in r.body
+                for r in console.receiver.requests
+                if r.path == "/ticket" and json.loads(r.body)["event"] == "ticket.comment"
+            )
+            or None
+        ),
+        30,
+        "the ticket to be told",
+    )
     answer = client.post(
         f"/console/incidents/{incident_id}/resolve", {"csrf": csrf, "note": "fixed by hand"}
     )
@@ -121,6 +133,7 @@ def test_acknowledging_from_the_console_reaches_the_state_and_the_pager(
 def test_a_maintenance_window_and_a_silence_made_from_the_console_are_stored(
     console: Console,
 ) -> None:
+    incident_id = console.open_incident("billing")
     client = console.client()
     client.login()
     csrf = client.csrf()
@@ -144,6 +157,12 @@ def test_a_maintenance_window_and_a_silence_made_from_the_console_are_stored(
     assert bad.status == 400 and "nobody" in bad.body
     page = page_with(client, "/console", "Maintenance now")
     assert "db patching" in page and 'class="tag maint"' in page
+
+    def held() -> bool | None:
+        incident = console.app.store.incident(incident_id)
+        return (incident is not None and incident.suppressed == "maintenance") or None
+
+    wait_until(held, 30, "billing's incident to be held by the window")
 
 
 def test_hostile_labels_and_probe_output_reach_the_console_only_as_text(
