@@ -73,6 +73,10 @@ class Sessions:
         token = self._token()
         if not token or not hmac.compare_digest(given.strip().encode(), token.reveal().encode()):
             with self._lock:
+                if client not in self._failures and len(self._failures) >= MAX_SESSIONS * 10:
+                    # Bounded memory whatever the number of addresses guessing: the
+                    # oldest-remembered client is forgotten first.
+                    del self._failures[next(iter(self._failures))]
                 self._failures.setdefault(client, []).append(now)
             return None
         session = Session(
