@@ -98,7 +98,9 @@ class Console:
         return [json.loads(r.body)["event"] for r in self.receiver.requests if r.path == path]
 
 
-def start_console(tmp_path: Path, target: HTTPTestServer, receiver: HTTPTestServer) -> Console:
+def start_console(
+    tmp_path: Path, target: HTTPTestServer, receiver: HTTPTestServer, extra: str = ""
+) -> Console:
     """intranet is fine; shop lacks the hostile text it must contain, billing answers 500:
     each a P1 after two results."""
     target.set_default(status=200, body="<b>hello</b>")
@@ -131,6 +133,7 @@ def start_console(tmp_path: Path, target: HTTPTestServer, receiver: HTTPTestServ
             labels: {{role: db}}
             probes:
               - http: {{url: "{target.url_for("/billing")}"}}
+        {extra}
         """,
         extra={
             "fast.yml": "rules:\n  - {name: http-down, probe: http, when: failed, after: 2,"

@@ -165,6 +165,22 @@ def test_a_maintenance_window_and_a_silence_made_from_the_console_are_stored(
     wait_until(held, 30, "billing's incident to be held by the window")
 
 
+def test_a_site_wide_outage_is_shown_as_one(tmp_path: Path, http_server: HTTPTestServer) -> None:
+    receiver = HTTPTestServer().start()
+    outage = (
+        "outages:\n          - {name: storefront, targets: [shop, billing], min_failing: 2,"
+        " window: 5m, wait: 0s, priority: P1, summary: 'storefront down: {failing} of {total}'}"
+    )
+    rig = start_console(tmp_path, http_server, receiver, extra=outage)
+    try:
+        page = page_with(rig.client(), "/console", "site-wide outage")
+        problems = page.split('id="checks-h"')[0]
+        assert "storefront down" in problems and "2 of 2 targets" in problems
+    finally:
+        rig.app.shutdown()
+        receiver.stop()
+
+
 def test_hostile_labels_and_probe_output_reach_the_console_only_as_text(
     console: Console,
 ) -> None:
