@@ -602,4 +602,8 @@ def _sparkline(spans: list, start: float) -> str:
     if not values:
         return ""
     top = max(v for _, v in values) or 1.0
-    return " ".join(f"{k * 4 + 2},{19 - 17 * v / top:.1f}" for k, v in values)
+    points = [f"{k * 4 + 2},{19 - 17 * v / top:.1f}" for k, v in values]
+    if len(points) == 1:  # a lone hour still shows, as a short level line
+        k, v = values[0]
+        points.insert(0, f"{max(0, k * 4 - 2)},{19 - 17 * v / top:.1f}")
+    return " ".join(points)
