@@ -401,12 +401,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             )
             fingerprint = fingerprint_of(config.site, result.target, ev.group)
             if store is not None:
-                found = store.query(
-                    "SELECT id, state, priority FROM incidents WHERE fingerprint=? ORDER BY id DESC LIMIT 1",
-                    (fingerprint,),
-                )
-                if found:
-                    row = found[0]
+                row = store.latest_incident(fingerprint)
+                if row is not None:
                     print(
                         f"    incident {row['id']} ({row['state']}, {row['priority']}) group {ev.group!r}"
                     )
