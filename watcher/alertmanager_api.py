@@ -75,6 +75,7 @@ FORGET_AFTER = timedelta(days=1)
 # The label the alertmanager integration puts on watcher's own incidents.
 ECHO_LABEL = "watcher_fingerprint"
 
+
 @dataclass(frozen=True)
 class AlertState:
     """What is known of one alert: its latest word, and when it was last heard.

@@ -573,6 +573,16 @@ class Config:
         return self.path(self.model.state)
 
     @property
+    def state_is_database(self) -> bool:
+        """state: names a PostgreSQL database (a URL), not a SQLite file."""
+        return self.model.state.startswith(("postgresql://", "postgres://"))
+
+    @property
+    def state_location(self) -> str | Path:
+        """What the store opens: the PostgreSQL URL as written, or the file's path."""
+        return self.model.state if self.state_is_database else self.state_path
+
+    @property
     def targets(self) -> dict[str, Target]:
         targets = {t.name: t for t in self.model.targets}
         for checkin in self.model.checkins:  # a check-in without target: is a target of its own

@@ -181,9 +181,7 @@ class Engine:
             steps.append(step)
         return steps
 
-    def _settle_outages(
-        self, db: Tx, grouping: Sequence[str], now: datetime
-    ) -> list[Step]:
+    def _settle_outages(self, db: Tx, grouping: Sequence[str], now: datetime) -> list[Step]:
         """After a batch: the outages assessed from what it opened, then the members it
         held back for that linked to their outage, or released to notify on their own."""
         gate = self.suppressor
@@ -393,9 +391,7 @@ class Engine:
             r.priority in priorities and priorities[r.priority].ticket for r in rules.values()
         )
 
-    def _enqueue(
-        self, db: Tx, incident: Incident, action: Action, now: datetime
-    ) -> None:
+    def _enqueue(self, db: Tx, incident: Incident, action: Action, now: datetime) -> None:
         names = self.routes[action.role]
         if not names:
             return

@@ -76,7 +76,7 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any]:
     from watcher.store import Store
 
     config = load_config(args.config)
-    return config, Store(config.state_path)
+    return config, Store(config.state_location)
 
 
 def cmd_add(args: argparse.Namespace) -> int:

@@ -81,7 +81,11 @@ class IncidentStore(StoreCore):
             "SELECT id, state, priority FROM incidents WHERE fingerprint=? ORDER BY id DESC LIMIT 1",
             (fingerprint,),
         )
-        return {"id": rows[0]["id"], "state": rows[0]["state"], "priority": rows[0]["priority"]} if rows else None
+        return (
+            {"id": rows[0]["id"], "state": rows[0]["state"], "priority": rows[0]["priority"]}
+            if rows
+            else None
+        )
 
     def incidents(
         self,

@@ -248,8 +248,6 @@ class OutboxStore(StoreCore):
         return [dict(r) for r in rows]
 
 
-
-
 def _set_ticket(
     db: Tx, incident_id: int, integration: str, external_id: str, url: str | None, at: datetime
 ) -> None:
