@@ -57,6 +57,8 @@ class Outcome:
 
 
 class OutboxStore(StoreCore):
+    _last_counts: dict[str, int] = {}  # replaced, never changed in place
+
     def enqueue(
         self,
         db: Tx,
@@ -203,7 +205,16 @@ class OutboxStore(StoreCore):
         return [_outbox_row(r) for r in self.query(sql + " ORDER BY id", params)]
 
     def outbox_counts(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in self.query("SELECT state, count(*) FROM outbox GROUP BY state")}
+        """Actions per state. While the state cannot be read (a database server away),
+        the last counts read: /metrics keeps answering, and says the state is unwritable."""
+        try:
+            counts = {
+                r[0]: r[1] for r in self.query("SELECT state, count(*) FROM outbox GROUP BY state")
+            }
+        except StateWriteError:
+            return dict(self._last_counts)
+        self._last_counts = counts
+        return counts
 
     def mark_done(self, action_id: int, now: datetime) -> None:
         with self.transaction() as db:

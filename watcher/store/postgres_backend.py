@@ -11,6 +11,8 @@ once migrate once. No message shows the password.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -24,6 +26,8 @@ from watcher.store.sqlite_file import APPLICATION_ID
 __all__ = ["PgRow", "PostgresBackend", "is_postgres_url", "redact"]
 
 SCHEMES = ("postgresql://", "postgres://")
+# The pool logs each failed reconnection; the store reports a server away once a minute.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 CONNECT_TIMEOUT = 5  # seconds libpq waits for a server before it gives up
 POOL_WAIT = 5.0  # seconds a transaction waits for a connection while the server is away
 
@@ -99,8 +103,21 @@ class PostgresBackend:
             raise StateFileError(
                 f"state database {self.location} cannot be used: {_one_line(exc)}"
             ) from None
-        self._pool = psycopg_pool.ConnectionPool(
-            url,
+        self._pool_lock = threading.Lock()
+        self._down = False  # the server went away: reach it directly before the pool again
+        try:
+            self._pool = self._new_pool()
+        except psycopg_pool.PoolTimeout:
+            raise StateFileError(
+                f"state database {self.location} cannot be reached (it answered once, then"
+                " not again)"
+            ) from None
+
+    def _new_pool(self) -> Any:
+        import psycopg_pool
+
+        pool = psycopg_pool.ConnectionPool(
+            self._url,
             min_size=1,
             max_size=4,
             timeout=POOL_WAIT,
@@ -114,13 +131,41 @@ class PostgresBackend:
             },
         )
         try:
-            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT * 2)
-        except psycopg_pool.PoolTimeout:
-            self._pool.close()
-            raise StateFileError(
-                f"state database {self.location} cannot be reached (it answered once, then"
-                " not again)"
-            ) from None
+            pool.open(wait=True, timeout=CONNECT_TIMEOUT * 2)
+        except BaseException:
+            pool.close()
+            raise
+        return pool
+
+    def _revive(self) -> None:
+        """After the server went away: one direct connection says at once whether it is
+        back (the pool would wait out its growing reconnect delays); if it is, a new pool
+        takes over. Raises the driver's error while it is still away."""
+        with self._pool_lock:
+            if not self._down:
+                return
+            self._psycopg.connect(self._url, connect_timeout=CONNECT_TIMEOUT).close()
+            old, self._pool = self._pool, self._new_pool()
+            self._down = False
+        old.close(timeout=1.0)
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        if self._down:
+            self._revive()
+        pool = self._pool
+        try:
+            conn = pool.getconn()
+        except self.errors:
+            self._down = True
+            raise
+        try:
+            yield conn
+        except self._psycopg.OperationalError:
+            self._down = True
+            raise
+        finally:
+            pool.putconn(conn)
 
     def _migrate(self, conn: Any) -> None:
         with conn.transaction():
@@ -170,11 +215,11 @@ class PostgresBackend:
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             yield Tx(conn, POSTGRES)
 
     def query(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             return conn.execute(POSTGRES.sql(sql), tuple(params)).fetchall()
 
     def unwritable(self, exc: BaseException) -> bool:
