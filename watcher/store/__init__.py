@@ -80,15 +80,8 @@ class Store(
         """On PostgreSQL: holds the database's run lock while the store is open (raises
         StateLocked if another watcher has it). A SQLite file's run lock is taken before
         the store opens it (``sqlite_file.acquire_run_lock``)."""
-        lock = getattr(self.backend, "acquire_run_lock", None)
-        if lock is not None:
-            lock()
+        self.backend.acquire_run_lock()
 
     def run_locked(self) -> bool:
         """True if a watcher runs on this state."""
-        locked = getattr(self.backend, "run_locked", None)
-        if locked is not None:
-            return bool(locked())
-        from watcher.store.sqlite_file import state_is_locked
-
-        return state_is_locked(self.path)
+        return self.backend.run_locked()

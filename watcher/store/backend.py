@@ -77,4 +77,10 @@ class Backend(Protocol):
 
     def unwritable(self, exc: BaseException) -> bool: ...
 
+    def acquire_run_lock(self) -> None:
+        """Holds this state's run lock while the backend is open, or raises StateLocked."""
+
+    def run_locked(self) -> bool:
+        """True if a watcher holds this state's run lock."""
+
     def close(self) -> None: ...

@@ -40,7 +40,7 @@ class StoreCore:
 
     def __init__(self, state: str | Path) -> None:
         self.backend: Backend = open_backend(state)
-        self.path = getattr(self.backend, "path", None) or Path(self.backend.location)
+        self.path: Path | None = getattr(self.backend, "path", None)  # SQLite's file
         self.location = self.backend.location
         self._lock = threading.RLock()
         self.writes = 0  # rows written, for the scale benchmark and /metrics

@@ -301,7 +301,8 @@ def _floor(seconds: float, size: int) -> float:
 
 
 def _catalog(db: Tx, start: float, end: float) -> None:
-    """Remembers the kind behind each rolled series (the rollup rows do not carry it)."""
+    """Remembers the kind behind each rolled series (the rollup rows do not carry it).
+    A series keeps its kind; max() picks one where PostgreSQL allows no bare column."""
     db.execute(
         "INSERT INTO checks (target, probe, item, kind, last_at)"
         " SELECT target, probe, item, max(kind), max(at) FROM results WHERE at >= ? AND at < ?"

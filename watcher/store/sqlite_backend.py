@@ -14,7 +14,7 @@ from watcher.store.backend import Tx
 from watcher.store.dialect import SQLITE
 from watcher.store.errors import StateFileError
 from watcher.store.schema import MIGRATIONS, SCHEMA_VERSION, statements
-from watcher.store.sqlite_file import APPLICATION_ID, check_state_file
+from watcher.store.sqlite_file import APPLICATION_ID, check_state_file, state_is_locked
 
 __all__ = ["SqliteBackend"]
 
@@ -104,6 +104,13 @@ class SqliteBackend:
         """True for errors that say the file cannot take writes, not that a query is wrong."""
         code = getattr(exc, "sqlite_errorcode", None)
         return code is not None and code & 0xFF in _UNWRITABLE
+
+    def acquire_run_lock(self) -> None:
+        """Nothing to do here: a file's run lock is taken before it is opened, so that
+        its contents are only read under the lock (``sqlite_file.acquire_run_lock``)."""
+
+    def run_locked(self) -> bool:
+        return state_is_locked(self.path)
 
     def close(self) -> None:
         self._db.close()
