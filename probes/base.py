@@ -13,12 +13,13 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from watcher.deadline import Deadline
 from watcher.durations import parse_duration
 from watcher.secret import redact
 
@@ -193,7 +194,11 @@ class CommandRunner(Protocol):
 
 @dataclass
 class ProbeContext:
-    """What the engine lends a probe: the target, its limits and shared clients."""
+    """What the engine lends a probe: the target, its limits and shared clients.
+
+    ``deadline`` is the end of the current check (``run_probe`` sets it from ``timeout``):
+    sockets the check connects are shut down when it passes, whatever they are doing.
+    """
 
     site: str
     target: str
@@ -203,6 +208,11 @@ class ProbeContext:
     http: HttpClients
     runner: CommandRunner | None = None
     services: Mapping[str, Any] = field(default_factory=dict)
+    deadline: Deadline | None = None
+
+    def time_left(self) -> float:
+        """Seconds left of this check (the whole timeout outside ``run_probe``)."""
+        return self.timeout if self.deadline is None else self.deadline.remaining()
 
 
 class Probe(ABC):
@@ -237,21 +247,32 @@ def run_probe(
     probe_id: str,
     *,
     clock: Any = None,
+    deadline: Deadline | None = None,
 ) -> list[Result]:
-    """Runs one check and turns whatever happens into Results."""
+    """Runs one check and turns whatever happens into Results.
+
+    The check ends at its timeout whatever its peer does: ``deadline`` (a new one of
+    ``ctx.timeout`` if not given; the scheduler passes its own to be able to cancel it)
+    shuts down every socket the check connected once it passes.
+    """
     now = (clock or (lambda: datetime.now(UTC)))()
     started = time.perf_counter()
+    deadline = deadline or Deadline(ctx.timeout)
     try:
-        outcome = probe.check(ctx)
+        with deadline:
+            outcome = probe.check(replace(ctx, deadline=deadline))
         outcomes = outcome if isinstance(outcome, list) else [outcome]
     except TransportError as exc:
         outcomes = [Outcome.error(str(exc), reason=exc.reason)]
     except Exception as exc:  # a bug in a probe must not kill the scheduler
-        log.exception("probe %s on %s raised", probe_id, ctx.target)
+        if not deadline.cut:
+            log.exception("probe %s on %s raised", probe_id, ctx.target)
         outcomes = [Outcome.error(f"probe crashed: {type(exc).__name__}: {exc}")]
     duration = time.perf_counter() - started
     if not outcomes:
         outcomes = [Outcome.error("probe returned nothing")]
+    if deadline.cut:
+        outcomes = [_cut_short(o, ctx.timeout) for o in outcomes]
     return [
         Result(
             target=ctx.target,
@@ -268,3 +289,19 @@ def run_probe(
         )
         for o in outcomes
     ]
+
+
+def _cut_short(outcome: Outcome, timeout: float) -> Outcome:
+    """What a check says after its connections were cut at the deadline: whatever the
+    probe made of the cut (a closed connection, a short body), it did not finish in time."""
+    if outcome.reason == "timeout":
+        return outcome
+    return Outcome(
+        "error" if outcome.status == "error" else "fail",
+        f"no complete answer within the timeout of {timeout:g}s; the connection was cut "
+        f"({outcome.message})",
+        outcome.metrics,
+        outcome.labels,
+        outcome.evidence,
+        "timeout",
+    )

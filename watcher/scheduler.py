@@ -6,9 +6,12 @@ library does, cost about 16 ms per loop at 30,000 checks). Turns keep a fixed ra
 is one interval after the previous one was due, not after it ran), so a busy moment does
 not shift a check's phase for good, and results are stamped with the time their turn was
 due. Lag is measured from then to the moment a worker starts the check. A job whose previous run is still
-going is skipped, not started twice; a run that overruns its hard timeout is reported as
-an ``error`` result by the watchdog, and again at each turn it keeps from starting (its
-late result, if it ever comes, is dropped).
+going is skipped, not started twice. Each run has a ``Deadline`` of its timeout that shuts
+its sockets down when it passes, so no peer can hold a worker; a run that still overruns
+its hard timeout (a probe stuck elsewhere) is reported as an ``error`` result by the
+watchdog, and again at each turn it keeps from starting (its late result, if it ever
+comes, is dropped). Stopping cancels the running checks' deadlines and waits for them a
+bounded time; workers are daemon threads, so nothing stuck keeps the process alive.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from probes.base import Probe, ProbeContext, Result, run_probe
 from watcher.config import ProbeSpec, Target
+from watcher.deadline import Deadline
 from watcher.metrics import Metrics
+from watcher.workers import DaemonPool
 
 __all__ = ["Job", "Scheduler", "HARD_TIMEOUT_GRACE"]
 
@@ -51,6 +56,7 @@ class Job:
     run_number: int = 0
     overran: int = -1  # the run_number the watchdog reported, so its late result is dropped
     due: float = 0.0  # monotonic time of its next turn
+    deadline: Deadline | None = None  # of the run going now, so stopping can cut it
 
     @property
     def name(self) -> str:
@@ -73,7 +79,7 @@ class Scheduler:
         self.metrics = metrics
         self.jitter = jitter
         self.clock = clock
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe")
+        self._pool = DaemonPool(workers, name="probe")
         self._timetable: list[tuple[float, int, Job]] = []
         self._running: set[Job] = set()
         self._stop = threading.Event()
@@ -93,11 +99,18 @@ class Scheduler:
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self._thread.start()
 
-    def stop(self, wait_for_probes: bool = True) -> None:
+    def stop(self, wait_for_probes: bool = True, timeout: float = 2.0) -> None:
+        """Stops the timetable and cuts the checks running now (their results are
+        dropped); waits up to ``timeout`` for their workers if ``wait_for_probes``."""
         self._stop.set()
         if self._thread:
-            self._thread.join(5)
-        self._pool.shutdown(wait=wait_for_probes, cancel_futures=True)
+            self._thread.join(min(5.0, timeout))
+        with self._lock:
+            running = [job.deadline for job in self._running if job.deadline is not None]
+        for deadline in running:
+            deadline.cancel()
+        if not self._pool.shutdown(wait=wait_for_probes, cancel_futures=True, timeout=timeout):
+            log.warning("checks still running at stop were left behind")
         for job in self.jobs:
             job.probe.close()
 
@@ -142,10 +155,11 @@ class Scheduler:
             job.running = True
             job.started = time.monotonic()
             job.run_number += 1
+            job.deadline = Deadline(job.timeout)
             self._running.add(job)
-        self._pool.submit(self._run, job, job.run_number, due)
+        self._pool.submit(self._run, job, job.run_number, due, job.deadline)
 
-    def _run(self, job: Job, number: int, due: float) -> None:
+    def _run(self, job: Job, number: int, due: float, deadline: Deadline) -> None:
         # Lag is counted to the moment the check really starts, waiting for a worker included.
         lag = max(0.0, time.monotonic() - due)
         self.metrics.scheduler_lag.observe(lag)
@@ -154,12 +168,17 @@ class Scheduler:
         # still whenever that check started a millisecond earlier against its turn than the first.
         stamp = self.clock() - timedelta(seconds=lag)
         try:
-            results = run_probe(job.probe, job.ctx, job.spec.id, clock=lambda: stamp)
+            results = run_probe(
+                job.probe, job.ctx, job.spec.id, clock=lambda: stamp, deadline=deadline
+            )
         finally:
             with self._lock:
                 job.running = False
+                job.deadline = None
                 self._running.discard(job)
                 late = job.overran == number
+        if self._stop.is_set():
+            return  # cut by the stop: a watcher that stops reports no failures of its own
         if late:
             log.info(
                 "%s finished after its hard timeout; its result was already reported", job.name
