@@ -47,6 +47,8 @@ log = logging.getLogger("watcher")
 TICK_EVERY = 5.0
 BATCH_WINDOW = 0.1
 COMPACT_EVERY = 3600.0
+# SIGTERM to exit within 5 s, whatever checks and deliveries are doing.
+SHUTDOWN_BUDGET = 4.0
 # Rows of latest results the status page shows; a large site narrows them by query.
 PAGE_ROWS = 500
 
@@ -183,10 +185,11 @@ class ResultSink:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
-        self._thread.join(30)
-        self._drain()
+        self._thread.join(timeout)
+        if not self._thread.is_alive():  # else the engine is still busy with a batch
+            self._drain()
 
     @property
     def alive(self) -> bool:
@@ -343,12 +346,20 @@ class App:
         self._stop.set()
 
     def shutdown(self) -> None:
-        log.info("stopping: finishing running checks and deliveries")
-        self.scheduler.stop(wait_for_probes=True)
-        self.audits.stop()
-        self.sink.stop()
-        self.poller.stop()
-        self.dispatcher.stop()
+        """Stops within SHUTDOWN_BUDGET whatever checks and deliveries are doing: running
+        checks are cut (their results dropped), deliveries in flight get a moment and are
+        then cut too (what was not delivered stays in the outbox for the next start)."""
+        log.info("stopping: cutting running checks, finishing deliveries in flight")
+        end = time.monotonic() + SHUTDOWN_BUDGET
+
+        def left(at_most: float) -> float:
+            return max(0.1, min(at_most, end - time.monotonic()))
+
+        self.scheduler.stop(wait_for_probes=True, timeout=left(1.0))
+        self.audits.stop(timeout=left(0.5))
+        self.sink.stop(timeout=left(1.0))
+        self.poller.stop(timeout=left(0.5))
+        self.dispatcher.stop(timeout=left(2.0))
         if self.web:
             self.web.stop()
         self.runners.close()

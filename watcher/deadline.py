@@ -21,6 +21,7 @@ import contextlib
 import heapq
 import itertools
 import math
+import os
 import socket
 import sys
 import threading
@@ -78,8 +79,11 @@ class Deadline:
         the socket may be wrapped in TLS (which detaches the original) or closed and its
         number reused by anyone: the watchdog only ever touches its own duplicate."""
         try:
-            duplicate = sock.dup()
-        except (OSError, NotImplementedError):
+            # Not ``sock.dup()``: a TLS socket refuses it, and a subclass may not rebuild.
+            duplicate = socket.socket(
+                sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno())
+            )
+        except OSError:
             return
         with self._lock:
             if not self._finished and not self._cut:

@@ -105,6 +105,8 @@ class TricklingPeer:
     def stop(self) -> None:
         self._stop.set()
         with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept (close alone does not)
+        with contextlib.suppress(OSError):
             self._listener.close()
         with self._lock:
             for conn in self._open:
