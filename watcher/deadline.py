@@ -29,7 +29,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["Deadline", "current", "unwatched", "within_current"]
+__all__ = ["Deadline", "current", "unwatched", "within_current", "CUT_AFTER"]
+
+# The watchdog cuts this long after the deadline, so code that sets its own timeouts from
+# ``remaining()`` sees its TimeoutError first (and says so); the cut is the backstop.
+CUT_AFTER = 0.25
 
 _local = threading.local()
 
@@ -215,7 +219,7 @@ class _Watchdog:
 
     def add(self, deadline: Deadline) -> None:
         with self._wake:
-            heapq.heappush(self._heap, (deadline.end, next(self._order), deadline))
+            heapq.heappush(self._heap, (deadline.end + CUT_AFTER, next(self._order), deadline))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="deadlines", daemon=True)
                 self._thread.start()

@@ -109,8 +109,9 @@ class Scheduler:
             running = [job.deadline for job in self._running if job.deadline is not None]
         for deadline in running:
             deadline.cancel()
-        if not self._pool.shutdown(wait=wait_for_probes, cancel_futures=True, timeout=timeout):
-            log.warning("checks still running at stop were left behind")
+        ended = self._pool.shutdown(wait=wait_for_probes, cancel_futures=True, timeout=timeout)
+        if wait_for_probes and not ended:
+            log.warning("checks still running %.1fs after the stop were left behind", timeout)
         for job in self.jobs:
             job.probe.close()
 
@@ -155,11 +156,16 @@ class Scheduler:
             job.running = True
             job.started = time.monotonic()
             job.run_number += 1
-            job.deadline = Deadline(job.timeout)
             self._running.add(job)
-        self._pool.submit(self._run, job, job.run_number, due, job.deadline)
+        self._pool.submit(self._run, job, job.run_number, due)
 
-    def _run(self, job: Job, number: int, due: float, deadline: Deadline) -> None:
+    def _run(self, job: Job, number: int, due: float) -> None:
+        # The check's time starts when a worker takes it, not while it waits for one.
+        deadline = Deadline(job.timeout)
+        with self._lock:
+            job.deadline = deadline
+        if self._stop.is_set():
+            deadline.cancel()  # the stop may have looked for running checks just before
         # Lag is counted to the moment the check really starts, waiting for a worker included.
         lag = max(0.0, time.monotonic() - due)
         self.metrics.scheduler_lag.observe(lag)

@@ -92,7 +92,12 @@ def test_sigterm_stops_the_daemon_on_time_while_its_checks_are_stuck(
     # The stuck command went with the check, and no cut check was reported as a failure.
     sleeper = int(pid_file.read_text())
     wait_until(lambda: not pid_alive(sleeper), 5, "the stuck command to end")
-    assert rows(tmp_path / "state.db", "SELECT count(*) FROM incidents") == [(0,)]
+    db = tmp_path / "state.db"
+    assert (
+        rows(db, "SELECT count(*) FROM results")
+        == rows(db, "SELECT count(*) FROM latest")
+        == [(0,)]
+    )
 
 
 def test_sigterm_stops_the_daemon_on_time_while_a_helpdesk_never_answers(
