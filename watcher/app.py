@@ -378,7 +378,7 @@ class App:
         if new.state_path != self.config.state_path or new.model.listen != self.config.model.listen:
             log.warning("state: and listen: changes take effect at the next restart")
         old_scheduler = self.scheduler
-        old_scheduler.stop(wait_for_probes=False)
+        old_scheduler.stop(wait_for_probes=False, cut=False)
         old_dispatcher = self.dispatcher
         old_dispatcher.stop()
         self.runners.close()

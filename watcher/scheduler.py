@@ -83,6 +83,7 @@ class Scheduler:
         self._timetable: list[tuple[float, int, Job]] = []
         self._running: set[Job] = set()
         self._stop = threading.Event()
+        self._cut = threading.Event()  # running checks are being cut: their results dropped
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.last_loop = time.monotonic()
@@ -99,16 +100,21 @@ class Scheduler:
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self._thread.start()
 
-    def stop(self, wait_for_probes: bool = True, timeout: float = 2.0) -> None:
-        """Stops the timetable and cuts the checks running now (their results are
-        dropped); waits up to ``timeout`` for their workers if ``wait_for_probes``."""
+    def stop(self, wait_for_probes: bool = True, timeout: float = 2.0, *, cut: bool = True) -> None:
+        """Stops the timetable. ``cut``: the checks running now are cut at once and their
+        results dropped (a stopping watcher reports no failures of its own making); else
+        they finish and report (a reload). Waits up to ``timeout`` for the workers if
+        ``wait_for_probes``."""
+        if cut:
+            self._cut.set()
         self._stop.set()
         if self._thread:
             self._thread.join(min(5.0, timeout))
-        with self._lock:
-            running = [job.deadline for job in self._running if job.deadline is not None]
-        for deadline in running:
-            deadline.cancel()
+        if cut:
+            with self._lock:
+                running = [job.deadline for job in self._running if job.deadline is not None]
+            for deadline in running:
+                deadline.cancel()
         ended = self._pool.shutdown(wait=wait_for_probes, cancel_futures=True, timeout=timeout)
         if wait_for_probes and not ended:
             log.warning("checks still running %.1fs after the stop were left behind", timeout)
@@ -164,7 +170,7 @@ class Scheduler:
         deadline = Deadline(job.timeout)
         with self._lock:
             job.deadline = deadline
-        if self._stop.is_set():
+        if self._cut.is_set():
             deadline.cancel()  # the stop may have looked for running checks just before
         # Lag is counted to the moment the check really starts, waiting for a worker included.
         lag = max(0.0, time.monotonic() - due)
@@ -183,7 +189,7 @@ class Scheduler:
                 job.deadline = None
                 self._running.discard(job)
                 late = job.overran == number
-        if self._stop.is_set():
+        if self._cut.is_set():
             return  # cut by the stop: a watcher that stops reports no failures of its own
         if late:
             log.info(
