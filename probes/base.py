@@ -292,16 +292,17 @@ def run_probe(
 
 
 def _cut_short(outcome: Outcome, timeout: float) -> Outcome:
-    """What a check says after its connections were cut at the deadline: whatever the
-    probe made of the cut (a closed connection, a short body), it did not finish in time."""
+    """What a check says once its connections were cut at the deadline: it did not finish
+    in time, whatever the probe made of the cut (a closed connection, a short answer),
+    which is kept as evidence."""
     if outcome.reason == "timeout":
         return outcome
+    seen = f"(after the cut the probe saw: {outcome.message})"
     return Outcome(
-        "error" if outcome.status == "error" else "fail",
-        f"no complete answer within the timeout of {timeout:g}s; the connection was cut "
-        f"({outcome.message})",
+        "fail",
+        f"did not finish within its timeout of {timeout:g}s; its connection was cut",
         outcome.metrics,
         outcome.labels,
-        outcome.evidence,
+        f"{outcome.evidence}\n{seen}" if outcome.evidence else seen,
         "timeout",
     )
