@@ -34,6 +34,8 @@ TIMEOUT = 2.0
 # Generous: the machine running the tests may be loaded; the point is "ends", not "fast".
 MARGIN = 3.0
 
+Peer = Callable[..., TricklingPeer]
+
 
 @pytest.fixture
 def peer() -> Iterator[Callable[..., TricklingPeer]]:
@@ -70,43 +72,45 @@ def assert_cut_on_time(results: list[Result], took: float, peer: TricklingPeer) 
     assert peer.wait_all_closed(5), "the peer never saw its connection closed"
 
 
-def test_an_http_server_trickling_its_headers_is_cut_at_the_timeout(peer) -> None:  # type: ignore[no-untyped-def]
+def test_an_http_server_trickling_its_headers_is_cut_at_the_timeout(peer: Peer) -> None:
     p = peer(head=b"HTTP/1.1 200 OK\r\n", drip=b"X-Slow: yes\r\n")
     results, took = timed_check(HttpProbe(HttpConfig(url=p.url())))
     assert_cut_on_time(results, took, p)
 
 
-def test_an_http_server_trickling_its_body_is_cut_at_the_timeout(peer) -> None:  # type: ignore[no-untyped-def]
+def test_an_http_server_trickling_its_body_is_cut_at_the_timeout(peer: Peer) -> None:
     p = peer(head=b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n", drip=b"a")
     results, took = timed_check(HttpProbe(HttpConfig(url=p.url())))
     assert_cut_on_time(results, took, p)
 
 
-def test_an_https_server_that_stalls_the_handshake_is_cut_at_the_timeout(peer) -> None:  # type: ignore[no-untyped-def]
+def test_an_https_server_that_stalls_the_handshake_is_cut_at_the_timeout(peer: Peer) -> None:
     p = peer(drip=b"")
     results, took = timed_check(HttpProbe(HttpConfig(url=p.url(scheme="https"))))
     assert_cut_on_time(results, took, p)
 
 
-def test_an_smtp_server_trickling_an_endless_banner_is_cut_at_the_timeout(peer) -> None:  # type: ignore[no-untyped-def]
+def test_an_smtp_server_trickling_an_endless_banner_is_cut_at_the_timeout(peer: Peer) -> None:
     p = peer(drip=b"220-endless banner\r\n")
     results, took = timed_check(SmtpProbe(SmtpConfig(host=p.host, port=p.port)))
     assert_cut_on_time(results, took, p)
 
 
-def test_an_imap_server_trickling_its_greeting_is_cut_at_the_timeout(peer) -> None:  # type: ignore[no-untyped-def]
+def test_an_imap_server_trickling_its_greeting_is_cut_at_the_timeout(peer: Peer) -> None:
     p = peer(head=b"* OK ", drip=b"z")
     results, took = timed_check(ImapProbe(ImapConfig(host=p.host, port=p.port)))
     assert_cut_on_time(results, took, p)
 
 
-def test_a_pop3_server_trickling_its_greeting_is_cut_at_the_timeout(peer) -> None:  # type: ignore[no-untyped-def]
+def test_a_pop3_server_trickling_its_greeting_is_cut_at_the_timeout(peer: Peer) -> None:
     p = peer(head=b"+OK ", drip=b"z")
     results, took = timed_check(Pop3Probe(Pop3Config(host=p.host, port=p.port)))
     assert_cut_on_time(results, took, p)
 
 
-def test_a_tcp_service_trickling_a_banner_that_never_matches_is_cut_at_the_timeout(peer) -> None:  # type: ignore[no-untyped-def]
+def test_a_tcp_service_trickling_a_banner_that_never_matches_is_cut_at_the_timeout(
+    peer: Peer,
+) -> None:
     p = peer(drip=b".")
     results, took = timed_check(
         TcpProbe(TcpConfig(host=p.host, port=p.port, send="HELLO\\r\\n", expect="READY"))
@@ -114,13 +118,13 @@ def test_a_tcp_service_trickling_a_banner_that_never_matches_is_cut_at_the_timeo
     assert_cut_on_time(results, took, p)
 
 
-def test_a_device_manager_trickling_its_page_headers_is_cut_at_the_timeout(peer) -> None:  # type: ignore[no-untyped-def]
+def test_a_device_manager_trickling_its_page_headers_is_cut_at_the_timeout(peer: Peer) -> None:
     p = peer(head=b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n", drip=b"X-Slow: 1\r\n")
     results, took = timed_check(AgentCheckinsProbe(AgentCheckinsConfig(url=p.url("/devices"))))
     assert_cut_on_time(results, took, p)
 
 
-def test_a_device_manager_trickling_its_page_body_is_cut_at_the_timeout(peer) -> None:  # type: ignore[no-untyped-def]
+def test_a_device_manager_trickling_its_page_body_is_cut_at_the_timeout(peer: Peer) -> None:
     p = peer(
         head=b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n[",
         drip=b" ",
@@ -150,7 +154,7 @@ def test_an_ssh_command_printing_a_byte_a_second_forever_is_cut_at_the_timeout(
 
 
 def test_watcher_once_against_a_trickling_peer_prints_its_json_and_exits_on_time(
-    peer,  # type: ignore[no-untyped-def]
+    peer: Peer,
     tmp_path: Path,
 ) -> None:
     p = peer(head=b"HTTP/1.1 200 OK\r\n", drip=b"X-Slow: yes\r\n")
