@@ -47,7 +47,11 @@ class StoreCore:
         self.write_failures = 0  # writes the state refused
         self._write_problem: str | None = None
         self._problem_from_read = False
-        self._problem_logged = 0.0
+        # A volume that is nearly full can take one write and refuse the next: the line is
+        # kept to one a minute across such flickers, and a recovery is told only after a
+        # problem was.
+        self._problem_logged = float("-inf")
+        self._problem_told = False
         # Delivery attempts in flight in this process, and outcomes not yet written: the
         # actions of both are not handed out again, so nothing is sent twice.
         self._in_flight: set[int] = set()
@@ -88,12 +92,12 @@ class StoreCore:
 
     def _write_failed(self, exc: BaseException, *, read: bool = False) -> None:
         self.write_failures += 1
-        first = self._write_problem is None
         self._write_problem = " ".join(str(exc).split()) or type(exc).__name__
         self._problem_from_read = read
         now = time.monotonic()
-        if first or now - self._problem_logged >= WRITE_PROBLEM_LOG_EVERY:
+        if now - self._problem_logged >= WRITE_PROBLEM_LOG_EVERY:
             self._problem_logged = now
+            self._problem_told = True
             log.error(
                 "state %s cannot be written (%s; %d failed writes): deliveries wait,"
                 " outcomes already delivered are kept in memory and nothing is sent twice;"
@@ -106,6 +110,9 @@ class StoreCore:
     def _write_succeeded(self) -> None:
         if self._write_problem is not None:
             self._write_problem = None
+            if not self._problem_told:
+                return
+            self._problem_told = False
             log.warning(
                 "state %s takes writes again (%d writes had failed)",
                 self.location,
