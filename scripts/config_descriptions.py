@@ -49,7 +49,7 @@ COMMON: dict[str, str] = {
 DESCRIPTIONS: dict[str, str] = {
     # --- top level ---------------------------------------------------------------------
     "site": "Site name: in every ticket subject (`[P1][site] ...`), fingerprint and report.",
-    "state": "SQLite state file (incidents, outbox, history); relative to watcher.yml's folder.",
+    "state": "Where the state (incidents, outbox, history) lives: a SQLite file, relative to watcher.yml's folder, or a `postgresql://` URL (libpq environment and `sslmode` honoured).",
     "listen": "Address of /metrics, /healthz, the status page, check-ins and the API; `null` turns HTTP off.",
     "api_token": "Bearer token for every endpoint that changes state (ack, resolve, maintenance, check-ins without their own token).",
     "log_level": "Log level of the daemon (logs go to standard error).",
