@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from watcher.store import StateLocked, redact
+from watcher.store import StateFileError, StateLocked, redact
 from watcher.store.copy import copy_state
 from watcher.store.postgres_backend import is_postgres_url
 from watcher.store.sqlite_file import state_is_locked
@@ -30,6 +30,8 @@ def cmd_state_copy(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     source: str | Path = args.source if is_postgres_url(args.source) else Path(args.source)
+    if isinstance(source, Path) and not source.is_file():
+        raise StateFileError(f"no state file at {source}: nothing to copy")
     if isinstance(source, Path) and state_is_locked(source):
         raise StateLocked(f"a watcher is running on {source}; stop it before copying its state")
     destination: str | Path = (

@@ -111,3 +111,33 @@ def test_a_site_copied_to_postgresql_keeps_its_ticket_and_delivers_what_was_pend
             assert len(receiver.opens()) == opens  # the open incident was adopted
         finally:
             assert daemon.stop() == 0
+
+
+def test_a_copy_into_a_state_that_holds_incidents_or_from_no_file_is_refused(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = postgres.new_url()
+    missing = _watcher("state", "copy", "--from", "gone.db", "--to", url, cwd=tmp_path)
+    assert missing.returncode == 2 and "no state file at gone.db" in missing.stderr
+    assert not (tmp_path / "gone.db").exists()
+
+    source = tmp_path / "a.db"
+    Store(source).close()
+    target = Store(url)
+    try:
+        with target.transaction() as tx:
+            target.enqueue(
+                tx,
+                incident_id=1,
+                integration="tickets/helpdesk",
+                role="tickets",
+                action="open",
+                payload={},
+                now=datetime.now(UTC),
+            )
+    finally:
+        target.close()
+    refused = _watcher("state", "copy", "--from", str(source), "--to", url, cwd=tmp_path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "already holds outbox" in refused.stderr
+    assert postgres.password not in refused.stderr
