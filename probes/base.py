@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from watcher.durations import parse_duration
+from watcher.durations import parse_duration, parse_interval
 from watcher.secret import redact
 
 if TYPE_CHECKING:
@@ -157,7 +157,12 @@ class ProbeConfig(BaseModel):
     interval: timedelta | None = None
     timeout: timedelta | None = None
 
-    @field_validator("interval", "timeout", mode="before")
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _interval(cls, value: Any) -> Any:
+        return None if value is None else parse_interval(value)
+
+    @field_validator("timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration(value)

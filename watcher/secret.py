@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 from urllib.parse import unquote, unquote_plus, urlsplit
 
 from pydantic_core import core_schema
 
-__all__ = ["Secret", "protect_url", "registered_secrets", "redact"]
+__all__ = ["Secret", "protect_basic_auth", "protect_url", "registered_secrets", "redact"]
 
 # Every secret value ever constructed, so that text leaving the process (logs, tickets,
 # evidence, error messages) can be scrubbed even when a secret slipped into it by accident,
@@ -96,6 +97,9 @@ def protect_url(url: str, *, path_tokens: bool = False) -> str:
     except ValueError:
         return url  # not a URL: the field's own validation says so
     pieces = [password or ""]
+    if password:
+        # an HTTP client turns user:password@ into an Authorization: Basic header
+        protect_basic_auth(unquote(parts.username or ""), unquote(password))
     for pair in parts.query.split("&"):
         name, _, value = pair.partition("=")
         if (
@@ -110,6 +114,23 @@ def protect_url(url: str, *, path_tokens: bool = False) -> str:
             if form:
                 Secret(form)
     return url
+
+
+def protect_basic_auth(user: str, password: str) -> None:
+    """Registers the ``Authorization: Basic`` value a user and password make as a secret.
+
+    The header carries the password only base64-encoded, so a server or proxy that echoes
+    request headers (into a body, an error page, the evidence of a check) would show a
+    value that masking the password alone does not catch.
+    """
+    if not password:
+        return
+    for encoding in ("utf-8", "latin-1"):  # requests encodes latin-1, http.client utf-8
+        try:
+            pair = f"{user}:{password}".encode(encoding)
+        except UnicodeEncodeError:
+            continue
+        Secret(base64.b64encode(pair).decode("ascii"))
 
 
 def redact(text: str) -> str:

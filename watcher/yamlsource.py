@@ -9,6 +9,7 @@ and walking its nodes.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -79,11 +80,15 @@ class Located:
     A mark is found, only when an error needs one, by composing the text again and walking
     the YAML nodes: keeping a mark per value, or the node tree, for as long as the config
     is checked cost about 90 MB and seconds for a 10,000-target file.
+
+    ``from_env`` maps the path of every value that ``${VAR}`` expansion changed to what
+    the file wrote there, so that an error can name ``${VAR}`` instead of printing its value.
     """
 
     data: Any
     file: str
     text: str | None = field(default=None, repr=False)
+    from_env: dict[PathKey, tuple[str, str]] = field(default_factory=dict, repr=False)
     _root: yaml.Node | None = field(default=None, repr=False)
 
     def mark(self, path: PathKey, *, key: bool = False) -> Mark | None:
@@ -173,6 +178,28 @@ def _mark(file: str, node: yaml.Node) -> Mark:
     return Mark(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+# Bounds on what a config file may make the loader do. A site's real config is far below
+# each; past them a file is refused with a sentence instead of eating the machine.
+MAX_FILE_BYTES = 32 * 1024 * 1024
+MAX_DEPTH = 64
+# Aliases are references, cheap to load, but every later step (validation, an error
+# message) walks them expanded: "billion laughs" is a few lines of YAML. A file's aliases
+# may add this many values, plus as many as the file writes itself.
+MAX_ALIAS_VALUES = 100_000
+
+_HINT_SYNTAX = (
+    "indent with spaces, not tabs; quote values that contain ': ' or start "
+    "with '{', '[', '*', '&', '!' or '%'"
+)
+# What YAML 1.1 lets a file contain (libyaml's check), spelled as the characters refused.
+_NOT_PRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_MAX_REPORTED = 10
+
+
+class _Abort(Exception):
+    """Stops building: going on would cost without bound (too deep, too many aliases)."""
+
+
 def load_yaml(
     path: str | Path,
     *,
@@ -182,39 +209,120 @@ def load_yaml(
     """Loads one YAML file; raises ConfigError with every problem found in it."""
     file = str(path)
     if text is None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError([ConfigIssue(None, "", f"{file}: no such file")]) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError([ConfigIssue(None, "", f"{file}: cannot read it ({exc})")]) from None
+        text = _read_text(Path(path), file)
+    bad = _unprintable(text, file)
+    if bad:
+        raise ConfigError(bad)
     env = os.environ if environ is None else environ
     located = Located(data=None, file=file, text=text)
     issues: list[ConfigIssue] = []
     loader = _Loader(text)
     try:
-        located.data = _Builder(loader, file, env, issues).document()
+        located.data = _Builder(loader, file, env, issues, located.from_env).document()
+    except _Abort:
+        pass  # its issue is in ``issues``
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Mark(file, mark.line + 1, mark.column + 1) if mark else Mark(file, 1, 1)
         problem = _say_which_character((exc.problem or str(exc)).strip(), text, mark)
         context = f" ({exc.context.strip()})" if exc.context else ""
         raise ConfigError(
+            [ConfigIssue(where, "", f"YAML syntax error: {problem}{context}", _HINT_SYNTAX)]
+        ) from None
+    except yaml.reader.ReaderError as exc:  # a character the scan above did not know
+        raise ConfigError(
             [
                 ConfigIssue(
-                    where,
+                    _mark_at(file, text, exc.position),
                     "",
-                    f"YAML syntax error: {problem}{context}",
-                    "indent with spaces, not tabs; quote values that contain ': ' or start "
-                    "with '{', '[', '*', '&', '!' or '%'",
+                    f"character {exc.character!r} is not allowed in a YAML file",
+                    "remove it",
                 )
             ]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            [ConfigIssue(Mark(file, 1, 1), "", f"YAML error: {_short_text(str(exc))}")]
         ) from None
     finally:
         loader.dispose()
     if issues:
         raise ConfigError(issues)
     return located
+
+
+def _read_text(path: Path, file: str) -> str:
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError([ConfigIssue(None, "", f"{file}: no such file")]) from None
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(None, "", f"{file}: cannot read it ({exc})")]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    Mark(file, 1, 1),
+                    "",
+                    f"the file is over {MAX_FILE_BYTES // 2**20} MiB; a config is far smaller",
+                    "is this the right file?",
+                )
+            ]
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        head = raw[: exc.start]
+        line = head.count(b"\n") + 1
+        column = len(head[head.rfind(b"\n") + 1 :].decode("utf-8", "replace")) + 1
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    Mark(file, line, column),
+                    "",
+                    f"byte 0x{raw[exc.start]:02x} is not UTF-8 ({exc.reason})",
+                    "save the file as UTF-8",
+                )
+            ]
+        ) from None
+
+
+def _unprintable(text: str, file: str) -> list[ConfigIssue]:
+    """Every character YAML refuses (libyaml would name only the first, by offset)."""
+    issues = []
+    for count, match in enumerate(_NOT_PRINTABLE.finditer(text)):
+        if count == _MAX_REPORTED:
+            issues.append(
+                ConfigIssue(
+                    _mark_at(file, text, match.start()),
+                    "",
+                    "and more such characters after this one",
+                )
+            )
+            break
+        char = match.group()
+        issues.append(
+            ConfigIssue(
+                _mark_at(file, text, match.start()),
+                "",
+                f"control character U+{ord(char):04X} is not allowed in a YAML file, "
+                "not even in a comment",
+                f"remove it; inside a double-quoted string it can be written as \\x{ord(char):02x}"
+                if ord(char) < 0x100
+                else "remove it",
+            )
+        )
+    return issues
+
+
+def _mark_at(file: str, text: str, offset: int) -> Mark:
+    line = text.count("\n", 0, offset) + 1
+    return Mark(file, line, offset - (text.rfind("\n", 0, offset) + 1) + 1)
+
+
+def _short_text(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _MERGE = "tag:yaml.org,2002:merge"
@@ -239,19 +347,35 @@ class _Builder:
     Composing a node tree first (PyYAML's way) holds a node and two marks per value: for
     a 10,000-target file that peaked at about 90 MB more, most of which the process kept.
     Merge keys (``<<: *anchor``) merge mappings, explicit keys winning, as YAML says.
+    Nesting deeper than MAX_DEPTH and aliases adding more than MAX_ALIAS_VALUES stop the
+    build (with an issue): both would make every later step unbounded.
     """
 
     def __init__(
-        self, loader: _Loader, file: str, env: Mapping[str, str], issues: list[ConfigIssue]
+        self,
+        loader: _Loader,
+        file: str,
+        env: Mapping[str, str],
+        issues: list[ConfigIssue],
+        from_env: dict[PathKey, tuple[str, str]],
     ) -> None:
         self.loader = loader
         self.file = file
         self.env = env
         self.issues = issues
+        self.from_env = from_env
         self.anchors: dict[str, Any] = {}
+        self.sizes: dict[str, int] = {}  # values an anchor stands for, aliases expanded
+        self.written = 0  # values the file writes
+        self.aliased = 0  # values its aliases add
+        self.depth = 0
 
     def mark(self, event: yaml.Event) -> Mark:
         return Mark(self.file, event.start_mark.line + 1, event.start_mark.column + 1)
+
+    def abort(self, event: yaml.Event, path: PathKey, message: str, hint: str = "") -> None:
+        self.issues.append(ConfigIssue(self.mark(event), format_path(path), message, hint))
+        raise _Abort
 
     def document(self) -> Any:
         loader = self.loader
@@ -283,21 +407,48 @@ class _Builder:
                     )
                 )
                 return None
+            self.aliased += self.sizes[event.anchor]
+            if self.aliased > MAX_ALIAS_VALUES + self.written:
+                self.abort(
+                    event,
+                    path,
+                    f"the aliases up to *{event.anchor} expand to over {self.aliased:,} values, "
+                    f"more than a config needs (at most {MAX_ALIAS_VALUES:,} more than the "
+                    "file writes)",
+                    "write the repeated part out, or alias smaller pieces",
+                )
             return self.anchors[event.anchor]
+        self.written += 1
+        before = self.written + self.aliased
         if isinstance(event, yaml.ScalarEvent):
-            value = self.scalar(event)
+            value = self.scalar(event, path)
             if isinstance(value, str) and "$" in value:
                 value = self.expand(value, event, path)
         elif isinstance(event, yaml.SequenceStartEvent):
+            self.enter(event, path)
             value = []
             while not self.loader.check_event(yaml.SequenceEndEvent):
                 value.append(self.value((*path, len(value))))
             self.loader.get_event()
+            self.depth -= 1
         else:
+            self.enter(event, path)
             value = self.mapping(path)
+            self.depth -= 1
         if event.anchor:
             self.anchors[event.anchor] = value
+            self.sizes[event.anchor] = self.written + self.aliased - before + 1
         return value
+
+    def enter(self, event: yaml.Event, path: PathKey) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            self.abort(
+                event,
+                path,
+                f"nested more than {MAX_DEPTH} levels deep; a config needs a handful",
+                "check the brackets and indentation here",
+            )
 
     def mapping(self, path: PathKey) -> dict[str, Any]:
         loader = self.loader
@@ -318,7 +469,7 @@ class _Builder:
             if self.tag(key_event) == _MERGE:
                 merged.append((self.value(path), key_event))
                 continue
-            key = self.scalar(key_event)
+            key = self.scalar(key_event, path)
             if not isinstance(key, (str, int, float, bool)) or key is None:
                 self.value(path)
                 self.issues.append(
@@ -361,17 +512,45 @@ class _Builder:
             return str(self.loader.resolve(yaml.ScalarNode, event.value, event.implicit))
         return str(event.tag)
 
-    def scalar(self, event: yaml.ScalarEvent) -> Any:
+    def scalar(self, event: yaml.ScalarEvent, path: PathKey) -> Any:
+        tag = self.tag(event)
         node = yaml.ScalarNode(
-            self.tag(event), event.value, event.start_mark, event.end_mark, style=event.style
+            tag, event.value, event.start_mark, event.end_mark, style=event.style
         )
         try:
-            return self.loader.construct_object(node, deep=True)
+            value = self.loader.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, OverflowError, TypeError) as exc:
+            # a date that does not exist (2026-02-30), !!int abc, an unknown !tag
+            problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) else str(exc)
+            self.issues.append(
+                ConfigIssue(
+                    self.mark(event),
+                    format_path(path),
+                    f"{_short_text(event.value, 60)!r} cannot be read as "
+                    f"{tag.removeprefix('tag:yaml.org,2002:')}: {problem}",
+                    "write a date that exists, as YYYY-MM-DD"
+                    if tag.endswith(":timestamp")
+                    else 'quote it to keep it as text ("..."), or write a valid value',
+                )
+            )
+            return None
         finally:
             self.loader.constructed_objects.pop(node, None)
+        if isinstance(value, float) and not math.isfinite(value):
+            self.issues.append(
+                ConfigIssue(
+                    self.mark(event),
+                    format_path(path),
+                    f"{event.value!r} is not a finite number",
+                    "write a number, e.g. 30 or 2.5",
+                )
+            )
+            return None
+        return value
 
     def expand(self, value: str, event: yaml.Event, path: PathKey) -> str:
         missing: list[str] = []
+        written = value
         value = expand_env(value, self.env, missing)
         for name in missing:
             self.issues.append(
@@ -383,4 +562,6 @@ class _Builder:
                     f"${{{name}:-value}}, or write $${{ for a literal '${{'",
                 )
             )
+        if value != written:
+            self.from_env[path] = (written, value)
         return value
