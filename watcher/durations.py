@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from datetime import timedelta
 
@@ -21,6 +22,9 @@ __all__ = [
 MAX_DURATION = timedelta(days=36500)
 # A check run more often than this is a busy loop against the target, not monitoring.
 MIN_INTERVAL = timedelta(seconds=1)
+# Test rigs and benchmarks that must see many rounds quickly may lower the minimum
+# (never under this floor) with WATCHER_MIN_INTERVAL=100ms in the environment.
+_MIN_INTERVAL_FLOOR = timedelta(milliseconds=50)
 
 _DURATION_UNITS = {
     "ms": 0.001,
@@ -74,12 +78,24 @@ def parse_duration(value: object) -> timedelta:
 def parse_interval(value: object) -> timedelta:
     """A duration of at least MIN_INTERVAL: how often a check runs."""
     interval = parse_duration(value)
-    if interval < MIN_INTERVAL:
+    shortest = min_interval()
+    if interval < shortest:
         raise ValueError(
             f"an interval of {format_duration(interval)} would run the check over and over; "
-            f"the shortest is {format_duration(MIN_INTERVAL)} (write e.g. interval: 30s)"
+            f"the shortest is {format_duration(shortest)} (write e.g. interval: 30s)"
         )
     return interval
+
+
+def min_interval() -> timedelta:
+    """MIN_INTERVAL, or what WATCHER_MIN_INTERVAL lowers it to (not under 50ms)."""
+    lowered = os.environ.get("WATCHER_MIN_INTERVAL")
+    if not lowered:
+        return MIN_INTERVAL
+    try:
+        return max(parse_duration(lowered), _MIN_INTERVAL_FLOOR)
+    except ValueError:
+        return MIN_INTERVAL
 
 
 def _short(value: object) -> str:

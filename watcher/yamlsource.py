@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -180,7 +180,7 @@ def _mark(file: str, node: yaml.Node) -> Mark:
 
 # Bounds on what a config file may make the loader do. A site's real config is far below
 # each; past them a file is refused with a sentence instead of eating the machine.
-MAX_FILE_BYTES = 32 * 1024 * 1024
+MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_DEPTH = 64
 # Aliases are references, cheap to load, but every later step (validation, an error
 # message) walks them expanded: "billion laughs" is a few lines of YAML. A file's aliases
@@ -254,12 +254,12 @@ def load_yaml(
 def _read_text(path: Path, file: str) -> str:
     try:
         with path.open("rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
+            raw = _read_bounded(handle)
     except FileNotFoundError:
         raise ConfigError([ConfigIssue(None, "", f"{file}: no such file")]) from None
     except OSError as exc:
         raise ConfigError([ConfigIssue(None, "", f"{file}: cannot read it ({exc})")]) from None
-    if len(raw) > MAX_FILE_BYTES:
+    if raw is None:
         raise ConfigError(
             [
                 ConfigIssue(
@@ -286,6 +286,18 @@ def _read_text(path: Path, file: str) -> str:
                 )
             ]
         ) from None
+
+
+def _read_bounded(handle: BinaryIO) -> bytes | None:
+    """The file's bytes, or None if it is over MAX_FILE_BYTES."""
+    if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:
+        return None
+    # In pieces, as a pipe has no size; read(MAX_FILE_BYTES) would allocate all of it.
+    chunks, size = [], 0
+    while size <= MAX_FILE_BYTES and (chunk := handle.read(1 << 16)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return None if size > MAX_FILE_BYTES else b"".join(chunks)
 
 
 def _unprintable(text: str, file: str) -> list[ConfigIssue]:
@@ -519,8 +531,9 @@ class _Builder:
         )
         try:
             value = self.loader.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, OverflowError, TypeError) as exc:
-            # a date that does not exist (2026-02-30), !!int abc, an unknown !tag
+        except Exception as exc:  # noqa: BLE001
+            # A tagged scalar PyYAML cannot read raises whatever its constructor happens
+            # to: ValueError for 2026-02-30 or !!int abc, KeyError for !!bool maybe, ...
             problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) else str(exc)
             self.issues.append(
                 ConfigIssue(
