@@ -81,7 +81,8 @@ def parse_interval(value: object) -> timedelta:
     shortest = min_interval()
     if interval < shortest:
         raise ValueError(
-            f"an interval of {format_duration(interval)} would run the check over and over; "
+            f"an interval of {format_duration(interval) if interval else '0s'} would run "
+            "the check over and over; "
             f"the shortest is {format_duration(shortest)} (write e.g. interval: 30s)"
         )
     return interval

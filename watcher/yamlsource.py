@@ -386,7 +386,8 @@ class _Builder:
         return Mark(self.file, event.start_mark.line + 1, event.start_mark.column + 1)
 
     def abort(self, event: yaml.Event, path: PathKey, message: str, hint: str = "") -> None:
-        self.issues.append(ConfigIssue(self.mark(event), format_path(path), message, hint))
+        where = format_path(path[:8]) + ("..." if len(path) > 8 else "")
+        self.issues.append(ConfigIssue(self.mark(event), where, message, hint))
         raise _Abort
 
     def document(self) -> Any:
