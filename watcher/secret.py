@@ -144,4 +144,27 @@ def redact(text: str) -> str:
     for value in sorted(_SECRETS, key=len, reverse=True):
         if value in text:
             text = text.replace(value, "********")
+    return _mask_cut_ends(text)
+
+
+# A secret's piece this long at a cut edge is masked; shorter ones are too likely words.
+_MIN_PIECE = 6
+
+
+def _mask_cut_ends(text: str) -> str:
+    """Masks a secret that a length cap cut before the text got here: its start at the
+    very end of the text (``body[:300]``), or its end at the very start (``text[-200:]``)."""
+    for value in _SECRETS:
+        if len(value) <= _MIN_PIECE or not text:
+            continue
+        if text[-1] in value:
+            for size in range(len(value) - 1, _MIN_PIECE - 1, -1):
+                if text.endswith(value[:size]):
+                    text = text[:-size] + "********"
+                    break
+        if text[0] in value:
+            for size in range(len(value) - 1, _MIN_PIECE - 1, -1):
+                if text.startswith(value[-size:]):
+                    text = "********" + text[size:]
+                    break
     return text
