@@ -42,9 +42,12 @@ Role = Literal["tickets", "paging", "escalation"]
 class DeliveryError(Exception):
     retry: ClassVar[bool] = False
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status  # the HTTP status the service answered, when it answered
 
 
 class TransientError(DeliveryError):
@@ -69,8 +72,8 @@ def error_for_status(response: Any, what: str) -> None:
     body = " ".join(redact(response.text or "").split())[:300]
     message = f"{what}: HTTP {status} {body}".strip()
     if status in (408, 425, 429) or status >= 500:
-        raise TransientError(message, retry_after=retry_after)
-    raise PermanentError(message)
+        raise TransientError(message, retry_after=retry_after, status=status)
+    raise PermanentError(message, status=status)
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -13,7 +13,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
@@ -38,6 +38,8 @@ __all__ = [
     "TransportError",
     "cap_text",
     "decode_output",
+    "item_labels",
+    "per_item",
     "run_probe",
 ]
 
@@ -232,8 +234,37 @@ class Probe(ABC):
     def check(self, ctx: ProbeContext) -> Outcome | list[Outcome]:
         """Checks the target once. Must return, not raise, for a failing target."""
 
+    def items(self) -> list[dict[str, str]]:
+        """The labels of each item the config names (``[{"path": "/"}, ...]``).
+
+        A check that fails as a whole (SSH refused, host key changed, timeout) reports one
+        error per item, labelled like that item's own results: each item's recovery then
+        replaces its own error, and none is left standing. ``[{}]``: one result per check,
+        or items found only at run time.
+        """
+        return [{}]
+
     def close(self) -> None:  # noqa: B027 - most probes keep nothing
         """Releases anything the probe keeps between checks."""
+
+
+def item_labels(probe: Probe) -> list[dict[str, str]]:
+    """``probe.items()``, or one unlabelled item if even that fails."""
+    try:
+        return [dict(labels) for labels in probe.items()] or [{}]
+    except Exception:  # a whole-check error must still be reported
+        log.exception("probe %s could not list its items", probe.kind)
+        return [{}]
+
+
+def per_item(probe: Probe, outcomes: list[Outcome]) -> list[Outcome]:
+    """A lone unlabelled error (the check failed as a whole: it raised, its transport
+    failed, it returned nothing) as one error per configured item, labelled like its
+    results; anything else as it is."""
+    if len(outcomes) != 1 or outcomes[0].status != "error" or outcomes[0].labels:
+        return outcomes
+    whole = outcomes[0]
+    return [replace(whole, labels=labels) for labels in item_labels(probe)]
 
 
 def run_probe(
@@ -271,5 +302,5 @@ def run_probe(
             at=now,
             reason=o.reason,
         )
-        for o in outcomes
+        for o in per_item(probe, outcomes)
     ]

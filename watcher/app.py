@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections import ChainMap
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 import integrations as integration_registry
 from integrations.base import Integration, IntegrationEnv
 from probes.base import ProbeContext, Result
-from watcher import __version__
+from watcher import __version__, tracker
 from watcher.acks import HelpdeskPoller
 from watcher.audit_schedule import AuditScheduler
 from watcher.checkins import attach as attach_checkins
@@ -38,7 +39,16 @@ from watcher.outbox import Dispatcher
 from watcher.scheduler import Job, Scheduler
 from watcher.store import Store
 from watcher.transports import Runners
-from watcher.web import Request, Response, WebServer, escape, json_response, page, text_response
+from watcher.web import (
+    ClientError,
+    Request,
+    Response,
+    WebServer,
+    escape,
+    json_response,
+    page,
+    text_response,
+)
 
 __all__ = ["App", "build_jobs", "build_integrations", "StateLocked", "configure_logging"]
 
@@ -146,6 +156,11 @@ def build_jobs(
                 or m.defaults.interval
             ).total_seconds()
             timeout = (spec.config.timeout or target.timeout or m.defaults.timeout).total_seconds()
+            # A probe that reports a recovered item for a while (agent_checkins) needs this
+            # many rounds of it to resolve the item's incident under this config.
+            to_resolve = tracker.results_to_resolve(
+                m.defaults.resolve_after, (target.flapping or m.flapping).settings()
+            )
             if cls.needs_runner and runner is None:
                 runner = runners.for_target(target)
             ctx = ProbeContext(
@@ -156,7 +171,7 @@ def build_jobs(
                 timeout=timeout,
                 http=http,
                 runner=runner if cls.needs_runner else None,
-                services=services or {},
+                services=ChainMap({"results_to_resolve": to_resolve}, services or {}),
             )
             jobs.append(Job(target, spec, cls(spec.config), ctx, interval, timeout))
     return jobs
@@ -448,7 +463,7 @@ class App:
         return json_response([public_view(i) for i in items])
 
     def _api_incident(self, request: Request) -> Response:
-        incident = self.store.incident(int(request.params["id"]))
+        incident = self.store.incident(request.id_param())
         if incident is None:
             return json_response({"error": "no such incident"}, 404)
         data = public_view(incident)
@@ -460,20 +475,22 @@ class App:
         return json_response(data)
 
     def _who(self, request: Request) -> str:
-        body = request.json() or {}
-        by = body.get("by") if isinstance(body, dict) else None
-        return str(by)[:80] if by else f"api ({request.client})"
+        by = request.json().get("by")
+        if by is not None and not isinstance(by, str):
+            raise ClientError(400, '"by" must be text: who is acting')
+        return by[:80] if by else f"api ({request.client})"
 
     def _api_ack(self, request: Request) -> Response:
-        incident = self.engine.acknowledge(
-            int(request.params["id"]), by=self._who(request), source="api"
-        )
+        # Everything is read before anything is done: a bad request changes nothing.
+        incident_id, by = request.id_param(), self._who(request)
+        incident = self.engine.acknowledge(incident_id, by=by, source="api")
         if incident is None:
             return json_response({"error": "no such incident"}, 404)
         return json_response(public_view(incident))
 
     def _api_resolve(self, request: Request) -> Response:
-        incident = self.engine.resolve(int(request.params["id"]), by=self._who(request))
+        incident_id, by = request.id_param(), self._who(request)
+        incident = self.engine.resolve(incident_id, by=by)
         if incident is None:
             return json_response({"error": "no such incident"}, 404)
         return json_response(public_view(incident))
@@ -576,7 +593,8 @@ def _window(query: dict[str, list[str]]) -> tuple[int, int]:
 
     def number(name: str) -> int:
         raw = (query.get(name) or ["0"])[0]
-        return int(raw) if raw.isdigit() else 0
+        # isdigit alone takes "²", which int() refuses; nine digits outnumber any site.
+        return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else 0
 
     return number("offset"), number("limit")
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import secrets
 import threading
 import time
@@ -541,19 +542,24 @@ class Checkins:
         return response
 
 
+_EXIT_CODE = re.compile(r"-?[0-9]{1,9}")
+
+
 def _signal_of(what: str | None, query: dict[str, list[str]]) -> tuple[bool, int | None, str]:
     """(ok, exit code, problem) from the URL's last part and ``?exit_code=``."""
     raw = (query.get("exit_code") or [None])[0]
     exit_code = None
     if raw is not None:
-        if not raw.strip().lstrip("-").isdigit():
-            return False, None, f"exit_code must be a number, got {raw[:20]!r}"
+        # ASCII digits only ("²" passes isdigit, not int), and few enough of them for
+        # the state file's integer column.
+        if not _EXIT_CODE.fullmatch(raw.strip()):
+            return False, None, f"exit_code must be a whole number, got {raw[:20]!r}"
         exit_code = int(raw)
     if what is None or what == "":
         return (exit_code in (None, 0)), exit_code, ""
     if what == "fail":
         return False, exit_code, ""
-    if what.isdigit() and len(what) <= 3:
+    if what.isascii() and what.isdigit() and len(what) <= 3:
         code = int(what)
         return code == 0, code, ""
     return (

@@ -23,6 +23,16 @@ from watcher import __version__
 from watcher.config import Config, ConfigError, load_config
 
 EXIT_OK, EXIT_FAILING, EXIT_CONFIG = 0, 1, 2
+# What a helpdesk's refusal most likely means, said before its own words
+REFUSALS = {
+    400: "refused as invalid (a required field is missing, or a configured name or id does not exist)",
+    401: "wrong credentials (check the user, password, token or key)",
+    403: "permission denied (the API user lacks a right this needs; the README lists each helpdesk's)",
+    404: "not found (check url: and the project, board, queue or ids the config names)",
+    409: "conflict (the ticket's state does not allow this)",
+    422: "refused as invalid (a required field is missing, or a configured name or id does not exist)",
+    429: "rate limited (try again later)",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -405,7 +415,6 @@ def cmd_test_integration(args: argparse.Namespace) -> int:
     from integrations.base import DeliveryError, TicketContent
     from watcher.app import build_integrations
     from watcher.httpclient import HttpClients
-    from watcher.secret import redact
 
     config = load_config(args.config)
     built = build_integrations(config, HttpClients())
@@ -445,18 +454,26 @@ def cmd_test_integration(args: argparse.Namespace) -> int:
                     )
                     print(f"{key}: test ticket resolved")
                 except DeliveryError as exc:
-                    print(f"{key}: could not resolve the test ticket: {exc}")
+                    print(f"{key}: could not resolve the test ticket: {_refusal(exc)}")
             else:
                 integration.page(content)
                 print(f"{key}: test page sent")
                 integration.page_resolve(content)
         except DeliveryError as exc:
             kind = "temporary" if exc.retry else "permanent"
-            print(f"{key}: FAILED ({kind}): {redact(str(exc))}", file=sys.stderr)
+            print(f"{key}: FAILED ({kind}): {_refusal(exc)}", file=sys.stderr)
             status = EXIT_FAILING
         finally:
             integration.close()
     return status
+
+
+def _refusal(exc: Exception) -> str:
+    """A delivery error in one line, what the refusal most likely means first."""
+    from watcher.secret import redact
+
+    meaning = REFUSALS.get(getattr(exc, "status", None) or 0)
+    return f"{meaning}: {redact(str(exc))}" if meaning else redact(str(exc))
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

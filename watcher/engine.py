@@ -107,6 +107,7 @@ class Engine:
             return steps
         with self._lock, self._write() as db:
             self.store.save_results(db, results)
+            steps.extend(self._answered_per_item(db, results))
             now = self.clock()
             gate = self.suppressor
             gate.saw(results)
@@ -146,6 +147,35 @@ class Engine:
                     if step.incident is not None and step.incident.suppressed == "grouping":
                         grouping.append(fingerprint)
             steps.extend(self._settle_outages(db, grouping, now))
+        return steps
+
+    def _answered_per_item(self, db: sqlite3.Connection, results: Sequence[Result]) -> list[Step]:
+        """Clears what a check left when it failed as a whole with one unlabelled error
+        (as a check whose items are found at run time does) once it answers per item
+        again: no later result has that key, so nothing else would ever replace the error
+        or clear its incidents. Pending ones are dropped, open ones resolved."""
+        whole = {(r.target, r.probe) for r in results if not r.item}
+        answered: dict[tuple[str, str], Result] = {}
+        for r in results:
+            if r.item and (r.target, r.probe) not in whole:
+                answered.setdefault((r.target, r.probe), r)
+        if not answered:
+            return []
+        stale = [(t, p, "") for t, p in answered if (t, p, "") in self._latest]
+        if stale:
+            self.store.forget_latest(db, stale)
+            for key in stale:
+                del self._latest[key]
+                self.suppressor.forget(*key)
+        steps = []
+        for incident in list(self._incidents.values()):
+            first = answered.get((incident.target, incident.probe))
+            if first is None or incident.item or incident.state == "resolved":
+                continue
+            note = f"{incident.probe} answers per item again ({first.item}: {first.message})"
+            step = tracker.resolve_by_hand(incident, self.policy, first.at, by="watcher", note=note)
+            self._apply(db, step, first.at)
+            steps.append(step)
         return steps
 
     def _settle_outages(

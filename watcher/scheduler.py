@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from probes.base import Probe, ProbeContext, Result, run_probe
+from probes.base import Probe, ProbeContext, Result, item_labels, run_probe
 from watcher.config import ProbeSpec, Target
 from watcher.metrics import Metrics
 
@@ -137,7 +137,7 @@ class Scheduler:
                 if job.overran == job.run_number:
                     # Each turn a run past its hard timeout keeps from starting says so: the
                     # rules that hold on errors (probe-error: for 15m) need more than one.
-                    self.on_results([self._overran_result(job, time.monotonic() - job.started)])
+                    self.on_results(self._overran_results(job, time.monotonic() - job.started))
                 return
             job.running = True
             job.started = time.monotonic()
@@ -183,22 +183,26 @@ class Scheduler:
         for job in overdue:
             self.metrics.scheduler_timeouts.inc()
             log.error("%s ran past its hard timeout of %.0fs", job.name, job.timeout)
-            self.on_results([self._overran_result(job, now - job.started)])
+            self.on_results(self._overran_results(job, now - job.started))
 
-    def _overran_result(self, job: Job, elapsed: float) -> Result:
-        return Result(
-            target=job.target.name,
-            probe=job.spec.id,
-            kind=job.spec.kind,
-            status="error",
-            message=f"check did not finish within its timeout of {job.timeout:.0f}s (still running after {elapsed:.0f}s)",
-            metrics={},
-            labels={},
-            evidence="",
-            duration_s=elapsed,
-            at=self.clock(),
-            reason="timeout",
-        )
+    def _overran_results(self, job: Job, elapsed: float) -> list[Result]:
+        at = self.clock()
+        return [
+            Result(
+                target=job.target.name,
+                probe=job.spec.id,
+                kind=job.spec.kind,
+                status="error",
+                message=f"check did not finish within its timeout of {job.timeout:.0f}s (still running after {elapsed:.0f}s)",
+                metrics={},
+                labels=labels,
+                evidence="",
+                duration_s=elapsed,
+                at=at,
+                reason="timeout",
+            )
+            for labels in item_labels(job.probe)  # one per item, as its results are keyed
+        ]
 
     # ------------------------------------------------------------------ one round
 
@@ -216,7 +220,7 @@ class Scheduler:
             if future in done:
                 results.extend(future.result())
             else:
-                results.append(self._overran_result(job, longest))
+                results.extend(self._overran_results(job, longest))
         return results
 
 

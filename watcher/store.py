@@ -422,6 +422,10 @@ class Store:
             )
             self.writes += 2 * len(history)
 
+    def forget_latest(self, db: sqlite3.Connection, keys: Iterable[tuple[str, str, str]]) -> None:
+        """Drops latest results that no longer stand (their history stays)."""
+        db.executemany("DELETE FROM latest WHERE target=? AND probe=? AND item=?", list(keys))
+
     def latest(self, target: str | None = None) -> list[Result]:
         if target is None:
             rows = self.query("SELECT data FROM latest ORDER BY target, probe, item")
@@ -597,6 +601,20 @@ class Store:
             covered_from.update(earliest)
         points.sort(key=lambda p: (p.at, p.item))
         return points
+
+    def last_value(
+        self, target: str, probe: str, metric: str, item: str, start: datetime, end: datetime
+    ) -> float | None:
+        """The newest raw value of one metric of one item in [start, end); None if no
+        result kept raw in that stretch has it (compaction keeps only summaries)."""
+        path = f'$."{metric}"'
+        rows = self.query(
+            "SELECT json_extract(metrics, ?) AS v FROM results WHERE target=? AND probe=?"
+            " AND item=? AND at>=? AND at<? AND json_extract(metrics, ?) IS NOT NULL"
+            " ORDER BY at DESC LIMIT 1",
+            (path, target, probe, item, start.timestamp(), end.timestamp(), path),
+        )
+        return float(rows[0]["v"]) if rows else None
 
     def series_keys(self, since: datetime | None = None) -> list[tuple[str, str, str, str]]:
         """(target, probe, item, kind) of every series with history, newest knowledge first:

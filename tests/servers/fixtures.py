@@ -23,6 +23,7 @@ from .disk import SmallFs
 from .httpd import HTTPTestServer
 from .mail import MailServer, SmtpSink
 from .prometheus import BlackboxExporter, Prometheus
+from .redmine import Redmine
 from .rt import RequestTracker
 from .sshd import (
     BastionPair,
@@ -220,6 +221,18 @@ def request_tracker() -> Iterator[RequestTracker]:
     rt = RequestTracker(make_workdir("rt")).start()
     yield rt
     rt.stop()
+
+
+# --------------------------------------------------------------------------- Redmine
+
+
+@pytest.fixture(scope="session")
+def redmine() -> Iterator[Redmine]:
+    """Redmine 5 with the REST API on, a fresh SQLite DB, project "ops", custom field
+    "Watcher Fingerprint" (~8 s to set up). Shared: give each test its own fingerprints."""
+    server = Redmine(make_workdir("redmine")).start()
+    yield server
+    server.stop()
 
 
 # --------------------------------------------------------------------------- Prometheus

@@ -632,7 +632,8 @@ def _load_key(path: Path, settings: SshSettings) -> paramiko.PKey:
         )
     passphrase = settings.passphrase.reveal().encode() if settings.passphrase else None
     try:
-        return paramiko.PKey.from_path(path, password=passphrase)
+        # positional: paramiko 5 renamed this argument (passphrase -> password)
+        return paramiko.PKey.from_path(path, passphrase)
     except (paramiko.SSHException, ValueError, TypeError, OSError) as exc:
         # An encrypted key without a passphrase: paramiko's loader raises
         # PasswordRequiredException, cryptography's (OpenSSH format) a TypeError.
