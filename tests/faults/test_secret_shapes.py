@@ -207,3 +207,16 @@ def test_validate_never_prints_a_secret_written_in_the_wrong_shape(
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"{path}:{line}:" in done.stderr, done.stderr
     assert PASSWORD not in done.stdout + done.stderr, done.stderr
+
+
+def test_a_successful_validate_does_not_print_a_secret_reused_elsewhere(tmp_path: Path) -> None:
+    # found by the config fuzz: the same ${VAR} as a check-in token and as the site name
+    path = tmp_path / "watcher.yml"
+    path.write_text(
+        'site: "${SHOP_PASSWORD}"\n'
+        'checkins:\n  - {name: backup, period: 1d, token: "${SHOP_PASSWORD}"}\n'
+    )
+    done = _cli("validate", "-c", str(path), cwd=tmp_path, env={"SHOP_PASSWORD": PASSWORD})
+    assert done.returncode == 0, done.stderr
+    assert "ok: site ********" in done.stdout, done.stdout
+    assert PASSWORD not in done.stdout + done.stderr
