@@ -148,7 +148,7 @@ PageContent = TicketContent
 class IntegrationConfig(BaseModel):
     """Options every integration accepts beside its own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str | None = None
 

@@ -153,7 +153,7 @@ class Result:
 class ProbeConfig(BaseModel):
     """Options every probe accepts beside its own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str | None = None
     interval: timedelta | None = None

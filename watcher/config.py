@@ -80,7 +80,10 @@ OptionalInterval = Annotated[
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # "inf" and "nan" as text would pass as floats: no setting means either
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
 
 class Defaults(Model):

@@ -64,6 +64,12 @@ SHAPES: dict[str, tuple[bytes, str, str]] = {
         "2:22",
         "'.inf' is not a finite number",
     ),
+    "infinity as text": (
+        b"site: acme\ntargets:\n  - name: web\n    probes:\n"
+        b'      - http: {url: "http://127.0.0.1/", cert_min_days: "inf"}\n',
+        "5:",
+        "Input should be a finite number",
+    ),
     "a huge duration": (
         b"site: acme\ndefaults: {timeout: 99999999999999999999d}\n",
         "2:21",
