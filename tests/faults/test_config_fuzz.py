@@ -255,7 +255,6 @@ class Figures:
     worst_bytes: int = 0
     worst_bytes_kind: str = ""
     total_seconds: float = 0.0
-    failures: list[str] = field(default_factory=list)
 
 
 def validate_in_process(path: Path) -> tuple[int, str, float, int]:
