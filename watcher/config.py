@@ -44,6 +44,7 @@ from watcher.outage import OutageConfig
 from watcher.secret import Secret
 from watcher.sla import WEEKDAYS, BusinessCalendar
 from watcher.yamlsource import (
+    MAX_ISSUES,
     ConfigError,
     ConfigIssue,
     Located,
@@ -1169,7 +1170,8 @@ def _validation_issues(
     exc: ValidationError, located: Located, root: type[BaseModel]
 ) -> list[ConfigIssue]:
     issues = []
-    for error in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for error in errors[:MAX_ISSUES]:
         raw_loc = tuple(error["loc"])
         path = _data_path(raw_loc, located.data)
         kind = error["type"]
@@ -1226,7 +1228,7 @@ def _validation_issues(
         issues.append(ConfigIssue(mark, format_path(path), message, hint))
     # A union reports each member's complaint; the deepest path is the useful one.
     paths = {i.path for i in issues}
-    return [
+    deepest = [
         i
         for i in issues
         if not any(
@@ -1234,6 +1236,17 @@ def _validation_issues(
             for p in paths
         )
     ]
+    if len(errors) > MAX_ISSUES:
+        path = _data_path(tuple(errors[MAX_ISSUES]["loc"]), located.data)
+        deepest.append(
+            ConfigIssue(
+                located.mark(path),
+                format_path(path),
+                f"and {len(errors) - MAX_ISSUES} more problems from here on",
+                "fix the ones above and run watcher validate again",
+            )
+        )
+    return deepest
 
 
 _REPR = reprlib.Repr()

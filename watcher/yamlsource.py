@@ -57,14 +57,32 @@ class ConfigIssue:
         return f"{text}\n    hint: {self.hint}" if self.hint else text
 
 
+# More problems than this are not listed one by one: a generated file with a mistake on
+# every line would otherwise print (and hold) a line per value.
+MAX_ISSUES = 100
+
+
 class ConfigError(Exception):
-    """Raised with every issue found, not only the first."""
+    """Raised with every issue found, not only the first (up to MAX_ISSUES of them)."""
 
     def __init__(self, issues: Iterable[ConfigIssue]) -> None:
-        self.issues = sorted(
+        ordered = sorted(
             issues,
             key=lambda i: (i.mark.file, i.mark.line, i.mark.column) if i.mark else ("", 0, 0),
         )
+        if len(ordered) > MAX_ISSUES:
+            rest = ordered[MAX_ISSUES:]
+            count = len(rest)
+            ordered = [
+                *ordered[:MAX_ISSUES],
+                ConfigIssue(
+                    rest[0].mark,
+                    "",
+                    f"and {count} more problem{'s' if count != 1 else ''} from here on",
+                    "fix the ones above and run watcher validate again",
+                ),
+            ]
+        self.issues = ordered
         super().__init__(self.render())
 
     def render(self) -> str:
@@ -73,13 +91,20 @@ class ConfigError(Exception):
         return "\n".join([head, *(str(i) for i in self.issues)])
 
 
+# A node of the mark tree: (line, column, kids), 0-based like libyaml's marks; kids is
+# {key: (key line, key column, node)} for a mapping, [node, ...] for a sequence, None for
+# a scalar. A tuple per value: the composed node tree held two Mark objects per value,
+# over 300 MB for a 6 MB file.
+_MarkNode = tuple[int, int, Any]
+
+
 @dataclass
 class Located:
     """Loaded YAML data, and the text it came from for the marks of errors.
 
-    A mark is found, only when an error needs one, by composing the text again and walking
-    the YAML nodes: keeping a mark per value, or the node tree, for as long as the config
-    is checked cost about 90 MB and seconds for a 10,000-target file.
+    A mark is found, only when an error needs one, by reading the text again into a tree
+    of positions and walking it: keeping a mark per value, or the node tree, for as long
+    as the config is checked cost about 90 MB and seconds for a 10,000-target file.
 
     ``from_env`` maps the path of every value that ``${VAR}`` expansion changed to what
     the file wrote there, so that an error can name ``${VAR}`` instead of printing its value.
@@ -89,43 +114,72 @@ class Located:
     file: str
     text: str | None = field(default=None, repr=False)
     from_env: dict[PathKey, tuple[str, str]] = field(default_factory=dict, repr=False)
-    _root: yaml.Node | None = field(default=None, repr=False)
+    _root: _MarkNode | None = field(default=None, repr=False)
 
     def mark(self, path: PathKey, *, key: bool = False) -> Mark | None:
         """The mark of ``path`` (of its key, with ``key=True``), or of its nearest
         ancestor that has one."""
         if self._root is None and self.text:
-            loader = _Loader(self.text)
-            try:
-                self._root = loader.get_single_node()
-            except yaml.YAMLError:
-                self._root = None
-            finally:
-                loader.dispose()
+            self._root = _mark_tree(self.text)
         node = self._root
         if node is None:
             return Mark(self.file, 1, 1)
-        key_node: yaml.Node | None = None
+        key_mark: tuple[int, int] | None = None
         for part in path:
-            child = _child(node, part)
-            if child is None:
+            kids = node[2]
+            if isinstance(kids, dict) and str(part) in kids:
+                line, column, node = kids[str(part)]
+                key_mark = (line, column)
+            elif isinstance(kids, list) and isinstance(part, int) and 0 <= part < len(kids):
+                node, key_mark = kids[part], None
+            else:
                 break
-            key_node, node = child
-        return _mark(self.file, key_node if key and key_node is not None else node)
+        line, column = key_mark if key and key_mark is not None else node[:2]
+        return Mark(self.file, line + 1, column + 1)
 
 
-def _child(node: yaml.Node, part: str | int) -> tuple[yaml.Node | None, yaml.Node] | None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(part):
-                return key_node, value_node
-    elif (
-        isinstance(node, yaml.SequenceNode)
-        and isinstance(part, int)
-        and 0 <= part < len(node.value)
-    ):
-        return None, node.value[part]
-    return None
+def _mark_tree(text: str) -> _MarkNode | None:
+    """The position of every value in ``text``, or None if it does not parse."""
+    loader = _Loader(text)
+    anchors: dict[str, _MarkNode] = {}
+
+    def node(depth: int) -> _MarkNode:
+        event = loader.get_event()
+        here = (event.start_mark.line, event.start_mark.column)
+        if isinstance(event, yaml.AliasEvent):
+            return anchors.get(event.anchor, (*here, None))
+        if depth > MAX_DEPTH:
+            raise yaml.YAMLError("nested too deep")  # the load has refused it already
+        kids: Any = None
+        if isinstance(event, yaml.SequenceStartEvent):
+            kids = []
+            while not loader.check_event(yaml.SequenceEndEvent):
+                kids.append(node(depth + 1))
+            loader.get_event()
+        elif isinstance(event, yaml.MappingStartEvent):
+            kids = {}
+            while not loader.check_event(yaml.MappingEndEvent):
+                key_event = loader.peek_event()
+                key = node(depth + 1)
+                value = node(depth + 1)
+                if isinstance(key_event, yaml.ScalarEvent):
+                    kids.setdefault(key_event.value, (key[0], key[1], value))
+            loader.get_event()
+        built = (*here, kids)
+        if event.anchor:
+            anchors[event.anchor] = built
+        return built
+
+    try:
+        loader.get_event()  # stream start
+        if loader.check_event(yaml.StreamEndEvent):
+            return None
+        loader.get_event()  # document start
+        return node(0)
+    except yaml.YAMLError:
+        return None
+    finally:
+        loader.dispose()
 
 
 def format_path(path: Iterable[str | int]) -> str:
@@ -174,13 +228,10 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
     pass
 
 
-def _mark(file: str, node: yaml.Node) -> Mark:
-    return Mark(file, node.start_mark.line + 1, node.start_mark.column + 1)
-
-
 # Bounds on what a config file may make the loader do. A site's real config is far below
-# each; past them a file is refused with a sentence instead of eating the machine.
-MAX_FILE_BYTES = 16 * 1024 * 1024
+# each (10,000 targets write about 2.6 MB); past them a file is refused with a sentence
+# instead of eating the machine. Within them, memory grows with the file's size.
+MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 64
 # Aliases are references, cheap to load, but every later step (validation, an error
 # message) walks them expanded: "billion laughs" is a few lines of YAML. A file's aliases
@@ -385,6 +436,15 @@ class _Builder:
     def mark(self, event: yaml.Event) -> Mark:
         return Mark(self.file, event.start_mark.line + 1, event.start_mark.column + 1)
 
+    def check_issues(self, event: yaml.Event) -> None:
+        if len(self.issues) >= MAX_ISSUES:
+            self.abort(
+                event,
+                (),
+                f"stopped reading here after {MAX_ISSUES} problems",
+                "fix the ones above and run watcher validate again",
+            )
+
     def abort(self, event: yaml.Event, path: PathKey, message: str, hint: str = "") -> None:
         where = format_path(path[:8]) + ("..." if len(path) > 8 else "")
         self.issues.append(ConfigIssue(self.mark(event), where, message, hint))
@@ -410,6 +470,7 @@ class _Builder:
 
     def value(self, path: PathKey) -> Any:
         event = self.loader.get_event()
+        self.check_issues(event)
         if isinstance(event, yaml.AliasEvent):
             if event.anchor not in self.anchors:
                 self.issues.append(

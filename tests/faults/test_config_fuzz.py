@@ -383,6 +383,9 @@ WORST_SHAPES = {
     "date-2026-02-30": b"site: d\nbusiness_hours: {holidays: [2026-02-30]}\n",
     "nul-bytes": b"site: n\n# a comment \x00 with NUL\ntargets: []\x00\n",
     "invalid-utf8": b"site: u\ntargets:\n  - name: caf\xe9\n",
+    "duplicate-key-on-20k-lines": b"site: many\n" + b"x: 1\n" * 20_000,
+    "unknown-key-on-20k-targets": b"site: many\ntargets:\n"
+    + b"".join(b"  - {name: t%d, bogus: 1}\n" % i for i in range(20_000)),
     "huge-duration": b"site: h\ndefaults: {interval: 99999999999999999999999d}\n",
 }
 
