@@ -147,8 +147,9 @@ def redact(text: str) -> str:
     return _mask_cut_ends(text)
 
 
-# A secret's piece this long at a cut edge is masked; shorter ones are too likely words.
-_MIN_PIECE = 6
+# A secret's piece at a cut edge is masked when it is this long and not only letters:
+# shorter pieces, and words ("password" at the start of a message), are too likely text.
+_MIN_PIECE = 8
 
 
 def _mask_cut_ends(text: str) -> str:
@@ -159,12 +160,12 @@ def _mask_cut_ends(text: str) -> str:
             continue
         if text[-1] in value:
             for size in range(len(value) - 1, _MIN_PIECE - 1, -1):
-                if text.endswith(value[:size]):
+                if text.endswith(value[:size]) and not value[:size].isalpha():
                     text = text[:-size] + "********"
                     break
         if text[0] in value:
             for size in range(len(value) - 1, _MIN_PIECE - 1, -1):
-                if text.startswith(value[-size:]):
+                if text.startswith(value[-size:]) and not value[-size:].isalpha():
                     text = "********" + text[size:]
                     break
     return text
