@@ -131,6 +131,7 @@ class TicketContent:
     action: str = ""  # what this delivery does: open, comment, resolve, page, ...
     delivery_id: int = 0  # the outbox row, unique per delivery: receivers can dedup on it
     escalation: int = 0  # escalation steps notified so far (an ``escalate`` action: its step)
+    check: str = ""  # the check that found it: probe and item (``disk /var``)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -200,6 +201,12 @@ class Integration:
     def find(self, fingerprint: str) -> TicketRef | None:
         """An open ticket carrying this fingerprint, or None (also when search is impossible)."""
         return None
+
+    @property
+    def searchable(self) -> bool:
+        """True if ``find`` asks the helpdesk: a ticket opened by a watcher killed before it
+        recorded it is adopted, not opened again."""
+        return type(self).find is not Integration.find
 
     def status(self, ref: TicketRef) -> TicketStatus | None:
         """The ticket's state in the helpdesk, or None when it cannot be read."""

@@ -20,6 +20,7 @@ PARTS = [
     "mail-and-checkins.md",
     "20-rules.md",
     "integrations.md",
+    "alertmanager.md",
     "alert-quality.md",
     "audits.md",
     "80-cli-http.md",

@@ -27,6 +27,7 @@ packages=(
   monitoring-plugins-basic monitoring-plugins-standard
   chromium
   iproute2 procps util-linux sqlite3 ca-certificates
+  prometheus-alertmanager
 )
 if [ "$want_bench" = 1 ]; then
   packages+=(nginx-light monitoring-plugins curl)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import logging
 import os
 import queue
@@ -37,16 +36,21 @@ from watcher.incident import public_view
 from watcher.metrics import Metrics
 from watcher.outbox import Dispatcher
 from watcher.scheduler import Job, Scheduler
-from watcher.store import Store
+from watcher.statefile import (
+    StateLocked,
+    acquire_run_lock,
+    check_state_file,
+    release_run_lock,
+)
+from watcher.status_page import page_response, render_status_page
+from watcher.store import SCHEMA_VERSION, StateWriteError, Store
 from watcher.transports import Runners
 from watcher.web import (
     ClientError,
     Request,
     Response,
     WebServer,
-    escape,
     json_response,
-    page,
     text_response,
 )
 
@@ -57,12 +61,10 @@ log = logging.getLogger("watcher")
 TICK_EVERY = 5.0
 BATCH_WINDOW = 0.1
 COMPACT_EVERY = 3600.0
+# SIGTERM to exit within 5 s, whatever checks and deliveries are doing.
+SHUTDOWN_BUDGET = 4.0
 # Rows of latest results the status page shows; a large site narrows them by query.
 PAGE_ROWS = 500
-
-
-class StateLocked(RuntimeError):
-    pass
 
 
 def configure_logging(level: str) -> None:
@@ -99,34 +101,6 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = 256 * 1024) -> None:
             libc.mallopt(-8, arenas)  # M_ARENA_MAX
         if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
             libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD, which also stops it moving
-
-
-def acquire_run_lock(state: Path) -> int:
-    """Holds an exclusive lock beside the state file for as long as the process lives."""
-    state.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(f"{state}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StateLocked(f"another watcher is running on {state}") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
-    return fd
-
-
-def state_is_locked(state: Path) -> bool:
-    try:
-        fd = os.open(f"{state}.lock", os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def build_integrations(config: Config, http: HttpClients) -> dict[str, Integration]:
@@ -198,10 +172,11 @@ class ResultSink:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
-        self._thread.join(30)
-        self._drain()
+        self._thread.join(timeout)
+        if not self._thread.is_alive():  # else the engine is still busy with a batch
+            self._drain()
 
     @property
     def alive(self) -> bool:
@@ -248,6 +223,8 @@ class ResultSink:
                     self._last_compact = now
                     h = self.config().model.history
                     self.store.compact(datetime.now(UTC), raw=h.raw, hourly=h.hourly, daily=h.daily)
+            except StateWriteError:
+                pass  # the store reports a state file it cannot write, once a minute
             except Exception:  # a bad batch must not stop incident tracking for good
                 log.exception("engine error")
 
@@ -274,8 +251,15 @@ class App:
         tune_malloc()  # before the threads that would each take an arena
         self.config_path = Path(config_path)
         self.config = config or load_config(self.config_path)
-        self._lock_fd = acquire_run_lock(self.config.state_path)
-        self.store = Store(self.config.state_path)
+        # What the header tells is refused before a lock file appears beside the file;
+        # the store reads the rest under the lock, and a refusal takes the lock file away.
+        check_state_file(self.config.state_path, SCHEMA_VERSION, contents=False)
+        self._lock_fds = acquire_run_lock(self.config.state_path)
+        try:
+            self.store = Store(self.config.state_path)
+        except BaseException:
+            release_run_lock(self._lock_fds, self.config.state_path)
+            raise
         self.metrics = Metrics()
         self.http = HttpClients()
         self.runners = Runners(self.config.model, base_dir=self.config.base_dir)
@@ -302,6 +286,9 @@ class App:
         self.metrics.watch_results(self.engine.latest)
         self.metrics.watch_state(
             self.engine.incident_counts, self.store.outbox_counts, self.engine.held_counts
+        )
+        self.metrics.watch_state_file(
+            lambda: self.store.writable, lambda: self.store.write_failures
         )
         self.web: WebServer | None = None
         self._stop = threading.Event()
@@ -358,17 +345,25 @@ class App:
         self._stop.set()
 
     def shutdown(self) -> None:
-        log.info("stopping: finishing running checks and deliveries")
-        self.scheduler.stop(wait_for_probes=True)
-        self.audits.stop()
-        self.sink.stop()
-        self.poller.stop()
-        self.dispatcher.stop()
+        """Stops within SHUTDOWN_BUDGET whatever checks and deliveries are doing: running
+        checks are cut (their results dropped), deliveries in flight get a moment and are
+        then cut too (what was not delivered stays in the outbox for the next start)."""
+        log.info("stopping: cutting running checks, finishing deliveries in flight")
+        end = time.monotonic() + SHUTDOWN_BUDGET
+
+        def left(at_most: float) -> float:
+            return max(0.1, min(at_most, end - time.monotonic()))
+
+        self.scheduler.stop(wait_for_probes=True, timeout=left(1.0))
+        self.audits.stop(timeout=left(0.5))
+        self.sink.stop(timeout=left(1.0))
+        self.poller.stop(timeout=left(0.5))
+        self.dispatcher.stop(timeout=left(2.0))
         if self.web:
             self.web.stop()
         self.runners.close()
         self.store.close()
-        os.close(self._lock_fd)
+        release_run_lock(self._lock_fds)
         log.info("stopped")
 
     def reload(self) -> bool:
@@ -386,7 +381,7 @@ class App:
         if new.state_path != self.config.state_path or new.model.listen != self.config.model.listen:
             log.warning("state: and listen: changes take effect at the next restart")
         old_scheduler = self.scheduler
-        old_scheduler.stop(wait_for_probes=False)
+        old_scheduler.stop(wait_for_probes=False, cut=False)
         old_dispatcher = self.dispatcher
         old_dispatcher.stop()
         self.runners.close()
@@ -416,6 +411,8 @@ class App:
             return False, "scheduler stalled"
         if not self.sink.alive:
             return False, "engine stalled"
+        if not self.store.writable:
+            return False, f"state file cannot be written: {self.store.write_problem}"
         return True, "ok"
 
     # --------------------------------------------------------------------- routes
@@ -433,6 +430,9 @@ class App:
         from watcher.maintenance_api import routes as maintenance_routes
 
         maintenance_routes(web, self)
+        from watcher.alertmanager_api import attach as attach_alertmanager
+
+        attach_alertmanager(self).routes(web)
 
     def _metrics(self, request: Request) -> Response:
         gzip = "gzip" in request.headers.get("accept-encoding", "")
@@ -495,42 +495,7 @@ class App:
             return json_response({"error": "no such incident"}, 404)
         return json_response(public_view(incident))
 
-    def _maintenance_now(self) -> str:
-        """The maintenance windows on now, for the status page."""
-        now = self.engine.clock()
-        active = self.engine.suppressor.maintenance.active(now)
-        if not active:
-            return ""
-        tz = self.config.calendar.tz
-        items = "".join(
-            f"<li>{escape(w.name)}: {escape(', '.join([*w.config.targets, *(f'{k}={v}' for k, v in w.config.labels.items())]))}"
-            f" until {escape(end.astimezone(tz).strftime('%Y-%m-%d %H:%M %Z'))}"
-            + (f" ({escape(w.config.reason)})" if w.config.reason else "")
-            + "</li>"
-            for w, end in active
-        )
-        return f"<h2>Maintenance now</h2><ul>{items}</ul>"
-
     def _status_page(self, request: Request) -> Response:
-        from watcher.render import local_time
-        from watcher.suppression import describe
-
-        calendar = self.config.calendar
-        incidents = [i for i in self.engine.incidents() if i.state != "resolved"]
-        rows = []
-        for i in sorted(incidents, key=lambda i: (i.priority or "P9", i.id or 0)):
-            rows.append(
-                f'<tr class="{escape(i.priority or "")}"><td>{i.id}</td><td>{escape(i.priority or "-")}</td>'
-                f"<td>{escape(i.state)}</td><td>{escape(i.target)}</td><td>{escape(i.summary or i.message)}</td>"
-                f'<td title="{escape(i.suppressed_why)}">{escape(describe(i))}</td>'
-                f"<td>{escape(local_time(i.response_due, calendar))}</td><td>{escape(local_time(i.resolve_due, calendar))}</td></tr>"
-            )
-        incident_table = (
-            "<table><tr><th>#</th><th>priority</th><th>state</th><th>target</th><th>summary</th><th>note</th>"
-            "<th>respond by</th><th>resolve by</th></tr>" + "".join(rows) + "</table>"
-            if rows
-            else "<p>No open incidents.</p>"
-        )
         everything = self.engine.latest()
         chosen, problem = select_results(everything, request.query)
         if problem:
@@ -539,34 +504,17 @@ class App:
             # Problems first: on a large site the page shows what needs eyes, not the
             # first few hundred healthy checks in name order.
             chosen.sort(key=lambda r: (r.status == "ok", r.key))
-        shown = chosen[:PAGE_ROWS]
-        results = []
-        for r in shown:
-            results.append(
-                f"<tr><td>{escape(r.target)}</td><td>{escape(r.probe)} {escape(r.item)}</td>"
-                f'<td class="{escape(r.status)}">{escape(r.status)}</td><td>{escape(r.message)}</td>'
-                f"<td>{escape(local_time(r.at, calendar))}</td></tr>"
-            )
-        results_table = (
-            "<table><tr><th>target</th><th>check</th><th>status</th><th>message</th><th>at</th></tr>"
-            + "".join(results)
-            + "</table>"
+        html = render_status_page(
+            site=self.config.site,
+            calendar=self.config.calendar,
+            targets=len(self.config.model.targets),
+            incidents=[i for i in self.engine.incidents() if i.state != "resolved"],
+            maintenance=self.engine.suppressor.maintenance.active(self.engine.clock()),
+            shown=chosen[:PAGE_ROWS],
+            matched=len(chosen),
+            everything=everything,
         )
-        site = escape(self.config.site)
-        failing = sum(1 for r in everything if r.status != "ok")
-        heading = f"{len(everything)} checks on {len(self.config.model.targets)} targets, {failing} not ok"
-        more = (
-            f"<p>Showing {len(shown)} of {len(chosen)}. Narrow it with <code>?status=fail,error</code> "
-            "or <code>?target=NAME</code>; <code>/api/results</code> takes the same and "
-            "<code>limit</code>, <code>offset</code>.</p>"
-            if len(shown) < len(chosen)
-            else ""
-        )
-        body = (
-            f"<h1>watcher: {site}</h1><h2>Incidents</h2>{incident_table}{self._maintenance_now()}"
-            f"<h2>Latest results ({escape(heading)})</h2>{more}{results_table}"
-        )
-        return page(f"watcher: {self.config.site}", body)
+        return page_response(html)
 
 
 def select_results(results: list[Result], query: dict[str, list[str]]) -> tuple[list[Result], str]:

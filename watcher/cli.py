@@ -22,6 +22,7 @@ from typing import Any
 from watcher import __version__
 from watcher.config import Config, ConfigError, load_config
 from watcher.secret import redact
+from watcher.statefile import StateFileError, StateLocked
 
 EXIT_OK, EXIT_FAILING, EXIT_CONFIG = 0, 1, 2
 # What a helpdesk's refusal most likely means, said before its own words
@@ -46,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(redact(str(exc)), file=sys.stderr)
+        return EXIT_CONFIG
+    except (StateFileError, StateLocked) as exc:
+        print(f"watcher: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except BrokenPipeError:
         return EXIT_OK
@@ -123,16 +127,11 @@ def _extend(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from watcher.app import App, StateLocked, configure_logging
+    from watcher.app import App, configure_logging
 
     config = load_config(args.config)
     configure_logging(config.model.log_level)
-    try:
-        app = App(args.config, config=config)
-    except StateLocked as exc:
-        print(f"watcher: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    return app.run()
+    return App(args.config, config=config).run()
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -313,7 +312,8 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 def _request(args: argparse.Namespace, config: Config, store: Any, incident_id: int) -> int:
     """Acks and resolves go through whoever owns the incidents: the running daemon if
     there is one (it applies queued requests within a second), else this process."""
-    from watcher.app import apply_requests, build_integrations, state_is_locked
+    from watcher.app import apply_requests, build_integrations
+    from watcher.statefile import state_is_locked
 
     now = datetime.now(UTC)
     request_id = store.request(args.action, incident_id, args.by, args.note, now)
@@ -349,6 +349,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     target = config.targets.get(args.target)
+    if target is None and config.state_path.exists():
+        # a target only Alertmanager names (its alerts' instance label) has results, no config
+        from watcher.store import Store as _Store
+
+        known = _Store(config.state_path).latest(args.target)
+        if known:
+            from watcher.config import Target
+
+            target = Target.model_construct(name=args.target, labels={}, depends_on=[], probes=[])
     if target is None:
         raise ConfigError(
             [
@@ -423,6 +432,14 @@ def cmd_test_integration(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     built = build_integrations(config, HttpClients())
     matches = {k: v for k, v in built.items() if args.name in (k, k.split("/", 1)[1])}
+    receiver = args.name in ("alertmanager", "alertmanager-webhook") and config.model.alertmanager
+    if receiver:  # the other direction: Alertmanager posting to this watcher
+        from watcher.alertmanager_api import test_receiver
+
+        ok, lines = test_receiver(config)
+        print("\n".join(f"alertmanager webhook: {line}" for line in lines))
+        if not matches:
+            return EXIT_OK if ok else EXIT_FAILING
     if not matches:
         print(
             f"no integration named {args.name!r}; configured: {', '.join(built) or 'none'}",
@@ -430,7 +447,7 @@ def cmd_test_integration(args: argparse.Namespace) -> int:
         )
         return EXIT_CONFIG
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    status = EXIT_OK
+    status = EXIT_OK if not receiver or ok else EXIT_FAILING
     for key, integration in matches.items():
         content = TicketContent(
             incident_id=0,

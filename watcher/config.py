@@ -33,6 +33,7 @@ from pydantic import (
 
 import integrations
 import probes
+from probes.alertmanager import AlertmanagerSettings
 from probes.base import Probe, ProbeConfig
 from rules.condition import RESULT_FIELDS
 from rules.engine import RuleSet
@@ -511,6 +512,8 @@ class WatcherConfig(Model):
     audits: list[AuditSchedule] = []
     targets: list[Target] = []
     checkins: list[Checkin] = []
+    # alerts pushed by Prometheus Alertmanager or Grafana (probes/alertmanager.py)
+    alertmanager: AlertmanagerSettings | None = None
     maintenance: list[MaintenanceConfig] = []
     outages: list[OutageConfig] = []
     flapping: FlappingConfig = FlappingConfig()

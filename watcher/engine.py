@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from probes.base import Result
 from watcher import tracker
-from watcher.config import Config
+from watcher.config import Config, Target
 from watcher.escalation import ESCALATION_ROUTE
 from watcher.incident import Action, Incident, fingerprint_of
 from watcher.outage import OUTAGE_PROBE
@@ -60,6 +60,9 @@ class Engine:
         self._to_wake: set[str] = set()
         self._holding: set[str] = set()
         self._tickers: list[Callable[[datetime], Sequence[Result]]] = []
+        # targets and checks known from what was pushed (alerts), not from the config
+        self._pushed_targets: dict[str, Target] = {}
+        self._pushed_checks: set[tuple[str, str]] = set()
         self._latest: dict[tuple[str, str, str], Result] = {r.key: r for r in store.latest()}
         # dependencies, outages, maintenance windows: who is held back (watcher/suppression.py)
         self.suppressor = Suppressor(store)
@@ -86,7 +89,7 @@ class Engine:
                 flapping_by_target={t.name: t.flapping.settings() for t in m.targets if t.flapping},
             )
             self.suppressor.configure(config)
-            self.targets = config.targets
+            self.targets = {**self._pushed_targets, **config.targets}
             self.routes: dict[str, list[str]] = {"tickets": [], "paging": [], "escalation": []}
             for role, kind, cfg in m.integrations.entries():
                 self.routes[role].append(f"{role}/{cfg.name or kind}")
@@ -96,6 +99,7 @@ class Engine:
             self.status_url = base + "/" if base else None
             self.checks = {(t.name, s.id) for t in m.targets for s in t.probe_specs()}
             self.checks |= {(c.result_target, c.name) for c in m.checkins}
+            self.checks |= self._pushed_checks
             self._latest = {k: v for k, v in self._latest.items() if (k[0], k[1]) in self.checks}
 
     # -------------------------------------------------------------------- results
@@ -203,6 +207,19 @@ class Engine:
 
     def latest(self) -> list[Result]:
         return list(self._latest.values())
+
+    def admit(self, target: Target, probe: str) -> None:
+        """Accepts results of ``probe`` on ``target`` though the config lists neither:
+        alerts pushed by Alertmanager name their targets themselves. A configured target
+        of the same name keeps its own settings; a reload keeps what was admitted."""
+        with self._lock:
+            if (target.name, probe) in self.checks:
+                return
+            self._pushed_checks.add((target.name, probe))
+            self.checks.add((target.name, probe))
+            if target.name not in self.targets:
+                self._pushed_targets[target.name] = target
+                self.targets[target.name] = target
 
     # ----------------------------------------------------------------- time passes
 

@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -162,6 +162,25 @@ class _StateCollector(Collector):
         return families
 
 
+class _StateFileCollector(Collector):
+    def __init__(self, writable: Callable[[], bool], failures: Callable[[], int]) -> None:
+        self._writable = writable
+        self._failures = failures
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        writable = GaugeMetricFamily(
+            "watcher_state_writable",
+            "1 if the last write to the state file succeeded, 0 while it cannot be written",
+        )
+        writable.add_metric([], 1.0 if self._writable() else 0.0)
+        failures = CounterMetricFamily(
+            "watcher_state_write_failures",
+            "Writes the state file or its volume refused (full, read-only, I/O error)",
+        )
+        failures.add_metric([], self._failures())
+        return [writable, failures]
+
+
 class Metrics:
     """Every metric watcher exports, in one registry."""
 
@@ -219,6 +238,9 @@ class Metrics:
         held: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
         self.registry.register(_StateCollector(incidents, outbox, held))
+
+    def watch_state_file(self, writable: Callable[[], bool], failures: Callable[[], int]) -> None:
+        self.registry.register(_StateFileCollector(writable, failures))
 
     def exposition(self, *, gzip: bool = False) -> bytes:
         """The text format; ``gzip`` compresses it as it is written (Prometheus asks for

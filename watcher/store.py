@@ -3,15 +3,26 @@
 One file in WAL mode, so the CLI can read while the daemon writes. Every change to an
 incident is written in the same transaction as the outbox rows it causes: a crash
 loses neither, and a restart resumes the deliveries that were pending.
+
+A delivery is two-phase: a durable "attempting" mark is committed before the call to
+the helpdesk or pager, and the outcome after it. An outcome that cannot be written (a
+full volume) is kept in memory, its action is not handed out again, and it is written
+when the file takes writes again. Failed writes are counted and reported (``writable``,
+``write_problem``), logged at most once a minute.
+
+The file is checked read-only before it is opened (``watcher.statefile``): a file that
+is not watcher's, is newer, or is damaged is refused untouched.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,8 +30,20 @@ from typing import Any, NamedTuple
 
 from probes.base import Result
 from watcher.incident import Event, Incident
+from watcher.statefile import APPLICATION_ID, StateFileError, check_state_file
 
-__all__ = ["Store", "OutboxRow", "Point", "SCHEMA_VERSION", "ROLLUP_DELAY"]
+__all__ = [
+    "Store",
+    "OutboxRow",
+    "Outcome",
+    "Point",
+    "SCHEMA_VERSION",
+    "ROLLUP_DELAY",
+    "StateFileError",
+    "StateWriteError",
+]
+
+log = logging.getLogger("watcher.store")
 
 MIGRATIONS: list[str] = [
     # 1: the spine
@@ -166,6 +189,12 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE checkins ADD COLUMN resumed_at TEXT;
     """,
+    # 6: two-phase delivery: when the attempt in flight began (NULL when none is), and how
+    # many attempts a stopped watcher left without an outcome (watcher/outbox.py)
+    """
+    ALTER TABLE outbox ADD COLUMN attempt_started REAL;
+    ALTER TABLE outbox ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -175,6 +204,16 @@ DAY = 86400
 # How long after an hour ends its results are rolled up: results are stamped when the
 # probe starts and stored when it finishes, at most a timeout later.
 ROLLUP_DELAY = timedelta(minutes=15)
+# How often a state file that cannot be written is logged while it stays so.
+WRITE_PROBLEM_LOG_EVERY = 60.0
+# SQLite primary result codes that mean the file cannot take writes (not a bug in a query):
+# PERM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB.
+_UNWRITABLE = {3, 8, 10, 11, 13, 14, 26}
+
+
+class StateWriteError(sqlite3.OperationalError):
+    """A write to the state file failed because of the file or its volume (full, read-only,
+    I/O error). The store has counted and reported it; callers retry later."""
 
 
 class Point(NamedTuple):
@@ -212,6 +251,22 @@ class OutboxRow:
     due_at: float
     last_error: str | None
     done_at: str | None
+    attempt_started: float | None = None  # set: an attempt began and has no outcome yet
+    interrupted: int = 0  # attempts a stopped watcher left without an outcome
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one delivery attempt, to be written to the outbox row: ``done``,
+    ``failed``, or ``pending`` again (a retry at ``due``); with the ticket it opened or
+    found, if any (external id, url)."""
+
+    action_id: int
+    state: str
+    at: datetime
+    error: str | None = None
+    due: datetime | None = None
+    ticket: tuple[int, str, str, str | None] | None = None  # incident, integration, id, url
 
 
 class Store:
@@ -220,53 +275,144 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if str(path) != ":memory:":
+            # Before anything writes to it: a refused file stays exactly as it was.
+            check_state_file(self.path, SCHEMA_VERSION)
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            str(path), check_same_thread=False, isolation_level=None, timeout=30
-        )
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives a killed process; only a power cut can lose the last commit.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
         self.writes = 0  # rows written, for the scale benchmark and /metrics
+        self.write_failures = 0  # writes the file or its volume refused
+        self._write_problem: str | None = None
+        # A volume that is nearly full can take one write and refuse the next: the line is
+        # kept to one a minute across such flickers, and a recovery is told only after a
+        # problem was.
+        self._problem_logged = float("-inf")
+        self._problem_told = False
+        # Delivery attempts in flight in this process, and outcomes not yet written: the
+        # actions of both are not handed out again, so nothing is sent twice.
+        self._in_flight: set[int] = set()
+        self._unrecorded: dict[int, Outcome] = {}
+        try:
+            self._db = sqlite3.connect(
+                str(path), check_same_thread=False, isolation_level=None, timeout=30
+            )
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a killed process; only a power cut can lose the
+            # last commit.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not _unwritable(exc):
+                raise
+            raise StateFileError(
+                f"state file {self.path} cannot be opened ({exc}); free space or fix its"
+                " permissions, or if it is damaged restore it from a backup or move it aside"
+                " (open tickets are adopted by fingerprint from the helpdesks that can be"
+                " searched)"
+            ) from None
 
     def close(self) -> None:
         with self._lock:
+            if self._unrecorded:
+                log.error(
+                    "state file %s: %d delivery outcomes could not be written; after the"
+                    " restart those actions are sent once more, with the same delivery ids",
+                    self.path,
+                    len(self._unrecorded),
+                )
             self._db.close()
 
     def _migrate(self) -> None:
         with self._lock:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path} was written by a newer watcher (schema {version}, this one knows {SCHEMA_VERSION})"
+                raise StateFileError(
+                    f"state file {self.path} was written by a newer watcher (schema {version},"
+                    f" this one knows {SCHEMA_VERSION}); run the newer watcher, or point"
+                    " state: at another file"
                 )
+            stamped = self._db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
             for number in range(version, SCHEMA_VERSION):
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     for statement in _statements(MIGRATIONS[number]):
                         self._db.execute(statement)
                     self._db.execute(f"PRAGMA user_version={number + 1}")
+                    self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
+                stamped = True
+            if not stamped:  # a state file from before watcher marked its files
+                self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+
+    # ------------------------------------------------------------ write health
+
+    @property
+    def writable(self) -> bool:
+        """False while the last write to the file failed for the file's sake (full volume,
+        read-only, I/O error); true again after the next write that succeeds."""
+        return self._write_problem is None
+
+    @property
+    def write_problem(self) -> str | None:
+        """Why the file cannot be written now, or None."""
+        return self._write_problem
+
+    def _write_failed(self, exc: sqlite3.Error) -> None:
+        self.write_failures += 1
+        self._write_problem = str(exc) or type(exc).__name__
+        now = time.monotonic()
+        if now - self._problem_logged >= WRITE_PROBLEM_LOG_EVERY:
+            self._problem_logged = now
+            self._problem_told = True
+            log.error(
+                "state file %s cannot be written (%s; %d failed writes): deliveries wait,"
+                " outcomes already delivered are kept in memory and nothing is sent twice;"
+                " free space on its volume or fix it",
+                self.path,
+                self._write_problem,
+                self.write_failures,
+            )
+
+    def _write_succeeded(self) -> None:
+        if self._write_problem is not None:
+            self._write_problem = None
+            if not self._problem_told:
+                return
+            self._problem_told = False
+            log.warning(
+                "state file %s takes writes again (%d writes had failed)",
+                self.path,
+                self.write_failures,
+            )
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic unit of work; commits on success, rolls back on any exception."""
+        """One atomic unit of work; commits on success, rolls back on any exception.
+        A write the file or its volume refuses raises StateWriteError (counted, reported)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    # A failed COMMIT (a full volume) can leave the transaction open: the
+                    # next BEGIN would fail for good.
+                    if self._db.in_transaction:
+                        with suppress(sqlite3.Error):
+                            self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                if not _unwritable(exc):
+                    raise
+                self._write_failed(exc)
+                raise StateWriteError(str(exc)) from exc
+            self._write_succeeded()
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -679,28 +825,105 @@ class Store:
         self, now: datetime, limit: int = 50, *, integration: str | None = None
     ) -> list[OutboxRow]:
         """Pending actions whose time has come and that no earlier action for the same
-        incident and integration is still waiting on (comments follow their ticket)."""
+        incident and integration is still waiting on (comments follow their ticket);
+        none that this process is delivering or has delivered without writing it yet."""
         only = "AND o.integration=?" if integration is not None else ""
         params: list[Any] = [now.timestamp()]
         if integration is not None:
             params.append(integration)
+        held, held_params = self._held_sql("o.id")
         rows = self.query(
-            f"SELECT * FROM outbox o WHERE o.state='pending' AND o.due_at <= ? {only} AND NOT EXISTS ("
-            " SELECT 1 FROM outbox p WHERE p.incident_id=o.incident_id AND p.integration=o.integration"
-            " AND p.id < o.id AND p.state='pending') ORDER BY o.id LIMIT ?",
-            (*params, limit),
+            f"SELECT * FROM outbox o WHERE o.state='pending' AND o.due_at <= ? {only} {held}"
+            " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.incident_id=o.incident_id"
+            " AND p.integration=o.integration AND p.id < o.id AND p.state='pending')"
+            " ORDER BY o.id LIMIT ?",
+            (*params, *held_params, limit),
         )
         return [_outbox_row(r) for r in rows]
 
     def next_due(self, integration: str | None = None) -> float | None:
+        held, held_params = self._held_sql("id")
         if integration is None:
-            row = self.query("SELECT min(due_at) FROM outbox WHERE state='pending'")
+            row = self.query(
+                f"SELECT min(due_at) FROM outbox WHERE state='pending' {held}", held_params
+            )
         else:
             row = self.query(
-                "SELECT min(due_at) FROM outbox WHERE state='pending' AND integration=?",
-                (integration,),
+                f"SELECT min(due_at) FROM outbox WHERE state='pending' AND integration=? {held}",
+                (integration, *held_params),
             )
         return row[0][0] if row else None
+
+    def _held_sql(self, column: str) -> tuple[str, list[int]]:
+        with self._lock:
+            held = sorted(self._in_flight | set(self._unrecorded))
+        if not held:
+            return "", []
+        return f"AND {column} NOT IN ({','.join('?' * len(held))})", held
+
+    def mark_attempting(self, action_id: int, now: datetime) -> bool:
+        """Commits the "attempting" mark before an action is sent; False (and nothing
+        may be sent) if the file cannot take it. A mark still set when the next one is
+        made counts as an interrupted attempt."""
+        try:
+            with self.transaction() as db:
+                db.execute(
+                    "UPDATE outbox SET interrupted=interrupted + (attempt_started IS NOT NULL),"
+                    " attempt_started=? WHERE id=?",
+                    (now.timestamp(), action_id),
+                )
+        except StateWriteError:
+            return False
+        with self._lock:
+            self._in_flight.add(action_id)
+        return True
+
+    def record(self, outcome: Outcome) -> bool:
+        """Writes a delivery's outcome and clears its attempting mark; if the file cannot
+        take it, keeps it to write later (``flush_outcomes``). True if written now."""
+        with self._lock:
+            self._in_flight.discard(outcome.action_id)
+            self._unrecorded[outcome.action_id] = outcome
+            return self._write_outcome(outcome)
+
+    def flush_outcomes(self) -> int:
+        """Writes the outcomes kept while the file could not take them; how many remain."""
+        with self._lock:
+            for outcome in list(self._unrecorded.values()):
+                if not self._write_outcome(outcome):
+                    break
+            return len(self._unrecorded)
+
+    def _write_outcome(self, outcome: Outcome) -> bool:
+        try:
+            with self.transaction() as db:
+                db.execute(
+                    "UPDATE outbox SET state=?, attempts=attempts+1, last_error=?, due_at=coalesce(?, due_at),"
+                    " done_at=?, attempt_started=NULL WHERE id=?",
+                    (
+                        outcome.state,
+                        outcome.error,
+                        outcome.due.timestamp() if outcome.due else None,
+                        None if outcome.state == "pending" else outcome.at.isoformat(),
+                        outcome.action_id,
+                    ),
+                )
+                if outcome.ticket is not None:
+                    incident_id, integration, external_id, url = outcome.ticket
+                    db.execute(
+                        "INSERT OR REPLACE INTO tickets (incident_id, integration, external_id, url,"
+                        " created_at) VALUES (?, ?, ?, ?, ?)",
+                        (incident_id, integration, external_id, url, outcome.at.isoformat()),
+                    )
+        except StateWriteError:
+            return False
+        del self._unrecorded[outcome.action_id]
+        return True
+
+    @property
+    def unrecorded(self) -> int:
+        """Delivery outcomes waiting in memory for the file to take writes."""
+        return len(self._unrecorded)
 
     def outbox(
         self, *, incident_id: int | None = None, states: Iterable[str] | None = None
@@ -842,7 +1065,15 @@ def _outbox_row(r: sqlite3.Row) -> OutboxRow:
         due_at=r["due_at"],
         last_error=r["last_error"],
         done_at=r["done_at"],
+        attempt_started=r["attempt_started"],
+        interrupted=r["interrupted"],
     )
+
+
+def _unwritable(exc: sqlite3.Error) -> bool:
+    """True for errors that say the file cannot take writes, not that a query is wrong."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _UNWRITABLE
 
 
 def _statements(script: str) -> list[str]:

@@ -2,14 +2,13 @@
 
 Read-only endpoints are open (bind ``listen:`` to loopback or a trusted network);
 endpoints that change state need ``Authorization: Bearer <api_token>``. Everything shown
-comes from probes and targets, so every string is HTML-escaped on the status page.
+comes from probes and targets; the status page (``watcher.status_page``) escapes it all.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hmac
-import html
 import io
 import json
 import logging
@@ -21,7 +20,6 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -560,25 +558,3 @@ _BUSY = (
     b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
     % (len(_BUSY_TEXT), _BUSY_TEXT)
 )
-
-
-def escape(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def page(title: str, body: str, *, refresh: int | None = 30) -> Response:
-    meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
-    document = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">{meta}
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{escape(title)}</title>
-<style>
-body{{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#1d2330}}
-h1{{font-size:1.3rem}} h2{{font-size:1.1rem;margin-top:1.5rem}}
-table{{border-collapse:collapse;width:100%}} th,td{{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #dde}}
-th{{background:#f3f4f8}} .ok{{color:#17803d}} .fail{{color:#b42318;font-weight:600}} .error{{color:#b54708;font-weight:600}}
-.P1{{background:#fde2e1}} .P2{{background:#fdecd2}} .muted{{color:#667}} code{{font-size:12px}}
-</style></head><body>{body}
-<p class="muted">Rendered {escape(datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))} by watcher.</p>
-</body></html>"""
-    return Response(200, document.encode(), "text/html; charset=utf-8")

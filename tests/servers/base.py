@@ -102,6 +102,7 @@ _SERVER_EXES = {
     "dovecot",
     "perl",
     "prometheus",
+    "prometheus-alertmanager",
     "prometheus-blackbox-exporter",
     "ruby3.1",  # Redmine's WEBrick
 }

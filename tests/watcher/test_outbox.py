@@ -245,3 +245,17 @@ def test_a_helpdesk_added_after_an_incident_was_ticketed_is_not_asked_to_resolve
         "done"
     ]  # nothing to resolve there, not a failure
     assert site.helpdesk.calls == ["find"]  # it was asked whether it had one after all
+
+
+def test_an_open_interrupted_twice_on_a_searchable_helpdesk_is_searched_and_adopted(
+    site: Watcher,
+) -> None:
+    site.fail(probe="disk", kind="disk", metrics={"used_percent": 97.0}, labels={"path": "/"})
+    [incident] = site.engine.incidents()
+    site.helpdesk.tickets["41"] = incident.fingerprint  # sent by the watchers that were killed
+    with site.store.transaction() as db:  # what two kills mid-attempt leave in the outbox
+        db.execute("UPDATE outbox SET attempt_started=?, interrupted=1", (time.time(),))
+    site.deliver()
+    assert site.helpdesk.calls == ["find"]
+    assert [(r.state, r.attempt_started) for r in site.store.outbox()] == [("done", None)]
+    assert site.store.ticket(incident.id, ROUTE)[0] == "41" and len(site.helpdesk.tickets) == 1
