@@ -158,6 +158,8 @@ class ProbeConfig(BaseModel):
     name: str | None = None
     interval: timedelta | None = None
     timeout: timedelta | None = None
+    # every figure of this check on /metrics, not only success, duration and cert expiry
+    detail_metrics: bool = False
 
     @field_validator("interval", "timeout", mode="before")
     @classmethod
