@@ -160,8 +160,8 @@ def _number(value: float) -> str:
 
 
 def _seconds(value: float) -> str:
-    # microseconds are more than any check's duration needs; 17 digits are noise
-    return f"{value:.6g}" if math.isfinite(value) else floatToGoString(value)
+    # four digits (10 us in 43 ms, 10 ms in 12 s) say how long a check took; 17 are noise
+    return f"{value:.4g}" if math.isfinite(value) else floatToGoString(value)
 
 
 def _header(family: str, help_text: str) -> str:
@@ -181,6 +181,62 @@ def detail_checks(model: WatcherConfig) -> bool | frozenset[tuple[str, str]]:
     )
 
 
+class _Check:
+    """A check's lines as of the results they were written from, kept until those change:
+    a check runs every minute or so and is scraped more often, so most scrapes only copy.
+    """
+
+    __slots__ = ("duration", "expiry", "hash", "labels", "results", "success")
+
+    def __init__(self, labels: str, hash_: int) -> None:
+        self.labels = labels
+        self.hash = hash_
+        self.results: Result | tuple[Result, ...] | None = None
+        self.success = self.duration = self.expiry = ""
+
+    def wrote(self, group: Result | list[Result]) -> bool:
+        """Whether the lines are of exactly these results (the same objects)."""
+        kept = self.results
+        if type(group) is not list:
+            return kept is group
+        return (
+            type(kept) is tuple
+            and len(kept) == len(group)
+            and all(a is b for a, b in zip(kept, group, strict=True))
+        )
+
+    @classmethod
+    def of(cls, key: tuple[str, str], group: Result | list[Result], old: _Check | None) -> _Check:
+        # a new object, never the old one changed: scrapes of several shards run at once
+        if old is None:
+            labels = f'target="{_label_value(key[0])}",check="{_label_value(key[1])}"'
+            check = cls(labels, target_hash(key[0]))
+        else:
+            check = cls(old.labels, old.hash)
+        labels = check.labels
+        if type(group) is not list:
+            r: Result = group  # type: ignore[assignment]
+            check.results = r
+            ok = r.status == "ok"
+            took = r.duration_s
+            days = r.metrics.get(CERT_METRIC)
+            expires = None if days is None else r.at.timestamp() + days * 86400.0
+        else:
+            check.results = tuple(group)
+            ok = all(r.status == "ok" for r in group)
+            took = max(r.duration_s for r in group)
+            ends = [
+                r.at.timestamp() + r.metrics[CERT_METRIC] * 86400.0
+                for r in group
+                if CERT_METRIC in r.metrics
+            ]
+            expires = min(ends) if ends else None
+        check.success = f"{SUCCESS}{{{labels}}} {'1' if ok else '0'}\n"
+        check.duration = f"{DURATION}{{{labels}}} {_seconds(took)}\n"
+        check.expiry = "" if expires is None else f"{CERT_EXPIRY}{{{labels}}} {int(expires)}\n"
+        return check
+
+
 class _ResultsExposition:
     """Writes the check families as exposition text, straight from the latest results.
 
@@ -196,7 +252,7 @@ class _ResultsExposition:
     ) -> None:
         self._latest = latest
         self._config = config
-        self._labels: dict[tuple[str, str], tuple[str, int]] = {}
+        self._checks: dict[tuple[str, str], _Check] = {}
         self._names: dict[str, tuple[str, float]] = {}
         self._detail_of: tuple[Any, bool | frozenset[tuple[str, str]]] = (None, False)
 
@@ -210,52 +266,39 @@ class _ResultsExposition:
 
     def families(self, shard: Shard | None) -> Iterator[str]:
         """The text of each family in turn (a family's lines must not be interleaved)."""
-        groups: dict[tuple[str, str], list[Result]] = {}
+        # One result per check is the rule, a list only for checks with items (disk paths).
+        groups: dict[tuple[str, str], Result | list[Result]] = {}
+        find = groups.get
         for r in self._latest():
             key = (r.target, r.probe)
-            group = groups.get(key)
+            group = find(key)
             if group is None:
-                groups[key] = [r]
-            else:
+                groups[key] = r
+            elif type(group) is list:
                 group.append(r)
-        known, seen = self._labels, {}
-        for key in groups:
-            parts = known.get(key)
-            if parts is None:
-                parts = (
-                    f'target="{_label_value(key[0])}",check="{_label_value(key[1])}"',
-                    target_hash(key[0]),
-                )
-            seen[key] = parts
-        self._labels = seen  # checks gone from the config are forgotten with their results
+            else:
+                groups[key] = [group, r]  # type: ignore[list-item]
+        known, seen = self._checks, {}
         detail = self._detail()
         success, duration, expiry = [], [], []
         detailed: list[tuple[str, list[Result]]] = []
         for key, group in groups.items():
-            labels, hashed = seen[key]
-            if shard is not None and hashed % shard.count != shard.index - 1:
+            check = known.get(key)
+            if check is not None and shard is not None and not shard.holds(check.hash):
+                seen[key] = check  # another shard's: its lines wait for that shard's scrape
                 continue
-            if len(group) == 1:
-                r = group[0]
-                ok = r.status == "ok"
-                took = r.duration_s
-                days = r.metrics.get(CERT_METRIC)
-                expires = None if days is None else r.at.timestamp() + days * 86400.0
-            else:
-                ok = all(r.status == "ok" for r in group)
-                took = max(r.duration_s for r in group)
-                ends = [
-                    r.at.timestamp() + r.metrics[CERT_METRIC] * 86400.0
-                    for r in group
-                    if CERT_METRIC in r.metrics
-                ]
-                expires = min(ends) if ends else None
-            success.append(f"{SUCCESS}{{{labels}}} {'1' if ok else '0'}\n")
-            duration.append(f"{DURATION}{{{labels}}} {_seconds(took)}\n")
-            if expires is not None:
-                expiry.append(f"{CERT_EXPIRY}{{{labels}}} {int(expires)}\n")
+            if check is None or (check.results is not group and not check.wrote(group)):
+                check = known[key] = _Check.of(key, group, check)
+            seen[key] = check
+            if shard is not None and not shard.holds(check.hash):
+                continue
+            success.append(check.success)
+            duration.append(check.duration)
+            if check.expiry:
+                expiry.append(check.expiry)
             if detail is True or (detail and key in detail):
-                detailed.append((labels, group))
+                detailed.append((check.labels, group if type(group) is list else [group]))
+        self._checks = seen  # checks gone from the config are forgotten with their results
         yield _header(SUCCESS, _HELP[SUCCESS]) + "".join(success)
         yield _header(DURATION, _HELP[DURATION]) + "".join(duration)
         if expiry:
