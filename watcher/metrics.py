@@ -99,7 +99,8 @@ def detail_name(metric: str) -> tuple[str, float]:
     factor = 1.0
     named: list[str] = []
     for word in words:
-        unit = _UNITS.get(word)
+        # a first word is the name itself, never a unit (a metric called "b" or "s")
+        unit = _UNITS.get(word) if named else None
         if unit is not None and (not named or named[-1] != unit[0]):
             named.append(unit[0])
             factor *= unit[1]

@@ -167,11 +167,15 @@ def test_detail_families_carry_their_unit_in_the_name_and_pass_promtool() -> Non
     assert values[("watcher_probe_used_ratio", "/var")] == 0.915
     assert values[("watcher_probe_free_bytes", "/var")] == 123456789012.0
     assert values[("watcher_probe_rta_seconds", "")] == 0.0015
+    assert values[("watcher_probe_pl_ratio", "")] == 0.0
     assert values[("watcher_probe_oldest_age_seconds", "")] == 61.5
     assert values[("watcher_probe_procs", "")] == 9  # _total is for counters
     assert values[("watcher_probe_runs_value", "")] == 2  # watcher_probe_runs is watcher's own
     assert values[("watcher_check_item_success", '/odd "quoted"\\path\nnewline')] == 0.0
     assert values[("watcher_check_error", "")] == 0.0
+    odd = _exposition_with(_Model, [_result("x", "nagios", "ok", {"a": float("nan"), "b": -1e400})])
+    assert 'watcher_probe_a{target="x",check="nagios"} NaN' in odd
+    assert 'watcher_probe_b{target="x",check="nagios"} -Inf' in odd
     names = {n for n, _, _ in _samples(text)}
     # latency repeats the duration; days left are the expiry timestamp
     assert not any("latency" in n or "cert_days" in n for n in names)
@@ -186,7 +190,9 @@ def test_detail_families_carry_their_unit_in_the_name_and_pass_promtool() -> Non
         ("devices_total", "watcher_probe_devices", 1.0),
         ("status_code", "watcher_probe_status_code", 1.0),
         ("Backup Age (hours)", "watcher_probe_backup_age_seconds", 3600.0),
-        ("%", "watcher_probe_ratio", 0.01),
+        ("pl%", "watcher_probe_pl_ratio", 0.01),
+        ("%", "watcher_probe_percent", 1.0),
+        ("s", "watcher_probe_s", 1.0),
         ("", "watcher_probe_value", 1.0),
     ],
 )
@@ -218,9 +224,9 @@ def test_detail_is_exported_only_for_the_checks_that_ask(tmp_path: Path) -> None
     assert "watcher_probe_" in _exposition_with(whole.model)
 
 
-def _exposition_with(model: object) -> str:
+def _exposition_with(model: object, results: list[Result] | None = None) -> str:
     metrics = Metrics()
-    metrics.watch_results(lambda: _site(1), lambda: model)  # type: ignore[arg-type,return-value]
+    metrics.watch_results(lambda: results or _site(1), lambda: model)  # type: ignore[arg-type,return-value]
     return metrics.exposition().decode()
 
 
@@ -246,7 +252,10 @@ def test_the_shards_together_are_the_whole_with_no_overlap() -> None:
     assert "watcher_scheduler_lag_seconds" not in shard_two  # watcher's own are in shard 1
 
 
-@pytest.mark.parametrize("text", ["0/4", "5/4", "1/0", "1", "a/b", "1/4/2", "-1/4", "1/1001", ""])
+@pytest.mark.parametrize(
+    "text",
+    ["0/4", "5/4", "1/0", "1", "a/b", "1/4/2", "-1/4", "1/1001", "", "\u0661/\u0664", "1/4\x00"],
+)
 def test_a_shard_that_is_not_i_of_n_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="shard must be I/N"):
         parse_shard(text)
@@ -299,6 +308,9 @@ def test_a_bad_shard_gets_400_with_the_reason(served: tuple[WebServer, list[Resu
     assert status == 400 and "shard must be I/N" in body
     status, body = _get(web.port, "/metrics?shard=1/4&shard=2/4")
     assert status == 400 and "one shard" in body
+    for hostile in ("%00", "1%2F" + "9" * 5000, "%D9%A1/%D9%A4", "1/4%0Ax"):
+        status, body = _get(web.port, f"/metrics?shard={hostile}")
+        assert status == 400 and "shard must be I/N" in body and len(body) < 200
 
 
 def test_prometheus_scraping_four_shards_gets_every_series(
