@@ -63,6 +63,7 @@ _HELP = {
     ERROR: "1 if the latest run could not tell (timeout, login refused), 0 if it could",
     ITEM_SUCCESS: "1 if the latest result of this item of the check was ok",
 }
+_NAMES_KEPT = 10_000
 # Families of watcher's own registry a detail family must not take the name of.
 _RESERVED = frozenset({"watcher_probe_runs"})
 
@@ -326,6 +327,8 @@ class _ResultsExposition:
                         continue
                     named = names.get(metric)
                     if named is None:
+                        if len(names) >= _NAMES_KEPT:  # plugins may name a new metric each run
+                            names.clear()
                         named = names[metric] = detail_name(metric)
                     family, factor = named
                     if family in written:  # two names for one meaning (rta_s, rta_ms)
