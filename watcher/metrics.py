@@ -255,6 +255,7 @@ class _ResultsExposition:
         self._latest = latest
         self._config = config
         self._checks: dict[tuple[str, str], _Check] = {}
+        self._hashes: dict[str, int] = {}  # target -> target_hash(), for shard scrapes
         self._names: dict[str, tuple[str, float]] = {}
         self._detail_of: tuple[Any, bool | frozenset[tuple[str, str]]] = (None, False)
 
@@ -271,7 +272,29 @@ class _ResultsExposition:
         # One result per check is the rule, a list only for checks with items (disk paths).
         groups: dict[tuple[str, str], Result | list[Result]] = {}
         find = groups.get
-        for r in self._latest():
+        known = self._checks
+        if shard is None:
+            seen: dict[tuple[str, str], _Check] = {}
+            hashes = self._hashes = {}
+        else:
+            # other shards' checks are kept as they are, for their own scrapes
+            seen = {key: c for key, c in known.items() if not shard.holds(c.hash)}
+            hashes = self._hashes
+            if len(hashes) > 2 * len(known) + 1000:  # targets gone from the config
+                hashes.clear()
+        results = self._latest()
+        if shard is not None:
+            count, index = shard.count, shard.index - 1
+            hash_of = hashes.get
+            mine = []
+            for r in results:
+                hashed = hash_of(r.target)
+                if hashed is None:
+                    hashed = hashes[r.target] = target_hash(r.target)
+                if hashed % count == index:
+                    mine.append(r)
+            results = mine
+        for r in results:
             key = (r.target, r.probe)
             group = find(key)
             if group is None:
@@ -280,27 +303,23 @@ class _ResultsExposition:
                 group.append(r)
             else:
                 groups[key] = [group, r]  # type: ignore[list-item]
-        known, seen = self._checks, {}
         detail = self._detail()
         success, duration, expiry = [], [], []
         detailed: list[tuple[str, list[Result]]] = []
         for key, group in groups.items():
             check = known.get(key)
-            if check is not None and shard is not None and not shard.holds(check.hash):
-                seen[key] = check  # another shard's: its lines wait for that shard's scrape
-                continue
             if check is None or (check.results is not group and not check.wrote(group)):
-                check = known[key] = _Check.of(key, group, check)
+                check = _Check.of(key, group, check)
             seen[key] = check
-            if shard is not None and not shard.holds(check.hash):
-                continue
             success.append(check.success)
             duration.append(check.duration)
             if check.expiry:
                 expiry.append(check.expiry)
             if detail is True or (detail and key in detail):
                 detailed.append((check.labels, group if type(group) is list else [group]))
-        self._checks = seen  # checks gone from the config are forgotten with their results
+        # checks gone from the config are forgotten with their results (in a shard's
+        # scrape, those of that shard)
+        self._checks = seen
         yield _header(SUCCESS, _HELP[SUCCESS]) + "".join(success)
         yield _header(DURATION, _HELP[DURATION]) + "".join(duration)
         if expiry:
