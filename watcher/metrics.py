@@ -171,12 +171,18 @@ def _header(family: str, help_text: str) -> str:
     return f"# HELP {family} {help_text}\n# TYPE {family} gauge\n"
 
 
-def detail_checks(model: WatcherConfig) -> bool | frozenset[tuple[str, str]]:
-    """True when every check exports its detail, else the (target, check) pairs that do."""
+def check_key(target: str, check: str) -> str:
+    """How a check is keyed here: the names with a NUL between them (two checks could
+    share a key only through a probe name with a NUL in it, and would then share lines)."""
+    return f"{target}\0{check}"
+
+
+def detail_checks(model: WatcherConfig) -> bool | frozenset[str]:
+    """True when every check exports its detail, else the keys of the checks that do."""
     if model.metrics.detail:
         return True
     return frozenset(
-        (target.name, spec.id)
+        check_key(target.name, spec.id)
         for target in model.targets
         for spec in target.probe_specs()
         if spec.config.detail_metrics
@@ -208,11 +214,12 @@ class _Check:
         )
 
     @classmethod
-    def of(cls, key: tuple[str, str], group: Result | list[Result], old: _Check | None) -> _Check:
+    def of(cls, group: Result | list[Result], old: _Check | None) -> _Check:
         # a new object, never the old one changed: scrapes of several shards run at once
         if old is None:
-            labels = f'target="{_label_value(key[0])}",check="{_label_value(key[1])}"'
-            check = cls(labels, target_hash(key[0]))
+            first: Result = group[0] if type(group) is list else group  # type: ignore[assignment,index]
+            labels = f'target="{_label_value(first.target)}",check="{_label_value(first.probe)}"'
+            check = cls(labels, target_hash(first.target))
         else:
             check = cls(old.labels, old.hash)
         labels = check.labels
@@ -254,12 +261,12 @@ class _ResultsExposition:
     ) -> None:
         self._latest = latest
         self._config = config
-        self._checks: dict[tuple[str, str], _Check] = {}
+        self._checks: dict[str, _Check] = {}
         self._hashes: dict[str, int] = {}  # target -> target_hash(), for shard scrapes
         self._names: dict[str, tuple[str, float]] = {}
-        self._detail_of: tuple[Any, bool | frozenset[tuple[str, str]]] = (None, False)
+        self._detail_of: tuple[Any, bool | frozenset[str]] = (None, False)
 
-    def _detail(self) -> bool | frozenset[tuple[str, str]]:
+    def _detail(self) -> bool | frozenset[str]:
         if self._config is None:
             return False
         model = self._config()
@@ -270,11 +277,11 @@ class _ResultsExposition:
     def families(self, shard: Shard | None) -> Iterator[str]:
         """The text of each family in turn (a family's lines must not be interleaved)."""
         # One result per check is the rule, a list only for checks with items (disk paths).
-        groups: dict[tuple[str, str], Result | list[Result]] = {}
+        groups: dict[str, Result | list[Result]] = {}
         find = groups.get
         known = self._checks
         if shard is None:
-            seen: dict[tuple[str, str], _Check] = {}
+            seen: dict[str, _Check] = {}
             hashes = self._hashes = {}
         else:
             # other shards' checks are kept as they are, for their own scrapes
@@ -295,7 +302,9 @@ class _ResultsExposition:
                     mine.append(r)
             results = mine
         for r in results:
-            key = (r.target, r.probe)
+            # a string, not a tuple: tens of thousands of new tuples a scrape would each be
+            # tracked by the garbage collector, whose passes then slow the scrape
+            key = f"{r.target}\0{r.probe}"  # check_key(), inline: it runs for every result
             group = find(key)
             if group is None:
                 groups[key] = r
@@ -309,7 +318,7 @@ class _ResultsExposition:
         for key, group in groups.items():
             check = known.get(key)
             if check is None or (check.results is not group and not check.wrote(group)):
-                check = _Check.of(key, group, check)
+                check = _Check.of(group, check)
             seen[key] = check
             success.append(check.success)
             duration.append(check.duration)
