@@ -292,7 +292,7 @@ class App:
             self.engine, self.store, build_integrations(self.config, self.http)
         )
         self.scheduler = self._scheduler(self.config)
-        self.metrics.watch_results(self.engine.latest)
+        self.metrics.watch_results(self.engine.latest, lambda: self.config.model)
         self.metrics.watch_state(
             self.engine.incident_counts, self.store.outbox_counts, self.engine.held_counts
         )
@@ -448,14 +448,7 @@ class App:
         attach_alertmanager(self).routes(web)
 
     def _metrics(self, request: Request) -> Response:
-        gzip = "gzip" in request.headers.get("accept-encoding", "")
-        body = self.metrics.exposition(gzip=gzip)
-        headers = (
-            {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
-            if gzip
-            else {"Vary": "Accept-Encoding"}
-        )
-        return Response(200, body, "text/plain; version=0.0.4; charset=utf-8", headers)
+        return self.metrics.respond(request)
 
     def _healthz(self, request: Request) -> Response:
         ok, why = self.healthy

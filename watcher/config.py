@@ -478,6 +478,12 @@ class Target(Model):
         return specs
 
 
+class MetricsSettings(Model):
+    """What /metrics exports beyond each check's success, duration and certificate expiry."""
+
+    detail: bool = False
+
+
 class Integrations(Model):
     tickets: list[Any] = []
     paging: list[Any] = []
@@ -517,6 +523,7 @@ class WatcherConfig(Model):
     maintenance: list[MaintenanceConfig] = []
     outages: list[OutageConfig] = []
     flapping: FlappingConfig = FlappingConfig()
+    metrics: MetricsSettings = MetricsSettings()
 
     @field_validator("site")
     @classmethod
