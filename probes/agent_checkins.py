@@ -196,6 +196,10 @@ class AgentCheckinsProbe(Probe):
             devices, pages, skipped = self._fetch(ctx)
         except _Unreadable as exc:
             return [replace(exc.outcome, labels=FLEET)]
+        finally:
+            # No connection is kept for the next check: one opened by an earlier check is
+            # not tied to this check's deadline, so a peer could hold it past its timeout.
+            self.close()
         latency = (datetime.now(UTC) - started).total_seconds()
         fleet = self._fleet(devices, pages, skipped, now, latency)
         if not cfg.per_device:

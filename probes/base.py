@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from watcher.durations import parse_duration
+from watcher.deadline import Deadline
+from watcher.durations import parse_duration, parse_interval
 from watcher.secret import redact
 
 if TYPE_CHECKING:
@@ -153,13 +154,20 @@ class Result:
 class ProbeConfig(BaseModel):
     """Options every probe accepts beside its own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str | None = None
     interval: timedelta | None = None
     timeout: timedelta | None = None
+    # every figure of this check on /metrics, not only success, duration and cert expiry
+    detail_metrics: bool = False
 
-    @field_validator("interval", "timeout", mode="before")
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _interval(cls, value: Any) -> Any:
+        return None if value is None else parse_interval(value)
+
+    @field_validator("timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration(value)
@@ -195,7 +203,11 @@ class CommandRunner(Protocol):
 
 @dataclass
 class ProbeContext:
-    """What the engine lends a probe: the target, its limits and shared clients."""
+    """What the engine lends a probe: the target, its limits and shared clients.
+
+    ``deadline`` is the end of the current check (``run_probe`` sets it from ``timeout``):
+    sockets the check connects are shut down when it passes, whatever they are doing.
+    """
 
     site: str
     target: str
@@ -205,6 +217,11 @@ class ProbeContext:
     http: HttpClients
     runner: CommandRunner | None = None
     services: Mapping[str, Any] = field(default_factory=dict)
+    deadline: Deadline | None = None
+
+    def time_left(self) -> float:
+        """Seconds left of this check (the whole timeout outside ``run_probe``)."""
+        return self.timeout if self.deadline is None else self.deadline.remaining()
 
 
 class Probe(ABC):
@@ -268,34 +285,62 @@ def run_probe(
     probe_id: str,
     *,
     clock: Any = None,
+    deadline: Deadline | None = None,
 ) -> list[Result]:
-    """Runs one check and turns whatever happens into Results."""
+    """Runs one check and turns whatever happens into Results.
+
+    The check ends at its timeout whatever its peer does: ``deadline`` (a new one of
+    ``ctx.timeout`` if not given; the scheduler passes its own to be able to cancel it)
+    shuts down every socket the check connected once it passes.
+    """
     now = (clock or (lambda: datetime.now(UTC)))()
     started = time.perf_counter()
+    deadline = deadline or Deadline(ctx.timeout)
     try:
-        outcome = probe.check(ctx)
+        with deadline:
+            outcome = probe.check(replace(ctx, deadline=deadline))
         outcomes = outcome if isinstance(outcome, list) else [outcome]
     except TransportError as exc:
         outcomes = [Outcome.error(str(exc), reason=exc.reason)]
     except Exception as exc:  # a bug in a probe must not kill the scheduler
-        log.exception("probe %s on %s raised", probe_id, ctx.target)
+        if not deadline.cut:
+            log.exception("probe %s on %s raised", probe_id, ctx.target)
         outcomes = [Outcome.error(f"probe crashed: {type(exc).__name__}: {exc}")]
     duration = time.perf_counter() - started
     if not outcomes:
         outcomes = [Outcome.error("probe returned nothing")]
+    if deadline.cut:
+        outcomes = [_cut_short(o, ctx.timeout) for o in outcomes]
     return [
         Result(
             target=ctx.target,
             probe=probe_id,
             kind=probe.kind,
             status=o.status,
-            message=redact(one_line(o.message)),
+            message=one_line(redact(o.message)),
             metrics={k: float(v) for k, v in o.metrics.items() if v is not None},
             labels=dict(o.labels),
-            evidence=redact(cap_text(o.evidence)) if o.evidence else "",
+            evidence=cap_text(redact(o.evidence)) if o.evidence else "",
             duration_s=duration,
             at=now,
             reason=o.reason,
         )
         for o in per_item(probe, outcomes)
     ]
+
+
+def _cut_short(outcome: Outcome, timeout: float) -> Outcome:
+    """What a check says once its connections were cut at the deadline: it did not finish
+    in time, whatever the probe made of the cut (a closed connection, a short answer),
+    which is kept as evidence."""
+    if outcome.reason == "timeout":
+        return outcome
+    seen = f"(after the cut the probe saw: {outcome.message})"
+    return Outcome(
+        "fail",
+        f"did not finish within its timeout of {timeout:g}s; its connection was cut",
+        outcome.metrics,
+        outcome.labels,
+        f"{outcome.evidence}\n{seen}" if outcome.evidence else seen,
+        "timeout",
+    )

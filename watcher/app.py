@@ -61,6 +61,8 @@ log = logging.getLogger("watcher")
 TICK_EVERY = 5.0
 BATCH_WINDOW = 0.1
 COMPACT_EVERY = 3600.0
+# SIGTERM to exit within 5 s, whatever checks and deliveries are doing.
+SHUTDOWN_BUDGET = 4.0
 # Rows of latest results the status page shows; a large site narrows them by query.
 PAGE_ROWS = 500
 
@@ -170,10 +172,11 @@ class ResultSink:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
-        self._thread.join(30)
-        self._drain()
+        self._thread.join(timeout)
+        if not self._thread.is_alive():  # else the engine is still busy with a batch
+            self._drain()
 
     @property
     def alive(self) -> bool:
@@ -250,13 +253,22 @@ class App:
         self.config = config or load_config(self.config_path)
         # What the header tells is refused before a lock file appears beside the file;
         # the store reads the rest under the lock, and a refusal takes the lock file away.
-        check_state_file(self.config.state_path, SCHEMA_VERSION, contents=False)
-        self._lock_fds = acquire_run_lock(self.config.state_path)
-        try:
-            self.store = Store(self.config.state_path)
-        except BaseException:
-            release_run_lock(self._lock_fds, self.config.state_path)
-            raise
+        self._lock_fds: tuple[int, int] | None = None
+        if self.config.state_is_database:
+            self.store = Store(self.config.state_location)
+            try:
+                self.store.acquire_run_lock()
+            except BaseException:
+                self.store.close()
+                raise
+        else:
+            check_state_file(self.config.state_path, SCHEMA_VERSION, contents=False)
+            self._lock_fds = acquire_run_lock(self.config.state_path)
+            try:
+                self.store = Store(self.config.state_path)
+            except BaseException:
+                release_run_lock(self._lock_fds, self.config.state_path)
+                raise
         self.metrics = Metrics()
         self.http = HttpClients()
         self.runners = Runners(self.config.model, base_dir=self.config.base_dir)
@@ -280,7 +292,7 @@ class App:
             self.engine, self.store, build_integrations(self.config, self.http)
         )
         self.scheduler = self._scheduler(self.config)
-        self.metrics.watch_results(self.engine.latest)
+        self.metrics.watch_results(self.engine.latest, lambda: self.config.model)
         self.metrics.watch_state(
             self.engine.incident_counts, self.store.outbox_counts, self.engine.held_counts
         )
@@ -342,17 +354,26 @@ class App:
         self._stop.set()
 
     def shutdown(self) -> None:
-        log.info("stopping: finishing running checks and deliveries")
-        self.scheduler.stop(wait_for_probes=True)
-        self.audits.stop()
-        self.sink.stop()
-        self.poller.stop()
-        self.dispatcher.stop()
+        """Stops within SHUTDOWN_BUDGET whatever checks and deliveries are doing: running
+        checks are cut (their results dropped), deliveries in flight get a moment and are
+        then cut too (what was not delivered stays in the outbox for the next start)."""
+        log.info("stopping: cutting running checks, finishing deliveries in flight")
+        end = time.monotonic() + SHUTDOWN_BUDGET
+
+        def left(at_most: float) -> float:
+            return max(0.1, min(at_most, end - time.monotonic()))
+
+        self.scheduler.stop(wait_for_probes=True, timeout=left(1.0))
+        self.audits.stop(timeout=left(0.5))
+        self.sink.stop(timeout=left(1.0))
+        self.poller.stop(timeout=left(0.5))
+        self.dispatcher.stop(timeout=left(2.0))
         if self.web:
             self.web.stop()
         self.runners.close()
         self.store.close()
-        release_run_lock(self._lock_fds)
+        if self._lock_fds is not None:
+            release_run_lock(self._lock_fds)
         log.info("stopped")
 
     def reload(self) -> bool:
@@ -363,10 +384,17 @@ class App:
             log.error("config reload refused, keeping the running config:\n%s", exc)
             self.metrics.config_reloads.labels("refused").inc()
             return False
-        if new.state_path != self.config.state_path or new.model.listen != self.config.model.listen:
+        except Exception:  # a loader bug must not take the running daemon down with it
+            log.exception("config reload failed, keeping the running config")
+            self.metrics.config_reloads.labels("refused").inc()
+            return False
+        if (
+            new.state_location != self.config.state_location
+            or new.model.listen != self.config.model.listen
+        ):
             log.warning("state: and listen: changes take effect at the next restart")
         old_scheduler = self.scheduler
-        old_scheduler.stop(wait_for_probes=False)
+        old_scheduler.stop(wait_for_probes=False, cut=False)
         old_dispatcher = self.dispatcher
         old_dispatcher.stop()
         self.runners.close()
@@ -423,14 +451,7 @@ class App:
         Console(self).routes(web)
 
     def _metrics(self, request: Request) -> Response:
-        gzip = "gzip" in request.headers.get("accept-encoding", "")
-        body = self.metrics.exposition(gzip=gzip)
-        headers = (
-            {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
-            if gzip
-            else {"Vary": "Accept-Encoding"}
-        )
-        return Response(200, body, "text/plain; version=0.0.4; charset=utf-8", headers)
+        return self.metrics.respond(request)
 
     def _healthz(self, request: Request) -> Response:
         ok, why = self.healthy

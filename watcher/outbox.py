@@ -27,9 +27,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from integrations.base import Integration, PermanentError, TicketContent, TicketRef, TransientError
+from watcher.deadline import Deadline
 from watcher.metrics import Metrics
 from watcher.secret import redact
-from watcher.store import OutboxRow, Outcome, Store
+from watcher.store import OutboxRow, Outcome, StateWriteError, Store
 
 __all__ = ["Dispatcher", "backoff"]
 
@@ -74,6 +75,7 @@ class Dispatcher:
             name: threading.Event() for name in self.integrations
         }
         self._threads: list[threading.Thread] = []
+        self._in_flight: dict[str, Deadline] = {}  # per worker: cut by a stop that cannot wait
         self._search_ahead: dict[str, list[str]] = {name: [] for name in self.integrations}
         self._none_found: dict[tuple[str, str], float] = {}
         self._search_lock = threading.Lock()
@@ -136,11 +138,21 @@ class Dispatcher:
         return bool(fingerprints)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stops after in-flight deliveries finish (bounded by ``timeout``)."""
+        """Stops within ``timeout``: deliveries in flight get half of it to finish, then
+        their connections are shut down. An action cut that way was not delivered (or its
+        answer was lost) and stays in the outbox for the next start."""
         self._stop.set()
         self.wake()
+        end = time.monotonic() + timeout
+        finish_by = time.monotonic() + timeout / 2
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, finish_by - time.monotonic()))
+        for scope in list(self._in_flight.values()):
+            scope.cancel()
+        for thread in self._threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        if any(t.is_alive() for t in self._threads):
+            log.warning("a delivery did not end within %.1fs of the stop; left behind", timeout)
         for integration in self.integrations.values():
             integration.close()
         self.store.flush_outcomes()
@@ -173,7 +185,7 @@ class Dispatcher:
                 for row in rows:
                     if self._stop.is_set():
                         return
-                    self.deliver(row)
+                    self._deliver_cuttable(name, row)
                 writable = self.store.writable
                 if (rows and writable) or self._run_searches_ahead(name):
                     continue
@@ -181,12 +193,23 @@ class Dispatcher:
                 next_due = self.store.next_due(name)
                 if next_due is not None and writable:
                     wait = min(wait, max(0.05, next_due - self.clock().timestamp()))
+            except StateWriteError:
+                wait = 5.0  # the store reports a state it cannot reach, once a minute
             except (
                 Exception
             ):  # a dead worker would stop this integration's deliveries until a restart
                 log.exception("%s: delivery worker error, trying again", name)
                 wait = 5.0
             event.wait(wait)
+
+    def _deliver_cuttable(self, name: str, row: OutboxRow) -> None:
+        scope = self._in_flight[name] = Deadline(None)
+        try:
+            with scope:
+                if not self._stop.is_set():  # a stop that came in between cuts nothing
+                    self.deliver(row)
+        finally:
+            del self._in_flight[name]
 
     # ------------------------------------------------------------------ delivery
 

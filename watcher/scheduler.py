@@ -6,9 +6,12 @@ library does, cost about 16 ms per loop at 30,000 checks). Turns keep a fixed ra
 is one interval after the previous one was due, not after it ran), so a busy moment does
 not shift a check's phase for good, and results are stamped with the time their turn was
 due. Lag is measured from then to the moment a worker starts the check. A job whose previous run is still
-going is skipped, not started twice; a run that overruns its hard timeout is reported as
-an ``error`` result by the watchdog, and again at each turn it keeps from starting (its
-late result, if it ever comes, is dropped).
+going is skipped, not started twice. Each run has a ``Deadline`` of its timeout that shuts
+its sockets down when it passes, so no peer can hold a worker; a run that still overruns
+its hard timeout (a probe stuck elsewhere) is reported as an ``error`` result by the
+watchdog, and again at each turn it keeps from starting (its late result, if it ever
+comes, is dropped). Stopping cancels the running checks' deadlines and waits for them a
+bounded time; workers are daemon threads, so nothing stuck keeps the process alive.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from probes.base import Probe, ProbeContext, Result, item_labels, run_probe
 from watcher.config import ProbeSpec, Target
+from watcher.deadline import Deadline
 from watcher.metrics import Metrics
+from watcher.workers import DaemonPool
 
 __all__ = ["Job", "Scheduler", "HARD_TIMEOUT_GRACE"]
 
@@ -51,6 +56,7 @@ class Job:
     run_number: int = 0
     overran: int = -1  # the run_number the watchdog reported, so its late result is dropped
     due: float = 0.0  # monotonic time of its next turn
+    deadline: Deadline | None = None  # of the run going now, so stopping can cut it
 
     @property
     def name(self) -> str:
@@ -73,10 +79,11 @@ class Scheduler:
         self.metrics = metrics
         self.jitter = jitter
         self.clock = clock
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe")
+        self._pool = DaemonPool(workers, name="probe")
         self._timetable: list[tuple[float, int, Job]] = []
         self._running: set[Job] = set()
         self._stop = threading.Event()
+        self._cut = threading.Event()  # running checks are being cut: their results dropped
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.last_loop = time.monotonic()
@@ -93,11 +100,24 @@ class Scheduler:
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self._thread.start()
 
-    def stop(self, wait_for_probes: bool = True) -> None:
+    def stop(self, wait_for_probes: bool = True, timeout: float = 2.0, *, cut: bool = True) -> None:
+        """Stops the timetable. ``cut``: the checks running now are cut at once and their
+        results dropped (a stopping watcher reports no failures of its own making); else
+        they finish and report (a reload). Waits up to ``timeout`` for the workers if
+        ``wait_for_probes``."""
+        if cut:
+            self._cut.set()
         self._stop.set()
         if self._thread:
-            self._thread.join(5)
-        self._pool.shutdown(wait=wait_for_probes, cancel_futures=True)
+            self._thread.join(min(5.0, timeout))
+        if cut:
+            with self._lock:
+                running = [job.deadline for job in self._running if job.deadline is not None]
+            for deadline in running:
+                deadline.cancel()
+        ended = self._pool.shutdown(wait=wait_for_probes, cancel_futures=True, timeout=timeout)
+        if wait_for_probes and not ended:
+            log.warning("checks still running %.1fs after the stop were left behind", timeout)
         for job in self.jobs:
             job.probe.close()
 
@@ -146,6 +166,12 @@ class Scheduler:
         self._pool.submit(self._run, job, job.run_number, due)
 
     def _run(self, job: Job, number: int, due: float) -> None:
+        # The check's time starts when a worker takes it, not while it waits for one.
+        deadline = Deadline(job.timeout)
+        with self._lock:
+            job.deadline = deadline
+        if self._cut.is_set():
+            deadline.cancel()  # the stop may have looked for running checks just before
         # Lag is counted to the moment the check really starts, waiting for a worker included.
         lag = max(0.0, time.monotonic() - due)
         self.metrics.scheduler_lag.observe(lag)
@@ -154,12 +180,17 @@ class Scheduler:
         # still whenever that check started a millisecond earlier against its turn than the first.
         stamp = self.clock() - timedelta(seconds=lag)
         try:
-            results = run_probe(job.probe, job.ctx, job.spec.id, clock=lambda: stamp)
+            results = run_probe(
+                job.probe, job.ctx, job.spec.id, clock=lambda: stamp, deadline=deadline
+            )
         finally:
             with self._lock:
                 job.running = False
+                job.deadline = None
                 self._running.discard(job)
                 late = job.overran == number
+        if self._cut.is_set():
+            return  # cut by the stop: a watcher that stops reports no failures of its own
         if late:
             log.info(
                 "%s finished after its hard timeout; its result was already reported", job.name
