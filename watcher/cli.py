@@ -187,6 +187,9 @@ def cmd_once(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     results = _round(config, args.target)
     results.sort(key=lambda r: r.key)
+    if not results and not args.json:
+        print("no checks to run")
+        return EXIT_OK
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -233,6 +236,9 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                     out.append(view)
                 print(json.dumps(out, indent=2))
                 return EXIT_OK
+            if not items:
+                print("no incidents" if args.all else "no open incidents")
+                return EXIT_OK
             calendar = config.calendar
             from watcher.render import local_time
             from watcher.suppression import describe
@@ -240,6 +246,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
             rows = []
             for i in items:
                 delivery = "FAILED" if i.id in failed else "queued" if i.id in pending else ""
+                tickets = ", ".join(t["external_id"] for t in store.tickets(i.id or 0))
                 rows.append(
                     (
                         str(i.id),
@@ -247,6 +254,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                         i.state,
                         i.target,
                         (i.summary or i.message)[:70],
+                        tickets or "-",
                         local_time(i.response_due, calendar),
                         local_time(i.resolve_due, calendar),
                         delivery,
@@ -260,6 +268,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                     "STATE",
                     "TARGET",
                     "SUMMARY",
+                    "TICKET",
                     "RESPOND BY",
                     "RESOLVE BY",
                     "DELIVERY",

@@ -131,3 +131,32 @@ def test_test_integration_sends_a_marked_test_and_reports(
     smtp_sink.stop()
     failed = watcher("test-integration", "tickets/email", "-c", str(tmp_path / "watcher.yml"))
     assert failed.returncode == 1 and "FAILED (temporary)" in failed.stderr
+
+
+def test_incidents_table_shows_each_incidents_ticket_reference(
+    tmp_path: Path, http_server: HTTPTestServer, smtp_sink: SmtpSink
+) -> None:
+    rig = Rig(tmp_path, _config(smtp_sink, http_server))
+    http_server.set_default(status=500)
+    rig.rounds(3)
+    rig.close()
+    config = str(tmp_path / "watcher.yml")
+    listed = json.loads(watcher("incidents", "--json", "-c", config).stdout)
+    refs = [t["external_id"] for t in listed[0]["tickets"]]
+    assert refs and all(refs)
+    table = watcher("incidents", "-c", config).stdout
+    assert "TICKET" in table.splitlines()[0]
+    assert refs[0] in table.splitlines()[1]
+
+
+def test_incidents_says_so_when_nothing_is_open(
+    tmp_path: Path, http_server: HTTPTestServer, smtp_sink: SmtpSink
+) -> None:
+    rig = Rig(tmp_path, _config(smtp_sink, http_server))
+    rig.rounds(1)
+    rig.close()
+    config = str(tmp_path / "watcher.yml")
+    done = watcher("incidents", "-c", config)
+    assert done.returncode == 0 and done.stdout.strip() == "no open incidents"
+    assert watcher("incidents", "--all", "-c", config).stdout.strip() == "no incidents"
+    assert json.loads(watcher("incidents", "--json", "-c", config).stdout) == []
