@@ -142,7 +142,7 @@ def test_a_watcher_killed_before_delivery_delivers_exactly_once_after_restart(
     assert _rows(db, "SELECT count(*) FROM incidents") == [(1,)]
 
 
-def test_the_api_acknowledges_with_a_token_and_refuses_without(
+def test_the_api_acknowledges_with_a_token_and_refuses_without_and_open_includes_acknowledged(
     tmp_path: Path, http_server: HTTPTestServer, smtp_sink: SmtpSink
 ) -> None:
     port = free_port()
@@ -168,6 +168,13 @@ def test_the_api_acknowledges_with_a_token_and_refuses_without(
         status, body = daemon.get(f"/api/incidents/{incident_id}")
         timeline = [e["kind"] for e in json.loads(body)["timeline"]]
         assert "acknowledged" in timeline
+        # open means not resolved: an acknowledged incident is still listed
+        for state in ("open", "acknowledged"):
+            listed = json.loads(daemon.get(f"/api/incidents?state={state}")[1])
+            assert [i["id"] for i in listed] == [incident_id], state
+        assert json.loads(daemon.get("/api/incidents?state=resolved")[1]) == []
+        status, body = daemon.get("/api/incidents?state=closed")
+        assert status == 400 and "acknowledged" in body
         assert token not in daemon.get("/metrics")[1] and token not in daemon.log()
     finally:
         daemon.stop()
