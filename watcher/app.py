@@ -522,6 +522,7 @@ class App:
             shown=chosen[:PAGE_ROWS],
             matched=len(chosen),
             everything=everything,
+            first_runs=self.scheduler.first_runs(),
         )
         return page_response(html)
 
