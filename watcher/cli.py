@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from watcher import __version__
-from watcher.config import Config, ConfigError, load_config
+from watcher.config import Config, ConfigError, load_config, load_for_reading
+from watcher.render import counted
 from watcher.secret import redact
 from watcher.statefile import StateFileError, StateLocked
 
@@ -141,8 +142,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     # redact: a value given as a secret anywhere (${VAR}) is masked wherever it appears
     print(
         redact(
-            f"{args.config}: ok: site {m.site}, {len(m.targets)} targets, {checks} checks, "
-            f"{len(config.rules.rules)} rules from {', '.join(str(p) for p in config.rule_files)}"
+            f"{args.config}: ok: site {m.site}, {counted(len(m.targets), 'target')}, "
+            f"{counted(checks, 'check')}, {counted(len(config.rules.rules), 'rule')} from "
+            f"{', '.join(str(p) for p in config.rule_files)}"
         )
     )
     return EXIT_OK
@@ -211,7 +213,9 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     from watcher.incident import public_view
     from watcher.store import Store
 
-    config = load_config(args.config)
+    # ack and resolve may comment on the ticket from here: they need the helpdesk's secrets
+    load = load_for_reading if args.action in ("list", "show") else load_config
+    config = load(args.config)
     if not config.state_is_database and not config.state_path.exists():
         print(f"no state yet at {config.state_path}: watcher has not run", file=sys.stderr)
         return EXIT_OK if args.action == "list" else EXIT_FAILING
@@ -355,7 +359,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from watcher.incident import fingerprint_of
     from watcher.store import Store
 
-    config = load_config(args.config)
+    config = (load_config if args.run else load_for_reading)(args.config)
     target = config.targets.get(args.target)
     has_state = config.state_is_database or config.state_path.exists()
     if target is None and has_state:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import reprlib
+import sys
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -570,6 +571,8 @@ class Config:
     model: WatcherConfig
     rules: RuleSet
     rule_files: list[Path] = field(default_factory=list)
+    # ${VAR}s not set, read as empty: only when loaded with secrets="optional"
+    unset: list[ConfigIssue] = field(default_factory=list)
 
     @property
     def site(self) -> str:
@@ -613,11 +616,19 @@ class Config:
 # --------------------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
-    """Loads watcher.yml and its rule packs; raises ConfigError listing every problem."""
+def load_config(
+    path: str | Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    secrets: Literal["required", "optional"] = "required",
+) -> Config:
+    """Loads watcher.yml and its rule packs; raises ConfigError listing every problem.
+
+    With ``secrets="optional"`` (commands that only read the state), an unset ``${VAR}``
+    reads as empty and is listed in ``Config.unset`` instead of being a problem."""
     loaded: list[Located] = []
     try:
-        return _load_config(Path(path), environ, loaded)
+        return _load_config(Path(path), environ, loaded, secrets)
     except ConfigError as exc:
         if not any(located.from_env for located in loaded):
             raise
@@ -627,9 +638,37 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
         raise ConfigError(issues) from None
 
 
-def _load_config(file: Path, environ: Mapping[str, str] | None, loaded: list[Located]) -> Config:
+def load_for_reading(path: str | Path) -> Config:
+    """The config for a command that only reads (incidents, explain, audit, maintenance):
+    unset ``${VAR}`` secrets read as empty, with one warning on stderr naming them, since
+    only commands that probe or deliver (run, once, test-integration) need them."""
+    config = load_config(path, secrets="optional")
+    if config.unset:
+        names = sorted({i.message.split()[2] for i in config.unset})
+        print(
+            f"watcher: warning: {', '.join(names)} not set; read as empty "
+            "(only run, once and test-integration need them)",
+            file=sys.stderr,
+        )
+    return config
+
+
+# The settings each check after validation reads: when some settings fail validation, the
+# checks that do not read them still run, so one pass reports every mistake it can.
+_CHECK_NEEDS = {
+    "targets": {"integrations", "ssh", "targets"},
+    "checkins": {"api_token", "checkins", "listen", "targets"},
+    "audits": {"audits", "contacts", "smtp"},
+    "rules": {"checkins", "site", "targets"},
+    "alert quality": {"checkins", "maintenance", "outages", "targets"},
+}
+
+
+def _load_config(
+    file: Path, environ: Mapping[str, str] | None, loaded: list[Located], secrets: str
+) -> Config:
     _install_entry_types()
-    located = load_yaml(file, environ=environ)
+    located = load_yaml(file, environ=environ, defer_unset=True)
     loaded.append(located)
     issues: list[ConfigIssue] = []
     if not isinstance(located.data, dict):
@@ -642,11 +681,14 @@ def _load_config(file: Path, environ: Mapping[str, str] | None, loaded: list[Loc
                 )
             ]
         )
+    failed: set[str] = set()
     try:
         model = WatcherConfig.model_validate(located.data)
     except ValidationError as exc:
         issues.extend(_validation_issues(exc, located, WatcherConfig))
-        model = None
+        locs = [e["loc"] for e in exc.errors() if e["loc"]]
+        failed = {str(loc[0]) for loc in locs}
+        model = _without_failed(located.data, locs)
     packs: list[tuple[Located, RulePack]] = []
     rule_files: list[Path] = []
     rule_names = located.data.get("rules", ["default"])
@@ -666,7 +708,7 @@ def _load_config(file: Path, environ: Mapping[str, str] | None, loaded: list[Loc
             )
             continue
         try:
-            rules_located = load_yaml(rule_file, environ=environ)
+            rules_located = load_yaml(rule_file, environ=environ, defer_unset=True)
         except ConfigError as exc:
             issues.extend(exc.issues)
             continue
@@ -676,20 +718,50 @@ def _load_config(file: Path, environ: Mapping[str, str] | None, loaded: list[Loc
             rule_files.append(rule_file)
         except ValidationError as exc:
             issues.extend(_validation_issues(exc, rules_located, RulePack))
-    if model is None:
-        # The rule packs are still checked, so that every problem is reported at once;
-        # what depends on the targets is left for when they load.
-        issues.extend(_merge_rules(None, packs)[1])
-        raise ConfigError(issues)
-    issues.extend(_check_targets(model, located))
-    issues.extend(_check_checkins(model, located))
-    issues.extend(_check_audits(model, located))
-    ruleset, rule_issues = _merge_rules(model, packs)
+
+    def runs(check: str) -> bool:
+        return model is not None and not (_CHECK_NEEDS[check] & failed)
+
+    if model is not None and runs("targets"):
+        issues.extend(_check_targets(model, located))
+    if model is not None and runs("checkins"):
+        issues.extend(_check_checkins(model, located))
+    if model is not None and runs("audits"):
+        issues.extend(_check_audits(model, located))
+    # The rule packs are checked even when the targets did not load; what depends on the
+    # targets is then left for when they do.
+    ruleset, rule_issues = _merge_rules(model if runs("rules") else None, packs)
     issues.extend(rule_issues)
-    issues.extend(_check_alert_quality(model, located, ruleset))
-    if issues:
+    if model is not None and runs("alert quality"):
+        issues.extend(_check_alert_quality(model, located, ruleset))
+    unset = [issue for source in loaded for issue in source.unset]
+    if secrets == "required" and unset:
+        # A value left empty by an unset ${VAR} may fail its own check too: said once
+        where = {(i.mark.file if i.mark else "", i.path) for i in unset}
+        issues = [i for i in issues if (i.mark.file if i.mark else "", i.path) not in where]
+        issues.extend(unset)
+    if issues or model is None or failed:
         raise ConfigError(issues)
-    return Config(file=file, model=model, rules=ruleset, rule_files=rule_files)
+    return Config(file=file, model=model, rules=ruleset, rule_files=rule_files, unset=unset)
+
+
+def _without_failed(data: dict[str, Any], locs: list[tuple[Any, ...]]) -> WatcherConfig | None:
+    """The model of ``data`` without what failed validation (the failing items of a list,
+    other settings' defaults), so the checks that read none of it can still run; None if
+    even that fails."""
+    kept = dict(data)
+    for loc in locs:
+        name = str(loc[0])
+        value = data.get(name)
+        if isinstance(value, list) and len(loc) > 1 and isinstance(loc[1], int):
+            drop = {lc[1] for lc in locs if str(lc[0]) == name and len(lc) > 1}
+            kept[name] = [item for i, item in enumerate(value) if i not in drop]
+        else:
+            kept.pop(name, None)
+    try:
+        return WatcherConfig.model_validate(kept)
+    except ValidationError:
+        return None
 
 
 def _resolve_rule_file(base: Path, name: str) -> Path | None:

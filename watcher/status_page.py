@@ -13,12 +13,13 @@ from datetime import UTC, datetime
 from probes.base import Result
 from watcher.incident import Incident
 from watcher.maintenance import Window
+from watcher.render import counted
 from watcher.sla import BusinessCalendar
 from watcher.suppression import describe
 from watcher.templating import render
 from watcher.web import Response
 
-__all__ = ["STATUS_CSP", "counted", "page_response", "render_status_page"]
+__all__ = ["STATUS_CSP", "page_response", "render_status_page"]
 
 # Nothing on the page is fetched and nothing runs: its only style is inline, and a name
 # that slipped through as markup still could neither run a script nor load anything.
@@ -78,11 +79,6 @@ def render_status_page(
         zone=f"{tz} ({moment.strftime('%Z')})" if str(tz) != moment.strftime("%Z") else str(tz),
         rendered=moment.strftime("%Y-%m-%d %H:%M:%S"),
     )
-
-
-def counted(n: int, noun: str) -> str:
-    """``1 target``, ``3 targets``: a count with its noun in the right number."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _waiting(first_runs: Sequence[float]) -> str:

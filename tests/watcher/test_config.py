@@ -128,7 +128,7 @@ def test_shipped_watcher_yml_is_valid() -> None:
         "disk",
         "http",
         "tcp",
-        "command",
+        "uptime",
     }
 
 
@@ -200,3 +200,79 @@ def test_a_broken_target_does_not_hide_a_broken_rule_pack(tmp_path: Path) -> Non
         load_config(path)
     text = str(caught.value)
     assert "unknown probe kind 'htpp'" in text and "site.yml:2:" in text and "'used_pct'" in text
+
+
+def test_two_independent_mistakes_in_different_sections_are_reported_in_one_pass(
+    tmp_path: Path,
+) -> None:
+    # smtp.port fails validation; the duplicate target name is a check across targets,
+    # which used to run only once everything validated
+    path = write_config(
+        tmp_path,
+        """
+        site: acme
+        smtp: {host: 127.0.0.1, port: many}
+        targets:
+          - {name: web, probes: [{tcp: {port: 80}}]}
+          - {name: web, probes: [{tcp: {port: 443}}]}
+        """,
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    text = str(caught.value)
+    assert "smtp.port" in text and "target name 'web' is used twice" in text
+
+
+def test_a_check_reading_a_setting_that_failed_is_left_out_rather_than_misleading(
+    tmp_path: Path,
+) -> None:
+    # contacts fail, so the audit's recipients cannot be checked against them
+    path = write_config(
+        tmp_path,
+        """
+        site: acme
+        contacts: {managers: [{email: 5}]}
+        audits: [{every: "mon 08:00", to: [managers]}]
+        targets: [{name: web, probes: [{tcp: {port: 80}}]}]
+        """,
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert [i.path.split("[")[0] for i in caught.value.issues] == ["contacts.managers"]
+
+
+def test_unset_variables_are_problems_reported_with_everything_else(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        """
+        site: acme
+        smtp: {host: 127.0.0.1, port: many, password: "${SMTP_PW}"}
+        targets:
+          - {name: web, probes: [{tcp: {port: 80}}]}
+          - {name: web, probes: [{tcp: {port: 443}}]}
+        """,
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    text = str(caught.value)
+    assert "SMTP_PW is not set" in text and "smtp.port" in text and "used twice" in text
+
+
+def test_read_only_loading_takes_unset_secrets_as_absent_and_lists_them(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        """
+        site: acme
+        smtp: {host: 127.0.0.1, password: "${SMTP_PW}"}
+        targets: [{name: web, probes: [{tcp: {port: 80}}]}]
+        """,
+    )
+    config = load_config(path, environ={}, secrets="optional")
+    assert config.model.smtp is not None and not config.model.smtp.password
+    assert [str(i).split(": ", 1)[1] for i in config.unset] == [
+        "smtp.password: environment variable SMTP_PW is not set\n"
+        "    hint: export SMTP_PW=... before starting watcher, give a default with "
+        "${SMTP_PW:-value}, or write $${ for a literal '${'"
+    ]
+    with pytest.raises(ConfigError, match="SMTP_PW is not set"):
+        load_config(path, environ={})
