@@ -147,6 +147,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             f"{', '.join(str(p) for p in config.rule_files)}"
         )
     )
+    for line in config.rules.overrides:
+        print(redact(f"  {line}"))
     return EXIT_OK
 
 

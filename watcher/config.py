@@ -38,7 +38,7 @@ from probes.alertmanager import AlertmanagerSettings
 from probes.base import Probe, ProbeConfig
 from rules.condition import RESULT_FIELDS
 from rules.engine import RuleSet
-from rules.model import TEMPLATE_BASE_FIELDS, Rule, RulePack, template_fields
+from rules.model import TEMPLATE_BASE_FIELDS, Rule, RuleOverride, RulePack, template_fields
 from watcher.durations import parse_duration, parse_interval
 from watcher.flapping import FlappingConfig
 from watcher.maintenance import MaintenanceConfig
@@ -1125,12 +1125,25 @@ def _merge_rules(
 ) -> tuple[RuleSet, list[ConfigIssue]]:
     priorities: dict[str, Any] = {}
     by_name: dict[str, tuple[Rule, Located, int]] = {}
+    issues = []
+    overrides: list[str] = []
     for located, pack in packs:
         priorities.update(pack.priorities)
         for index, rule in enumerate(pack.rules):
+            if isinstance(rule, RuleOverride):
+                base = by_name.get(rule.name)
+                if base is None:
+                    issues.append(_no_rule_to_override(rule, located, index, sorted(by_name)))
+                    continue
+                # in the place of the rule it changes: the rest of its pack's order stays
+                by_name[rule.name] = (rule.apply(base[0]), located, index)
+                overrides.append(
+                    f"{located.file}: rule {rule.name} changes {', '.join(rule.changed)} "
+                    f"of the rule of that name in {base[1].file}"
+                )
+                continue
             by_name.pop(rule.name, None)  # a later pack's rule of the same name replaces it
             by_name[rule.name] = (rule, located, index)
-    issues = []
     configured: dict[str, ProbeSpec] = {}
     target_names: set[str] = set()
     if model is not None:
@@ -1212,7 +1225,23 @@ def _merge_rules(
                         )
                     )
     rules = [rule for rule, _, _ in by_name.values()]
-    return RuleSet(priorities, rules, site=model.site if model else "?"), issues
+    ruleset = RuleSet(priorities, rules, site=model.site if model else "?", overrides=overrides)
+    return ruleset, issues
+
+
+def _no_rule_to_override(
+    rule: RuleOverride, located: Located, index: int, names: list[str]
+) -> ConfigIssue:
+    guess = did_you_mean(rule.name, names)
+    return ConfigIssue(
+        located.mark(("rules", index, "name")),
+        format_path(("rules", index, "name")),
+        f"rule {rule.name!r} has no when:, so it changes an earlier pack's rule of that "
+        "name, and no earlier pack has one",
+        (guess + " " if guess.startswith("did you mean") else "")
+        + f"rules it can change: {', '.join(names) or 'none (list its pack after default)'}; "
+        "or give it when: and priority: to make it a rule of its own",
+    )
 
 
 def _glob(pattern: str, name: str) -> bool:

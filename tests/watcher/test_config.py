@@ -276,3 +276,55 @@ def test_read_only_loading_takes_unset_secrets_as_absent_and_lists_them(tmp_path
     ]
     with pytest.raises(ConfigError, match="SMTP_PW is not set"):
         load_config(path, environ={})
+
+
+def test_a_site_rule_without_when_changes_only_the_keys_it_gives_of_a_shipped_rule(
+    tmp_path: Path,
+) -> None:
+    path = write_config(
+        tmp_path,
+        """
+        site: acme
+        rules: [default, site.yml]
+        targets: [{name: web, probes: [{disk: {paths: [/]}}]}]
+        """,
+        extra={"site.yml": "rules:\n  - {name: disk-high, for: 5m, priority: P2}\n"},
+    )
+    config = load_config(path, environ={})
+    plain = tmp_path / "plain.yml"
+    plain.write_text(path.read_text().replace("rules: [default, site.yml]", "rules: [default]"))
+    shipped = load_config(plain, environ={})
+    [rule] = [r for r in config.rules.rules if r.name == "disk-high"]
+    assert rule.for_ == timedelta(minutes=5) and rule.priority == "P2"
+    assert rule.when.text and rule.probe == ["disk"]  # the rest as the shipped rule says
+    names = [r.name for r in config.rules.rules]
+    assert names == [r.name for r in shipped.rules.rules] and names.count("disk-high") == 1
+    [said] = config.rules.overrides
+    assert "rule disk-high changes for, priority of" in said and "default.yml" in said
+    done = subprocess.run(
+        [sys.executable, "-m", "watcher.cli", "validate", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and "rule disk-high changes for, priority" in done.stdout
+
+
+def test_a_change_to_a_rule_no_earlier_pack_has_is_an_error_listing_the_names(
+    tmp_path: Path,
+) -> None:
+    path = write_config(
+        tmp_path,
+        """
+        site: acme
+        rules: [default, site.yml]
+        targets: [{name: web, probes: [{disk: {paths: [/]}}]}]
+        """,
+        extra={"site.yml": "rules:\n  - {name: disk-hihg, for: 5m}\n"},
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    [issue] = caught.value.issues
+    assert "'disk-hihg' has no when:" in issue.message and issue.mark is not None
+    assert issue.mark.file.endswith("site.yml") and issue.mark.line == 2
+    assert "did you mean 'disk-high'?" in issue.hint and "disk-critical" in issue.hint
