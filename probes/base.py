@@ -158,9 +158,10 @@ class ProbeConfig(BaseModel):
 
     name: str | None = None
     interval: timedelta | None = None
+    retry_interval: timedelta | None = None
     timeout: timedelta | None = None
 
-    @field_validator("interval", "timeout", mode="before")
+    @field_validator("interval", "retry_interval", "timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration(value)

@@ -13,7 +13,13 @@ import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -222,6 +228,9 @@ class Metrics:
             "How late checks started against their schedule",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
             registry=r,
+        )
+        self.scheduler_workers = Gauge(
+            "watcher_scheduler_workers", "Probe threads the pool may run at once", registry=r
         )
         self.config_reloads = Counter(
             "watcher_config_reloads", "Config reloads", ["outcome"], registry=r
