@@ -83,9 +83,7 @@ def test_a_failing_check_is_rechecked_soon_holds_keep_wall_time_and_recovery_res
             [incident] = store.incidents(limit=10)
         assert incident.opened_at is None  # held: 5 s of failures are not 20 s
         opened = _wait(
-            lambda: next(
-                (i for i in store.incidents(limit=10) if i.opened_at is not None), None
-            ),
+            lambda: next((i for i in store.incidents(limit=10) if i.opened_at is not None), None),
             60,
             "the incident to open",
         )
