@@ -253,7 +253,8 @@ class Scheduler:
             return
         if len(self._running) >= self._pool.workers:
             return  # every worker is busy: the regular turns come first
-        spread = random.uniform(1 - RETRY_SPREAD, 1 + RETRY_SPREAD) if self.jitter else 1.0
+        # spread whatever ``jitter`` says: checks that failed together must not recheck together
+        spread = random.uniform(1 - RETRY_SPREAD, 1 + RETRY_SPREAD)
         at = max(due + retry * spread, time.monotonic())
         if at < job.due:
             job.due = at
