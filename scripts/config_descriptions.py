@@ -53,7 +53,7 @@ DESCRIPTIONS: dict[str, str] = {
     "listen": "Address of /metrics, /healthz, the status page, check-ins and the API; `null` turns HTTP off.",
     "api_token": "Bearer token for every endpoint that changes state (ack, resolve, maintenance, check-ins without their own token).",
     "log_level": "Log level of the daemon (logs go to standard error).",
-    "workers": "Probe threads: how many checks run at once (1-512), or `auto`: sized every 5 s from the checks due a second x their measured mean time x 2, between 4 and 256.",
+    "workers": "Probe threads: how many checks run at once (1-512), or `auto`: sized every 5 s from the checks due a second x their measured mean time x 2, between 16 and 256.",
     "defaults": "Check timing and incident lifecycle defaults.",
     "ssh": "SSH defaults for every target reached over SSH.",
     "business_hours": "The clock of `business` priorities, and the time zone of tickets, the status page and audit schedules.",

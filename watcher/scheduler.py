@@ -39,7 +39,7 @@ from probes.base import Probe, ProbeContext, Result, item_labels, run_probe
 from watcher.config import ProbeSpec, Target
 from watcher.deadline import Deadline
 from watcher.metrics import Metrics
-from watcher.workers import DaemonPool, auto_workers
+from watcher.workers import AUTO_MIN, DaemonPool, auto_workers
 
 __all__ = ["Job", "Scheduler", "HARD_TIMEOUT_GRACE"]
 
@@ -50,9 +50,9 @@ HARD_TIMEOUT_GRACE = 2.0
 # The longest the loop sleeps: how soon it notices a stop, and how often the watchdog looks.
 MAX_SLEEP = 0.25
 # How often ``workers: auto`` re-sizes the pool, and the size it starts at before any check
-# was timed (the fixed default it replaced).
+# was timed.
 RESIZE_EVERY = 5.0
-AUTO_START = 16
+AUTO_START = AUTO_MIN
 # Rechecks come this much earlier or later at random around their retry interval.
 RETRY_SPREAD = 0.2
 
@@ -279,10 +279,12 @@ class Scheduler:
         if finished < 1:
             return  # nothing timed yet
         workers = auto_workers(self.demand(), busy / finished)
-        if workers != self._pool.workers:
-            log.info("workers: auto sized the pool from %d to %d", self._pool.workers, workers)
+        current = self._pool.workers
+        # grow at once, shrink only by a quarter or more: the size does not wobble with noise
+        if workers > current or workers <= current * 0.75:
+            log.debug("workers: auto sized the pool from %d to %d", current, workers)
             self._pool.resize(workers)
-        self.metrics.scheduler_workers.set(workers)
+            self.metrics.scheduler_workers.set(workers)
 
     @property
     def workers(self) -> int:

@@ -21,7 +21,10 @@ from typing import Any
 
 __all__ = ["DaemonPool", "auto_workers", "AUTO_MIN", "AUTO_MAX", "AUTO_HEADROOM"]
 
-AUTO_MIN = 4
+# The fixed default that ``auto`` replaced: auto never runs fewer, so it is never slower
+# than before (run time is measured from a worker taking a check, so a pool too small for
+# many fast checks would not see its own queue).
+AUTO_MIN = 16
 AUTO_MAX = 256
 # Twice the mean concurrency: check times vary (a few timeouts among fast answers), and a
 # pool sized to the mean exactly queues whenever a burst comes.

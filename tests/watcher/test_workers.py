@@ -23,7 +23,9 @@ from watcher.workers import AUTO_MAX, AUTO_MIN, DaemonPool, auto_workers
         (10.0, 0.01, AUTO_MIN),  # fast checks: the floor
         (0.0, 0.0, AUTO_MIN),  # nothing timed
         (500.0, 10.0, AUTO_MAX),  # timeouts everywhere: the ceiling
-        (1000 / 60, 0.25, 9),  # 1,000 WAN checks a minute at 250 ms
+        (1000 / 60, 0.25, AUTO_MIN),  # 1,000 WAN checks a minute at 250 ms: 9, the floor
+        # 10,000 WAN checks a minute at 300 ms, 1 % of them timing out at 10 s
+        (10_000 / 60, 0.01 * 10 + 0.99 * 0.3, 133),
     ],
 )
 def test_auto_workers_follow_littles_law_within_bounds(
