@@ -70,7 +70,7 @@ DESCRIPTIONS: dict[str, str] = {
     "flapping": "Flap detection for every incident (a target may have its own).",
     # --- defaults ----------------------------------------------------------------------
     "defaults.interval": "How often each check runs.",
-    "defaults.retry_interval": "While a check's latest result is not ok, it is rechecked this often (+-20 %, spread) instead of at its next turn, until ok; at or above the interval: no rechecks. Kinds with their own interval (`du`) only when set on them or their target.",
+    "defaults.retry_interval": "While a check's latest result is not ok, it is rechecked this often (+-20 %, spread) instead of at its next turn, until ok; `0s`, or at or above the interval: no rechecks. Kinds with a slow pace of their own (`du`, daily) only when set on the probe or its target.",
     "defaults.timeout": "How long one check may take; past it (plus 2 s) it is an `error`.",
     "defaults.jitter": "Spread the first runs at start over one interval, so checks do not fire together (the status page is empty until they ran).",
     "defaults.resolve_after": "Consecutive good results before an incident resolves.",

@@ -131,10 +131,11 @@ def build_jobs(
             ).total_seconds()
             timeout = (spec.config.timeout or target.timeout or m.defaults.timeout).total_seconds()
             # a kind with its own slow pace (du: daily) is not rechecked unless asked to
-            retry = spec.config.retry_interval or target.retry_interval
-            if retry is None and not (
-                spec.config.interval is None and target.interval is None and cls.default_interval
-            ):
+            retry = next(
+                (r for r in (spec.config.retry_interval, target.retry_interval) if r is not None),
+                None,
+            )  # 0s on a probe or target turns rechecks off there: not "unset"
+            if retry is None and cls.default_interval is None:
                 retry = m.defaults.retry_interval
             # A probe that reports a recovered item for a while (agent_checkins) needs this
             # many rounds of it to resolve the item's incident under this config.

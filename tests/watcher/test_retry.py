@@ -111,3 +111,36 @@ def test_a_failing_check_is_rechecked_soon_holds_keep_wall_time_and_recovery_res
         runners.close()
         store.close()
     assert incident.target == "web"
+
+
+def test_retry_interval_comes_from_the_probe_the_target_or_defaults_and_0s_turns_it_off(
+    tmp_path: Path,
+) -> None:
+    config = config_from(
+        tmp_path,
+        """
+        site: acme
+        listen: null
+        defaults: {retry_interval: 7s}
+        targets:
+          - {name: a, retry_interval: 0s, probes: [{http: {url: "http://127.0.0.1:9/"}}]}
+          - name: b
+            probes:
+              - {http: {url: "http://127.0.0.1:9/", retry_interval: 3s}}
+              - {tcp: {port: 9}}
+              - {du: {paths: [/tmp]}}
+          - {name: c, retry_interval: 1h, probes: [{du: {paths: [/tmp]}}]}
+        """,
+    )
+    runners = Runners(config.model)
+    try:
+        jobs = {j.name: j.retry_interval for j in build_jobs(config, HttpClients(), runners)}
+    finally:
+        runners.close()
+    assert jobs == {
+        "a/http": None,  # 0s: no rechecks on this target
+        "b/http": 3.0,  # the probe's own
+        "b/tcp": 7.0,  # defaults
+        "b/du": None,  # a daily walk of whole trees is not rechecked unless asked to
+        "c/du": 3600.0,
+    }
