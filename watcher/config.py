@@ -488,6 +488,15 @@ class Integrations(Model):
         return out
 
 
+def _workers(value: Any) -> int | str:
+    """One clear sentence for a bad ``workers:`` rather than one per member of the union."""
+    if value == "auto":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 512:
+        return value
+    raise ValueError(f"{value!r} is not a number of workers; write auto or a number from 1 to 512")
+
+
 class WatcherConfig(Model):
     """The whole of watcher.yml."""
 
@@ -497,7 +506,7 @@ class WatcherConfig(Model):
     api_token: Secret | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # "auto" sizes the pool from measured check times (watcher/workers.py: auto_workers)
-    workers: Annotated[int, Field(ge=1, le=512)] | Literal["auto"] = "auto"
+    workers: Annotated[int | Literal["auto"], PlainValidator(_workers)] = "auto"
     defaults: Defaults = Defaults()
     ssh: SshOptions = SshOptions()
     business_hours: BusinessHoursConfig = BusinessHoursConfig()

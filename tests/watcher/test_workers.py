@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.daemon import Daemon
+from tests.helpers import config_from
 from tests.servers.base import free_port
 from tests.servers.httpd import HTTPTestServer
+from watcher.config import ConfigError
 from watcher.workers import AUTO_MAX, AUTO_MIN, DaemonPool, auto_workers
 
 
@@ -113,3 +115,17 @@ def test_auto_workers_keep_200_slow_checks_on_time_where_four_workers_fall_behin
     assert fixed_lag > 2.0  # 4 workers serve ~13 of the 100 checks due each second
     assert auto_lag < 1.0
     assert auto_lag * 3 < fixed_lag
+
+
+@pytest.mark.parametrize("value", ["many", "0", "600", "true", "-1", "'8'"])
+def test_a_bad_workers_value_is_refused_with_one_sentence(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        config_from(tmp_path, f"site: acme\nworkers: {value}\n")
+    text = str(refused.value)
+    assert "write auto or a number from 1 to 512" in text
+    assert "1 problem" in text or text.count("workers") == 1
+
+
+@pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), ("8", 8), ("512", 512)])
+def test_workers_takes_auto_or_a_number(tmp_path: Path, value: str, expected: object) -> None:
+    assert config_from(tmp_path, f"site: acme\nworkers: {value}\n").model.workers == expected
