@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from watcher.deadline import Deadline
-from watcher.durations import parse_duration
+from watcher.durations import parse_duration, parse_interval, parse_retry_interval
 from watcher.secret import redact
 
 if TYPE_CHECKING:
@@ -154,14 +154,26 @@ class Result:
 class ProbeConfig(BaseModel):
     """Options every probe accepts beside its own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str | None = None
     interval: timedelta | None = None
     retry_interval: timedelta | None = None
     timeout: timedelta | None = None
+    # every figure of this check on /metrics, not only success, duration and cert expiry
+    detail_metrics: bool = False
 
-    @field_validator("interval", "retry_interval", "timeout", mode="before")
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _interval(cls, value: Any) -> Any:
+        return None if value is None else parse_interval(value)
+
+    @field_validator("retry_interval", mode="before")
+    @classmethod
+    def _retry_interval(cls, value: Any) -> Any:
+        return None if value is None else parse_retry_interval(value)
+
+    @field_validator("timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration(value)
@@ -311,10 +323,10 @@ def run_probe(
             probe=probe_id,
             kind=probe.kind,
             status=o.status,
-            message=redact(one_line(o.message)),
+            message=one_line(redact(o.message)),
             metrics={k: float(v) for k, v in o.metrics.items() if v is not None},
             labels=dict(o.labels),
-            evidence=redact(cap_text(o.evidence)) if o.evidence else "",
+            evidence=cap_text(redact(o.evidence)) if o.evidence else "",
             duration_s=duration,
             at=now,
             reason=o.reason,

@@ -261,13 +261,22 @@ class App:
         self.config = config or load_config(self.config_path)
         # What the header tells is refused before a lock file appears beside the file;
         # the store reads the rest under the lock, and a refusal takes the lock file away.
-        check_state_file(self.config.state_path, SCHEMA_VERSION, contents=False)
-        self._lock_fds = acquire_run_lock(self.config.state_path)
-        try:
-            self.store = Store(self.config.state_path)
-        except BaseException:
-            release_run_lock(self._lock_fds, self.config.state_path)
-            raise
+        self._lock_fds: tuple[int, int] | None = None
+        if self.config.state_is_database:
+            self.store = Store(self.config.state_location)
+            try:
+                self.store.acquire_run_lock()
+            except BaseException:
+                self.store.close()
+                raise
+        else:
+            check_state_file(self.config.state_path, SCHEMA_VERSION, contents=False)
+            self._lock_fds = acquire_run_lock(self.config.state_path)
+            try:
+                self.store = Store(self.config.state_path)
+            except BaseException:
+                release_run_lock(self._lock_fds, self.config.state_path)
+                raise
         self.metrics = Metrics()
         self.http = HttpClients()
         self.runners = Runners(self.config.model, base_dir=self.config.base_dir)
@@ -291,7 +300,7 @@ class App:
             self.engine, self.store, build_integrations(self.config, self.http)
         )
         self.scheduler = self._scheduler(self.config)
-        self.metrics.watch_results(self.engine.latest)
+        self.metrics.watch_results(self.engine.latest, lambda: self.config.model)
         self.metrics.watch_state(
             self.engine.incident_counts, self.store.outbox_counts, self.engine.held_counts
         )
@@ -371,7 +380,8 @@ class App:
             self.web.stop()
         self.runners.close()
         self.store.close()
-        release_run_lock(self._lock_fds)
+        if self._lock_fds is not None:
+            release_run_lock(self._lock_fds)
         log.info("stopped")
 
     def reload(self) -> bool:
@@ -382,7 +392,14 @@ class App:
             log.error("config reload refused, keeping the running config:\n%s", exc)
             self.metrics.config_reloads.labels("refused").inc()
             return False
-        if new.state_path != self.config.state_path or new.model.listen != self.config.model.listen:
+        except Exception:  # a loader bug must not take the running daemon down with it
+            log.exception("config reload failed, keeping the running config")
+            self.metrics.config_reloads.labels("refused").inc()
+            return False
+        if (
+            new.state_location != self.config.state_location
+            or new.model.listen != self.config.model.listen
+        ):
             log.warning("state: and listen: changes take effect at the next restart")
         old_scheduler = self.scheduler
         old_scheduler.stop(wait_for_probes=False, cut=False)
@@ -439,14 +456,7 @@ class App:
         attach_alertmanager(self).routes(web)
 
     def _metrics(self, request: Request) -> Response:
-        gzip = "gzip" in request.headers.get("accept-encoding", "")
-        body = self.metrics.exposition(gzip=gzip)
-        headers = (
-            {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
-            if gzip
-            else {"Vary": "Accept-Encoding"}
-        )
-        return Response(200, body, "text/plain; version=0.0.4; charset=utf-8", headers)
+        return self.metrics.respond(request)
 
     def _healthz(self, request: Request) -> Response:
         ok, why = self.healthy

@@ -30,7 +30,7 @@ from integrations.base import Integration, PermanentError, TicketContent, Ticket
 from watcher.deadline import Deadline
 from watcher.metrics import Metrics
 from watcher.secret import redact
-from watcher.store import OutboxRow, Outcome, Store
+from watcher.store import OutboxRow, Outcome, StateWriteError, Store
 
 __all__ = ["Dispatcher", "backoff"]
 
@@ -193,6 +193,8 @@ class Dispatcher:
                 next_due = self.store.next_due(name)
                 if next_due is not None and writable:
                     wait = min(wait, max(0.05, next_due - self.clock().timestamp()))
+            except StateWriteError:
+                wait = 5.0  # the store reports a state it cannot reach, once a minute
             except (
                 Exception
             ):  # a dead worker would stop this integration's deliveries until a restart

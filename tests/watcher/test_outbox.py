@@ -75,10 +75,10 @@ class Helpdesk(Integration):
 
 
 class Watcher:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, state: str | Path | None = None) -> None:
         self.clock = Clock()
         self.config = config_from(tmp_path, CONFIG)
-        self.store = Store(self.config.state_path)
+        self.store = Store(state or self.config.state_path)
         self.helpdesk = Helpdesk()
         self.dispatcher = Dispatcher(
             self.store, {ROUTE: self.helpdesk}, Metrics(), clock=self.clock, base_delay=0.0
@@ -104,8 +104,8 @@ class Watcher:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Watcher:
-    w = Watcher(tmp_path)
+def site(tmp_path: Path, state_location: str | Path) -> Watcher:
+    w = Watcher(tmp_path, state_location)
     yield w
     w.close()
 

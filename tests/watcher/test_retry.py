@@ -8,10 +8,13 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from probes.base import Result
 from tests.helpers import config_from
 from tests.servers.httpd import HTTPTestServer
 from watcher.app import build_jobs
+from watcher.config import ConfigError
 from watcher.engine import Engine
 from watcher.httpclient import HttpClients
 from watcher.metrics import Metrics
@@ -144,3 +147,9 @@ def test_retry_interval_comes_from_the_probe_the_target_or_defaults_and_0s_turns
         "b/du": None,  # a daily walk of whole trees is not rechecked unless asked to
         "c/du": 3600.0,
     }
+
+
+def test_a_retry_interval_under_the_shortest_interval_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as refused:
+        config_from(tmp_path, "site: acme\ndefaults: {retry_interval: 10ms}\n")
+    assert "retry_interval" in str(refused.value) and "the shortest is" in str(refused.value)
