@@ -42,7 +42,7 @@ from watcher.statefile import (
     check_state_file,
     release_run_lock,
 )
-from watcher.status_page import page_response, render_status_page
+from watcher.status_page import page_response, render_status_page, waiting_text
 from watcher.store import SCHEMA_VERSION, StateWriteError, Store
 from watcher.transports import Runners
 from watcher.web import (
@@ -470,9 +470,14 @@ class App:
         if problem:
             return json_response({"error": problem}, 400)
         offset, limit = _window(request.query)
-        return json_response(
+        response = json_response(
             [x.to_dict() for x in chosen[offset : offset + limit if limit else None]]
         )
+        waiting = waiting_text(self.scheduler.first_runs())
+        if waiting:
+            # a header, so the body stays the list clients read: why it may be short
+            response.headers["Watcher-Waiting"] = waiting
+        return response
 
     def _api_incidents(self, request: Request) -> Response:
         states = _incident_states(request.query.get("state"))

@@ -19,7 +19,7 @@ from watcher.suppression import describe
 from watcher.templating import render
 from watcher.web import Response
 
-__all__ = ["STATUS_CSP", "page_response", "render_status_page"]
+__all__ = ["STATUS_CSP", "page_response", "render_status_page", "waiting_text"]
 
 # Nothing on the page is fetched and nothing runs: its only style is inline, and a name
 # that slipped through as markup still could neither run a script nor load anything.
@@ -72,7 +72,7 @@ def render_status_page(
         heading=(
             f"{counted(len(everything), 'check')} on {counted(targets, 'target')}, {failing} not ok"
         ),
-        waiting=_waiting(first_runs),
+        waiting=waiting_text(first_runs),
         describe=describe,
         local_time=lambda at: "-" if at is None else at.astimezone(tz).strftime(TIME_FORMAT),
         # One zone for every time on the page, named once: the site's
@@ -81,7 +81,7 @@ def render_status_page(
     )
 
 
-def _waiting(first_runs: Sequence[float]) -> str:
+def waiting_text(first_runs: Sequence[float]) -> str:
     """What to say while checks have not reported yet, or nothing."""
     if not first_runs:
         return ""

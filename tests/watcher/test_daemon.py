@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from tests.daemon import Daemon
@@ -219,5 +220,31 @@ def test_prometheus_scrapes_the_metrics_endpoint(tmp_path: Path, prometheus_fact
             return prometheus.query('watcher_check_success{check="disk"}')
 
         daemon.wait_for(scraped, 30, "a probe metric in Prometheus")
+    finally:
+        daemon.stop()
+
+
+def test_a_fresh_start_says_when_the_first_results_come(tmp_path: Path) -> None:
+    port = free_port()
+    # first runs are spread over one interval: at a day, none runs while this test looks
+    config = write_config(
+        tmp_path,
+        f"""
+        site: acme
+        state: state.db
+        listen: 127.0.0.1:{port}
+        defaults: {{interval: 1d}}
+        targets:
+          - {{name: shop, probes: [{{tcp: {{host: 127.0.0.1, port: {free_port()}}}}}]}}
+          - {{name: mail, probes: [{{tcp: {{host: 127.0.0.1, port: {free_port()}}}}}]}}
+        """,
+    )
+    daemon = Daemon(config, port).start()
+    try:
+        status, page = daemon.get("/")
+        assert status == 200 and "2 checks not run yet since the start: first results in" in page
+        with urllib.request.urlopen(daemon.url("/api/results"), timeout=5) as response:
+            assert json.loads(response.read()) == []
+            assert "2 checks not run yet" in response.headers["Watcher-Waiting"]
     finally:
         daemon.stop()
