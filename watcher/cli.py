@@ -385,9 +385,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     results = [] if args.run or store is None else store.latest(args.target)
     source = "latest recorded results"
     if not results:
+        if config.unset:
+            config = load_config(args.config)  # checks run now need every secret
         results = _round(config, [args.target])
         source = "a check run just now"
-    print(f"{args.target}: {len(results)} results ({source})")
+    print(f"{args.target}: {counted(len(results), 'result')} ({source})")
     for result in sorted(results, key=lambda r: r.key):
         check = (result.probe + " " + result.item).strip()
         print(f"\n{check}: {result.status.upper()} {result.message}")

@@ -186,6 +186,11 @@ def test_read_only_commands_run_with_unset_secrets_and_warn_once(
     assert watcher("maintenance", "-c", config).returncode == 0
     assert watcher("audit", "--format", "md", "-c", config).returncode == 0
     # what delivers or probes still needs every secret; validate lists it as a problem
-    for command in (("incidents", "ack", "1"), ("once",), ("validate",)):
+    for command in (
+        ("incidents", "ack", "1"),
+        ("once",),
+        ("explain", "shop", "--run"),
+        ("validate",),
+    ):
         done = watcher(*command, "-c", config)
         assert done.returncode == 2 and "SMTP_PW_UNSET is not set" in done.stderr, command
