@@ -272,6 +272,48 @@ def watcher_ssh(workdir: Path, ssh: Ssh, args: argparse.Namespace) -> Measured:
         stop(daemon)
 
 
+def micro_ssh(ssh: Ssh, checks: int) -> Measured:
+    """The nagios probe through the pool, one check at a time in this process."""
+    from probes.base import ProbeContext, run_probe
+    from probes.nagios import NagiosConfig, NagiosProbe
+    from watcher.httpclient import HttpClients
+    from watcher.transports.ssh import SshPool, SshSettings
+
+    s = ssh.sshd
+    settings = SshSettings(
+        target="bench",
+        host=s.host,
+        port=s.port,
+        user=s.user,
+        key_files=(ssh.key,),
+        known_hosts=ssh.known_hosts,
+    )
+    pool = SshPool(trust_file=None)
+    probe = NagiosProbe(NagiosConfig(run=PLUGIN))
+    ctx = ProbeContext(
+        site="bench",
+        target="bench",
+        host=s.host,
+        labels={},
+        timeout=10,
+        http=HttpClients(),
+        runner=pool.runner(settings),
+    )
+    load = loadavg()
+    try:
+        run_probe(probe, ctx, "nagios")  # the connection, opened once as in the daemon
+        sshd0, cpu0, wall0 = tree_cpu([s.pid or 0]), time.process_time(), time.perf_counter()
+        for _ in range(checks):
+            [result] = run_probe(probe, ctx, "nagios")
+            if result.status != "ok":
+                raise SystemExit(f"micro SSH check failed: {result.message}")
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        sshd = tree_cpu([s.pid or 0]) - sshd0
+    finally:
+        pool.close()
+    return Measured("micro: run_probe() loop, pooled", checks, wall, cpu, {"sshd": sshd}, load)
+
+
 def results_in(db: Path) -> int:
     import sqlite3
 
@@ -403,6 +445,7 @@ def main() -> int:
     parser.add_argument("--micro", type=int, default=1000, help="checks in the micro loop")
     parser.add_argument("--ssh-rate", type=float, default=5, help="SSH checks per second")
     parser.add_argument("--ssh-interval", type=int, default=10)
+    parser.add_argument("--ssh-micro", type=int, default=200, help="checks in the SSH micro loop")
     parser.add_argument("--only", choices=["http", "ssh"], help="run one half")
     args = parser.parse_args()
     needed = [
@@ -511,17 +554,18 @@ def ssh_part(args: argparse.Namespace) -> None:
     cm = check_by_ssh_phase(workdir / "cm", ssh, args, multiplexed=True)
     say("ssh: check_by_ssh, a new connection per check")
     plain = check_by_ssh_phase(workdir / "plain", ssh, args, multiplexed=False)
+    micro = micro_ssh(ssh, args.ssh_micro)
     cmd = " ".join(["check_load", *PLUGIN[1:]])
     rows = []
-    for x in (w, cm, plain):
+    for x in (w, cm, plain, micro):
         rows.append(
             [
-                cmd,
+                cmd if x is not micro else f"{args.ssh_micro} checks one at a time",
                 x.product,
                 f"{x.rate:,.1f}",
                 f"{x.ms:.2f} ms",
                 f"{1000 * x.extra['sshd'] / x.checks:.2f} ms",
-                "1.00x" if x is w else ratio(w, x),
+                "1.00x" if x is w else "(micro)" if x is micro else ratio(w, x),
                 x.load,
             ]
         )
