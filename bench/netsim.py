@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import resource
 import signal
 import socket
 import sys
@@ -108,6 +109,9 @@ async def serve(spec: dict[str, Any]) -> None:
 
 def main() -> int:
     spec = json.loads(Path(sys.argv[1]).read_text())
+    # Two sockets per proxied connection plus a listener per endpoint: past 1024 soon.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     asyncio.run(serve(spec))
     return 0
 

@@ -505,14 +505,23 @@ def http_part(args: argparse.Namespace) -> None:
                 if x is None:
                     continue
                 extra = ", ".join(f"{k} {1000 * v / x.checks:.2f} ms" for k, v in x.extra.items())
+                # A product that fell behind the schedule did less work than asked: its CPU
+                # per check is not comparable (time-outs, retries), so no ratio is given.
+                behind = x is not m and x.rate < 0.95 * rate
                 rows.append(
                     [
                         scheme,
                         cmd if x is not m else f"{args.micro} checks one at a time",
                         x.product,
-                        f"{x.rate:,.0f}",
+                        f"{x.rate:,.0f}" + (f" of {rate}: fell behind" if behind else ""),
                         f"{x.ms:.2f} ms" + (f" ({extra})" if extra else ""),
-                        "1.00x" if x is w else ratio(w, x) if x is b else "(micro)",
+                        "n/a (fell behind)"
+                        if behind
+                        else "1.00x"
+                        if x is w
+                        else ratio(w, x)
+                        if x is b
+                        else "(micro)",
                         x.load,
                     ]
                 )

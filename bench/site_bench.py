@@ -171,9 +171,7 @@ def build_site(workdir: Path, args: argparse.Namespace, hook_port: int) -> tuple
         )
         known.append(f"[{endpoint_host(i)}]:{port} {sshd.host_public_key_line}")
     netsim_spec = workdir / "netsim.json"
-    netsim_spec.write_text(
-        json.dumps({"proxies": proxies, "blackholes": [{"host": "127.0.0.1", "port": blackhole}]})
-    )
+    blackholes = [{"host": "127.0.0.1", "port": blackhole}]
     known_hosts = workdir / "known_hosts"
     known_hosts.write_text("\n".join(known) + "\n")
     idle_spec = workdir / "idle.json"
@@ -240,7 +238,14 @@ def build_site(workdir: Path, args: argparse.Namespace, hook_port: int) -> tuple
         site.refusals += f == "refused"
         host, ssh_port, tcp = endpoint_host(j % endpoints), port, nginx.plain
         if f != "ok":
-            host, ssh_port = "127.0.0.1", blackhole if f == "timeout" else refused
+            # A silent or refusing server of its own (the pool keys connections by host):
+            # 127.2.x.y drops SYNs, nothing listens on 127.3.x.y.
+            n = site.timeouts + site.refusals
+            silent = f == "timeout"
+            host = f"127.{2 if silent else 3}.{n // 250}.{n % 250 + 1}"
+            ssh_port = blackhole if silent else refused
+            if silent:
+                blackholes.append({"host": host, "port": blackhole})
             tcp = ssh_port
         lines += [
             f"  - name: srv-{j:05d}",
@@ -250,8 +255,9 @@ def build_site(workdir: Path, args: argparse.Namespace, hook_port: int) -> tuple
             "    probes:",
             "      - load: {}",
             "      - memory: {}",
-            f"      - tcp: {{host: 127.0.0.1, port: {tcp}}}",
+            f"      - tcp: {{host: {host if f != 'ok' else '127.0.0.1'}, port: {tcp}}}",
         ]
+    netsim_spec.write_text(json.dumps({"proxies": proxies, "blackholes": blackholes}))
     site.config.write_text("\n".join(line for line in lines if line) + "\n")
     return site, nginx
 
