@@ -398,6 +398,9 @@ def check_by_ssh_phase(
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         return usage.ru_utime + usage.ru_stime
 
+    if multiplexed:
+        # Open the master first: clients started together would race to create it.
+        one()
     runner = threading.Thread(target=scheduler, daemon=True)
     runner.start()
     master = 0
