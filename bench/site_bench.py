@@ -555,7 +555,7 @@ def report(f: dict[str, Any], site: Site, args: argparse.Namespace) -> bool:
             if resolved_s is not None
             else "not resolved in time"
         )
-        print(f"  {name}: ticket {o}; resolved {r}")
+        print(f"- {name}: ticket {o}; resolved {r}")
     return (
         f["lag_p99_s"] < 2
         and f["rss_peak"] < 300 * mb
