@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,7 +56,14 @@ from benchlib import (
     tree_cpu,
 )
 
-from tests.servers.base import ManagedProcess, cleanup_all, free_port, make_workdir, wait_for_port
+from tests.servers.base import (
+    ManagedProcess,
+    cleanup_all,
+    free_port,
+    make_workdir,
+    register_cleanup,
+    wait_for_port,
+)
 from tests.servers.certs import make_test_pki
 from tests.servers.sshd import Sshd, ensure_test_user, make_client_keys
 
@@ -327,7 +335,9 @@ def check_by_ssh_phase(
     workdir.mkdir(parents=True, exist_ok=True)
     s = ssh.sshd
     # A Unix socket path must be short (108 bytes): not under the long work dir.
-    control = Path(tempfile.mkdtemp(prefix="cm", dir="/tmp")) / "m"
+    control_dir = tempfile.mkdtemp(prefix="watcher-cm", dir="/tmp")
+    register_cleanup(lambda: shutil.rmtree(control_dir, ignore_errors=True))
+    control = Path(control_dir) / "m"
     argv = [
         str(PLUGINS / "check_by_ssh"),
         "-H",
