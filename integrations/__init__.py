@@ -31,6 +31,7 @@ REGISTRY: dict[str, str] = {
     "opsgenie": "integrations.opsgenie:OpsgenieIntegration",
     "twilio": "integrations.twilio:TwilioIntegration",
     "apprise": "integrations.apprise:AppriseIntegration",
+    "alertmanager": "integrations.alertmanager:AlertmanagerIntegration",
 }
 
 

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from watcher.secret import redact
+
 if TYPE_CHECKING:
     from watcher.config import WatcherConfig
     from watcher.httpclient import HttpClients
@@ -66,7 +68,8 @@ def error_for_status(response: Any, what: str) -> None:
     if status < 400:
         return
     retry_after = _retry_after(response.headers.get("Retry-After"))
-    body = " ".join((response.text or "").split())[:300]
+    # masked before it is cut: a cut through a secret would leave a piece no mask matches
+    body = " ".join(redact(response.text or "").split())[:300]
     message = f"{what}: HTTP {status} {body}".strip()
     if status in (408, 425, 429) or status >= 500:
         raise TransientError(message, retry_after=retry_after, status=status)
@@ -128,6 +131,7 @@ class TicketContent:
     action: str = ""  # what this delivery does: open, comment, resolve, page, ...
     delivery_id: int = 0  # the outbox row, unique per delivery: receivers can dedup on it
     escalation: int = 0  # escalation steps notified so far (an ``escalate`` action: its step)
+    check: str = ""  # the check that found it: probe and item (``disk /var``)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -145,7 +149,7 @@ PageContent = TicketContent
 class IntegrationConfig(BaseModel):
     """Options every integration accepts beside its own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str | None = None
 
@@ -197,6 +201,12 @@ class Integration:
     def find(self, fingerprint: str) -> TicketRef | None:
         """An open ticket carrying this fingerprint, or None (also when search is impossible)."""
         return None
+
+    @property
+    def searchable(self) -> bool:
+        """True if ``find`` asks the helpdesk: a ticket opened by a watcher killed before it
+        recorded it is adopted, not opened again."""
+        return type(self).find is not Integration.find
 
     def status(self, ref: TicketRef) -> TicketStatus | None:
         """The ticket's state in the helpdesk, or None when it cannot be read."""

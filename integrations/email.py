@@ -87,6 +87,8 @@ class EmailIntegration(Integration):
             "X-Watcher-Incident": str(ticket.incident_id),
             "X-Watcher-Priority": ticket.priority,
         }
+        if ticket.delivery_id:  # the same on a repeat after a crash: receivers can drop it
+            headers["X-Watcher-Delivery"] = str(ticket.delivery_id)
         if ticket.priority == "P1":
             headers["X-Priority"] = "1"
             headers["Importance"] = "high"

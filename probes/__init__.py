@@ -29,6 +29,7 @@ REGISTRY: dict[str, str] = {
     "pop3": "probes.pop3:Pop3Probe",
     "agent_checkins": "probes.agent_checkins:AgentCheckinsProbe",
     "heartbeat": "probes.heartbeat:HeartbeatProbe",
+    "alertmanager": "probes.alertmanager:AlertmanagerProbe",
 }
 
 

@@ -44,7 +44,8 @@ from watcher.secret import Secret, protect_url
 
 __all__ = ["AgentCheckinsProbe", "AgentCheckinsConfig", "Device", "parse_checkin_time"]
 
-# How many rounds a recovered device keeps getting ok results: enough for resolve_after.
+# How many rounds a recovered device keeps getting ok results when the watcher does not
+# say (``results_to_resolve``, from its resolve_after and flap window): the defaults' 10.
 RECOVERY_ROUNDS = 10
 MAX_PAGE_BYTES = 20 * 1024 * 1024
 FLEET = {"scope": "fleet"}
@@ -178,6 +179,10 @@ class AgentCheckinsProbe(Probe):
         # device id -> ok rounds still owed (None while it is reported stale)
         self._reported: dict[str, int | None] | None = None
 
+    def items(self) -> list[dict[str, str]]:
+        # Devices are found at run time; a whole failure is the fleet result's.
+        return [dict(FLEET)]
+
     def close(self) -> None:
         if self._session is not None:
             self._session.close()
@@ -191,6 +196,10 @@ class AgentCheckinsProbe(Probe):
             devices, pages, skipped = self._fetch(ctx)
         except _Unreadable as exc:
             return [replace(exc.outcome, labels=FLEET)]
+        finally:
+            # No connection is kept for the next check: one opened by an earlier check is
+            # not tied to this check's deadline, so a peer could hold it past its timeout.
+            self.close()
         latency = (datetime.now(UTC) - started).total_seconds()
         fleet = self._fleet(devices, pages, skipped, now, latency)
         if not cfg.per_device:
@@ -510,7 +519,8 @@ class AgentCheckinsProbe(Probe):
                 continue
             if device_id in stale:
                 continue  # over the cap now: neither confirmed nor cleared
-            owed = RECOVERY_ROUNDS if owed is None else owed
+            if owed is None:
+                owed = int(ctx.services.get("results_to_resolve", RECOVERY_ROUNDS))
             device = by_id.get(device_id)
             if device is None:
                 message = f"device {device_id} is no longer in the device list"

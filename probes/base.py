@@ -13,13 +13,14 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from watcher.durations import parse_duration
+from watcher.deadline import Deadline
+from watcher.durations import parse_duration, parse_interval, parse_retry_interval
 from watcher.secret import redact
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ __all__ = [
     "TransportError",
     "cap_text",
     "decode_output",
+    "item_labels",
+    "per_item",
     "run_probe",
 ]
 
@@ -151,13 +154,26 @@ class Result:
 class ProbeConfig(BaseModel):
     """Options every probe accepts beside its own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str | None = None
     interval: timedelta | None = None
+    retry_interval: timedelta | None = None
     timeout: timedelta | None = None
+    # every figure of this check on /metrics, not only success, duration and cert expiry
+    detail_metrics: bool = False
 
-    @field_validator("interval", "timeout", mode="before")
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _interval(cls, value: Any) -> Any:
+        return None if value is None else parse_interval(value)
+
+    @field_validator("retry_interval", mode="before")
+    @classmethod
+    def _retry_interval(cls, value: Any) -> Any:
+        return None if value is None else parse_retry_interval(value)
+
+    @field_validator("timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration(value)
@@ -193,7 +209,11 @@ class CommandRunner(Protocol):
 
 @dataclass
 class ProbeContext:
-    """What the engine lends a probe: the target, its limits and shared clients."""
+    """What the engine lends a probe: the target, its limits and shared clients.
+
+    ``deadline`` is the end of the current check (``run_probe`` sets it from ``timeout``):
+    sockets the check connects are shut down when it passes, whatever they are doing.
+    """
 
     site: str
     target: str
@@ -203,6 +223,11 @@ class ProbeContext:
     http: HttpClients
     runner: CommandRunner | None = None
     services: Mapping[str, Any] = field(default_factory=dict)
+    deadline: Deadline | None = None
+
+    def time_left(self) -> float:
+        """Seconds left of this check (the whole timeout outside ``run_probe``)."""
+        return self.timeout if self.deadline is None else self.deadline.remaining()
 
 
 class Probe(ABC):
@@ -227,8 +252,37 @@ class Probe(ABC):
     def check(self, ctx: ProbeContext) -> Outcome | list[Outcome]:
         """Checks the target once. Must return, not raise, for a failing target."""
 
+    def items(self) -> list[dict[str, str]]:
+        """The labels of each item the config names (``[{"path": "/"}, ...]``).
+
+        A check that fails as a whole (SSH refused, host key changed, timeout) reports one
+        error per item, labelled like that item's own results: each item's recovery then
+        replaces its own error, and none is left standing. ``[{}]``: one result per check,
+        or items found only at run time.
+        """
+        return [{}]
+
     def close(self) -> None:  # noqa: B027 - most probes keep nothing
         """Releases anything the probe keeps between checks."""
+
+
+def item_labels(probe: Probe) -> list[dict[str, str]]:
+    """``probe.items()``, or one unlabelled item if even that fails."""
+    try:
+        return [dict(labels) for labels in probe.items()] or [{}]
+    except Exception:  # a whole-check error must still be reported
+        log.exception("probe %s could not list its items", probe.kind)
+        return [{}]
+
+
+def per_item(probe: Probe, outcomes: list[Outcome]) -> list[Outcome]:
+    """A lone unlabelled error (the check failed as a whole: it raised, its transport
+    failed, it returned nothing) as one error per configured item, labelled like its
+    results; anything else as it is."""
+    if len(outcomes) != 1 or outcomes[0].status != "error" or outcomes[0].labels:
+        return outcomes
+    whole = outcomes[0]
+    return [replace(whole, labels=labels) for labels in item_labels(probe)]
 
 
 def run_probe(
@@ -237,34 +291,62 @@ def run_probe(
     probe_id: str,
     *,
     clock: Any = None,
+    deadline: Deadline | None = None,
 ) -> list[Result]:
-    """Runs one check and turns whatever happens into Results."""
+    """Runs one check and turns whatever happens into Results.
+
+    The check ends at its timeout whatever its peer does: ``deadline`` (a new one of
+    ``ctx.timeout`` if not given; the scheduler passes its own to be able to cancel it)
+    shuts down every socket the check connected once it passes.
+    """
     now = (clock or (lambda: datetime.now(UTC)))()
     started = time.perf_counter()
+    deadline = deadline or Deadline(ctx.timeout)
     try:
-        outcome = probe.check(ctx)
+        with deadline:
+            outcome = probe.check(replace(ctx, deadline=deadline))
         outcomes = outcome if isinstance(outcome, list) else [outcome]
     except TransportError as exc:
         outcomes = [Outcome.error(str(exc), reason=exc.reason)]
     except Exception as exc:  # a bug in a probe must not kill the scheduler
-        log.exception("probe %s on %s raised", probe_id, ctx.target)
+        if not deadline.cut:
+            log.exception("probe %s on %s raised", probe_id, ctx.target)
         outcomes = [Outcome.error(f"probe crashed: {type(exc).__name__}: {exc}")]
     duration = time.perf_counter() - started
     if not outcomes:
         outcomes = [Outcome.error("probe returned nothing")]
+    if deadline.cut:
+        outcomes = [_cut_short(o, ctx.timeout) for o in outcomes]
     return [
         Result(
             target=ctx.target,
             probe=probe_id,
             kind=probe.kind,
             status=o.status,
-            message=redact(one_line(o.message)),
+            message=one_line(redact(o.message)),
             metrics={k: float(v) for k, v in o.metrics.items() if v is not None},
             labels=dict(o.labels),
-            evidence=redact(cap_text(o.evidence)) if o.evidence else "",
+            evidence=cap_text(redact(o.evidence)) if o.evidence else "",
             duration_s=duration,
             at=now,
             reason=o.reason,
         )
-        for o in outcomes
+        for o in per_item(probe, outcomes)
     ]
+
+
+def _cut_short(outcome: Outcome, timeout: float) -> Outcome:
+    """What a check says once its connections were cut at the deadline: it did not finish
+    in time, whatever the probe made of the cut (a closed connection, a short answer),
+    which is kept as evidence."""
+    if outcome.reason == "timeout":
+        return outcome
+    seen = f"(after the cut the probe saw: {outcome.message})"
+    return Outcome(
+        "fail",
+        f"did not finish within its timeout of {timeout:g}s; its connection was cut",
+        outcome.metrics,
+        outcome.labels,
+        f"{outcome.evidence}\n{seen}" if outcome.evidence else seen,
+        "timeout",
+    )

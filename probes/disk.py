@@ -77,6 +77,10 @@ class DiskProbe(Probe):
     needs_runner = True
     config: DiskConfig
 
+    def items(self) -> list[dict[str, str]]:
+        # Mounts found at run time cannot be named before df answers: then one item.
+        return [{"path": path} for path in self.config.paths] or [{}]
+
     def check(self, ctx: ProbeContext) -> list[Outcome]:
         assert ctx.runner is not None
         cfg = self.config

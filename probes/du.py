@@ -177,6 +177,15 @@ class DuProbe(Probe):
     default_interval = timedelta(hours=24)
     config: DuConfig
 
+    def items(self) -> list[dict[str, str]]:
+        # The largest directories (label dir) are found at run time: their last sizes stay.
+        cfg = self.config
+        items = [{"path": path} for path in cfg.paths]
+        if cfg.old_files is not None:
+            age = format_duration(cfg.old_files.older_than)
+            items += [{"path": path, "older_than": age} for path in cfg.old_files.paths]
+        return items
+
     def check(self, ctx: ProbeContext) -> list[Outcome]:
         assert ctx.runner is not None
         cfg = self.config

@@ -19,12 +19,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 from urllib.parse import urljoin, urlsplit
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from probes.base import Outcome, Probe, ProbeConfig, ProbeContext, decode_output
 from watcher.durations import parse_duration
 from watcher.httpclient import USER_AGENT
-from watcher.secret import Secret, protect_url
+from watcher.secret import Secret, protect_basic_auth, protect_url
 
 __all__ = ["HttpProbe", "HttpConfig", "json_path_get", "cert_days_left", "may_send_credentials"]
 
@@ -36,6 +36,11 @@ class BasicAuth(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     user: str
     password: Secret
+
+    @model_validator(mode="after")
+    def _protect_header(self) -> BasicAuth:
+        protect_basic_auth(self.user, self.password.reveal())
+        return self
 
 
 class HttpConfig(ProbeConfig):

@@ -65,6 +65,11 @@ class ServiceProbe(Probe):
     needs_runner = True
     config: ServiceConfig
 
+    def items(self) -> list[dict[str, str]]:
+        cfg = self.config
+        names = cfg.unit or cfg.process or ([cfg.pattern] if cfg.pattern else [])
+        return [{"service": name} for name in names]
+
     def check(self, ctx: ProbeContext) -> list[Outcome]:
         assert ctx.runner is not None
         cfg = self.config

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite (and, with --bench, the benchmarks) start
 # for real: OpenSSH, Postfix, Dovecot, Request Tracker 5, Prometheus, the Nagios plugins,
-# Chromium. Idempotent and non-interactive; the daemons are never started as services,
-# the tests start their own copies on loopback ports.
+# Chromium, Redmine. Idempotent and non-interactive; the daemons are never started as
+# services, the tests start their own copies on loopback ports.
 set -euo pipefail
 
 want_bench=0
@@ -22,10 +22,13 @@ packages=(
   openssh-server openssh-client
   postfix dovecot-imapd dovecot-pop3d ssl-cert
   request-tracker5 rt5-db-sqlite rt5-standalone
+  redmine redmine-sqlite ruby-webrick
   prometheus prometheus-blackbox-exporter
   monitoring-plugins-basic monitoring-plugins-standard
   chromium
   iproute2 procps util-linux sqlite3 ca-certificates
+  prometheus-alertmanager
+  postgresql
 )
 if [ "$want_bench" = 1 ]; then
   packages+=(nginx-light monitoring-plugins curl)
@@ -63,6 +66,8 @@ request-tracker5 request-tracker5/rtname string watcher-test
 request-tracker5 request-tracker5/organization string watcher.test
 request-tracker5 request-tracker5/correspondaddress string rt@localhost
 request-tracker5 request-tracker5/commentaddress string rt-comment@localhost
+redmine redmine/instances/default/database-type select sqlite3
+redmine redmine/instances/default/dbconfig-install boolean true
 SEL
 
 if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then

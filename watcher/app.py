@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import logging
 import os
 import queue
@@ -16,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections import ChainMap
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import Any
 import integrations as integration_registry
 from integrations.base import Integration, IntegrationEnv
 from probes.base import ProbeContext, Result
-from watcher import __version__
+from watcher import __version__, tracker
 from watcher.acks import HelpdeskPoller
 from watcher.audit_schedule import AuditScheduler
 from watcher.checkins import attach as attach_checkins
@@ -36,9 +36,23 @@ from watcher.incident import public_view
 from watcher.metrics import Metrics
 from watcher.outbox import Dispatcher
 from watcher.scheduler import Job, Scheduler
-from watcher.store import Store
+from watcher.statefile import (
+    StateLocked,
+    acquire_run_lock,
+    check_state_file,
+    release_run_lock,
+)
+from watcher.status_page import page_response, render_status_page
+from watcher.store import SCHEMA_VERSION, StateWriteError, Store
 from watcher.transports import Runners
-from watcher.web import Request, Response, WebServer, escape, json_response, page, text_response
+from watcher.web import (
+    ClientError,
+    Request,
+    Response,
+    WebServer,
+    json_response,
+    text_response,
+)
 
 __all__ = ["App", "build_jobs", "build_integrations", "StateLocked", "configure_logging"]
 
@@ -47,12 +61,10 @@ log = logging.getLogger("watcher")
 TICK_EVERY = 5.0
 BATCH_WINDOW = 0.1
 COMPACT_EVERY = 3600.0
+# SIGTERM to exit within 5 s, whatever checks and deliveries are doing.
+SHUTDOWN_BUDGET = 4.0
 # Rows of latest results the status page shows; a large site narrows them by query.
 PAGE_ROWS = 500
-
-
-class StateLocked(RuntimeError):
-    pass
 
 
 def configure_logging(level: str) -> None:
@@ -91,34 +103,6 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = 256 * 1024) -> None:
             libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD, which also stops it moving
 
 
-def acquire_run_lock(state: Path) -> int:
-    """Holds an exclusive lock beside the state file for as long as the process lives."""
-    state.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(f"{state}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StateLocked(f"another watcher is running on {state}") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
-    return fd
-
-
-def state_is_locked(state: Path) -> bool:
-    try:
-        fd = os.open(f"{state}.lock", os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 def build_integrations(config: Config, http: HttpClients) -> dict[str, Integration]:
     env = IntegrationEnv(config=config.model, http=http)
     out: dict[str, Integration] = {}
@@ -146,6 +130,18 @@ def build_jobs(
                 or m.defaults.interval
             ).total_seconds()
             timeout = (spec.config.timeout or target.timeout or m.defaults.timeout).total_seconds()
+            # a kind with its own slow pace (du: daily) is not rechecked unless asked to
+            retry = next(
+                (r for r in (spec.config.retry_interval, target.retry_interval) if r is not None),
+                None,
+            )  # 0s on a probe or target turns rechecks off there: not "unset"
+            if retry is None and cls.default_interval is None:
+                retry = m.defaults.retry_interval
+            # A probe that reports a recovered item for a while (agent_checkins) needs this
+            # many rounds of it to resolve the item's incident under this config.
+            to_resolve = tracker.results_to_resolve(
+                m.defaults.resolve_after, (target.flapping or m.flapping).settings()
+            )
             if cls.needs_runner and runner is None:
                 runner = runners.for_target(target)
             ctx = ProbeContext(
@@ -156,9 +152,10 @@ def build_jobs(
                 timeout=timeout,
                 http=http,
                 runner=runner if cls.needs_runner else None,
-                services=services or {},
+                services=ChainMap({"results_to_resolve": to_resolve}, services or {}),
             )
-            jobs.append(Job(target, spec, cls(spec.config), ctx, interval, timeout))
+            retry_s = retry.total_seconds() if retry else None
+            jobs.append(Job(target, spec, cls(spec.config), ctx, interval, timeout, retry_s))
     return jobs
 
 
@@ -183,10 +180,11 @@ class ResultSink:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
-        self._thread.join(30)
-        self._drain()
+        self._thread.join(timeout)
+        if not self._thread.is_alive():  # else the engine is still busy with a batch
+            self._drain()
 
     @property
     def alive(self) -> bool:
@@ -233,6 +231,8 @@ class ResultSink:
                     self._last_compact = now
                     h = self.config().model.history
                     self.store.compact(datetime.now(UTC), raw=h.raw, hourly=h.hourly, daily=h.daily)
+            except StateWriteError:
+                pass  # the store reports a state file it cannot write, once a minute
             except Exception:  # a bad batch must not stop incident tracking for good
                 log.exception("engine error")
 
@@ -259,8 +259,24 @@ class App:
         tune_malloc()  # before the threads that would each take an arena
         self.config_path = Path(config_path)
         self.config = config or load_config(self.config_path)
-        self._lock_fd = acquire_run_lock(self.config.state_path)
-        self.store = Store(self.config.state_path)
+        # What the header tells is refused before a lock file appears beside the file;
+        # the store reads the rest under the lock, and a refusal takes the lock file away.
+        self._lock_fds: tuple[int, int] | None = None
+        if self.config.state_is_database:
+            self.store = Store(self.config.state_location)
+            try:
+                self.store.acquire_run_lock()
+            except BaseException:
+                self.store.close()
+                raise
+        else:
+            check_state_file(self.config.state_path, SCHEMA_VERSION, contents=False)
+            self._lock_fds = acquire_run_lock(self.config.state_path)
+            try:
+                self.store = Store(self.config.state_path)
+            except BaseException:
+                release_run_lock(self._lock_fds, self.config.state_path)
+                raise
         self.metrics = Metrics()
         self.http = HttpClients()
         self.runners = Runners(self.config.model, base_dir=self.config.base_dir)
@@ -284,9 +300,12 @@ class App:
             self.engine, self.store, build_integrations(self.config, self.http)
         )
         self.scheduler = self._scheduler(self.config)
-        self.metrics.watch_results(self.engine.latest)
+        self.metrics.watch_results(self.engine.latest, lambda: self.config.model)
         self.metrics.watch_state(
             self.engine.incident_counts, self.store.outbox_counts, self.engine.held_counts
+        )
+        self.metrics.watch_state_file(
+            lambda: self.store.writable, lambda: self.store.write_failures
         )
         self.web: WebServer | None = None
         self._stop = threading.Event()
@@ -343,17 +362,26 @@ class App:
         self._stop.set()
 
     def shutdown(self) -> None:
-        log.info("stopping: finishing running checks and deliveries")
-        self.scheduler.stop(wait_for_probes=True)
-        self.audits.stop()
-        self.sink.stop()
-        self.poller.stop()
-        self.dispatcher.stop()
+        """Stops within SHUTDOWN_BUDGET whatever checks and deliveries are doing: running
+        checks are cut (their results dropped), deliveries in flight get a moment and are
+        then cut too (what was not delivered stays in the outbox for the next start)."""
+        log.info("stopping: cutting running checks, finishing deliveries in flight")
+        end = time.monotonic() + SHUTDOWN_BUDGET
+
+        def left(at_most: float) -> float:
+            return max(0.1, min(at_most, end - time.monotonic()))
+
+        self.scheduler.stop(wait_for_probes=True, timeout=left(1.0))
+        self.audits.stop(timeout=left(0.5))
+        self.sink.stop(timeout=left(1.0))
+        self.poller.stop(timeout=left(0.5))
+        self.dispatcher.stop(timeout=left(2.0))
         if self.web:
             self.web.stop()
         self.runners.close()
         self.store.close()
-        os.close(self._lock_fd)
+        if self._lock_fds is not None:
+            release_run_lock(self._lock_fds)
         log.info("stopped")
 
     def reload(self) -> bool:
@@ -364,10 +392,17 @@ class App:
             log.error("config reload refused, keeping the running config:\n%s", exc)
             self.metrics.config_reloads.labels("refused").inc()
             return False
-        if new.state_path != self.config.state_path or new.model.listen != self.config.model.listen:
+        except Exception:  # a loader bug must not take the running daemon down with it
+            log.exception("config reload failed, keeping the running config")
+            self.metrics.config_reloads.labels("refused").inc()
+            return False
+        if (
+            new.state_location != self.config.state_location
+            or new.model.listen != self.config.model.listen
+        ):
             log.warning("state: and listen: changes take effect at the next restart")
         old_scheduler = self.scheduler
-        old_scheduler.stop(wait_for_probes=False)
+        old_scheduler.stop(wait_for_probes=False, cut=False)
         old_dispatcher = self.dispatcher
         old_dispatcher.stop()
         self.runners.close()
@@ -397,6 +432,8 @@ class App:
             return False, "scheduler stalled"
         if not self.sink.alive:
             return False, "engine stalled"
+        if not self.store.writable:
+            return False, f"state file cannot be written: {self.store.write_problem}"
         return True, "ok"
 
     # --------------------------------------------------------------------- routes
@@ -414,16 +451,15 @@ class App:
         from watcher.maintenance_api import routes as maintenance_routes
 
         maintenance_routes(web, self)
+        from watcher.alertmanager_api import attach as attach_alertmanager
+
+        attach_alertmanager(self).routes(web)
+        from watcher.console import Console
+
+        Console(self).routes(web)
 
     def _metrics(self, request: Request) -> Response:
-        gzip = "gzip" in request.headers.get("accept-encoding", "")
-        body = self.metrics.exposition(gzip=gzip)
-        headers = (
-            {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
-            if gzip
-            else {"Vary": "Accept-Encoding"}
-        )
-        return Response(200, body, "text/plain; version=0.0.4; charset=utf-8", headers)
+        return self.metrics.respond(request)
 
     def _healthz(self, request: Request) -> Response:
         ok, why = self.healthy
@@ -444,7 +480,7 @@ class App:
         return json_response([public_view(i) for i in items])
 
     def _api_incident(self, request: Request) -> Response:
-        incident = self.store.incident(int(request.params["id"]))
+        incident = self.store.incident(request.id_param())
         if incident is None:
             return json_response({"error": "no such incident"}, 404)
         data = public_view(incident)
@@ -456,60 +492,27 @@ class App:
         return json_response(data)
 
     def _who(self, request: Request) -> str:
-        body = request.json() or {}
-        by = body.get("by") if isinstance(body, dict) else None
-        return str(by)[:80] if by else f"api ({request.client})"
+        by = request.json().get("by")
+        if by is not None and not isinstance(by, str):
+            raise ClientError(400, '"by" must be text: who is acting')
+        return by[:80] if by else f"api ({request.client})"
 
     def _api_ack(self, request: Request) -> Response:
-        incident = self.engine.acknowledge(
-            int(request.params["id"]), by=self._who(request), source="api"
-        )
+        # Everything is read before anything is done: a bad request changes nothing.
+        incident_id, by = request.id_param(), self._who(request)
+        incident = self.engine.acknowledge(incident_id, by=by, source="api")
         if incident is None:
             return json_response({"error": "no such incident"}, 404)
         return json_response(public_view(incident))
 
     def _api_resolve(self, request: Request) -> Response:
-        incident = self.engine.resolve(int(request.params["id"]), by=self._who(request))
+        incident_id, by = request.id_param(), self._who(request)
+        incident = self.engine.resolve(incident_id, by=by)
         if incident is None:
             return json_response({"error": "no such incident"}, 404)
         return json_response(public_view(incident))
 
-    def _maintenance_now(self) -> str:
-        """The maintenance windows on now, for the status page."""
-        now = self.engine.clock()
-        active = self.engine.suppressor.maintenance.active(now)
-        if not active:
-            return ""
-        tz = self.config.calendar.tz
-        items = "".join(
-            f"<li>{escape(w.name)}: {escape(', '.join([*w.config.targets, *(f'{k}={v}' for k, v in w.config.labels.items())]))}"
-            f" until {escape(end.astimezone(tz).strftime('%Y-%m-%d %H:%M %Z'))}"
-            + (f" ({escape(w.config.reason)})" if w.config.reason else "")
-            + "</li>"
-            for w, end in active
-        )
-        return f"<h2>Maintenance now</h2><ul>{items}</ul>"
-
     def _status_page(self, request: Request) -> Response:
-        from watcher.render import local_time
-        from watcher.suppression import describe
-
-        calendar = self.config.calendar
-        incidents = [i for i in self.engine.incidents() if i.state != "resolved"]
-        rows = []
-        for i in sorted(incidents, key=lambda i: (i.priority or "P9", i.id or 0)):
-            rows.append(
-                f'<tr class="{escape(i.priority or "")}"><td>{i.id}</td><td>{escape(i.priority or "-")}</td>'
-                f"<td>{escape(i.state)}</td><td>{escape(i.target)}</td><td>{escape(i.summary or i.message)}</td>"
-                f'<td title="{escape(i.suppressed_why)}">{escape(describe(i))}</td>'
-                f"<td>{escape(local_time(i.response_due, calendar))}</td><td>{escape(local_time(i.resolve_due, calendar))}</td></tr>"
-            )
-        incident_table = (
-            "<table><tr><th>#</th><th>priority</th><th>state</th><th>target</th><th>summary</th><th>note</th>"
-            "<th>respond by</th><th>resolve by</th></tr>" + "".join(rows) + "</table>"
-            if rows
-            else "<p>No open incidents.</p>"
-        )
         everything = self.engine.latest()
         chosen, problem = select_results(everything, request.query)
         if problem:
@@ -518,34 +521,17 @@ class App:
             # Problems first: on a large site the page shows what needs eyes, not the
             # first few hundred healthy checks in name order.
             chosen.sort(key=lambda r: (r.status == "ok", r.key))
-        shown = chosen[:PAGE_ROWS]
-        results = []
-        for r in shown:
-            results.append(
-                f"<tr><td>{escape(r.target)}</td><td>{escape(r.probe)} {escape(r.item)}</td>"
-                f'<td class="{escape(r.status)}">{escape(r.status)}</td><td>{escape(r.message)}</td>'
-                f"<td>{escape(local_time(r.at, calendar))}</td></tr>"
-            )
-        results_table = (
-            "<table><tr><th>target</th><th>check</th><th>status</th><th>message</th><th>at</th></tr>"
-            + "".join(results)
-            + "</table>"
+        html = render_status_page(
+            site=self.config.site,
+            calendar=self.config.calendar,
+            targets=len(self.config.model.targets),
+            incidents=[i for i in self.engine.incidents() if i.state != "resolved"],
+            maintenance=self.engine.suppressor.maintenance.active(self.engine.clock()),
+            shown=chosen[:PAGE_ROWS],
+            matched=len(chosen),
+            everything=everything,
         )
-        site = escape(self.config.site)
-        failing = sum(1 for r in everything if r.status != "ok")
-        heading = f"{len(everything)} checks on {len(self.config.model.targets)} targets, {failing} not ok"
-        more = (
-            f"<p>Showing {len(shown)} of {len(chosen)}. Narrow it with <code>?status=fail,error</code> "
-            "or <code>?target=NAME</code>; <code>/api/results</code> takes the same and "
-            "<code>limit</code>, <code>offset</code>.</p>"
-            if len(shown) < len(chosen)
-            else ""
-        )
-        body = (
-            f"<h1>watcher: {site}</h1><h2>Incidents</h2>{incident_table}{self._maintenance_now()}"
-            f"<h2>Latest results ({escape(heading)})</h2>{more}{results_table}"
-        )
-        return page(f"watcher: {self.config.site}", body)
+        return page_response(html)
 
 
 def select_results(results: list[Result], query: dict[str, list[str]]) -> tuple[list[Result], str]:
@@ -572,7 +558,8 @@ def _window(query: dict[str, list[str]]) -> tuple[int, int]:
 
     def number(name: str) -> int:
         raw = (query.get(name) or ["0"])[0]
-        return int(raw) if raw.isdigit() else 0
+        # isdigit alone takes "²", which int() refuses; nine digits outnumber any site.
+        return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else 0
 
     return number("offset"), number("limit")
 

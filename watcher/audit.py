@@ -124,9 +124,9 @@ class DiskFigures:
     path: str
     probe: str
     used_percent: float | None
-    free_bytes: float | None
-    size_bytes: float | None
-    growth_bytes_per_week: float | None
+    free_bytes: int | None
+    size_bytes: int | None
+    growth_bytes_per_week: int | None
     forecast: Forecast
     critical: Forecast
     inodes_used_percent: float | None
@@ -160,8 +160,8 @@ class Cleanup:
     target: str
     path: str
     why: str  # "largest", "growing", "logs" (a log directory), or two of them
-    size_bytes: float | None
-    growth_bytes_per_week: float | None = None
+    size_bytes: int | None
+    growth_bytes_per_week: int | None = None
     detail: str = ""
 
 
@@ -174,7 +174,7 @@ class OldFiles:
     older_than: str  # as the probe labels it: 30d
     probe: str
     files: float | None
-    size_bytes: float | None
+    size_bytes: int | None
     mount: str | None = None  # the measured mount holding ``path``, if a disk probe runs
     mount_percent: float | None = None  # ``size_bytes`` as a share of that mount's size
     largest: list[OldFile] = field(default_factory=list)  # from the latest result
@@ -489,6 +489,28 @@ def _last(hours: Sequence[Hour]) -> float | None:
     return hours[-1].mean if hours else None
 
 
+def _now(
+    store: Store,
+    target: str,
+    probe: str,
+    metric: str,
+    item: str,
+    start: datetime,
+    end: datetime,
+    hours: Sequence[Hour],
+) -> float | None:
+    """What a report calls "now": the newest sample in the period, not its hour's mean
+    (a disk that filled in the last minutes is shown as full as it is). Where compaction
+    kept only summaries, the newest summary's mean is all there is."""
+    value = store.last_value(target, probe, metric, item, start, end)
+    return value if value is not None else _last(hours)
+
+
+def _bytes(value: float | None) -> int | None:
+    """Bytes are counted whole: an averaged or fitted figure is rounded to one."""
+    return None if value is None or not math.isfinite(value) else round(value)
+
+
 def _disk(
     store: Store,
     target: str,
@@ -516,20 +538,29 @@ def _disk(
         target=target,
         path=path or "/",
         probe=probe,
-        used_percent=_last(used),
-        free_bytes=_last(free),
-        size_bytes=_last(size),
-        growth_bytes_per_week=growth_bytes,
+        used_percent=_now(store, target, probe, "used_percent", path, start, end, used),
+        free_bytes=_bytes(_now(store, target, probe, "free_bytes", path, start, end, free)),
+        size_bytes=_bytes(_now(store, target, probe, "size_bytes", path, start, end, size)),
+        growth_bytes_per_week=_bytes(growth_bytes),
         forecast=full,
         critical=critical,
-        inodes_used_percent=_last(inodes),
+        inodes_used_percent=_now(
+            store, target, probe, "inodes_used_percent", path, start, end, inodes
+        ),
         inodes_forecast=forecast(inodes, 100.0, end, unit="%") if inodes else None,
         history=chart_history(used),
     )
 
 
 def _usage(
-    label: str, metric: str, probe: str, hours: list[Hour], threshold: float | None, unit: str = ""
+    label: str,
+    metric: str,
+    probe: str,
+    hours: list[Hour],
+    threshold: float | None,
+    unit: str = "",
+    *,
+    now: float | None = None,
 ) -> UsageFigures:
     per_week, fit = trend(hours)
     growing = fit is not None and fit.slope > 0 and fit.t_value >= 3
@@ -537,7 +568,7 @@ def _usage(
         label,
         metric,
         probe,
-        stats(hours, threshold),
+        stats(hours, threshold, now),
         per_week,
         chart_history(hours),
         unit,
@@ -556,7 +587,12 @@ def _load(
     limits: Thresholds,
 ) -> list[UsageFigures]:
     out = []
+
+    def now(metric: str, hours: Sequence[Hour]) -> float | None:
+        return _now(store, target, probe, metric, item, start, end, hours)
+
     per_core = _first_metric(store, target, probe, item, LOAD_PER_CORE, start, end)
+    per_core_now = now(*per_core) if per_core is not None else None
     if per_core is None:
         load1 = _series(store, target, probe, "load1", item, start, end)
         cores = _first_metric(store, target, probe, item, CORES, start, end)
@@ -566,10 +602,22 @@ def _load(
                 "load1/cores",
                 [Hour(h.at, h.mean / count, h.hi / count, h.hours) for h in load1],
             )
+            load_now, cores_now = now("load1", load1), now(*cores)
+            if load_now is not None and cores_now is not None:
+                per_core_now = load_now / max(cores_now, 1.0)
         elif load1:
-            out.append(_usage("load (1 min)", "load1", probe, load1, None))
+            out.append(_usage("load (1 min)", "load1", probe, load1, None, now=now("load1", load1)))
     if per_core is not None:
-        out.append(_usage("load per core", per_core[0], probe, per_core[1], limits.load_per_core))
+        out.append(
+            _usage(
+                "load per core",
+                per_core[0],
+                probe,
+                per_core[1],
+                limits.load_per_core,
+                now=per_core_now,
+            )
+        )
     return out
 
 
@@ -583,12 +631,14 @@ def _memory(
     limits: Thresholds,
 ) -> list[UsageFigures]:
     out = []
-    used = _series(store, target, probe, "used_percent", item, start, end)
-    if used:
-        out.append(_usage("memory used", "used_percent", probe, used, limits.memory, "%"))
-    swap = _series(store, target, probe, "swap_used_percent", item, start, end)
-    if swap:
-        out.append(_usage("swap used", "swap_used_percent", probe, swap, limits.swap, "%"))
+    for label, metric, threshold in (
+        ("memory used", "used_percent", limits.memory),
+        ("swap used", "swap_used_percent", limits.swap),
+    ):
+        hours = _series(store, target, probe, metric, item, start, end)
+        if hours:
+            now = _now(store, target, probe, metric, item, start, end, hours)
+            out.append(_usage(label, metric, probe, hours, threshold, "%", now=now))
     return out
 
 
@@ -603,18 +653,15 @@ def _mail_queue(
 ) -> list[UsageFigures]:
     out = []
     suffix = f" ({item})" if item else ""
-    length = _first_metric(store, target, probe, item, QUEUE_LENGTH, start, end)
-    if length:
-        out.append(
-            _usage(
-                "mail queue" + suffix, length[0], probe, length[1], limits.queue_length, " messages"
-            )
-        )
-    age = _first_metric(store, target, probe, item, QUEUE_AGE, start, end)
-    if age:
-        out.append(
-            _usage("oldest queued message" + suffix, age[0], probe, age[1], limits.queue_age_s, "s")
-        )
+    for label, names, threshold, unit in (
+        ("mail queue", QUEUE_LENGTH, limits.queue_length, " messages"),
+        ("oldest queued message", QUEUE_AGE, limits.queue_age_s, "s"),
+    ):
+        found = _first_metric(store, target, probe, item, names, start, end)
+        if found:
+            metric, hours = found
+            now = _now(store, target, probe, metric, item, start, end, hours)
+            out.append(_usage(label + suffix, metric, probe, hours, threshold, unit, now=now))
     return out
 
 
@@ -636,14 +683,15 @@ def _cleanup(
         found = _first_metric(store, target, probe, item, DU_SIZE, start, end)
         if found is None:
             continue
-        hours = found[1]
+        metric, hours = found
         per_week, fit = trend(hours)
         grows = (
             per_week if fit is not None and fit.t_value >= 3 and per_week and per_week > 0 else None
         )
         directory = du_directory(item)
         why = "logs" if re.search(r"/(log|logs)(/|$)", directory) else "largest"
-        sized.append(Cleanup(target, directory, why, hours[-1].mean, grows))
+        size = _now(store, target, probe, metric, item, start, end, hours)
+        sized.append(Cleanup(target, directory, why, _bytes(size), _bytes(grows)))
     largest = sorted(sized, key=lambda c: -(c.size_bytes or 0))[:5]
     chosen = {(c.target, c.path) for c in largest}
     growing = [
@@ -691,8 +739,8 @@ def _old_files(
             path,
             older_than,
             probe,
-            _last(count),
-            _last(size),
+            _now(store, target, probe, OLD_FILES, item, start, end, count),
+            _bytes(_now(store, target, probe, OLD_BYTES, item, start, end, size)),
             largest=largest[:OLD_FILES_LISTED],
         )
         mounts = [d for d in disks if path == d.path or path.startswith(d.path.rstrip("/") + "/")]
@@ -721,6 +769,10 @@ def _fleet(
     stale = _series(store, target, probe, "stale_devices", item, start, end)
     never = _series(store, target, probe, "never_checked_in", item, start, end)
     per_week, _ = trend(ratio)
+
+    def now(metric: str, hours: Sequence[Hour]) -> float | None:
+        return _now(store, target, probe, metric, item, start, end, hours)
+
     result = latest.get((target, probe, item))
     lines = [
         line.strip() for line in (result.evidence if result else "").splitlines() if line.strip()
@@ -729,10 +781,10 @@ def _fleet(
     return FleetFigures(
         target=target,
         probe=probe,
-        devices_total=_last(total),
-        stale_devices=_last(stale),
-        never_checked_in=_last(never),
-        stale_ratio=_last(ratio),
+        devices_total=now("devices_total", total),
+        stale_devices=now("stale_devices", stale),
+        never_checked_in=now("never_checked_in", never),
+        stale_ratio=now("stale_ratio", ratio),
         ratio_per_week=per_week,
         ratio_first=ratio[0].mean if ratio else None,
         history=chart_history(ratio),

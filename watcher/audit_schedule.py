@@ -143,10 +143,10 @@ class AuditScheduler:
             self._thread = threading.Thread(target=self._loop, name="audits", daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 60.0) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(60)
+            self._thread.join(timeout)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import secrets
 import threading
 import time
@@ -303,34 +304,28 @@ class Checkins:
             cached = self._states.get(name)
             if cached is not None:
                 return cached
-            rows = self.store.query("SELECT * FROM checkins WHERE name=?", (name,))
-            if rows:
-                state = _state_from_row(rows[0])
+            row = self.store.checkin(name)
+            if row is not None:
+                state = _state_from_row(row)
             else:
                 state = CheckinState(name=name, first_seen=now or self.clock())
-                with self.store.transaction() as db:
-                    db.execute(
-                        "INSERT OR IGNORE INTO checkins (name, first_seen) VALUES (?, ?)",
-                        (name, state.first_seen.isoformat()),
-                    )
+                self.store.add_checkin(name, state.first_seen)
             self._states[name] = state
             return state
 
     def _record(self, state: CheckinState) -> None:
-        with self.store.transaction() as db:
-            db.execute(
-                "UPDATE checkins SET last_ok_at=?, last_fail_at=?, exit_code=?, note=?, pings=?, failures=?, resumed_at=? WHERE name=?",
-                (
-                    _iso(state.last_ok_at),
-                    _iso(state.last_fail_at),
-                    state.exit_code,
-                    state.note,
-                    state.pings,
-                    state.failures,
-                    _iso(state.resumed_at),
-                    state.name,
-                ),
-            )
+        self.store.save_checkin(
+            state.name,
+            {
+                "last_ok_at": _iso(state.last_ok_at),
+                "last_fail_at": _iso(state.last_fail_at),
+                "exit_code": state.exit_code,
+                "note": state.note,
+                "pings": state.pings,
+                "failures": state.failures,
+                "resumed_at": _iso(state.resumed_at),
+            },
+        )
         self._states[state.name] = state
 
     def _resume(self, now: datetime) -> None:
@@ -378,10 +373,10 @@ class Checkins:
             probe=spec.name,
             kind=KIND,
             status=found.status,  # type: ignore[arg-type]
-            message=redact(one_line(found.message)),
+            message=one_line(redact(found.message)),
             metrics=found.metrics,
             labels={},
-            evidence=redact(cap_text(self._evidence(spec, state))),
+            evidence=cap_text(redact(self._evidence(spec, state))),
             duration_s=0.0,
             at=now,
             reason=found.reason,
@@ -541,19 +536,24 @@ class Checkins:
         return response
 
 
+_EXIT_CODE = re.compile(r"-?[0-9]{1,9}")
+
+
 def _signal_of(what: str | None, query: dict[str, list[str]]) -> tuple[bool, int | None, str]:
     """(ok, exit code, problem) from the URL's last part and ``?exit_code=``."""
     raw = (query.get("exit_code") or [None])[0]
     exit_code = None
     if raw is not None:
-        if not raw.strip().lstrip("-").isdigit():
-            return False, None, f"exit_code must be a number, got {raw[:20]!r}"
+        # ASCII digits only ("²" passes isdigit, not int), and few enough of them for
+        # the state file's integer column.
+        if not _EXIT_CODE.fullmatch(raw.strip()):
+            return False, None, f"exit_code must be a whole number, got {raw[:20]!r}"
         exit_code = int(raw)
     if what is None or what == "":
         return (exit_code in (None, 0)), exit_code, ""
     if what == "fail":
         return False, exit_code, ""
-    if what.isdigit() and len(what) <= 3:
+    if what.isascii() and what.isdigit() and len(what) <= 3:
         code = int(what)
         return code == 0, code, ""
     return (

@@ -21,6 +21,8 @@ from typing import Any
 
 from watcher import __version__
 from watcher.config import Config, ConfigError, load_config
+from watcher.secret import redact
+from watcher.statefile import StateFileError, StateLocked
 
 EXIT_OK, EXIT_FAILING, EXIT_CONFIG = 0, 1, 2
 # What a helpdesk's refusal most likely means, said before its own words
@@ -44,7 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print(redact(str(exc)), file=sys.stderr)
+        return EXIT_CONFIG
+    except (StateFileError, StateLocked) as exc:
+        print(f"watcher: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except BrokenPipeError:
         return EXIT_OK
@@ -110,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _extend(sub: Any, common: argparse.ArgumentParser) -> None:
     """Commands that live in their own modules add themselves here."""
-    for module_name in ("watcher.audit_cli", "watcher.maintenance_cli"):
+    for module_name in ("watcher.audit_cli", "watcher.maintenance_cli", "watcher.state_cli"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError:
@@ -122,25 +127,23 @@ def _extend(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from watcher.app import App, StateLocked, configure_logging
+    from watcher.app import App, configure_logging
 
     config = load_config(args.config)
     configure_logging(config.model.log_level)
-    try:
-        app = App(args.config, config=config)
-    except StateLocked as exc:
-        print(f"watcher: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    return app.run()
+    return App(args.config, config=config).run()
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     m = config.model
     checks = sum(len(t.probes) for t in m.targets)
+    # redact: a value given as a secret anywhere (${VAR}) is masked wherever it appears
     print(
-        f"{args.config}: ok: site {m.site}, {len(m.targets)} targets, {checks} checks, "
-        f"{len(config.rules.rules)} rules from {', '.join(str(p) for p in config.rule_files)}"
+        redact(
+            f"{args.config}: ok: site {m.site}, {len(m.targets)} targets, {checks} checks, "
+            f"{len(config.rules.rules)} rules from {', '.join(str(p) for p in config.rule_files)}"
+        )
     )
     return EXIT_OK
 
@@ -206,10 +209,10 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     from watcher.store import Store
 
     config = load_config(args.config)
-    if not config.state_path.exists():
+    if not config.state_is_database and not config.state_path.exists():
         print(f"no state yet at {config.state_path}: watcher has not run", file=sys.stderr)
         return EXIT_OK if args.action == "list" else EXIT_FAILING
-    store = Store(config.state_path)
+    store = Store(config.state_location)
     try:
         if args.action == "list":
             items = (
@@ -309,11 +312,11 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 def _request(args: argparse.Namespace, config: Config, store: Any, incident_id: int) -> int:
     """Acks and resolves go through whoever owns the incidents: the running daemon if
     there is one (it applies queued requests within a second), else this process."""
-    from watcher.app import apply_requests, build_integrations, state_is_locked
+    from watcher.app import apply_requests, build_integrations
 
     now = datetime.now(UTC)
     request_id = store.request(args.action, incident_id, args.by, args.note, now)
-    if state_is_locked(config.state_path):
+    if store.run_locked():
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             outcome = store.request_outcome(request_id)
@@ -345,6 +348,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     target = config.targets.get(args.target)
+    has_state = config.state_is_database or config.state_path.exists()
+    if target is None and has_state:
+        # a target only Alertmanager names (its alerts' instance label) has results, no config
+        from watcher.store import Store as _Store
+
+        known = _Store(config.state_location).latest(args.target)
+        if known:
+            from watcher.config import Target
+
+            target = Target.model_construct(name=args.target, labels={}, depends_on=[], probes=[])
     if target is None:
         raise ConfigError(
             [
@@ -353,7 +366,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 )
             ]
         )
-    store = Store(config.state_path) if config.state_path.exists() else None
+    store = Store(config.state_location) if has_state else None
     results = [] if args.run or store is None else store.latest(args.target)
     source = "latest recorded results"
     if not results:
@@ -392,12 +405,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             )
             fingerprint = fingerprint_of(config.site, result.target, ev.group)
             if store is not None:
-                found = store.query(
-                    "SELECT id, state, priority FROM incidents WHERE fingerprint=? ORDER BY id DESC LIMIT 1",
-                    (fingerprint,),
-                )
-                if found:
-                    row = found[0]
+                row = store.latest_incident(fingerprint)
+                if row is not None:
                     print(
                         f"    incident {row['id']} ({row['state']}, {row['priority']}) group {ev.group!r}"
                     )
@@ -419,6 +428,14 @@ def cmd_test_integration(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     built = build_integrations(config, HttpClients())
     matches = {k: v for k, v in built.items() if args.name in (k, k.split("/", 1)[1])}
+    receiver = args.name in ("alertmanager", "alertmanager-webhook") and config.model.alertmanager
+    if receiver:  # the other direction: Alertmanager posting to this watcher
+        from watcher.alertmanager_api import test_receiver
+
+        ok, lines = test_receiver(config)
+        print("\n".join(f"alertmanager webhook: {line}" for line in lines))
+        if not matches:
+            return EXIT_OK if ok else EXIT_FAILING
     if not matches:
         print(
             f"no integration named {args.name!r}; configured: {', '.join(built) or 'none'}",
@@ -426,7 +443,7 @@ def cmd_test_integration(args: argparse.Namespace) -> int:
         )
         return EXIT_CONFIG
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    status = EXIT_OK
+    status = EXIT_OK if not receiver or ok else EXIT_FAILING
     for key, integration in matches.items():
         content = TicketContent(
             incident_id=0,
@@ -470,8 +487,6 @@ def cmd_test_integration(args: argparse.Namespace) -> int:
 
 def _refusal(exc: Exception) -> str:
     """A delivery error in one line, what the refusal most likely means first."""
-    from watcher.secret import redact
-
     meaning = REFUSALS.get(getattr(exc, "status", None) or 0)
     return f"{meaning}: {redact(str(exc))}" if meaning else redact(str(exc))
 

@@ -9,7 +9,6 @@ persists what they return.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Sequence
@@ -18,12 +17,12 @@ from datetime import UTC, datetime
 
 from probes.base import Result
 from watcher import tracker
-from watcher.config import Config
+from watcher.config import Config, Target
 from watcher.escalation import ESCALATION_ROUTE
 from watcher.incident import Action, Incident, fingerprint_of
 from watcher.outage import OUTAGE_PROBE
 from watcher.render import ticket_content
-from watcher.store import Store
+from watcher.store import Store, Tx
 from watcher.suppression import Suppressor
 from watcher.tracker import Policy, Step
 
@@ -60,6 +59,9 @@ class Engine:
         self._to_wake: set[str] = set()
         self._holding: set[str] = set()
         self._tickers: list[Callable[[datetime], Sequence[Result]]] = []
+        # targets and checks known from what was pushed (alerts), not from the config
+        self._pushed_targets: dict[str, Target] = {}
+        self._pushed_checks: set[tuple[str, str]] = set()
         self._latest: dict[tuple[str, str, str], Result] = {r.key: r for r in store.latest()}
         # dependencies, outages, maintenance windows: who is held back (watcher/suppression.py)
         self.suppressor = Suppressor(store)
@@ -86,7 +88,7 @@ class Engine:
                 flapping_by_target={t.name: t.flapping.settings() for t in m.targets if t.flapping},
             )
             self.suppressor.configure(config)
-            self.targets = config.targets
+            self.targets = {**self._pushed_targets, **config.targets}
             self.routes: dict[str, list[str]] = {"tickets": [], "paging": [], "escalation": []}
             for role, kind, cfg in m.integrations.entries():
                 self.routes[role].append(f"{role}/{cfg.name or kind}")
@@ -96,6 +98,7 @@ class Engine:
             self.status_url = base + "/" if base else None
             self.checks = {(t.name, s.id) for t in m.targets for s in t.probe_specs()}
             self.checks |= {(c.result_target, c.name) for c in m.checkins}
+            self.checks |= self._pushed_checks
             self._latest = {k: v for k, v in self._latest.items() if (k[0], k[1]) in self.checks}
 
     # -------------------------------------------------------------------- results
@@ -107,6 +110,7 @@ class Engine:
             return steps
         with self._lock, self._write() as db:
             self.store.save_results(db, results)
+            steps.extend(self._answered_per_item(db, results))
             now = self.clock()
             gate = self.suppressor
             gate.saw(results)
@@ -148,9 +152,36 @@ class Engine:
             steps.extend(self._settle_outages(db, grouping, now))
         return steps
 
-    def _settle_outages(
-        self, db: sqlite3.Connection, grouping: Sequence[str], now: datetime
-    ) -> list[Step]:
+    def _answered_per_item(self, db: Tx, results: Sequence[Result]) -> list[Step]:
+        """Clears what a check left when it failed as a whole with one unlabelled error
+        (as a check whose items are found at run time does) once it answers per item
+        again: no later result has that key, so nothing else would ever replace the error
+        or clear its incidents. Pending ones are dropped, open ones resolved."""
+        whole = {(r.target, r.probe) for r in results if not r.item}
+        answered: dict[tuple[str, str], Result] = {}
+        for r in results:
+            if r.item and (r.target, r.probe) not in whole:
+                answered.setdefault((r.target, r.probe), r)
+        if not answered:
+            return []
+        stale = [(t, p, "") for t, p in answered if (t, p, "") in self._latest]
+        if stale:
+            self.store.forget_latest(db, stale)
+            for key in stale:
+                del self._latest[key]
+                self.suppressor.forget(*key)
+        steps = []
+        for incident in list(self._incidents.values()):
+            first = answered.get((incident.target, incident.probe))
+            if first is None or incident.item or incident.state == "resolved":
+                continue
+            note = f"{incident.probe} answers per item again ({first.item}: {first.message})"
+            step = tracker.resolve_by_hand(incident, self.policy, first.at, by="watcher", note=note)
+            self._apply(db, step, first.at)
+            steps.append(step)
+        return steps
+
+    def _settle_outages(self, db: Tx, grouping: Sequence[str], now: datetime) -> list[Step]:
         """After a batch: the outages assessed from what it opened, then the members it
         held back for that linked to their outage, or released to notify on their own."""
         gate = self.suppressor
@@ -173,6 +204,19 @@ class Engine:
 
     def latest(self) -> list[Result]:
         return list(self._latest.values())
+
+    def admit(self, target: Target, probe: str) -> None:
+        """Accepts results of ``probe`` on ``target`` though the config lists neither:
+        alerts pushed by Alertmanager name their targets themselves. A configured target
+        of the same name keeps its own settings; a reload keeps what was admitted."""
+        with self._lock:
+            if (target.name, probe) in self.checks:
+                return
+            self._pushed_checks.add((target.name, probe))
+            self.checks.add((target.name, probe))
+            if target.name not in self.targets:
+                self._pushed_targets[target.name] = target
+                self.targets[target.name] = target
 
     # ----------------------------------------------------------------- time passes
 
@@ -291,7 +335,7 @@ class Engine:
     # ------------------------------------------------------------------ internals
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> Iterator[Tx]:
         """A transaction after whose commit the dispatchers of new actions are woken."""
         kept = dict(self._incidents)  # steps replace incidents, never change them in place
         try:
@@ -311,7 +355,7 @@ class Engine:
         for fingerprint in holding:
             self.on_hold(fingerprint)
 
-    def _apply(self, db: sqlite3.Connection, step: Step, now: datetime) -> None:
+    def _apply(self, db: Tx, step: Step, now: datetime) -> None:
         incident = step.incident
         if incident is None or not step.changed:
             return
@@ -347,9 +391,7 @@ class Engine:
             r.priority in priorities and priorities[r.priority].ticket for r in rules.values()
         )
 
-    def _enqueue(
-        self, db: sqlite3.Connection, incident: Incident, action: Action, now: datetime
-    ) -> None:
+    def _enqueue(self, db: Tx, incident: Incident, action: Action, now: datetime) -> None:
         names = self.routes[action.role]
         if not names:
             return

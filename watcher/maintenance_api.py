@@ -20,9 +20,9 @@ from watcher.maintenance import (
     remove_window,
     window_from_request,
 )
-from watcher.web import Request, Response, WebServer, json_response
+from watcher.web import ClientError, Request, Response, WebServer, json_response
 
-__all__ = ["routes"]
+__all__ = ["create_window", "routes"]
 
 
 def routes(web: WebServer, app: Any) -> None:
@@ -44,39 +44,21 @@ def routes(web: WebServer, app: Any) -> None:
         return json_response(views)
 
     def add(request: Request) -> Response:
-        body = request.json()
-        if not isinstance(body, dict):
-            return json_response(
-                {
-                    "error": "send a JSON object: {name, targets or labels, and start/end, duration, cron or from/to}"
-                },
-                400,
-            )
-        by = str(body.pop("by", "") or f"api ({request.client})")[:80]
-        timezone = app.config.model.business_hours.timezone
-        moment = now()
         try:
-            window = window_from_request(body, default_timezone=timezone, now=moment)
-        except ValueError as exc:
-            return json_response({"error": str(exc)}, 400)
-        problems = check_windows(
-            [window], app.config.targets, [o.name for o in app.config.model.outages]
-        )
-        if problems:
-            return json_response({"error": "; ".join(p[2] for p in problems)}, 400)
-        window_id = add_window(app.store, window, by=by, now=moment)
-        view = Window(
-            window, window.timezone or timezone, id=window_id, created_by=by, created_at=moment
-        ).view(moment)
+            body = request.json()
+        except ClientError as exc:
+            raise ClientError(
+                exc.status,
+                f"{exc.message}; send {{name, targets or labels, and start/end, duration, cron or from/to}}",
+            ) from None
+        view, problem = create_window(app, body, by=_by(body, request))
+        if problem:
+            return json_response({"error": problem}, 400)
         return json_response(view, 201)
 
     def remove(request: Request) -> Response:
-        body = request.json() or {}
-        by = (
-            str(body.get("by", "") if isinstance(body, dict) else "")[:80]
-            or f"api ({request.client})"
-        )
-        window_id = int(request.params["id"])
+        window_id = request.id_param()
+        by = _by(request.json(), request)
         if remove_window(app.store, window_id, by=by, now=now()):
             return json_response({"removed": window_id})
         return json_response(
@@ -89,3 +71,32 @@ def routes(web: WebServer, app: Any) -> None:
     web.route("GET", "/api/maintenance", listing)
     web.route("POST", "/api/maintenance", add, token=True)
     web.route("DELETE", r"/api/maintenance/(?P<id>\d+)", remove, token=True)
+
+
+def create_window(app: Any, body: dict[str, Any], *, by: str) -> tuple[dict[str, Any], str]:
+    """Stores the window ``body`` describes (as in watcher.yml) and returns its view, or
+    an empty view and the problem with it; the HTTP API and the console both add here."""
+    timezone = app.config.model.business_hours.timezone
+    moment = app.engine.clock()
+    try:
+        window = window_from_request(body, default_timezone=timezone, now=moment)
+    except (ValueError, TypeError) as exc:  # TypeError: a field of the wrong JSON type
+        return {}, str(exc).splitlines()[0][:300]
+    problems = check_windows(
+        [window], app.config.targets, [o.name for o in app.config.model.outages]
+    )
+    if problems:
+        return {}, "; ".join(p[2] for p in problems)
+    window_id = add_window(app.store, window, by=by, now=moment)
+    view = Window(
+        window, window.timezone or timezone, id=window_id, created_by=by, created_at=moment
+    ).view(moment)
+    return view, ""
+
+
+def _by(body: dict[str, Any], request: Request) -> str:
+    """Who acts: the body's ``by`` (text), else the client's address."""
+    by = body.pop("by", None)
+    if by is not None and not isinstance(by, str):
+        raise ClientError(400, '"by" must be text: who is acting')
+    return by[:80] if by else f"api ({request.client})"

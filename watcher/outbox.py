@@ -6,6 +6,14 @@ overtakes the ticket it belongs to). Before opening a ticket the worker asks the
 helpdesk for an open ticket with the incident's fingerprint and adopts it: a watcher
 that died after the helpdesk created the ticket, but before it stored the id, does not
 open a second one.
+
+Each delivery is two-phase: the store commits an "attempting" mark before the call and
+the outcome after it. No action is sent while its mark cannot be written, and an
+outcome the state file cannot take is kept in memory (the action is not handed out
+again) until it can: one process never sends an action twice. An action whose mark a
+killed watcher left is sent once more, with the same delivery id, unless the helpdesk
+can be searched (a ticket open adopts instead); a second interrupted attempt is not
+repeated but marked failed, so a receiver that cannot be searched gets it at most twice.
 """
 
 from __future__ import annotations
@@ -19,9 +27,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from integrations.base import Integration, PermanentError, TicketContent, TicketRef, TransientError
+from watcher.deadline import Deadline
 from watcher.metrics import Metrics
 from watcher.secret import redact
-from watcher.store import OutboxRow, Store
+from watcher.store import OutboxRow, Outcome, StateWriteError, Store
 
 __all__ = ["Dispatcher", "backoff"]
 
@@ -66,6 +75,7 @@ class Dispatcher:
             name: threading.Event() for name in self.integrations
         }
         self._threads: list[threading.Thread] = []
+        self._in_flight: dict[str, Deadline] = {}  # per worker: cut by a stop that cannot wait
         self._search_ahead: dict[str, list[str]] = {name: [] for name in self.integrations}
         self._none_found: dict[tuple[str, str], float] = {}
         self._search_lock = threading.Lock()
@@ -128,27 +138,41 @@ class Dispatcher:
         return bool(fingerprints)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stops after in-flight deliveries finish (bounded by ``timeout``)."""
+        """Stops within ``timeout``: deliveries in flight get half of it to finish, then
+        their connections are shut down. An action cut that way was not delivered (or its
+        answer was lost) and stays in the outbox for the next start."""
         self._stop.set()
         self.wake()
+        end = time.monotonic() + timeout
+        finish_by = time.monotonic() + timeout / 2
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, finish_by - time.monotonic()))
+        for scope in list(self._in_flight.values()):
+            scope.cancel()
+        for thread in self._threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        if any(t.is_alive() for t in self._threads):
+            log.warning("a delivery did not end within %.1fs of the stop; left behind", timeout)
         for integration in self.integrations.values():
             integration.close()
+        self.store.flush_outcomes()
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Delivers whatever is due now, in the calling thread; True if nothing due remains."""
         deadline = self.clock() + timedelta(seconds=timeout)
         while self.clock() < deadline:
+            self.store.flush_outcomes()
             rows = [
                 r
                 for r in self.store.due_actions(self.clock(), limit=100)
                 if r.integration in self.integrations
             ]
             if not rows:
-                return True
+                return self.store.unrecorded == 0
             for row in rows:
                 self.deliver(row)
+            if not self.store.writable:
+                return False  # nothing more can be marked or recorded
         return False
 
     def _work(self, name: str) -> None:
@@ -156,23 +180,36 @@ class Dispatcher:
         while not self._stop.is_set():
             event.clear()
             try:
+                self.store.flush_outcomes()
                 rows = self.store.due_actions(self.clock(), limit=200, integration=name)
                 for row in rows:
                     if self._stop.is_set():
                         return
-                    self.deliver(row)
-                if rows or self._run_searches_ahead(name):
+                    self._deliver_cuttable(name, row)
+                writable = self.store.writable
+                if (rows and writable) or self._run_searches_ahead(name):
                     continue
                 wait = 5.0
                 next_due = self.store.next_due(name)
-                if next_due is not None:
+                if next_due is not None and writable:
                     wait = min(wait, max(0.05, next_due - self.clock().timestamp()))
+            except StateWriteError:
+                wait = 5.0  # the store reports a state it cannot reach, once a minute
             except (
                 Exception
             ):  # a dead worker would stop this integration's deliveries until a restart
                 log.exception("%s: delivery worker error, trying again", name)
                 wait = 5.0
             event.wait(wait)
+
+    def _deliver_cuttable(self, name: str, row: OutboxRow) -> None:
+        scope = self._in_flight[name] = Deadline(None)
+        try:
+            with scope:
+                if not self._stop.is_set():  # a stop that came in between cuts nothing
+                    self.deliver(row)
+        finally:
+            del self._in_flight[name]
 
     # ------------------------------------------------------------------ delivery
 
@@ -181,16 +218,53 @@ class Dispatcher:
         now = self.clock()
         integration = self.integrations.get(row.integration)
         if integration is None:
-            self.store.mark_failed(
-                row.id, f"integration {row.integration!r} is no longer configured", now
+            self.store.record(
+                Outcome(
+                    row.id,
+                    "failed",
+                    now,
+                    error=f"integration {row.integration!r} is no longer configured",
+                )
             )
             return False
+        if row.attempt_started is not None and not self._may_repeat(integration, row):
+            log.error(
+                "%s %s for incident %s: watcher was stopped twice while sending it; not sent"
+                " a third time (the receiver may have it, delivery id %d)",
+                row.integration,
+                row.action,
+                row.incident_id,
+                row.id,
+            )
+            self.store.record(
+                Outcome(
+                    row.id,
+                    "failed",
+                    now,
+                    error=f"watcher was stopped twice while sending it; not sent again,"
+                    f" the receiver may have it (delivery id {row.id})",
+                )
+            )
+            return False
+        if not self.store.mark_attempting(row.id, now):
+            return False  # the state file cannot take the mark: nothing is sent (it says why)
+        if row.attempt_started is not None:
+            log.warning(
+                "%s %s for incident %s was being sent when watcher stopped; %s",
+                row.integration,
+                row.action,
+                row.incident_id,
+                "searching the helpdesk before opening"
+                if row.action == "open" and integration.searchable
+                else f"sending it once more with the same delivery id {row.id}",
+            )
         try:
             content = replace(
                 TicketContent.from_dict(row.payload), delivery_id=row.id, action=row.action
             )
+            ticket = None
             if row.role == "tickets":
-                self._ticket(integration, row, content)
+                ticket = self._ticket(integration, row, content)
             else:
                 self._page(integration, row, content)
         except TransientError as exc:
@@ -206,7 +280,9 @@ class Dispatcher:
                 message,
             )
             self.metrics.outbox_failures.labels(row.integration, "transient").inc()
-            self.store.mark_retry(row.id, message, now + timedelta(seconds=delay))
+            self.store.record(
+                Outcome(row.id, "pending", now, error=message, due=now + timedelta(seconds=delay))
+            )
             return False
         except PermanentError as exc:
             message = redact(str(exc))
@@ -218,7 +294,7 @@ class Dispatcher:
                 message,
             )
             self.metrics.outbox_failures.labels(row.integration, "permanent").inc()
-            self.store.mark_failed(row.id, message, now)
+            self.store.record(Outcome(row.id, "failed", now, error=message))
             return False
         except Exception as exc:  # a bug in an integration: keep the action, retry later
             log.exception(
@@ -226,30 +302,59 @@ class Dispatcher:
             )
             delay = backoff(row.attempts + 1, base=self.base_delay)
             self.metrics.outbox_failures.labels(row.integration, "bug").inc()
-            self.store.mark_retry(
-                row.id, redact(f"{type(exc).__name__}: {exc}"), now + timedelta(seconds=delay)
+            self.store.record(
+                Outcome(
+                    row.id,
+                    "pending",
+                    now,
+                    error=redact(f"{type(exc).__name__}: {exc}"),
+                    due=now + timedelta(seconds=delay),
+                )
             )
             return False
-        self.store.mark_done(row.id, self.clock())
+        recorded = self.store.record(
+            Outcome(
+                row.id,
+                "done",
+                self.clock(),
+                ticket=(row.incident_id, row.integration, ticket.id, ticket.url)
+                if ticket is not None
+                else None,
+            )
+        )
         self.metrics.deliveries.labels(row.integration, row.action).inc()
-        log.info("%s %s for incident %s delivered", row.integration, row.action, row.incident_id)
+        log.info(
+            "%s %s for incident %s delivered%s",
+            row.integration,
+            row.action,
+            row.incident_id,
+            "" if recorded else " (recorded when the state file takes writes again)",
+        )
         return True
 
-    def _ticket(self, integration: Integration, row: OutboxRow, content: TicketContent) -> None:
+    @staticmethod
+    def _may_repeat(integration: Integration, row: OutboxRow) -> bool:
+        """Whether an action a stopped watcher left mid-attempt may be sent again: a ticket
+        open where the helpdesk is searched first, or any action repeated no time yet."""
+        if row.role == "tickets" and row.action == "open" and integration.searchable:
+            return True
+        return row.interrupted < 1
+
+    def _ticket(
+        self, integration: Integration, row: OutboxRow, content: TicketContent
+    ) -> TicketRef | None:
+        """Carries out a ticket action; the ticket to record with its outcome, if any."""
         stored = self.store.ticket(row.incident_id, row.integration)
         ref = TicketRef(*stored) if stored else None
         if row.action == "open":
             if ref is not None:
-                return  # delivered before a crash, recorded, then redelivered: nothing to do
+                return None  # delivered before a crash, recorded, then redelivered: nothing to do
             found = (
                 None
                 if self._searched_ahead(row.integration, content.fingerprint)
                 else integration.find(content.fingerprint)
             )
             if found is not None:
-                self.store.set_ticket(
-                    row.incident_id, row.integration, found.id, found.url, self.clock()
-                )
                 self.metrics.tickets_adopted.labels(row.integration).inc()
                 log.info(
                     "%s: adopted existing ticket %s for incident %s",
@@ -257,15 +362,13 @@ class Dispatcher:
                     found.id,
                     row.incident_id,
                 )
-                return
+                return found
             created = integration.open(content)
-            self.store.set_ticket(
-                row.incident_id, row.integration, created.id, created.url, self.clock()
-            )
             self.metrics.tickets_opened.labels(row.integration).inc()
-            return
+            return created
+        found = None
         if ref is None:
-            ref = integration.find(content.fingerprint)
+            ref = found = integration.find(content.fingerprint)
             if ref is None and not self._open_queued(row):
                 # The incident was ticketed before this helpdesk was configured: it has no
                 # ticket to update there, which is no failure.
@@ -275,12 +378,11 @@ class Dispatcher:
                     row.incident_id,
                     row.action,
                 )
-                return
+                return None
             if ref is None:
                 raise PermanentError(
                     f"no {row.integration} ticket is known for incident {row.incident_id}"
                 )
-            self.store.set_ticket(row.incident_id, row.integration, ref.id, ref.url, self.clock())
         method = {
             "comment": integration.comment,
             "priority": integration.set_priority,
@@ -290,6 +392,7 @@ class Dispatcher:
         if method is None:
             raise PermanentError(f"unknown ticket action {row.action!r}")
         method(ref, content)
+        return found
 
     def _open_queued(self, row: OutboxRow) -> bool:
         return any(

@@ -71,6 +71,7 @@ def ticket_content(
         text=text,
         action=action,
         escalation=incident.escalation,
+        check=f"{incident.probe} {incident.item}".strip(),
     )
 
 

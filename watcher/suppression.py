@@ -151,6 +151,14 @@ class Suppressor:
             elif target not in self._since:
                 self._since[target] = min(r.at for r in down)
 
+    def forget(self, target: str, probe: str, item: str) -> None:
+        """Drops a result that no longer stands: a whole-check error its items replaced."""
+        checks = self._checks.get(target, {})
+        if checks.pop((probe, item), None) is not None and not any(
+            _down(r) for r in checks.values()
+        ):
+            self._since.pop(target, None)
+
     def order(self, results: Sequence[Result]) -> list[Result]:
         """Parents before their children (the batch's own order otherwise)."""
         if not self.parents:

@@ -45,6 +45,7 @@ __all__ = [
     "escalation_due",
     "begin",
     "resolve",
+    "results_to_resolve",
     "review",
     "settle",
 ]
@@ -75,6 +76,13 @@ class Policy:
     @property
     def escalation_steps(self) -> int:
         return len(self.escalation_chain)
+
+
+def results_to_resolve(resolve_after: int, flapping: FlapSettings) -> int:
+    """The clear results in a row that resolve any incident: ``resolve_after``, or a whole
+    flap window where flap detection is on (after a window of clear results an incident
+    has stopped flapping, and a flapping one resolves only then)."""
+    return max(resolve_after, flapping.window if flapping.enabled else 0)
 
 
 @dataclass

@@ -4,6 +4,10 @@ paging tests. Probes are left out: the tests say "the SMTP port refused" directl
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,53 @@ rules:
     summary: "{target}: SMTP down for 10 minutes ({message})"
     runbook: https://wiki.acme.example/runbooks/smtp-down
 """
+
+
+# A watcher that dies (SIGKILL) right after the helpdesk created the ticket of a failing
+# mail1, before it could store the ticket's id. argv: config, "module.IntegrationClass".
+_OPEN_THEN_DIE = """
+import importlib, os, signal, sys
+from datetime import UTC, datetime
+from tests.helpers import result
+from watcher.app import build_integrations
+from watcher.config import load_config
+from watcher.engine import Engine
+from watcher.httpclient import HttpClients
+from watcher.metrics import Metrics
+from watcher.outbox import Dispatcher
+from watcher.store import Store
+
+module, name = sys.argv[2].rsplit(".", 1)
+integration = getattr(importlib.import_module(module), name)
+original = integration.open
+
+def open_then_die(self, ticket):
+    ref = original(self, ticket)  # the helpdesk has created the ticket ...
+    print("created", ref.id, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # ... and the watcher dies before storing its id
+
+integration.open = open_then_die
+config = load_config(sys.argv[1])
+store = Store(config.state_path)
+engine = Engine(config, store)
+engine.process([result("mail1", "tcp", status="fail", message="connection refused", at=datetime.now(UTC))])
+Dispatcher(store, build_integrations(config, HttpClients()), Metrics()).drain()
+"""
+
+
+def killed_after_open(config: Path, integration: str, env: dict[str, str]) -> str:
+    """Runs a watcher on ``config`` that is killed right after ``integration`` (e.g.
+    ``integrations.redmine.RedmineIntegration``) opened a ticket; returns that ticket's id."""
+    child = subprocess.run(
+        [sys.executable, "-c", _OPEN_THEN_DIE, str(config), integration],
+        env={**os.environ, "PYTHONPATH": str(Path.cwd()), **env},
+        cwd=config.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    return child.stdout.split()[-1]
 
 
 def unique_site(prefix: str = "acme") -> str:
@@ -104,6 +155,13 @@ class Site:
 
     def smtp_ok(self) -> list[Any]:
         return self.feed(status="ok", message="connected in 3 ms", metrics={"connect_s": 0.003})
+
+    def recover(self) -> None:
+        """Two good results a minute apart (``resolve_after: 2``), then delivery."""
+        for _ in range(2):
+            self.advance(minutes=1)
+            self.smtp_ok()
+        self.deliver()
 
     def feed(self, **kw: Any) -> list[Any]:
         r: Result = result(target="mail1", probe="tcp", at=self.clock(), **kw)

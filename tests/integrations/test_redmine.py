@@ -84,13 +84,18 @@ def test_find_filters_on_the_custom_field_and_checks_the_value(tmp_path: Path) -
 @responses.activate
 def test_notes_priority_resolve_reopen_answer_204(tmp_path: Path) -> None:
     responses.put(f"{URL}/issues/42.json", status=204)
+    # each status or priority change is read back (Redmine drops what a workflow forbids)
+    for status, priority in ((NEW, 4), ({"id": 3, "name": "Resolved"}, 4), (NEW, 3)):
+        data = issue(42, status=status)
+        data["priority"] = {"id": priority, "name": "x"}
+        responses.get(f"{URL}/issues/42.json", json={"issue": data})
     r = redmine(tmp_path)
     ref = TicketRef("42")
     r.comment(ref, content(text="Now: 97%"))
     r.set_priority(ref, content(priority="P1", text="Priority raised"))
     r.resolve(ref, content(text="Resolved"))
     r.reopen(ref, content(text="Failing again"))
-    sent = [body_of(c)["issue"] for c in responses.calls]
+    sent = [body_of(c)["issue"] for c in responses.calls if c.request.method == "PUT"]
     assert sent[0] == {"notes": "Now: 97%", "private_notes": False}
     assert sent[1]["priority_id"] == 4 and sent[1]["notes"] == "Priority raised"
     assert sent[2]["status_id"] == 3

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,13 @@ import pytest
 from integrations.base import PermanentError, TicketRef, TransientError
 from integrations.request_tracker import RequestTrackerIntegration
 from tests.daemon import Daemon
-from tests.integrations.site import SITE_RULES, Site, site_config, unique_site
+from tests.integrations.site import (
+    SITE_RULES,
+    Site,
+    killed_after_open,
+    site_config,
+    unique_site,
+)
 from tests.servers.base import free_port
 from tests.servers.httpd import HTTPTestServer
 from tests.servers.rt import RequestTracker
@@ -201,37 +205,6 @@ def test_rt_down_while_an_incident_opens_queues_it_and_delivers_once_when_back(
     assert site.metrics.tickets_opened.labels("tickets/request_tracker")._value.get() == 1
 
 
-CRASH_AFTER_CREATE = textwrap.dedent(
-    """
-    import os, signal, sys
-    from datetime import UTC, datetime
-    from integrations.request_tracker import RequestTrackerIntegration
-    from tests.helpers import result
-    from watcher.app import build_integrations
-    from watcher.config import load_config
-    from watcher.engine import Engine
-    from watcher.httpclient import HttpClients
-    from watcher.metrics import Metrics
-    from watcher.outbox import Dispatcher
-    from watcher.store import Store
-
-    original = RequestTrackerIntegration.open
-
-    def open_then_die(self, ticket):
-        ref = original(self, ticket)  # RT has created the ticket ...
-        print("created", ref.id, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)  # ... and the watcher dies before storing its id
-
-    RequestTrackerIntegration.open = open_then_die
-    config = load_config(sys.argv[1])
-    store = Store(config.state_path)
-    engine = Engine(config, store)
-    engine.process([result("mail1", "tcp", status="fail", message="connection refused", at=datetime.now(UTC))])
-    Dispatcher(store, build_integrations(config, HttpClients()), Metrics()).drain()
-    """
-)
-
-
 def test_a_watcher_killed_after_rt_created_the_ticket_still_has_one_ticket_after_restart(
     tmp_path: Path, request_tracker: RequestTracker
 ) -> None:
@@ -247,17 +220,11 @@ def test_a_watcher_killed_after_rt_created_the_ticket_still_has_one_ticket_after
     config = tmp_path / "watcher.yml"
     config.write_text(text)
     (tmp_path / "site.yml").write_text(SITE_RULES)
-    env = {**os.environ, "RT_PASSWORD": rt.password, "PYTHONPATH": str(Path.cwd())}
-    child = subprocess.run(
-        [sys.executable, "-c", CRASH_AFTER_CREATE, str(config)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    created = killed_after_open(
+        config,
+        "integrations.request_tracker.RequestTrackerIntegration",
+        {"RT_PASSWORD": rt.password},
     )
-    assert child.returncode == -signal.SIGKILL, child.stderr
-    created = child.stdout.split()[-1]
     store = Store(tmp_path / "state.db")
     (incident,) = store.incidents()
     assert store.ticket(incident.id, "tickets/request_tracker") is None  # the id was never stored

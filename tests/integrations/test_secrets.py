@@ -128,8 +128,26 @@ def mock_hosted() -> None:
     responses.post(f"{zammad}/ticket_articles", status=201, json={"id": 20})
     responses.put(f"{zammad}/tickets/19", json={"id": 19})
     responses.get("https://rm.acme.example/issues.json", json={"issues": []})
-    responses.post("https://rm.acme.example/issues.json", status=201, json={"issue": {"id": 42}})
-    responses.put("https://rm.acme.example/issues/42.json", status=204)
+    issue: dict[str, Any] = {"id": 42}
+
+    def redmine_write(request: Any) -> tuple[int, dict[str, str], str]:
+        # Redmine keeps what it was sent; watcher reads status and priority changes back
+        fields = json.loads(request.body)["issue"]
+        issue.update({k: fields[k] for k in ("custom_fields",) if k in fields})
+        issue.update(
+            {k[:-3]: {"id": fields[k]} for k in ("status_id", "priority_id") if k in fields}
+        )
+        return (
+            (201, {}, json.dumps({"issue": issue})) if request.method == "POST" else (204, {}, "")
+        )
+
+    responses.add_callback(responses.POST, "https://rm.acme.example/issues.json", redmine_write)
+    responses.add_callback(responses.PUT, "https://rm.acme.example/issues/42.json", redmine_write)
+    responses.add_callback(
+        responses.GET,
+        "https://rm.acme.example/issues/42.json",
+        lambda _request: (200, {}, json.dumps({"issue": issue})),
+    )
     responses.add_callback(
         responses.POST,
         "https://events.pagerduty.com/v2/enqueue",

@@ -60,6 +60,12 @@ CASES = {
         [
             ("POST", "https://rm.acme.example/issues.json", 201, {"issue": {"id": 42}}),
             ("PUT", "https://rm.acme.example/issues/42.json", 204, None),
+            (  # the resolve is read back: Redmine drops what a workflow forbids
+                "GET",
+                "https://rm.acme.example/issues/42.json",
+                200,
+                {"issue": {"id": 42, "status": {"id": 3, "name": "Resolved"}}},
+            ),
         ],
         "tickets/redmine: test ticket created: 42",
     ),

@@ -96,7 +96,17 @@ _STALE_DIR = re.compile(r"/tmp/watcher-[^/\s\x00]*?\.p(\d+)\.[^/\s\x00]+")
 
 
 # Executables of the servers this package starts; nothing else is ever reaped.
-_SERVER_EXES = {"sshd", "master", "dovecot", "perl", "prometheus", "prometheus-blackbox-exporter"}
+_SERVER_EXES = {
+    "sshd",
+    "master",
+    "dovecot",
+    "perl",
+    "prometheus",
+    "prometheus-alertmanager",
+    "prometheus-blackbox-exporter",
+    "ruby3.1",  # Redmine's WEBrick
+    "postgres",
+}
 
 
 def reap_stale_servers() -> list[str]:

@@ -30,6 +30,7 @@ import os
 import pwd
 import signal
 import smtplib
+import socket
 import ssl
 import threading
 import time
@@ -37,6 +38,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
 
 from .base import (
     LOOPBACK,
@@ -470,7 +473,26 @@ service auth {{
         self._reload_postfix()
         if self._dovecot.running() and self._dovecot.pid:
             os.kill(self._dovecot.pid, signal.SIGHUP)  # Dovecot re-reads its config on HUP
-            time.sleep(0.3)  # HUP is asynchronous; new login processes pick up the cert
+        # Both reload asynchronously, and slower on a loaded machine: wait until new
+        # connections are really served the new certificate.
+        want = cert.cert.public_bytes(serialization.Encoding.DER)
+        if self._postfix.running():
+            wait_until(lambda: self._served_cert(self.smtps_port) == want, 15, "postfix's cert")
+        if self._dovecot.running():
+            wait_until(lambda: self._served_cert(self.imaps_port) == want, 15, "dovecot's cert")
+
+    def _served_cert(self, port: int) -> bytes | None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        try:
+            with (
+                socket.create_connection((self.host, port), timeout=2) as raw,
+                context.wrap_socket(raw) as tls,
+            ):
+                return tls.getpeercert(binary_form=True)
+        except OSError:
+            return None
 
     def use_expired_cert(self) -> None:
         """Serve the expired certificate (signed by the same CA) on SMTP, IMAP and POP3."""

@@ -147,7 +147,8 @@ class ClientKeys:
         """Load one as a paramiko key (the encrypted one with its passphrase)."""
         path = self.private_keys[kind]
         passphrase = self.passphrase.encode() if kind == "ed25519_encrypted" else None
-        return paramiko.PKey.from_path(path, password=passphrase)  # cryptography wants bytes
+        # cryptography wants bytes; positional, as paramiko 5 renamed the argument
+        return paramiko.PKey.from_path(path, passphrase)
 
 
 def make_client_keys(directory: Path) -> ClientKeys:

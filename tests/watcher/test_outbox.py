@@ -75,10 +75,10 @@ class Helpdesk(Integration):
 
 
 class Watcher:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, state: str | Path | None = None) -> None:
         self.clock = Clock()
         self.config = config_from(tmp_path, CONFIG)
-        self.store = Store(self.config.state_path)
+        self.store = Store(state or self.config.state_path)
         self.helpdesk = Helpdesk()
         self.dispatcher = Dispatcher(
             self.store, {ROUTE: self.helpdesk}, Metrics(), clock=self.clock, base_delay=0.0
@@ -104,8 +104,8 @@ class Watcher:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Watcher:
-    w = Watcher(tmp_path)
+def site(tmp_path: Path, state_location: str | Path) -> Watcher:
+    w = Watcher(tmp_path, state_location)
     yield w
     w.close()
 
@@ -245,3 +245,17 @@ def test_a_helpdesk_added_after_an_incident_was_ticketed_is_not_asked_to_resolve
         "done"
     ]  # nothing to resolve there, not a failure
     assert site.helpdesk.calls == ["find"]  # it was asked whether it had one after all
+
+
+def test_an_open_interrupted_twice_on_a_searchable_helpdesk_is_searched_and_adopted(
+    site: Watcher,
+) -> None:
+    site.fail(probe="disk", kind="disk", metrics={"used_percent": 97.0}, labels={"path": "/"})
+    [incident] = site.engine.incidents()
+    site.helpdesk.tickets["41"] = incident.fingerprint  # sent by the watchers that were killed
+    with site.store.transaction() as db:  # what two kills mid-attempt leave in the outbox
+        db.execute("UPDATE outbox SET attempt_started=?, interrupted=1", (time.time(),))
+    site.deliver()
+    assert site.helpdesk.calls == ["find"]
+    assert [(r.state, r.attempt_started) for r in site.store.outbox()] == [("done", None)]
+    assert site.store.ticket(incident.id, ROUTE)[0] == "41" and len(site.helpdesk.tickets) == 1

@@ -3,15 +3,16 @@ for console errors, outside requests, the charts, a screenshot and the printed P
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import time
 from datetime import UTC, datetime, timedelta
-from html import escape
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 
 from probes.base import run_probe
 from probes.du import DuConfig, DuProbe
@@ -20,6 +21,7 @@ from tests.servers.base import make_workdir, require_binary
 from tests.ssh_helpers import context
 from tests.watcher.audit_history import NOW, SITE_CONFIG, populate_site, write
 from tests.watcher.chromium import open_page
+from tests.watcher.hostile import DOM_QUESTIONS, Poisoner
 from watcher.audit import Audit, build_audit
 from watcher.report_html import CSP, render_html
 from watcher.report_md import render_markdown
@@ -67,7 +69,7 @@ def test_the_page_forbids_every_outside_load_and_names_no_address(html: str) -> 
 
 
 def test_text_from_probes_and_incidents_is_shown_not_interpreted(html: str) -> None:
-    assert "HTTP 502 &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+    assert "HTTP 502 &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html
     assert "&lt;b&gt;Front desk&lt;/b&gt;" in html
     assert '<td class="file">/var/log/&lt;script&gt;x.log</td>' in html
 
@@ -115,8 +117,9 @@ def test_the_markdown_carries_the_same_recommendations_and_tables(site: Audit) -
     text = render_markdown(site)
     assert text.startswith("# Server and usage audit: acme-pune\n")
     assert "2. **HIGH** /var on mail1 full in about 9 days at the current rate" in text
+    # used is the latest sample (91.56%, noise included), not its hour's mean (91.43%)
     assert re.search(
-        r"^\| mail1 \| /var \| 91% \| 9\.01 GB \| \+7\.00 pts \| 02 Dec 2026 \(in 9 d\) \|",
+        r"^\| mail1 \| /var \| 92% \| 9\.01 GB \| \+7\.00 pts \| 02 Dec 2026 \(in 9 d\) \|",
         text,
         re.MULTILINE,
     )
@@ -151,7 +154,7 @@ def test_an_old_file_name_from_the_target_is_text_in_every_format(tmp_path: Path
 
     page = render_html(audit)
     assert f'<td class="file">{escape(shown)}</td>' in page
-    assert "<script" not in page and "alert(&#x27;x&#x27;)" in page
+    assert "<script" not in page and "alert(&#39;x&#39;)" in page
 
     text = render_markdown(audit)
     [row] = [line for line in text.splitlines() if "old report" in line]
@@ -161,6 +164,66 @@ def test_an_old_file_name_from_the_target_is_text_in_every_format(tmp_path: Path
     data = json.loads(audit.to_json())
     [mail1] = [s for s in data["servers"] if s["target"] == "mail1"]
     assert mail1["old_files"][0]["largest"][0]["name"] == shown
+
+
+# Every text field of the audit that the report prints: names from the config, messages
+# and evidence from probes, file names from targets, summaries from incidents.
+SHOWN = {
+    "Audit.site",
+    "Audit.notes",
+    "ServerAudit.target",
+    "ServerAudit.host",
+    "ServerAudit.description",
+    "DiskFigures.path",
+    "Forecast.note",
+    "UsageFigures.label",
+    "UsageFigures.unit",
+    "Cleanup.path",
+    "Cleanup.why",
+    "OldFiles.path",
+    "OldFiles.older_than",
+    "OldFiles.mount",
+    "OldFile.name",
+    "FleetFigures.target",
+    "FleetFigures.probe",
+    "FleetFigures.late",
+    "HeartbeatFigures.name",
+    "HeartbeatFigures.target",
+    "HeartbeatFigures.last_status",
+    "HeartbeatFigures.last_message",
+    "PriorityFigures.priority",
+    "PriorityFigures.name",
+    "PriorityFigures.clock",
+    "PriorityFigures.response_target",
+    "PriorityFigures.resolution_target",
+    "RuleNoise.rule",
+    "RuleNoise.priorities",
+    "IncidentFigures.missed[priority]",
+    "IncidentFigures.missed[target]",
+    "IncidentFigures.missed[summary]",
+    "IncidentFigures.missed[missed]",
+    "Recommendation.severity",
+    "Recommendation.text",
+    "Recommendation.detail",
+}
+
+
+@pytest.fixture(scope="module")
+def hostile(site: Audit) -> tuple[str, Poisoner]:
+    """The report of the same site with a different hostile value in every text field
+    (the timezone stays a real one: the report computes with it)."""
+    poison = Poisoner(keep=frozenset({"timezone"}))
+    audit = poison.poison(dataclasses.replace(site, notes=["a note"]))
+    return render_html(audit), poison
+
+
+def test_every_field_of_the_audit_is_shown_escaped_and_whole(
+    hostile: tuple[str, Poisoner],
+) -> None:
+    page, poison = hostile
+    assert "<script" not in page and "<img" not in page
+    assert poison.shown(page) >= SHOWN  # and each of them only in its escaped form
+    assert page.count("<svg ") == CHARTS
 
 
 # ------------------------------------------------------------------------ in a browser
@@ -198,6 +261,25 @@ def test_chromium_draws_the_report_without_errors_or_outside_requests(
     (ARTIFACTS / "audit-report.png").write_bytes(report.png)
     (ARTIFACTS / "audit-report.pdf").write_bytes(report.pdf)
     (ARTIFACTS / "audit-report.html").write_text(html, encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_chromium_finds_no_element_injected_into_the_report(
+    hostile: tuple[str, Poisoner], tmp_path: Path
+) -> None:
+    chromium = require_binary("chromium")
+    page = tmp_path / "hostile.html"
+    page.write_text(hostile[0], encoding="utf-8")
+    report = open_page(chromium, page, expressions={**DOM_QUESTIONS, **QUESTIONS})
+    assert report.problems == []
+    assert report.requests == [page.resolve().as_uri()]
+    assert (report.values["scripts"], report.values["images"], report.values["handlers"]) == (
+        0,
+        0,
+        0,
+    )
+    assert report.values["as_text"] > len(SHOWN) and report.values["in_attributes"] > 0
+    assert report.values["charts"] == CHARTS
 
 
 @pytest.mark.slow

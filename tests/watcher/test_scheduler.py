@@ -187,3 +187,70 @@ def test_a_check_stuck_past_its_hard_timeout_reports_an_error_at_each_turn_it_mi
     stuck = results[:3]
     assert all(r.status == "error" and r.reason == "timeout" for r in stuck)
     assert stuck[0].at < stuck[1].at < stuck[2].at
+
+
+class TimeLeft(Probe):
+    """Notes how much of its check's time it was given when it started."""
+
+    kind = "command"
+
+    def __init__(self) -> None:
+        super().__init__(ProbeConfig())
+        self.seen: list[float] = []
+
+    def check(self, ctx: ProbeContext) -> Outcome:
+        self.seen.append(ctx.time_left())
+        return Outcome.ok()
+
+
+def test_a_check_waiting_for_a_worker_keeps_its_whole_timeout(tmp_path: Path) -> None:
+    busy, waiting = Stuck(), TimeLeft()
+    scheduler = Scheduler(
+        [
+            _job(tmp_path, busy, interval=60, timeout=30),
+            _job(tmp_path, waiting, interval=60, timeout=5),
+        ],
+        workers=1,
+        on_results=lambda r: None,
+        metrics=Metrics(),
+        jitter=False,
+    )
+    scheduler.start()
+    try:
+        _wait(lambda: busy.calls == 1)
+        time.sleep(1.5)  # the second check waits this long for the only worker
+        busy.release.set()
+        _wait(lambda: waiting.seen)
+        assert waiting.seen[0] > 4.5
+    finally:
+        scheduler.stop()
+
+
+def test_stopping_cuts_a_running_check_and_drops_its_result(tmp_path: Path) -> None:
+    results: list[Result] = []
+    running = threading.Event()
+
+    class Cuttable(Probe):
+        kind = "command"
+
+        def check(self, ctx: ProbeContext) -> Outcome:
+            assert ctx.deadline is not None
+            running.set()
+            cut = threading.Event()
+            ctx.deadline.on_expiry(cut.set)
+            cut.wait(30)
+            return Outcome.fail("cut short")
+
+    scheduler = Scheduler(
+        [_job(tmp_path, Cuttable(ProbeConfig()), interval=60, timeout=30)],
+        workers=2,
+        on_results=results.extend,
+        metrics=Metrics(),
+        jitter=False,
+    )
+    scheduler.start()
+    assert running.wait(20)
+    started = time.monotonic()
+    scheduler.stop(timeout=5)
+    assert time.monotonic() - started < 3
+    assert results == []

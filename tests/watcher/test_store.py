@@ -17,8 +17,8 @@ BODY = {"subject": "[P1][acme] web: down", "body": "x" * 5000}
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "w.db")
+def store(state_location: str | Path) -> Iterator[Store]:
+    s = Store(state_location)
     yield s
     s.close()
 
@@ -73,3 +73,20 @@ def test_a_state_file_of_an_older_schema_is_migrated_keeping_what_it_held(tmp_pa
         assert (row["name"], row["pings"], row["resumed_at"]) == ("backup", 7, None)
     finally:
         store.close()
+
+
+def test_a_volume_that_flickers_between_full_and_not_is_logged_once_a_minute(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    full = sqlite3.OperationalError("database or disk is full")
+    with caplog.at_level("WARNING", logger="watcher.store"):
+        store._write_failed(full)
+        store._write_succeeded()
+        for _ in range(5):  # a nearly full volume takes one write and refuses the next
+            store._write_failed(full)
+            store._write_succeeded()
+        store._write_failed(full)
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("cannot be written" in line for line in lines) == 1
+    assert sum("takes writes again" in line for line in lines) == 1
+    assert store.write_problem == "database or disk is full"

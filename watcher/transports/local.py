@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 
 from probes.base import CommandResult, TransportError, decode_output
+from watcher import deadline as check_deadline
 from watcher.transports import OUTPUT_CAP
 
 __all__ = ["LocalRunner"]
@@ -34,6 +35,8 @@ class LocalRunner:
     def run(self, command: Sequence[str] | str, timeout: float) -> CommandResult:
         argv: Sequence[str] | str = command
         shell = isinstance(command, str)
+        # What is left of the check, not a whole timeout per command of a probe.
+        timeout = check_deadline.within_current(timeout)
         started = time.perf_counter()
         try:
             proc = subprocess.Popen(
@@ -50,8 +53,12 @@ class LocalRunner:
             raise TransportError(f"command not found: {name}", reason="not_found") from None
         except OSError as exc:
             raise TransportError(f"cannot start command: {exc}") from None
+        check = check_deadline.current()
+        if check is not None:
+            # A check cut from outside (a stopping watcher) takes its command with it.
+            check.on_expiry(lambda: _signal_group(proc))
         out, err, timed_out = _read_capped(proc, timeout)
-        if timed_out:
+        if timed_out or (check is not None and check.cut):
             _kill_group(proc)
             for stream in (proc.stdout, proc.stderr):
                 stream.close()  # type: ignore[union-attr]
@@ -92,6 +99,12 @@ def _read_capped(proc: subprocess.Popen[bytes], timeout: float) -> tuple[bytes, 
         for stream in buffers:
             stream.close()  # type: ignore[union-attr]
     return bytes(buffers[proc.stdout]), bytes(buffers[proc.stderr]), False
+
+
+def _signal_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.returncode is None:  # not reaped yet, so its group id is still its own
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -35,6 +35,7 @@ import paramiko
 from paramiko.common import cMSG_CHANNEL_REQUEST
 
 from probes.base import CommandResult, TransportError, decode_output
+from watcher import deadline as check_deadline
 from watcher.secret import Secret
 from watcher.transports import OUTPUT_CAP
 
@@ -316,6 +317,9 @@ class SshConnection:
 
     # -- running commands
     def run(self, command: str, timeout: float) -> CommandResult:
+        # A probe that runs several commands gets what is left of its check, not a whole
+        # timeout per command.
+        timeout = check_deadline.within_current(timeout)
         deadline = time.monotonic() + timeout
         where = self.settings.where
         if not self._slots.acquire(timeout=max(0.0, timeout)):
@@ -478,7 +482,10 @@ class SshConnection:
                     f"{s.where}: tunnel through the bastion failed: {exc}", reason="unreachable"
                 ) from None
         try:
-            sock = socket.create_connection((s.host, s.port), timeout=budget)
+            # The connection is shared by every check on the host and outlives this one:
+            # the deadline of the check that happens to open it must not shut it down.
+            with check_deadline.unwatched():
+                sock = socket.create_connection((s.host, s.port), timeout=budget)
         except TimeoutError:
             raise TransportError(
                 f"{s.where}: TCP connect timed out after {budget:.1f}s", reason="timeout"
@@ -632,7 +639,8 @@ def _load_key(path: Path, settings: SshSettings) -> paramiko.PKey:
         )
     passphrase = settings.passphrase.reveal().encode() if settings.passphrase else None
     try:
-        return paramiko.PKey.from_path(path, password=passphrase)
+        # positional: paramiko 5 renamed this argument (passphrase -> password)
+        return paramiko.PKey.from_path(path, passphrase)
     except (paramiko.SSHException, ValueError, TypeError, OSError) as exc:
         # An encrypted key without a passphrase: paramiko's loader raises
         # PasswordRequiredException, cryptography's (OpenSSH format) a TypeError.
@@ -765,7 +773,7 @@ def _run_on_channel(
         # sshd honours it where AcceptEnv allows LC_* (Debian's default), else ignores it.
         channel.set_environment_variable("LC_ALL", "C")
         _exec(channel, command, deadline, where)
-        stdout, stderr = _read_until_eof(channel, deadline)
+        stdout, stderr = _read_until_eof(channel, deadline, check_deadline.current())
         if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
             raise TimeoutError
         exit_code = channel.recv_exit_status()
@@ -793,9 +801,12 @@ def _run_on_channel(
     )
 
 
-def _read_until_eof(channel: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
+def _read_until_eof(
+    channel: paramiko.Channel, deadline: float, check: check_deadline.Deadline | None = None
+) -> tuple[bytes, bytes]:
     """Reads stdout and stderr as they come, keeping OUTPUT_CAP bytes of each and dropping
-    the rest, so a chatty command can neither fill memory nor stall on a full window."""
+    the rest, so a chatty command can neither fill memory nor stall on a full window.
+    A check cut from outside (a stopping watcher) ends the wait within a quarter second."""
     out, err = bytearray(), bytearray()
     with selectors.DefaultSelector() as selector:
         # The channel's fileno is a pipe paramiko sets whenever either buffer has data or
@@ -814,9 +825,9 @@ def _read_until_eof(channel: paramiko.Channel, deadline: float) -> tuple[bytes, 
             if channel.eof_received or channel.closed:
                 return bytes(out), bytes(err)
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or (check is not None and check.cut):
                 raise TimeoutError
-            selector.select(left)
+            selector.select(left if check is None else min(left, 0.25))
 
 
 def _keep(buffer: bytearray, chunk: bytes) -> None:
