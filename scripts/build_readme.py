@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Builds README.md from the parts in docs/readme/ (``--check``: fail if it is stale).
 
-The parts stay separate so that each is tested where its examples live (tests load the
-config examples of the integration and alert-quality parts as written).
+README.md is for a new user and stays short (a test keeps it under 15 KB); everything
+else lives in the reader docs under docs/, which the README links to.
 """
 
 from __future__ import annotations
@@ -12,23 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = [
-    "intro.md",
-    "00-config.md",
-    "10-probes-core.md",
-    "ssh.md",
-    "mail-and-checkins.md",
-    "20-rules.md",
-    "integrations.md",
-    "alertmanager.md",
-    "alert-quality.md",
-    "audits.md",
-    "80-cli-http.md",
-    "console.md",
-    "85-deploy.md",
-    "performance.md",
-    "90-not-done.md",
-]
+PARTS = ["intro.md", "tour.md", "next.md"]
 
 
 def build() -> str:

@@ -20,7 +20,7 @@ from tests.servers.httpd import HTTPTestServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-READER_DOCS = ["ops.md", "config.md", "helpdesk.md", "audits.md", "integrations.md"]
+READER_DOCS = sorted(p.name for p in DOCS.glob("*.md"))
 
 
 def _run(script: str) -> subprocess.CompletedProcess[str]:

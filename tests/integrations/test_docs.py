@@ -1,4 +1,4 @@
-"""The config examples in docs/readme/integrations.md load as written."""
+"""The config examples in docs/tickets-and-pages.md load as written."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import integrations
 from tests.helpers import config_from
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "readme" / "integrations.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "tickets-and-pages.md"
 BLOCKS = re.findall(r"```yaml\n(.*?)```", DOC.read_text(), re.S)
 ENV = {
     name: f"value-of-{name.lower()}-1234"

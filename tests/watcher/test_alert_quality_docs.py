@@ -1,4 +1,4 @@
-"""The config examples in docs/readme/alert-quality.md load as written."""
+"""The config examples in docs/alert-quality.md load as written."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import config_from
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "readme" / "alert-quality.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "alert-quality.md"
 BLOCKS = re.findall(r"```yaml\n(.*?)```", DOC.read_text(), re.S)
 HEAD = "site: acme\nlisten: null\nstate: state.db\n"
 TARGETS = """

@@ -262,7 +262,7 @@ def test_chromium_loads_the_console_at_desktop_and_phone_width_with_nothing_from
                 assert report.values["width"] <= width + 1, (label, report.values["width"])
             assert report.png[:4] == b"\x89PNG" and report.pdf[:4] == b"%PDF"
             (shots / f"console-{label}-{device}.png").write_bytes(report.png)
-    if os.environ.get("WATCHER_DOCS_IMG"):  # refreshes the screenshots the README shows
+    if os.environ.get("WATCHER_DOCS_IMG"):  # refreshes the screenshots docs/console.md shows
         for png in shots.glob("*.png"):
             shutil.copy(png, DOCS_IMG / png.name)
 
