@@ -30,7 +30,7 @@ EXIT_OK, EXIT_FAILING, EXIT_CONFIG = 0, 1, 2
 REFUSALS = {
     400: "refused as invalid (a required field is missing, or a configured name or id does not exist)",
     401: "wrong credentials (check the user, password, token or key)",
-    403: "permission denied (the API user lacks a right this needs; the README lists each helpdesk's)",
+    403: "permission denied (the API user lacks a right this needs; docs/tickets-and-pages.md lists each helpdesk's)",
     404: "not found (check url: and the project, board, queue or ids the config names)",
     409: "conflict (the ticket's state does not allow this)",
     422: "refused as invalid (a required field is missing, or a configured name or id does not exist)",
