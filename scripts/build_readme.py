@@ -16,11 +16,12 @@ PARTS = ["intro.md", "tour.md", "next.md"]
 
 
 def build() -> str:
-    texts = [(ROOT / "docs" / "readme" / name).read_text().strip() + "\n" for name in PARTS]
-    headings = [h for text in texts[1:] for h in re.findall(r"^## (.+)$", text, re.M)]
+    text = "\n".join((ROOT / "docs" / "readme" / name).read_text().strip() + "\n" for name in PARTS)
+    headings = re.findall(r"^## (.+)$", text, re.M)
     contents = "## Contents\n\n" + "".join(f"- [{h}](#{_anchor(h)})\n" for h in headings)
-    intro, rest = texts[0], texts[1:]
-    return "\n".join([intro, contents, *rest])
+    # the contents go after the opening, before the first section
+    opening, rest = text.split("\n## ", 1)
+    return "\n".join([opening, contents, "## " + rest])
 
 
 def _anchor(heading: str) -> str:
