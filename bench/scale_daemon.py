@@ -26,8 +26,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from watcher.app import App  # noqa: E402
-from watcher.config import load_config  # noqa: E402
+from watcher.app.daemon import App  # noqa: E402
+from watcher.config.models import load_config  # noqa: E402
 
 
 def memory() -> dict[str, int]:

@@ -37,9 +37,9 @@ from integrations.base import (
     TransientError,
     error_for_status,
 )
-from watcher.durations import parse_duration
-from watcher.httpclient import new_session
-from watcher.secret import Secret, protect_url
+from watcher.core.durations import parse_duration
+from watcher.core.secret import Secret, protect_url
+from watcher.delivery.httpclient import new_session
 
 __all__ = ["AlertmanagerIntegration", "AlertmanagerIntegrationConfig", "FINGERPRINT_LABEL"]
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
-    from watcher.config import WatcherConfig
-    from watcher.httpclient import HttpClients
+    from watcher.config.models import WatcherConfig
+    from watcher.delivery.httpclient import HttpClients
 
 __all__ = [
     "DeliveryError",

@@ -19,8 +19,8 @@ from integrations.base import (
     TicketContent,
     TicketRef,
 )
-from watcher.config import SmtpSettings
-from watcher.mail import build_message, send_mail
+from watcher.config.models import SmtpSettings
+from watcher.delivery.mail import build_message, send_mail
 
 __all__ = ["EmailIntegration", "EmailConfig"]
 

@@ -23,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from integrations.base import Integration, PageContent, PermanentError
 from integrations.rest import HttpConfig, call, json_of, session_for
-from watcher.secret import Secret
+from watcher.core.secret import Secret
 
 __all__ = ["TwilioConfig", "TwilioIntegration"]
 

@@ -38,9 +38,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from probes.base import Outcome, Probe, ProbeConfig, ProbeContext, Result
 from probes.http import BasicAuth, json_path_get, may_send_credentials
 from probes.mailbase import cert_failure
-from watcher.durations import format_duration, parse_duration
-from watcher.httpclient import new_session
-from watcher.secret import Secret, protect_url
+from watcher.core.durations import format_duration, parse_duration
+from watcher.core.secret import Secret, protect_url
+from watcher.delivery.httpclient import new_session
 
 __all__ = ["AgentCheckinsProbe", "AgentCheckinsConfig", "Device", "parse_checkin_time"]
 

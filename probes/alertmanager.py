@@ -33,8 +33,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validator
 
 from probes.base import Outcome, Probe, ProbeConfig, ProbeContext, Result, cap_text, one_line
-from watcher.durations import parse_duration
-from watcher.secret import Secret, redact
+from watcher.core.durations import parse_duration
+from watcher.core.secret import Secret, redact
 
 __all__ = [
     "KIND",

@@ -22,9 +22,9 @@ from urllib.parse import urljoin, urlsplit
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from probes.base import Outcome, Probe, ProbeConfig, ProbeContext, decode_output
-from watcher.durations import parse_duration
-from watcher.httpclient import USER_AGENT
-from watcher.secret import Secret, protect_url
+from watcher.core.durations import parse_duration
+from watcher.core.secret import Secret, protect_url
+from watcher.delivery.httpclient import USER_AGENT
 
 __all__ = ["HttpProbe", "HttpConfig", "json_path_get", "cert_days_left", "may_send_credentials"]
 

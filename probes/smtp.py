@@ -39,8 +39,8 @@ from probes.mailbase import (
     text_of,
     tls_context,
 )
-from watcher.durations import parse_duration
-from watcher.secret import Secret
+from watcher.core.durations import parse_duration
+from watcher.core.secret import Secret
 
 __all__ = ["SmtpProbe", "SmtpConfig", "RoundtripConfig", "TAG_HEADER"]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from probes.base import Result
-from watcher.durations import parse_quantity
+from watcher.core.durations import parse_quantity
 
 __all__ = ["Condition", "ConditionError", "parse_condition", "STATUS_WORDS", "RESULT_FIELDS"]
 

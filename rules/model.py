@@ -10,8 +10,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
 
 from rules.condition import Condition, parse_condition
-from watcher.durations import parse_duration
-from watcher.sla import Clock, Span, parse_span
+from watcher.core.durations import parse_duration
+from watcher.engine.sla import Clock, Span, parse_span
 
 __all__ = [
     "PriorityPolicy",

@@ -23,10 +23,10 @@ sys.path.insert(0, str(ROOT))
 
 from tests.helpers import Clock, result  # noqa: E402
 from tests.watcher.audit_history import NOW, compact, series, write  # noqa: E402
-from watcher.audit import build_audit  # noqa: E402
-from watcher.config import Config, load_config  # noqa: E402
-from watcher.engine import Engine  # noqa: E402
-from watcher.report_html import render_html  # noqa: E402
+from watcher.app.pipeline import Engine  # noqa: E402
+from watcher.audit.build import build_audit  # noqa: E402
+from watcher.audit.report_html import render_html  # noqa: E402
+from watcher.config.models import Config, load_config  # noqa: E402
 from watcher.store import Store  # noqa: E402
 
 PICTURE = ROOT / "docs" / "img" / "audit-sample.png"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from probes.base import Result
-from watcher.config import Config, load_config
+from watcher.config.models import Config, load_config
 
 
 def write_config(

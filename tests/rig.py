@@ -13,13 +13,13 @@ from typing import Any
 
 from probes.base import Result, run_probe
 from tests.helpers import Clock, config_from
-from watcher.app import build_integrations, build_jobs
-from watcher.config import Config
-from watcher.engine import Engine
-from watcher.httpclient import HttpClients
-from watcher.metrics import Metrics
-from watcher.outbox import Dispatcher
-from watcher.scheduler import Job
+from watcher.app.daemon import build_integrations, build_jobs
+from watcher.app.pipeline import Engine
+from watcher.config.models import Config
+from watcher.core.metrics import Metrics
+from watcher.delivery.httpclient import HttpClients
+from watcher.delivery.outbox import Dispatcher
+from watcher.schedule.scheduler import Job
 from watcher.store import Store
 from watcher.transports import Runners
 

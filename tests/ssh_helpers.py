@@ -15,7 +15,7 @@ from typing import Any
 from probes.base import CommandRunner, Probe, ProbeContext, Result, run_probe
 from tests.servers.base import make_workdir
 from tests.servers.sshd import Sshd
-from watcher.httpclient import HttpClients
+from watcher.delivery.httpclient import HttpClients
 from watcher.transports.local import LocalRunner
 from watcher.transports.ssh import SshPool, SshSettings
 

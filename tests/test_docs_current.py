@@ -140,7 +140,7 @@ def test_the_events_the_contract_lists_are_the_events_the_webhook_sends(
 
 
 def test_the_backoff_table_is_the_backoff_the_outbox_waits() -> None:
-    from watcher.outbox import backoff
+    from watcher.delivery.outbox import backoff
 
     text = INTEGRATIONS_DOC.read_text()
     row = re.search(r"^\| waits about \|(.+)\|$", text, re.M)

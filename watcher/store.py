@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from probes.base import Result
-from watcher.incident import Event, Incident
+from watcher.engine.incident import Event, Incident
 from watcher.statefile import APPLICATION_ID, StateFileError, check_state_file
 
 __all__ = [
@@ -157,7 +157,7 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (target, probe, item)
     );
     """,
-    # 3: pushed heartbeats (checkins:): what each job last said and when (watcher/checkins.py)
+    # 3: pushed heartbeats (checkins:): what each job last said and when (watcher/web/checkins.py)
     """
     CREATE TABLE IF NOT EXISTS checkins (
         name TEXT PRIMARY KEY,
@@ -171,7 +171,7 @@ MIGRATIONS: list[str] = [
     );
     """,
     # 4: maintenance windows added with `watcher maintenance add` or the HTTP API
-    # (watcher/maintenance.py); removed ones stay, stamped, for the record
+    # (watcher/engine/maintenance.py); removed ones stay, stamped, for the record
     """
     CREATE TABLE IF NOT EXISTS maintenance (
         id INTEGER PRIMARY KEY,
@@ -185,12 +185,12 @@ MIGRATIONS: list[str] = [
     );
     """,
     # 5: when the watcher came back from being down while a heartbeat was due
-    # (watcher/checkins.py)
+    # (watcher/web/checkins.py)
     """
     ALTER TABLE checkins ADD COLUMN resumed_at TEXT;
     """,
     # 6: two-phase delivery: when the attempt in flight began (NULL when none is), and how
-    # many attempts a stopped watcher left without an outcome (watcher/outbox.py)
+    # many attempts a stopped watcher left without an outcome (watcher/delivery/outbox.py)
     """
     ALTER TABLE outbox ADD COLUMN attempt_started REAL;
     ALTER TABLE outbox ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;

@@ -19,7 +19,7 @@ from tests.ssh_helpers import context
 from tests.watcher.audit_history import write
 from tests.watcher.chromium import open_page
 from tests.watcher.hostile import DOM_QUESTIONS
-from watcher.cli import main
+from watcher.cli.main import main
 from watcher.store import Store
 from watcher.transports.local import LocalRunner
 

@@ -27,10 +27,10 @@ from tests.rig import Rig
 from tests.servers.disk import SmallFs
 from tests.servers.sshd import Sshd
 from tests.ssh_helpers import context, new_pool, run_check, settings_for_sshd
-from watcher.audit import build_audit
-from watcher.engine import Engine
-from watcher.metrics import Metrics
-from watcher.scheduler import Job, Scheduler
+from watcher.app.pipeline import Engine
+from watcher.audit.build import build_audit
+from watcher.core.metrics import Metrics
+from watcher.schedule.scheduler import Job, Scheduler
 
 
 def _ssh_config(sshd: Sshd, known_hosts: Path, disk: str) -> str:

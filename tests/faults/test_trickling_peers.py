@@ -27,7 +27,7 @@ from tests.servers.base import pid_alive, wait_until
 from tests.servers.sshd import Sshd
 from tests.servers.trickle import TricklingPeer
 from tests.ssh_helpers import new_pool, settings_for_sshd
-from watcher.httpclient import HttpClients
+from watcher.delivery.httpclient import HttpClients
 
 HTTP = HttpClients()
 TIMEOUT = 2.0

@@ -12,7 +12,7 @@ import responses
 from integrations import integration_class
 from integrations.base import Integration, IntegrationEnv, TicketContent
 from tests.helpers import config_from
-from watcher.httpclient import HttpClients
+from watcher.delivery.httpclient import HttpClients
 
 CONTACTS = """
 contacts:

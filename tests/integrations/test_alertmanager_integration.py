@@ -18,7 +18,7 @@ from tests.integrations.site import Site, site_config, unique_site
 from tests.servers.alertmanager import Alertmanager
 from tests.servers.base import free_port, make_workdir
 from tests.servers.httpd import HTTPTestServer
-from watcher.httpclient import HttpClients
+from watcher.delivery.httpclient import HttpClients
 
 pytestmark = pytest.mark.slow
 
@@ -197,7 +197,7 @@ def test_watcher_test_integration_posts_and_resolves_a_test_alert(
 
 
 def _model(site: str):  # type: ignore[no-untyped-def]
-    from watcher.config import WatcherConfig
+    from watcher.config.models import WatcherConfig
 
     return WatcherConfig(site=site)
 

@@ -194,7 +194,7 @@ def test_an_outage_is_retried_by_the_outbox(tmp_path: Path) -> None:
 def test_bad_configs_are_refused_at_load(
     tmp_path: Path, extra: dict[str, object], message: str
 ) -> None:
-    from watcher.config import ConfigError
+    from watcher.config.models import ConfigError
 
     options = {"account_sid": SID, "auth_token": "x-token", "from": "+14155550100", **extra}
     options = {k: v for k, v in options.items() if v is not None}
@@ -203,7 +203,7 @@ def test_bad_configs_are_refused_at_load(
 
 
 def test_no_hotline_phone_is_a_permanent_error(tmp_path: Path) -> None:
-    from watcher.config import load_config
+    from watcher.config.models import load_config
 
     t = twilio(tmp_path)
     t.env.config = load_config(

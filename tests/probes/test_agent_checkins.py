@@ -22,7 +22,7 @@ from tests.helpers import result as make_result
 from tests.rig import Rig
 from tests.servers.certs import TestPKI
 from tests.servers.httpd import HTTPTestServer, Response
-from watcher.httpclient import HttpClients
+from watcher.delivery.httpclient import HttpClients
 
 HTTP = HttpClients()
 NOW = datetime.now(UTC)

@@ -11,7 +11,7 @@ from probes.base import CommandRunner
 from probes.command import CommandConfig, CommandProbe
 from tests.helpers import config_from
 from tests.ssh_helpers import run_check, runner_for
-from watcher.config import ConfigError
+from watcher.config.models import ConfigError
 
 
 @pytest.fixture(params=["ssh", "local"])

@@ -13,7 +13,7 @@ from probes.base import ProbeContext, Result, run_probe
 from probes.imap import ImapConfig, ImapProbe
 from tests.rig import Rig
 from tests.servers.mail import MailServer
-from watcher.httpclient import HttpClients
+from watcher.delivery.httpclient import HttpClients
 
 pytestmark = pytest.mark.slow
 

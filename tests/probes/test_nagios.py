@@ -19,7 +19,7 @@ from tests.helpers import config_from
 from tests.servers.base import require_binary
 from tests.servers.disk import SmallFs
 from tests.ssh_helpers import run_check, runner_for
-from watcher.config import ConfigError
+from watcher.config.models import ConfigError
 
 PLUGINS = Path("/usr/lib/nagios/plugins")
 

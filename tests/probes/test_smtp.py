@@ -15,7 +15,7 @@ from probes.smtp import TAG_HEADER, SmtpConfig, SmtpProbe
 from tests.rig import Rig
 from tests.servers.base import descendants, wait_until
 from tests.servers.mail import MailServer, SmtpSink
-from watcher.httpclient import HttpClients
+from watcher.delivery.httpclient import HttpClients
 
 pytestmark = pytest.mark.slow
 

@@ -101,7 +101,7 @@ def populate_site(store: Store, config: object, *, end: datetime = NOW) -> None:
     device fleet, a late heartbeat, and incidents (one with markup in its message, which
     the report must show as text)."""
     from tests.helpers import Clock
-    from watcher.engine import Engine
+    from watcher.app.pipeline import Engine
 
     def disk(start: float, per_day: float, noise: float):
         return lambda day, rng: {

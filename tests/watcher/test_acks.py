@@ -11,7 +11,7 @@ import pytest
 
 from tests.integrations.hosted import responses
 from tests.integrations.site import Site, site_config, unique_site
-from watcher.maintenance import add_window, window_from_request
+from watcher.engine.maintenance import add_window, window_from_request
 
 JIRA = "https://acme.atlassian.net"
 P1_NOW = """

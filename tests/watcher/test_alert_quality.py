@@ -16,8 +16,8 @@ from tests.rig import Rig
 from tests.servers.httpd import HTTPTestServer
 from tests.servers.mail import SmtpSink
 from tests.servers.prometheus import promtool_check_metrics
-from watcher.config import ConfigError
-from watcher.metrics import Metrics
+from watcher.config.models import ConfigError
+from watcher.core.metrics import Metrics
 
 HELPDESK = "support@helpdesk.example"
 HOTLINE = "emergency@support.example"
@@ -802,7 +802,7 @@ def test_watcher_incidents_shows_what_is_held_back_and_why(
 ) -> None:
     import json
 
-    from watcher.cli import main
+    from watcher.cli.main import main
 
     rig = rig_factory(router_site(smtp_sink, http_server, children=2))
     http_server.set_default(status=503)
@@ -822,7 +822,7 @@ def test_watcher_incidents_shows_what_is_held_back_and_why(
 def test_the_audit_judges_the_sla_of_what_people_were_told_only(
     http_server: HTTPTestServer, smtp_sink: SmtpSink, rig_factory
 ) -> None:
-    from watcher.audit import build_audit
+    from watcher.audit.build import build_audit
 
     rig = rig_factory(router_site(smtp_sink, http_server, children=4))
     http_server.set_default(status=503)

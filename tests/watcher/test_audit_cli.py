@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.watcher.audit_history import NOW, compact, series
-from watcher.cli import main
+from watcher.cli.main import main
 from watcher.store import Store
 
 AT = NOW.isoformat()  # Monday 23 Nov 2026 08:00 IST

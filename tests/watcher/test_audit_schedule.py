@@ -16,9 +16,9 @@ import pytest
 from tests.helpers import Clock, config_from
 from tests.servers.base import wait_until
 from tests.watcher.audit_history import compact, series
-from watcher.audit_schedule import AuditScheduler
-from watcher.config import Config
-from watcher.mail import send_mail
+from watcher.audit.schedule import AuditScheduler
+from watcher.config.models import Config
+from watcher.delivery.mail import send_mail
 from watcher.store import Store
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -233,7 +233,7 @@ def test_the_running_daemon_mails_the_weekly_audit_through_postfix(
 ) -> None:
     """A real watcher (App) with a Monday 08:00 audit: mailed once through Postfix into the
     manager's mailbox, read back over IMAP; a restart in the same week mails nothing."""
-    from watcher.app import App
+    from watcher.app.daemon import App
 
     mail = fresh_mail_server
     config_path = tmp_path / "watcher.yml"

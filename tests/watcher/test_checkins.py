@@ -16,12 +16,12 @@ import pytest
 
 from tests.helpers import Clock, config_from, write_config
 from tests.servers.base import free_port, wait_until
-from watcher.app import App
-from watcher.checkins import Checkins, CheckinState, RateLimiter, verdict
-from watcher.config import Checkin, ConfigError
-from watcher.engine import Engine
+from watcher.app.daemon import App
+from watcher.app.pipeline import Engine
+from watcher.config.models import Checkin, ConfigError
 from watcher.store import Store
-from watcher.web import WebServer
+from watcher.web.checkins import Checkins, CheckinState, RateLimiter, verdict
+from watcher.web.server import WebServer
 
 API_TOKEN = "api-Token-4711"
 BACKUP_TOKEN = "backup-Token-0815"

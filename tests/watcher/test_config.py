@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import config_from, write_config
-from watcher.config import ConfigError, load_config
-from watcher.secret import Secret
+from watcher.config.models import ConfigError, load_config
+from watcher.core.secret import Secret
 
 BROKEN = Path(__file__).resolve().parent.parent / "configs" / "broken"
 BROKEN_CONFIGS = sorted(p for p in BROKEN.glob("*.yml") if not p.name.endswith(".rules.yml"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import config_from
-from watcher.config import ConfigError
+from watcher.config.models import ConfigError
 
 BASE = """
 site: acme

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from watcher.cron import parse_cron
+from watcher.schedule.cron import parse_cron
 
 
 def utc(*args: int) -> datetime:

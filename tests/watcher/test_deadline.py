@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.servers.trickle import TricklingPeer
-from watcher.deadline import Deadline, current, unwatched, within_current
+from watcher.schedule.deadline import Deadline, current, unwatched, within_current
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_a_process_whose_pool_worker_is_stuck_exits_when_it_is_done() -> None:
     program = textwrap.dedent(
         """
         import time
-        from watcher.workers import DaemonPool
+        from watcher.schedule.workers import DaemonPool
         pool = DaemonPool(2, name="stuck")
         assert pool.submit(pow, 2, 10).result() == 1024
         pool.submit(time.sleep, 120)

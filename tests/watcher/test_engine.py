@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Clock, config_from, result
-from watcher.engine import Engine
+from watcher.app.pipeline import Engine
 from watcher.store import Store
 
 CONFIG = """

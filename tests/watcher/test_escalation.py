@@ -274,7 +274,7 @@ def test_without_escalation_contacts_breaches_are_still_noted(
 def test_watcher_test_integration_escalation_mails_every_contact(
     tmp_path: Path, smtp_sink: SmtpSink
 ) -> None:
-    from watcher.cli import main
+    from watcher.cli.main import main
 
     config = tmp_path / "watcher.yml"
     config.write_text(f"site: acme\nlisten: null\n{contacts(smtp_sink)}")

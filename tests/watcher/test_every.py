@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from watcher.every import parse_every
+from watcher.schedule.every import parse_every
 
 IST = ZoneInfo("Asia/Kolkata")
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from watcher.forecast import Hour, forecast, percentile, stats
+from watcher.audit.forecast import Hour, forecast, percentile, stats
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tests.servers.httpd import HTTPTestServer
-from watcher.httpclient import MAX_RESPONSE_BYTES, HttpClients, new_session
+from watcher.delivery.httpclient import MAX_RESPONSE_BYTES, HttpClients, new_session
 
 
 def test_an_answer_is_kept_up_to_the_cap_and_no_more(http_server: HTTPTestServer) -> None:

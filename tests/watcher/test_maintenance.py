@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import config_from
-from watcher.config import ConfigError
-from watcher.maintenance import MaintenanceConfig, Window, parse_moment, window_from_request
+from watcher.config.models import ConfigError
+from watcher.engine.maintenance import MaintenanceConfig, Window, parse_moment, window_from_request
 
 IST = "Asia/Kolkata"
 

@@ -16,7 +16,7 @@ from tests.helpers import write_config
 from tests.servers.base import free_port
 from tests.servers.httpd import HTTPTestServer
 from tests.servers.mail import SmtpSink
-from watcher.cli import main
+from watcher.cli.main import main
 
 TOKEN = "tok-51c3e8a9d0"
 

@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 
 from probes.base import Result
 from tests.servers.prometheus import promtool_check_metrics
-from watcher.metrics import Metrics
+from watcher.core.metrics import Metrics
 
 AT = datetime(2026, 11, 23, 5, 30, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import watcher.outbox
+import watcher.delivery.outbox
 from integrations.base import (
     Integration,
     IntegrationConfig,
@@ -20,9 +20,9 @@ from integrations.base import (
     TransientError,
 )
 from tests.helpers import Clock, config_from, result
-from watcher.engine import Engine
-from watcher.metrics import Metrics
-from watcher.outbox import Dispatcher
+from watcher.app.pipeline import Engine
+from watcher.core.metrics import Metrics
+from watcher.delivery.outbox import Dispatcher
 from watcher.store import Store
 
 ROUTE = "tickets/helpdesk"

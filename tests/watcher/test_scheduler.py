@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-import watcher.scheduler
+import watcher.schedule.scheduler
 from probes.base import Outcome, Probe, ProbeConfig, ProbeContext, Result
 from tests.helpers import config_from
-from watcher.httpclient import HttpClients
-from watcher.metrics import Metrics
-from watcher.scheduler import Job, Scheduler
+from watcher.core.metrics import Metrics
+from watcher.delivery.httpclient import HttpClients
+from watcher.schedule.scheduler import Job, Scheduler
 
 
 class Stuck(Probe):

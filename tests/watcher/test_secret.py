@@ -3,7 +3,7 @@ the URL turns up, and so is any URL's password."""
 
 from __future__ import annotations
 
-from watcher.secret import Secret, protect_url, redact
+from watcher.core.secret import Secret, protect_url, redact
 
 
 def test_a_secret_is_masked_in_every_printable_form() -> None:

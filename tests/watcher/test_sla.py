@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from watcher.sla import BusinessCalendar, Span, deadline, parse_span
+from watcher.engine.sla import BusinessCalendar, Span, deadline, parse_span
 
 IST = ZoneInfo("Asia/Kolkata")
 CAL = BusinessCalendar(holidays=frozenset({date(2026, 11, 30)}))  # a Monday holiday

@@ -17,10 +17,10 @@ from tests.servers.base import free_port, require_binary, wait_until
 from tests.servers.httpd import HTTPTestServer
 from tests.watcher.chromium import open_page
 from tests.watcher.hostile import DOM_QUESTIONS, HOSTILE, LONG, Poisoner
-from watcher.app import App
-from watcher.incident import Incident
-from watcher.maintenance import MaintenanceConfig, Window
-from watcher.status_page import STATUS_CSP, render_status_page
+from watcher.app.daemon import App
+from watcher.engine.incident import Incident
+from watcher.engine.maintenance import MaintenanceConfig, Window
+from watcher.web.status_page import STATUS_CSP, render_status_page
 
 NOW = datetime(2026, 11, 23, 2, 30, tzinfo=UTC)
 SHOWN = {

@@ -14,7 +14,7 @@ import pytest
 from jinja2 import UndefinedError
 
 import watcher
-from watcher.templating import environment
+from watcher.web.templating import environment
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = Path(watcher.__file__).parent / "templates"

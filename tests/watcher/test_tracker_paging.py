@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Clock, config_from, result
-from watcher import tracker
-from watcher.incident import Incident
-from watcher.tracker import Policy, Step
+from watcher.engine import tracker
+from watcher.engine.incident import Incident
+from watcher.engine.tracker import Policy, Step
 
 RULES = """
 priorities:

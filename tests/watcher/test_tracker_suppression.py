@@ -9,10 +9,10 @@ import pytest
 
 from rules.engine import RuleSet
 from tests.helpers import Clock, config_from, result
-from watcher import tracker
-from watcher.flapping import FlappingConfig, change_share
-from watcher.incident import Incident
-from watcher.tracker import Policy, Step, Suppression
+from watcher.engine import tracker
+from watcher.engine.flapping import FlappingConfig, change_share
+from watcher.engine.incident import Incident
+from watcher.engine.tracker import Policy, Step, Suppression
 
 RULES = """
 rules:

@@ -22,7 +22,7 @@ from tests.helpers import config_from
 from tests.servers.base import descendants, make_workdir, run, wait_until
 from tests.servers.sshd import BastionPair, Sshd, make_client_keys
 from tests.ssh_helpers import new_pool, run_check, settings_for_sshd
-from watcher.config import ConfigError
+from watcher.config.models import ConfigError
 from watcher.transports import Runners
 from watcher.transports.ssh import HostKeyError, SshPool, SshRunner, fingerprint
 
@@ -372,7 +372,7 @@ def test_hashed_known_hosts_entries_are_understood(sshd: Sshd, ssh_pool: SshPool
 
 @pytest.mark.parametrize("key", ["ed25519", "ecdsa", "rsa", "ed25519_encrypted"])
 def test_each_key_type_logs_in(sshd: Sshd, ssh_pool: SshPool, key: str) -> None:
-    from watcher.secret import Secret
+    from watcher.core.secret import Secret
 
     passphrase = Secret(sshd.client_keys.passphrase) if key == "ed25519_encrypted" else None
     runner = ssh_pool.runner(settings_for_sshd(sshd, key=key, passphrase=passphrase))
@@ -380,7 +380,7 @@ def test_each_key_type_logs_in(sshd: Sshd, ssh_pool: SshPool, key: str) -> None:
 
 
 def test_password_login(sshd: Sshd, ssh_pool: SshPool) -> None:
-    from watcher.secret import Secret
+    from watcher.core.secret import Secret
 
     runner = ssh_pool.runner(settings_for_sshd(sshd, key_files=(), password=Secret(sshd.password)))
     assert runner.run(["whoami"], 10).stdout.strip() == sshd.user
@@ -397,7 +397,7 @@ def test_a_key_the_server_does_not_know_is_an_auth_error(sshd: Sshd, ssh_pool: S
 def test_a_wrong_password_is_an_auth_error_that_never_shows_the_password(
     sshd: Sshd, ssh_pool: SshPool
 ) -> None:
-    from watcher.secret import Secret
+    from watcher.core.secret import Secret
 
     settings = settings_for_sshd(sshd, key_files=(), password=Secret("not-the-password-123"))
     [result] = run_check(CommandProbe(CommandConfig(run=["true"])), ssh_pool.runner(settings))
@@ -412,7 +412,7 @@ def test_a_wrong_password_is_an_auth_error_that_never_shows_the_password(
 def test_an_encrypted_key_without_its_passphrase_says_so(
     sshd: Sshd, ssh_pool: SshPool, passphrase: str | None, expected: str
 ) -> None:
-    from watcher.secret import Secret
+    from watcher.core.secret import Secret
 
     settings = settings_for_sshd(
         sshd, key="ed25519_encrypted", passphrase=Secret(passphrase) if passphrase else None

@@ -15,8 +15,8 @@ import pytest
 from tests.helpers import write_config
 from tests.servers.base import free_port
 from tests.servers.httpd import HTTPTestServer
-from watcher.app import App
-from watcher.web import WebServer, text_response
+from watcher.app.daemon import App
+from watcher.web.server import WebServer, text_response
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_unknown_paths_and_methods(app: App) -> None:
 def test_a_large_site_s_status_page_shows_problems_first_and_the_api_narrows(
     tmp_path: Path, http_server: HTTPTestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("watcher.app.PAGE_ROWS", 2)
+    monkeypatch.setattr("watcher.app.daemon.PAGE_ROWS", 2)
     http_server.set_default(status=200, body="fine")
     http_server.set_response("/gone", status=404, body="gone")
     healthy = "".join(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from watcher.yamlsource import ConfigError, load_yaml
+from watcher.core.yamlsource import ConfigError, load_yaml
 
 
 def _issues(text: str) -> list[str]:

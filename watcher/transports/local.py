@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from probes.base import CommandResult, TransportError, decode_output
-from watcher import deadline as check_deadline
+from watcher.schedule import deadline as check_deadline
 from watcher.transports import OUTPUT_CAP
 
 __all__ = ["LocalRunner"]

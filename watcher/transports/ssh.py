@@ -35,12 +35,12 @@ import paramiko
 from paramiko.common import cMSG_CHANNEL_REQUEST
 
 from probes.base import CommandResult, TransportError, decode_output
-from watcher import deadline as check_deadline
-from watcher.secret import Secret
+from watcher.core.secret import Secret
+from watcher.schedule import deadline as check_deadline
 from watcher.transports import OUTPUT_CAP
 
 if TYPE_CHECKING:
-    from watcher.config import SshOptions, Target, WatcherConfig
+    from watcher.config.models import SshOptions, Target, WatcherConfig
 
 __all__ = [
     "HostKeyError",

@@ -1,0 +1,553 @@
+"""Wires a loaded config into a running watcher: store, engine, outbox, scheduler, web.
+
+``App`` is what ``watcher run`` runs. It holds the state file's run lock, so two watchers
+never share one state file (and never deliver the same action twice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections import ChainMap
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import integrations as integration_registry
+from integrations.base import Integration, IntegrationEnv
+from probes.base import ProbeContext, Result
+from watcher import __version__
+from watcher.app.pipeline import Engine
+from watcher.audit.schedule import AuditScheduler
+from watcher.config.models import Config, ConfigError, load_config
+from watcher.core.metrics import Metrics
+from watcher.delivery.acks import HelpdeskPoller
+from watcher.delivery.escalation import ESCALATION_ROUTE, EscalationMailer
+from watcher.delivery.httpclient import HttpClients
+from watcher.delivery.outbox import Dispatcher
+from watcher.engine import tracker
+from watcher.engine.incident import public_view
+from watcher.schedule.scheduler import Job, Scheduler
+from watcher.statefile import (
+    StateLocked,
+    acquire_run_lock,
+    check_state_file,
+    release_run_lock,
+)
+from watcher.store import SCHEMA_VERSION, StateWriteError, Store
+from watcher.transports import Runners
+from watcher.web.checkins import attach as attach_checkins
+from watcher.web.server import (
+    ClientError,
+    Request,
+    Response,
+    WebServer,
+    json_response,
+    text_response,
+)
+from watcher.web.status_page import page_response, render_status_page
+
+__all__ = ["App", "build_jobs", "build_integrations", "StateLocked", "configure_logging"]
+
+log = logging.getLogger("watcher")
+
+TICK_EVERY = 5.0
+BATCH_WINDOW = 0.1
+COMPACT_EVERY = 3600.0
+# SIGTERM to exit within 5 s, whatever checks and deliveries are doing.
+SHUTDOWN_BUDGET = 4.0
+# Rows of latest results the status page shows; a large site narrows them by query.
+PAGE_ROWS = 500
+
+
+def configure_logging(level: str) -> None:
+    from watcher.core.secret import redact
+
+    class _Redacting(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return redact(super().format(record))
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(_Redacting("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def tune_malloc(arenas: int = 2, mmap_threshold: int = 256 * 1024) -> None:
+    """Keeps glibc's malloc from holding on to memory the daemon has freed.
+
+    By default every thread that allocates gets an arena of its own, up to 8 per core, and
+    what it frees stays there; and after a large buffer is freed (a /metrics exposition of
+    tens of MB at 30,000 checks) glibc raises its mmap threshold, so the next ones come
+    from the heap and stay in the process. Two arenas and a fixed threshold held about
+    100 MB less RSS at 10,000 targets, for no speed that could be measured. Linux and
+    glibc only; ``MALLOC_ARENA_MAX`` or ``MALLOC_MMAP_THRESHOLD_`` set by hand win.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
+        libc = ctypes.CDLL(None)
+        if "MALLOC_ARENA_MAX" not in os.environ:
+            libc.mallopt(-8, arenas)  # M_ARENA_MAX
+        if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+            libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD, which also stops it moving
+
+
+def build_integrations(config: Config, http: HttpClients) -> dict[str, Integration]:
+    env = IntegrationEnv(config=config.model, http=http)
+    out: dict[str, Integration] = {}
+    for role, kind, cfg in config.model.integrations.entries():
+        cls = integration_registry.integration_class(kind)
+        out[f"{role}/{cfg.name or kind}"] = cls(cfg, env, role)
+    if any(c.email for c in config.model.contacts.escalation):
+        out[ESCALATION_ROUTE] = EscalationMailer(env)
+    return out
+
+
+def build_jobs(
+    config: Config, http: HttpClients, runners: Runners, services: dict[str, Any] | None = None
+) -> list[Job]:
+    m = config.model
+    jobs = []
+    for target in m.targets:
+        runner = None
+        for spec in target.probe_specs():
+            cls = spec.probe_class
+            interval = (
+                spec.config.interval
+                or target.interval
+                or cls.default_interval
+                or m.defaults.interval
+            ).total_seconds()
+            timeout = (spec.config.timeout or target.timeout or m.defaults.timeout).total_seconds()
+            # A probe that reports a recovered item for a while (agent_checkins) needs this
+            # many rounds of it to resolve the item's incident under this config.
+            to_resolve = tracker.results_to_resolve(
+                m.defaults.resolve_after, (target.flapping or m.flapping).settings()
+            )
+            if cls.needs_runner and runner is None:
+                runner = runners.for_target(target)
+            ctx = ProbeContext(
+                site=m.site,
+                target=target.name,
+                host=target.host,
+                labels=target.labels,
+                timeout=timeout,
+                http=http,
+                runner=runner if cls.needs_runner else None,
+                services=ChainMap({"results_to_resolve": to_resolve}, services or {}),
+            )
+            jobs.append(Job(target, spec, cls(spec.config), ctx, interval, timeout))
+    return jobs
+
+
+class ResultSink:
+    """The engine's single thread: takes results in batches, runs the clock-driven work."""
+
+    def __init__(self, engine: Engine, store: Store, config_getter: Callable[[], Config]) -> None:
+        self.engine = engine
+        self.store = store
+        self.config = config_getter
+        self.queue: queue.Queue[list[Result]] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
+        self._last_tick = 0.0
+        self._last_compact = 0.0
+        self._last_batch = 0.0
+        self.last_loop = time.monotonic()
+
+    def put(self, results: list[Result]) -> None:
+        self.queue.put(results)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+        if not self._thread.is_alive():  # else the engine is still busy with a batch
+            self._drain()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and time.monotonic() - self.last_loop < 60
+
+    def _drain(self) -> None:
+        batch: list[Result] = []
+        while True:
+            try:
+                batch.extend(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        if batch:
+            self.engine.process(batch)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.last_loop = time.monotonic()
+            batch: list[Result] = []
+            try:
+                batch.extend(self.queue.get(timeout=0.5))
+                # Under load, one transaction per BATCH_WINDOW for whatever arrived (at 500
+                # checks/s, one per result was ~400 commits a second); after a quiet spell
+                # the first result goes through at once, so a failure waits for nothing.
+                gather_until = self._last_batch + BATCH_WINDOW
+                while len(batch) < 2000:
+                    left = gather_until - time.monotonic()
+                    batch.extend(
+                        self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait()
+                    )
+            except queue.Empty:
+                pass
+            if batch:
+                self._last_batch = time.monotonic()
+            try:
+                if batch:
+                    self.engine.process(batch)
+                self.apply_requests()
+                now = time.monotonic()
+                if now - self._last_tick >= TICK_EVERY:
+                    self._last_tick = now
+                    self.engine.tick()
+                if now - self._last_compact >= COMPACT_EVERY:
+                    self._last_compact = now
+                    h = self.config().model.history
+                    self.store.compact(datetime.now(UTC), raw=h.raw, hourly=h.hourly, daily=h.daily)
+            except StateWriteError:
+                pass  # the store reports a state file it cannot write, once a minute
+            except Exception:  # a bad batch must not stop incident tracking for good
+                log.exception("engine error")
+
+    def apply_requests(self) -> None:
+        apply_requests(self.engine, self.store)
+
+
+def apply_requests(engine: Engine, store: Store) -> None:
+    """Carries out ack and resolve requests queued by the CLI."""
+    for request in store.pending_requests():
+        incident_id, by, note = request["incident_id"], request["requested_by"], request["note"]
+        if request["kind"] == "ack":
+            incident = engine.acknowledge(incident_id, by=by, source="cli")
+        elif request["kind"] == "resolve":
+            incident = engine.resolve(incident_id, by=by, note=note)
+        else:
+            incident = None
+        outcome = f"{incident.state}" if incident else "no such incident"
+        store.finish_request(request["id"], outcome, engine.clock())
+
+
+class App:
+    def __init__(self, config_path: str | Path, *, config: Config | None = None) -> None:
+        tune_malloc()  # before the threads that would each take an arena
+        self.config_path = Path(config_path)
+        self.config = config or load_config(self.config_path)
+        # What the header tells is refused before a lock file appears beside the file;
+        # the store reads the rest under the lock, and a refusal takes the lock file away.
+        check_state_file(self.config.state_path, SCHEMA_VERSION, contents=False)
+        self._lock_fds = acquire_run_lock(self.config.state_path)
+        try:
+            self.store = Store(self.config.state_path)
+        except BaseException:
+            release_run_lock(self._lock_fds, self.config.state_path)
+            raise
+        self.metrics = Metrics()
+        self.http = HttpClients()
+        self.runners = Runners(self.config.model, base_dir=self.config.base_dir)
+        self.services: dict[str, Any] = {}
+        self.dispatcher = Dispatcher(
+            self.store, build_integrations(self.config, self.http), self.metrics
+        )
+        self.engine = Engine(
+            self.config,
+            self.store,
+            on_enqueue=self.dispatcher.wake,
+            on_hold=self.dispatcher.search_ahead,
+        )
+        self.sink = ResultSink(self.engine, self.store, lambda: self.config)
+        self.services["previous_results"] = lambda target, probe: [
+            r for r in self.store.latest(target) if r.probe == probe
+        ]
+        self.checkins = attach_checkins(self)
+        self.audits = AuditScheduler(self.store, lambda: self.config, http=self.http)
+        self.poller = HelpdeskPoller(
+            self.engine, self.store, build_integrations(self.config, self.http)
+        )
+        self.scheduler = self._scheduler(self.config)
+        self.metrics.watch_results(self.engine.latest)
+        self.metrics.watch_state(
+            self.engine.incident_counts, self.store.outbox_counts, self.engine.held_counts
+        )
+        self.metrics.watch_state_file(
+            lambda: self.store.writable, lambda: self.store.write_failures
+        )
+        self.web: WebServer | None = None
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self.started_at = datetime.now(UTC)
+
+    def _scheduler(self, config: Config) -> Scheduler:
+        return Scheduler(
+            build_jobs(config, self.http, self.runners, self.services),
+            workers=config.model.workers,
+            on_results=self.sink.put,
+            metrics=self.metrics,
+            jitter=config.model.defaults.jitter,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        m = self.config.model
+        if m.listen:
+            self.web = WebServer(m.listen, api_token=m.api_token)
+            self._routes(self.web)
+            self.web.start()
+        self.dispatcher.start()
+        self.sink.start()
+        self.audits.start()
+        self.poller.start()
+        self.scheduler.start()
+        log.info(
+            "watcher %s started for site %s: %d targets, %d checks, tickets via %s, paging via %s",
+            __version__,
+            m.site,
+            len(m.targets),
+            len(self.scheduler.jobs),
+            ", ".join(self.engine.routes["tickets"]) or "the built-in incident list",
+            ", ".join(self.engine.routes["paging"]) or "nothing",
+        )
+
+    def run(self) -> int:
+        """Runs until SIGTERM or SIGINT; SIGHUP reloads the config."""
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+        self.start()
+        while not self._stop.is_set():
+            self._stop.wait(0.5)
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+        self.shutdown()
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def shutdown(self) -> None:
+        """Stops within SHUTDOWN_BUDGET whatever checks and deliveries are doing: running
+        checks are cut (their results dropped), deliveries in flight get a moment and are
+        then cut too (what was not delivered stays in the outbox for the next start)."""
+        log.info("stopping: cutting running checks, finishing deliveries in flight")
+        end = time.monotonic() + SHUTDOWN_BUDGET
+
+        def left(at_most: float) -> float:
+            return max(0.1, min(at_most, end - time.monotonic()))
+
+        self.scheduler.stop(wait_for_probes=True, timeout=left(1.0))
+        self.audits.stop(timeout=left(0.5))
+        self.sink.stop(timeout=left(1.0))
+        self.poller.stop(timeout=left(0.5))
+        self.dispatcher.stop(timeout=left(2.0))
+        if self.web:
+            self.web.stop()
+        self.runners.close()
+        self.store.close()
+        release_run_lock(self._lock_fds)
+        log.info("stopped")
+
+    def reload(self) -> bool:
+        """Loads the config again; an invalid one is refused and the old one keeps running."""
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("config reload refused, keeping the running config:\n%s", exc)
+            self.metrics.config_reloads.labels("refused").inc()
+            return False
+        if new.state_path != self.config.state_path or new.model.listen != self.config.model.listen:
+            log.warning("state: and listen: changes take effect at the next restart")
+        old_scheduler = self.scheduler
+        old_scheduler.stop(wait_for_probes=False, cut=False)
+        old_dispatcher = self.dispatcher
+        old_dispatcher.stop()
+        self.runners.close()
+        self.runners = Runners(new.model, base_dir=new.base_dir)
+        self.config = new
+        self.dispatcher = Dispatcher(self.store, build_integrations(new, self.http), self.metrics)
+        self.engine.on_enqueue = self.dispatcher.wake
+        self.engine.on_hold = self.dispatcher.search_ahead
+        self.engine.configure(new)
+        self.checkins.configure(new)
+        self.scheduler = self._scheduler(new)
+        self.dispatcher.start()
+        self.poller.replace(build_integrations(new, self.http))
+        self.poller.start()
+        self.scheduler.start()
+        self.metrics.config_reloads.labels("ok").inc()
+        log.info(
+            "config reloaded: %d targets, %d checks",
+            len(new.model.targets),
+            len(self.scheduler.jobs),
+        )
+        return True
+
+    @property
+    def healthy(self) -> tuple[bool, str]:
+        if not self.scheduler.alive:
+            return False, "scheduler stalled"
+        if not self.sink.alive:
+            return False, "engine stalled"
+        if not self.store.writable:
+            return False, f"state file cannot be written: {self.store.write_problem}"
+        return True, "ok"
+
+    # --------------------------------------------------------------------- routes
+
+    def _routes(self, web: WebServer) -> None:
+        web.route("GET", "/metrics", self._metrics)
+        web.route("GET", "/healthz", self._healthz)
+        web.route("GET", "/", self._status_page)
+        web.route("GET", "/api/results", self._api_results)
+        web.route("GET", "/api/incidents", self._api_incidents)
+        web.route("GET", r"/api/incidents/(?P<id>\d+)", self._api_incident)
+        web.route("POST", r"/api/incidents/(?P<id>\d+)/ack", self._api_ack, token=True)
+        web.route("POST", r"/api/incidents/(?P<id>\d+)/resolve", self._api_resolve, token=True)
+        self.checkins.routes(web)
+        from watcher.web.maintenance_api import routes as maintenance_routes
+
+        maintenance_routes(web, self)
+        from watcher.web.alertmanager_api import attach as attach_alertmanager
+
+        attach_alertmanager(self).routes(web)
+
+    def _metrics(self, request: Request) -> Response:
+        gzip = "gzip" in request.headers.get("accept-encoding", "")
+        body = self.metrics.exposition(gzip=gzip)
+        headers = (
+            {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+            if gzip
+            else {"Vary": "Accept-Encoding"}
+        )
+        return Response(200, body, "text/plain; version=0.0.4; charset=utf-8", headers)
+
+    def _healthz(self, request: Request) -> Response:
+        ok, why = self.healthy
+        return text_response(f"{why}\n", 200 if ok else 503)
+
+    def _api_results(self, request: Request) -> Response:
+        chosen, problem = select_results(self.engine.latest(), request.query)
+        if problem:
+            return json_response({"error": problem}, 400)
+        offset, limit = _window(request.query)
+        return json_response(
+            [x.to_dict() for x in chosen[offset : offset + limit if limit else None]]
+        )
+
+    def _api_incidents(self, request: Request) -> Response:
+        states = request.query.get("state")
+        items = self.store.incidents(states=states) if states else self.store.incidents(limit=500)
+        return json_response([public_view(i) for i in items])
+
+    def _api_incident(self, request: Request) -> Response:
+        incident = self.store.incident(request.id_param())
+        if incident is None:
+            return json_response({"error": "no such incident"}, 404)
+        data = public_view(incident)
+        data["timeline"] = [
+            {"at": e.at.isoformat(), "kind": e.kind, "message": e.message}
+            for e in self.store.events(incident.id or 0)
+        ]
+        data["tickets"] = self.store.tickets(incident.id or 0)
+        return json_response(data)
+
+    def _who(self, request: Request) -> str:
+        by = request.json().get("by")
+        if by is not None and not isinstance(by, str):
+            raise ClientError(400, '"by" must be text: who is acting')
+        return by[:80] if by else f"api ({request.client})"
+
+    def _api_ack(self, request: Request) -> Response:
+        # Everything is read before anything is done: a bad request changes nothing.
+        incident_id, by = request.id_param(), self._who(request)
+        incident = self.engine.acknowledge(incident_id, by=by, source="api")
+        if incident is None:
+            return json_response({"error": "no such incident"}, 404)
+        return json_response(public_view(incident))
+
+    def _api_resolve(self, request: Request) -> Response:
+        incident_id, by = request.id_param(), self._who(request)
+        incident = self.engine.resolve(incident_id, by=by)
+        if incident is None:
+            return json_response({"error": "no such incident"}, 404)
+        return json_response(public_view(incident))
+
+    def _status_page(self, request: Request) -> Response:
+        everything = self.engine.latest()
+        chosen, problem = select_results(everything, request.query)
+        if problem:
+            return text_response(problem + "\n", 400)
+        if not request.query:
+            # Problems first: on a large site the page shows what needs eyes, not the
+            # first few hundred healthy checks in name order.
+            chosen.sort(key=lambda r: (r.status == "ok", r.key))
+        html = render_status_page(
+            site=self.config.site,
+            calendar=self.config.calendar,
+            targets=len(self.config.model.targets),
+            incidents=[i for i in self.engine.incidents() if i.state != "resolved"],
+            maintenance=self.engine.suppressor.maintenance.active(self.engine.clock()),
+            shown=chosen[:PAGE_ROWS],
+            matched=len(chosen),
+            everything=everything,
+        )
+        return page_response(html)
+
+
+def select_results(results: list[Result], query: dict[str, list[str]]) -> tuple[list[Result], str]:
+    """The latest results narrowed by ``?target=`` and ``?status=`` (each may repeat or list
+    values with commas), in key order; or a problem to answer 400 with."""
+
+    def values(name: str) -> set[str]:
+        return {v.strip() for raw in query.get(name, []) for v in raw.split(",") if v.strip()}
+
+    targets, statuses = values("target"), values("status")
+    unknown = statuses - {"ok", "fail", "error"}
+    if unknown:
+        return [], f"status must be ok, fail or error, not {sorted(unknown)[0][:20]!r}"
+    chosen = [
+        r
+        for r in results
+        if (not targets or r.target in targets) and (not statuses or r.status in statuses)
+    ]
+    return sorted(chosen, key=lambda r: r.key), ""
+
+
+def _window(query: dict[str, list[str]]) -> tuple[int, int]:
+    """``offset`` and ``limit`` (0: no limit); anything unreadable counts as absent."""
+
+    def number(name: str) -> int:
+        raw = (query.get(name) or ["0"])[0]
+        # isdigit alone takes "²", which int() refuses; nine digits outnumber any site.
+        return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else 0
+
+    return number("offset"), number("limit")
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
