@@ -53,7 +53,7 @@ def _config(directory: Path, port: int, url: str) -> Path:
 def start_app(
     tmp_path: Path, http_server: HTTPTestServer, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., App]]:
-    """Starts a watcher in this process; keyword arguments replace watcher.web's limits."""
+    """Starts a watcher in this process; keyword arguments replace watcher.web.server's limits."""
     monkeypatch.setenv("WATCHER_API_TOKEN", TOKEN)
     http_server.set_default(status=500)
     started: list[App] = []

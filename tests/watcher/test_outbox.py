@@ -149,7 +149,7 @@ def test_a_search_ahead_too_old_is_not_trusted(
 ) -> None:
     site.fail()
     site.searches_ahead()
-    monkeypatch.setattr(watcher.outbox, "SEARCH_AHEAD_FRESH", 0.0)
+    monkeypatch.setattr(watcher.delivery.outbox, "SEARCH_AHEAD_FRESH", 0.0)
     site.fail()
     site.fail()
     site.deliver()

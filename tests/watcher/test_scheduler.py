@@ -167,7 +167,7 @@ def test_a_check_stuck_past_its_hard_timeout_reports_an_error_at_each_turn_it_mi
 ) -> None:
     # A rule's hold (probe-error: for 15m) needs a result at every turn; one report and
     # then silence would leave the watcher blind to this check for good.
-    monkeypatch.setattr(watcher.scheduler, "HARD_TIMEOUT_GRACE", 0.1)
+    monkeypatch.setattr(watcher.schedule.scheduler, "HARD_TIMEOUT_GRACE", 0.1)
     probe = Stuck()
     results: list[Result] = []
     scheduler = Scheduler(

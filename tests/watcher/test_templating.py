@@ -57,7 +57,7 @@ def test_a_built_copy_of_watcher_carries_its_templates(tmp_path: Path) -> None:
         p.name for p in TEMPLATES.glob("*.html")
     )
     probe = (
-        "import json, watcher; from watcher.templating import environment; "
+        "import json, watcher; from watcher.web.templating import environment; "
         "print(json.dumps([watcher.__file__, sorted(environment().list_templates())]))"
     )
     done = subprocess.run(

@@ -114,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _extend(sub: Any, common: argparse.ArgumentParser) -> None:
     """Commands that live in their own modules add themselves here."""
-    for module_name in ("watcher.audit_cli", "watcher.maintenance_cli"):
+    for module_name in ("watcher.audit.cli", "watcher.cli.maintenance"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError:

@@ -66,7 +66,7 @@ __all__ = [
     "SHIPPED_RULES",
 ]
 
-SHIPPED_RULES = Path(__file__).resolve().parent.parent / "rules"
+SHIPPED_RULES = Path(__file__).resolve().parents[2] / "rules"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
 
 Duration = Annotated[timedelta, PlainValidator(parse_duration)]

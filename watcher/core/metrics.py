@@ -12,13 +12,16 @@ import itertools
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from probes.base import Result
+if TYPE_CHECKING:
+    from probes.base import Result
+
 
 __all__ = ["Metrics"]
 

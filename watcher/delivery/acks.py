@@ -17,11 +17,14 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from integrations.base import DeliveryError, Integration, TicketRef
-from watcher.app.pipeline import Engine
 from watcher.core.secret import redact
 from watcher.store import Store
+
+if TYPE_CHECKING:
+    from watcher.app.pipeline import Engine
 
 __all__ = ["HelpdeskPoller"]
 
