@@ -54,8 +54,9 @@ def _fail(message: str, code: int = EXIT_CONFIG) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from watcher.audit.build import Thresholds, audit_counts, build_audit
+    from watcher.audit.build import audit_counts, build_audit
     from watcher.audit.schedule import render
+    from watcher.config.thresholds import Thresholds
     from watcher.store import Store
 
     config = load_config(args.config)

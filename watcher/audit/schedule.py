@@ -26,10 +26,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from integrations.base import PermanentError, TransientError
-from watcher.audit.build import Audit, Thresholds, audit_counts, build_audit
+from watcher.audit.build import Audit, audit_counts, build_audit
 from watcher.audit.report_html import render_html
 from watcher.audit.report_md import render_markdown
 from watcher.config.models import AuditSchedule, Config, SmtpSettings
+from watcher.config.thresholds import Thresholds
 from watcher.delivery.httpclient import HttpClients
 from watcher.delivery.mail import build_message, send_mail
 from watcher.schedule.every import parse_every

@@ -11,6 +11,7 @@ import re
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import date, time, timedelta
 from functools import cache
 from pathlib import Path
@@ -37,6 +38,7 @@ from probes.base import Probe, ProbeConfig
 from rules.condition import RESULT_FIELDS
 from rules.engine import RuleSet
 from rules.model import TEMPLATE_BASE_FIELDS, Rule, RulePack, template_fields
+from watcher.config.thresholds import Thresholds
 from watcher.core.durations import parse_duration
 from watcher.core.secret import Secret
 from watcher.core.yamlsource import (
@@ -326,12 +328,6 @@ class AuditSchedule(Model):
     @field_validator("thresholds")
     @classmethod
     def _thresholds(cls, value: dict[str, float]) -> dict[str, float]:
-        from dataclasses import fields as dataclass_fields
-
-        from watcher.audit.build import (
-            Thresholds,  # imported late: the audit module imports this one
-        )
-
         known = [f.name for f in dataclass_fields(Thresholds)]
         for key in value:
             if key not in known:
