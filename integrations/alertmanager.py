@@ -205,7 +205,7 @@ class AlertmanagerIntegration(Integration):
 
     def _adopt(self) -> None:
         """Reads back this site's live alerts, posted before a restart, to keep them posted."""
-        site = self.env.config.site
+        site = self.env.site
         try:
             with self._lock:
                 response = self._session.get(

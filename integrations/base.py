@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
-    from watcher.config.models import WatcherConfig
+    from watcher.config.models import Contacts, SmtpSettings, WatcherConfig
     from watcher.delivery.httpclient import HttpClients
 
 __all__ = [
@@ -153,10 +153,18 @@ class IntegrationConfig(BaseModel):
 
 @dataclass
 class IntegrationEnv:
-    """What the engine lends an integration: the whole config and shared HTTP clients."""
+    """What the pipeline lends an integration: the site's name, its mail relay and contact
+    lists, and shared HTTP clients; no integration needs, or sees, the rest of the config."""
 
-    config: WatcherConfig
+    site: str
+    smtp: SmtpSettings | None
+    contacts: Contacts
     http: HttpClients
+
+    @classmethod
+    def of(cls, config: WatcherConfig, http: HttpClients) -> IntegrationEnv:
+        """The parts of a loaded config an integration may read."""
+        return cls(site=config.site, smtp=config.smtp, contacts=config.contacts, http=http)
 
 
 class Integration:

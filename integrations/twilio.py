@@ -107,7 +107,7 @@ class TwilioIntegration(Integration):
         if isinstance(self.config.to, list):
             return self.config.to
         phones = []
-        for contact in self.env.config.contacts.hotline:
+        for contact in self.env.contacts.hotline:
             if contact.phone:
                 try:
                     phones.append(_phone(contact.phone))

@@ -203,13 +203,7 @@ def test_bad_configs_are_refused_at_load(
 
 
 def test_no_hotline_phone_is_a_permanent_error(tmp_path: Path) -> None:
-    from watcher.config.models import load_config
-
     t = twilio(tmp_path)
-    t.env.config = load_config(
-        tmp_path / "watcher.yml", environ={"TWILIO_TOKEN": "x"}
-    ).model.model_copy(
-        update={"contacts": t.env.config.contacts.model_copy(update={"hotline": []})}
-    )
+    t.env.contacts = t.env.contacts.model_copy(update={"hotline": []})
     with pytest.raises(PermanentError, match="no contact in contacts.hotline has a phone"):
         t.page(content())

@@ -51,7 +51,9 @@ class Helpdesk(Integration):
 
     def __init__(self) -> None:
         super().__init__(
-            IntegrationConfig(name="helpdesk"), IntegrationEnv(config=None, http=None), "tickets"
+            IntegrationConfig(name="helpdesk"),
+            IntegrationEnv(site="", smtp=None, contacts=None, http=None),
+            "tickets",
         )  # type: ignore[arg-type]
         self.tickets: dict[str, str] = {}  # id -> fingerprint, all open
         self.calls: list[str] = []

@@ -105,7 +105,7 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = 256 * 1024) -> None:
 
 
 def build_integrations(config: Config, http: HttpClients) -> dict[str, Integration]:
-    env = IntegrationEnv(config=config.model, http=http)
+    env = IntegrationEnv.of(config.model, http)
     out: dict[str, Integration] = {}
     for role, kind, cfg in config.model.integrations.entries():
         cls = integration_registry.integration_class(kind)

@@ -39,7 +39,7 @@ class EscalationMailer(Integration):
         super().__init__(IntegrationConfig(name="escalation"), env, "escalation")  # type: ignore[arg-type]
 
     def _recipients(self, page: PageContent) -> list[str]:
-        contacts = self.env.config.contacts.escalation
+        contacts = self.env.contacts.escalation
         if page.action == "test" or page.escalation <= 0:
             return [c.email for c in contacts if c.email]
         if page.escalation > len(contacts):
@@ -65,7 +65,7 @@ class EscalationMailer(Integration):
         recipients = self._recipients(page)
         if not recipients:
             return None
-        smtp = self.env.config.smtp
+        smtp = self.env.smtp
         if smtp is None:
             raise PermanentError(
                 "escalation mail: no smtp: relay configured; add a top-level smtp: section"
