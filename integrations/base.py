@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 Role = Literal["tickets", "paging", "escalation"]
+TicketState = Literal["new", "open", "resolved", "other"]
 
 
 class DeliveryError(Exception):
@@ -101,7 +102,7 @@ class TicketRef:
 class TicketStatus:
     """What the helpdesk says of a ticket; ``taken`` means an engineer has it."""
 
-    state: Literal["new", "open", "resolved", "other"]
+    state: TicketState
     taken: bool = False
     owner: str | None = None
 

@@ -21,6 +21,7 @@ from integrations.base import (
     PermanentError,
     TicketContent,
     TicketRef,
+    TicketState,
     TicketStatus,
     TransientError,
     error_for_status,
@@ -204,7 +205,7 @@ class RestHelpdesk(Integration):
         """A ticket is taken (acknowledged) once an engineer is assigned to it; these
         helpdesks have no state that says "someone looked" without one."""
         owner = str(owner) if owner not in (None, "", 0) else None
-        state = "resolved" if resolved else "open" if owner else "new"
+        state: TicketState = "resolved" if resolved else "open" if owner else "new"
         return TicketStatus(state=state, taken=owner is not None, owner=owner)
 
     # ------------------------------------------------------------- the mapping

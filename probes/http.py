@@ -228,13 +228,14 @@ class HttpProbe(Probe):
         if parts.query:
             path += "?" + parts.query
         remaining = max(0.05, deadline - time.monotonic())
-        if parts.scheme == "https":
+        host = parts.hostname  # a redirect may name no host: that URL is unsupported too
+        if host and parts.scheme == "https":
             context = ctx.http.ssl_context(verify=cfg.tls_verify, ca_file=cfg.ca_file)
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                parts.hostname, parts.port, timeout=remaining, context=context
+                host, parts.port, timeout=remaining, context=context
             )
-        elif parts.scheme == "http":
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=remaining)
+        elif host and parts.scheme == "http":
+            conn = http.client.HTTPConnection(host, parts.port, timeout=remaining)
         else:
             return Outcome.fail(f"redirected to unsupported URL {url}", reason="redirect")
         where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
@@ -271,7 +272,7 @@ class HttpProbe(Probe):
                     metrics["cert_days_left"] = round(cert_days_left(der, datetime.now(UTC)), 3)
             conn.timeout = max(0.05, deadline - time.monotonic())
             sock = conn.sock  # kept: a Connection: close answer takes it off ``conn``
-            sock.settimeout(conn.timeout)  # type: ignore[union-attr]
+            sock.settimeout(conn.timeout)
             try:
                 conn.request(cfg.method, path, body=cfg.body, headers=headers)
                 response = conn.getresponse()

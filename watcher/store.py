@@ -483,7 +483,8 @@ class Store:
         limit: int = 1000,
     ) -> list[Incident]:
         sql = "SELECT data FROM incidents"
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if states is not None:
             states = list(states)
             clauses.append(f"state IN ({','.join('?' * len(states))})")
@@ -929,7 +930,8 @@ class Store:
         self, *, incident_id: int | None = None, states: Iterable[str] | None = None
     ) -> list[OutboxRow]:
         sql = "SELECT * FROM outbox"
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if incident_id is not None:
             clauses.append("incident_id=?")
             params.append(incident_id)

@@ -17,7 +17,7 @@ import watcher
 from watcher.web.templating import environment
 
 ROOT = Path(__file__).resolve().parents[2]
-TEMPLATES = Path(watcher.__file__).parent / "templates"
+TEMPLATES = Path(watcher.__file__).parent / "web" / "templates"
 
 
 def test_every_value_a_template_prints_is_escaped() -> None:
@@ -53,7 +53,7 @@ def test_a_built_copy_of_watcher_carries_its_templates(tmp_path: Path) -> None:
         [sys.executable, "-c", build], cwd=tmp_path, check=True, capture_output=True, timeout=120
     )
     out = tmp_path / "out"
-    assert sorted(p.name for p in (out / "watcher" / "templates").iterdir()) == sorted(
+    assert sorted(p.name for p in (out / "watcher" / "web" / "templates").iterdir()) == sorted(
         p.name for p in TEMPLATES.glob("*.html")
     )
     probe = (

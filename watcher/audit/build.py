@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from probes.du import OldFile, listed_old_files
 from watcher.audit.forecast import Forecast, Hour, Stats, forecast, hourly, stats, trend
@@ -504,7 +504,7 @@ def _disk(
     critical = forecast(used, limits.disk_critical, end, unit="%")
     growth_bytes = None
     if used_bytes:
-        restart = full.reset.get("at") if full.reset else None
+        restart = cast(datetime | None, full.reset.get("at")) if full.reset else None
         segment = [h for h in used_bytes if restart is None or h.at >= restart]
         growth_bytes, _ = trend(segment)
     return DiskFigures(
@@ -1122,10 +1122,10 @@ def recommend(audit: Audit) -> list[Recommendation]:
                     )
                 )
         for o in s.old_files:
-            share = o.mount_percent
+            mount_share = o.mount_percent
             if not o.size_bytes or not (
                 o.size_bytes >= t.old_files_bytes
-                or (share is not None and share >= t.old_files_percent)
+                or (mount_share is not None and mount_share >= t.old_files_percent)
             ):
                 continue
             out.append(
@@ -1135,40 +1135,40 @@ def recommend(audit: Audit) -> list[Recommendation]:
                     f"{_age(o.older_than)} take {format_bytes(o.size_bytes)}; compress or remove them",
                     o.target,
                     "cleanup",
-                    f"{share:.1f}% of {o.mount}" if share is not None else "",
+                    f"{mount_share:.1f}% of {o.mount}" if mount_share is not None else "",
                     -o.size_bytes,
                 )
             )
-    for f in audit.fleet:
-        ratio = f.stale_ratio
+    for fleet in audit.fleet:
+        ratio = fleet.stale_ratio
         if ratio is not None and ratio >= t.stale_ratio:
             rising = ""
-            if f.ratio_first is not None and ratio > f.ratio_first:
-                rising = f", up from {f.ratio_first:.0%}"
+            if fleet.ratio_first is not None and ratio > fleet.ratio_first:
+                rising = f", up from {fleet.ratio_first:.0%}"
             stale = (
-                f"{f.stale_devices:.0f} of {f.devices_total:.0f}"
-                if f.stale_devices is not None and f.devices_total
+                f"{fleet.stale_devices:.0f} of {fleet.devices_total:.0f}"
+                if fleet.stale_devices is not None and fleet.devices_total
                 else f"{ratio:.0%}"
             )
             out.append(
                 Recommendation(
                     "high" if ratio >= 2 * t.stale_ratio else "medium",
-                    f"{stale} devices on {f.target} are not checking in ({ratio:.0%}{rising})",
-                    f.target,
+                    f"{stale} devices on {fleet.target} are not checking in ({ratio:.0%}{rising})",
+                    fleet.target,
                     "fleet",
                     "",
                     -ratio,
                 )
             )
-        if f.never_checked_in:
+        if fleet.never_checked_in:
             out.append(
                 Recommendation(
                     "medium",
-                    f"{f.never_checked_in:.0f} devices on {f.target} have never checked in: finish their enrolment",
-                    f.target,
+                    f"{fleet.never_checked_in:.0f} devices on {fleet.target} have never checked in: finish their enrolment",
+                    fleet.target,
                     "fleet",
                     "",
-                    -f.never_checked_in,
+                    -fleet.never_checked_in,
                 )
             )
     for h in audit.heartbeats:

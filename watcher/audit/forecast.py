@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 __all__ = [
     "Fit",
@@ -321,11 +322,17 @@ def forecast(
         )
     per_week = fit.slope * WEEK
     fit_from = datetime.fromtimestamp(fit.start, UTC)
-    common = {"r2": round(fit.r2, 3), "points": fit.points, "fit_from": fit_from, "reset": reset}
+    # one set of keyword arguments for every Forecast below; their types differ per key
+    common: dict[str, Any] = {
+        "r2": round(fit.r2, 3),
+        "points": fit.points,
+        "fit_from": fit_from,
+        "reset": reset,
+    }
     now_s = now.timestamp()
     if fit.slope <= 0 or fit.t_value < MIN_T:
         word = "falling" if fit.slope < 0 and fit.t_value >= MIN_T else "steady: no clear growth"
-        return Forecast(limit, current, per_week, None, None, "none", note_prefix + word, **common)  # type: ignore[arg-type]
+        return Forecast(limit, current, per_week, None, None, "none", note_prefix + word, **common)
     if fit.r2 < ROUGH_R2:
         return Forecast(
             limit,
@@ -336,7 +343,7 @@ def forecast(
             "none",
             note_prefix
             + f"too noisy to forecast (the trend explains {fit.r2:.0%} of the movement)",
-            **common,  # type: ignore[arg-type]
+            **common,
         )
     seconds = (limit - fit.at(now_s)) / fit.slope
     if seconds <= 0:
@@ -351,7 +358,7 @@ def forecast(
             "none",
             note_prefix
             + f"not within {horizon / (365 * DAY):.0f} years at {per_week:+.2g}{unit} a week",
-            **common,  # type: ignore[arg-type]
+            **common,
         )
     at = datetime.fromtimestamp(now_s + seconds, UTC)
     line = ((fit_from, fit.at(fit.start)), (at, limit))
@@ -365,7 +372,7 @@ def forecast(
             "rough",
             note_prefix + f"rough: noisy data (the trend explains {fit.r2:.0%} of the movement)",
             line=line,
-            **common,  # type: ignore[arg-type]
+            **common,
         )
     return Forecast(
         limit,
@@ -377,7 +384,7 @@ def forecast(
         note_prefix.rstrip("; "),
         line=line,
         **common,
-    )  # type: ignore[arg-type]
+    )
 
 
 def trend(hours: Sequence[Hour]) -> tuple[float | None, Fit | None]:

@@ -493,7 +493,7 @@ def _refusal(exc: Exception) -> str:
     return f"{meaning}: {redact(str(exc))}" if meaning else redact(str(exc))
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     widths = [len(h) for h in header]
     for row in rows:
         widths = [max(w, len(str(c))) for w, c in zip(widths, row, strict=False)]

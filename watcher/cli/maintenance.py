@@ -158,7 +158,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 + ("" if args.all else " on now or to come (--all for ended ones)")
             )
             return 0
-        rows = []
+        rows: list[tuple[object, ...]] = []
         for v in views:
             covers = ", ".join([*v["targets"], *(f"{k}={val}" for k, val in v["labels"].items())])
             rows.append(
@@ -225,7 +225,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _table(header: list[str], rows: list[tuple[str, ...]]) -> None:
+def _table(header: list[str], rows: list[tuple[object, ...]]) -> None:
     from watcher.cli.main import _table as table
 
     table(header, rows)

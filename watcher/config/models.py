@@ -369,7 +369,7 @@ def _entry_union(models: Mapping[str, type[BaseModel]], what: str) -> Any:
     """``- http: {...}`` style list items, one model per kind, told apart by the key."""
     members = []
     for kind, config_model in sorted(models.items()):
-        entry = create_model(
+        entry = create_model(  # type: ignore[call-overload]  # the field's type is built here
             f"{kind}_entry",
             __config__=ConfigDict(extra="forbid", frozen=True),
             **{kind: (Annotated[config_model, BeforeValidator(_none_is_empty)], ...)},
@@ -471,10 +471,11 @@ class Integrations(Model):
     tickets: list[Any] = []
     paging: list[Any] = []
 
-    def entries(self) -> list[tuple[str, str, Any]]:
+    def entries(self) -> list[tuple[Literal["tickets", "paging"], str, Any]]:
         """(role, kind, config) for every configured integration."""
-        out = []
-        for role in ("tickets", "paging"):
+        out: list[tuple[Literal["tickets", "paging"], str, Any]] = []
+        roles: tuple[Literal["tickets", "paging"], ...] = ("tickets", "paging")
+        for role in roles:
             for entry in getattr(self, role):
                 kind, cfg = _entry_kind_and_config(entry)
                 out.append((role, kind, cfg))
@@ -535,10 +536,10 @@ def _install_entry_types() -> None:
     """
     if getattr(_install_entry_types, "done", False):
         return
-    Target.model_fields["probes"].annotation = list[_probe_entry()]  # type: ignore[valid-type]
+    Target.model_fields["probes"].annotation = list[_probe_entry()]  # type: ignore[misc, assignment]
     Target.model_rebuild(force=True)
     for role in ("tickets", "paging"):
-        Integrations.model_fields[role].annotation = list[_integration_entry()]  # type: ignore[valid-type]
+        Integrations.model_fields[role].annotation = list[_integration_entry()]  # type: ignore[misc, assignment]
     Integrations.model_rebuild(force=True)
     WatcherConfig.model_rebuild(force=True)
     _install_entry_types.done = True  # type: ignore[attr-defined]

@@ -251,7 +251,9 @@ class _Builder:
         self.anchors: dict[str, Any] = {}
 
     def mark(self, event: yaml.Event) -> Mark:
-        return Mark(self.file, event.start_mark.line + 1, event.start_mark.column + 1)
+        start = event.start_mark
+        assert start is not None  # the parser marks every event it hands out
+        return Mark(self.file, start.line + 1, start.column + 1)
 
     def document(self) -> Any:
         loader = self.loader
@@ -363,7 +365,11 @@ class _Builder:
 
     def scalar(self, event: yaml.ScalarEvent) -> Any:
         node = yaml.ScalarNode(
-            self.tag(event), event.value, event.start_mark, event.end_mark, style=event.style
+            self.tag(event),
+            event.value,
+            event.start_mark,  # type: ignore[arg-type]  # the C parser's marks, same fields
+            event.end_mark,  # type: ignore[arg-type]
+            style=event.style,
         )
         try:
             return self.loader.construct_object(node, deep=True)

@@ -36,7 +36,7 @@ class EscalationMailer(Integration):
     roles = frozenset({"escalation"})
 
     def __init__(self, env: IntegrationEnv) -> None:
-        super().__init__(IntegrationConfig(name="escalation"), env, "escalation")  # type: ignore[arg-type]
+        super().__init__(IntegrationConfig(name="escalation"), env, "escalation")
 
     def _recipients(self, page: PageContent) -> list[str]:
         contacts = self.env.contacts.escalation

@@ -62,7 +62,10 @@ class _Session(requests.Session):
         self.max_body = max_body
         self.headers["User-Agent"] = USER_AGENT
 
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+    # narrower than requests' own signature on purpose: every caller passes method and url
+    def request(  # type: ignore[override]
+        self, method: str, url: str, *args: Any, **kwargs: Any
+    ) -> requests.Response:
         kwargs.setdefault("timeout", self.default_timeout)
         if kwargs.get("stream"):
             return super().request(method, url, *args, **kwargs)  # the caller reads, and caps
@@ -81,7 +84,7 @@ class _Session(requests.Session):
                     del body[self.max_body :]
                     break
         response._content = bytes(body)  # what .content, .text and .json() read
-        response._content_consumed = True
+        response._content_consumed = True  # type: ignore[attr-defined]
         return response
 
     def rebuild_auth(

@@ -165,9 +165,9 @@ def _body(
             "",
             f"Automated steps already taken (every check on {incident.target}, latest run)",
         ]
-        for r in target_results:
-            what = r.probe + (f" {r.item}" if r.item else "")
-            lines.append(f"  - {what}: {r.status} at {t(r.at)}: {r.message}")
+        for res in target_results:
+            what = res.probe + (f" {res.item}" if res.item else "")
+            lines.append(f"  - {what}: {res.status} at {t(res.at)}: {res.message}")
     if events:
         lines += ["", "Timeline"]
         for e in events[-15:]:

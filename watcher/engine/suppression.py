@@ -260,8 +260,9 @@ class Suppressor:
                 self.maintenance.covering(t, self.labels.get(t, {}), self._now, active)
                 for t in members
             ]
-            if all(c is not None for c in covered):
-                own = max(covered, key=lambda c: c[1])  # type: ignore[arg-type, return-value]
+            found = [c for c in covered if c is not None]
+            if len(found) == len(covered):
+                own = max(found, key=lambda c: c[1])
         if own is None:
             return None
         return _in_maintenance(*own)
@@ -327,11 +328,11 @@ class Suppressor:
                 top = min(own, key=lambda i: (int((i.priority or "P9")[1:]), i.id or 0))
                 began = min(i.priority_since or i.opened_at or now for i in own)
                 failing[target] = Failing(began, top.summary or top.message)
-            incident = incidents.get(outage_fingerprint(self.site, spec.name))
-            if not failing and (incident is None or not incident.active):
+            group_incident = incidents.get(outage_fingerprint(self.site, spec.name))
+            if not failing and (group_incident is None or not group_incident.active):
                 continue
             quiet = self._outage_quiet(spec.name, spec.labels, sorted(failing))
-            step = assess(spec, incident, failing, len(members), policy, now, quiet=quiet)
+            step = assess(spec, group_incident, failing, len(members), policy, now, quiet=quiet)
             if step.changed:
                 steps.append(step)
         return steps

@@ -618,9 +618,12 @@ def escalation_due(
         due.append(("resolve", resolve, f"resolution deadline {stamp(resolve)} passed unresolved"))
     later = resolve
     for extra in range(1, policy.escalation_steps + 1):
-        later = deadline(later, spec.resolve, spec.clock, policy.calendar) if spec.resolve else None
-        if later is None or later <= resolve or now < later:
+        following = (
+            deadline(later, spec.resolve, spec.clock, policy.calendar) if spec.resolve else None
+        )
+        if following is None or following <= resolve or now < following:
             break
+        later = following
         trigger = f"resolve+{extra}"
         if trigger not in incident.breaches:
             due.append(

@@ -134,7 +134,7 @@ def settings_for(
         if target.via not in by_name:
             raise TransportError(f"via: names no target: {target.via}")
         via = settings_for(by_name[target.via], model, base_dir, (*_seen, target.name))
-    key_files = (path(opts.key_file),) if opts.key_file else ()
+    key_files: tuple[Path, ...] = (path(opts.key_file),) if opts.key_file else ()
     agent = opts.agent if opts.agent is not None else not (key_files or opts.password)
     if not key_files and not opts.password and opts.agent is None:
         # Nothing configured: do what ssh does, the agent and then the usual key files.
@@ -269,7 +269,7 @@ class SshConnection:
         self.settings = settings
         self.pool = pool
         self.via = via
-        self.depth = via.depth + 1 if via else 0
+        self.depth: int = via.depth + 1 if via else 0
         self._transport: paramiko.Transport | None = None
         self._slots = threading.BoundedSemaphore(settings.max_channels)
         self._connect_lock = threading.Lock()
@@ -640,7 +640,8 @@ def _load_key(path: Path, settings: SshSettings) -> paramiko.PKey:
     passphrase = settings.passphrase.reveal().encode() if settings.passphrase else None
     try:
         # positional: paramiko 5 renamed this argument (passphrase -> password)
-        return paramiko.PKey.from_path(path, passphrase)
+        # bytes, as paramiko's key loaders take it at run time (its annotation says str)
+        return paramiko.PKey.from_path(path, passphrase)  # type: ignore[arg-type]
     except (paramiko.SSHException, ValueError, TypeError, OSError) as exc:
         # An encrypted key without a passphrase: paramiko's loader raises
         # PasswordRequiredException, cryptography's (OpenSSH format) a TypeError.
@@ -742,12 +743,13 @@ def _exec(channel: paramiko.Channel, command: str, deadline: float, where: str) 
     message.add_string("exec")
     message.add_boolean(True)
     message.add_string(command)
-    channel._event_pending()
-    channel.transport._send_user_message(message)
+    # paramiko internals (see pyproject.toml's pin): its stubs know neither
+    channel._event_pending()  # type: ignore[attr-defined]
+    channel.transport._send_user_message(message)  # type: ignore[union-attr]
     if not channel.event.wait(_remaining(deadline, where, "starting the command")):
         raise TimeoutError
     if not channel.event_ready:
-        if channel.closed or not channel.transport.is_active():
+        if channel.closed or not channel.transport.is_active():  # type: ignore[union-attr]
             raise EOFError("the channel closed before the command started")
         raise TransportError(f"{where}: the server refused to run the command")
 
@@ -761,7 +763,7 @@ def _signal_kill(channel: paramiko.Channel) -> None:
         message.add_string("signal")
         message.add_boolean(False)
         message.add_string("KILL")
-        channel.transport._send_user_message(message)
+        channel.transport._send_user_message(message)  # type: ignore[union-attr]
 
 
 def _run_on_channel(

@@ -547,7 +547,8 @@ _EXIT_CODE = re.compile(r"-?[0-9]{1,9}")
 
 def _signal_of(what: str | None, query: dict[str, list[str]]) -> tuple[bool, int | None, str]:
     """(ok, exit code, problem) from the URL's last part and ``?exit_code=``."""
-    raw = (query.get("exit_code") or [None])[0]
+    values = query.get("exit_code")
+    raw = values[0] if values else None
     exit_code = None
     if raw is not None:
         # ASCII digits only ("²" passes isdigit, not int), and few enough of them for

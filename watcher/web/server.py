@@ -282,7 +282,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.answering = False
         self.ended = False  # has the client closed its side?
         self.rfile = io.BufferedReader(_DeadlineReader(self))
-        self.wfile = _Writer(self.connection)
+        # write() is all the handler calls, as with the stdlib's own unbuffered writer
+        self.wfile = _Writer(self.connection)  # type: ignore[assignment]
 
     def handle_one_request(self) -> None:
         self.deadline = time.monotonic() + self.server.web.request_deadline
