@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
 import requests
-from pydantic import Field, PlainValidator, field_validator
+from pydantic import Field, field_validator
 
 from integrations.base import (
     Integration,
@@ -26,8 +26,8 @@ from integrations.base import (
     TransientError,
     error_for_status,
 )
-from watcher.core.durations import parse_duration
 from watcher.core.secret import protect_url
+from watcher.core.types import Duration
 from watcher.delivery.httpclient import new_session
 
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
     "session_for",
 ]
 
-Duration = Annotated[timedelta, PlainValidator(parse_duration)]
 _PRIORITY = re.compile(r"^P[1-9]$")
 
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from probes.base import Outcome, Probe, ProbeConfig, ProbeContext, decode_output
 from watcher.core.durations import parse_duration
 from watcher.core.secret import Secret, protect_url
+from watcher.core.types import check_regex
 from watcher.delivery.httpclient import USER_AGENT
 
 __all__ = ["HttpProbe", "HttpConfig", "json_path_get", "cert_days_left", "may_send_credentials"]
@@ -80,12 +81,7 @@ class HttpConfig(ProbeConfig):
     @field_validator("regex")
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
-        return value
+        return check_regex(value)
 
     @field_validator("max_latency", mode="before")
     @classmethod

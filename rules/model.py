@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import re
 import string
-from datetime import timedelta
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
 
 from rules.condition import Condition, parse_condition
-from watcher.core.durations import parse_duration
+from watcher.core.types import OptionalDuration
 from watcher.engine.sla import Clock, Span, parse_span
 
 __all__ = [
@@ -22,10 +21,6 @@ __all__ = [
     "TEMPLATE_BASE_FIELDS",
 ]
 
-Duration = Annotated[timedelta, PlainValidator(parse_duration)]
-OptionalDuration = Annotated[
-    timedelta | None, PlainValidator(lambda v: None if v is None else parse_duration(v))
-]
 SlaSpan = Annotated[Span | None, PlainValidator(parse_span)]
 ConditionField = Annotated[Condition, PlainValidator(parse_condition)]
 

@@ -16,7 +16,6 @@ from datetime import date, time, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -24,7 +23,6 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
-    PlainValidator,
     Tag,
     ValidationError,
     create_model,
@@ -39,8 +37,8 @@ from rules.condition import RESULT_FIELDS
 from rules.engine import RuleSet
 from rules.model import TEMPLATE_BASE_FIELDS, Rule, RulePack, template_fields
 from watcher.config.thresholds import Thresholds
-from watcher.core.durations import parse_duration
 from watcher.core.secret import Secret
+from watcher.core.types import Duration, OptionalDuration, check_timezone, label_strings
 from watcher.core.yamlsource import (
     ConfigError,
     ConfigIssue,
@@ -53,6 +51,7 @@ from watcher.engine.flapping import FlappingConfig
 from watcher.engine.maintenance import MaintenanceConfig
 from watcher.engine.outage import OutageConfig
 from watcher.engine.sla import WEEKDAYS, BusinessCalendar
+from watcher.schedule.cron import check_cron
 
 __all__ = [
     "Config",
@@ -70,11 +69,6 @@ __all__ = [
 
 SHIPPED_RULES = Path(__file__).resolve().parents[2] / "rules"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
-
-Duration = Annotated[timedelta, PlainValidator(parse_duration)]
-OptionalDuration = Annotated[
-    timedelta | None, PlainValidator(lambda v: None if v is None else parse_duration(v))
-]
 
 
 class Model(BaseModel):
@@ -142,12 +136,7 @@ class BusinessHoursConfig(Model):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown timezone {value!r}; write e.g. Asia/Kolkata or UTC"
-            ) from None
+        check_timezone(value)
         return value
 
     @field_validator("days")
@@ -259,22 +248,12 @@ class Checkin(Model):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
-        from watcher.schedule.cron import parse_cron
-
-        if value is not None:
-            parse_cron(value)
-        return value
+        return check_cron(value)
 
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(
-                    f"unknown timezone {value!r}; write e.g. Asia/Kolkata or UTC"
-                ) from None
+        check_timezone(value)
         return value
 
     @property
@@ -445,11 +424,7 @@ class Target(Model):
     @field_validator("labels", mode="before")
     @classmethod
     def _labels(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {
-                str(k): str(v) if isinstance(v, (int, float, bool)) else v for k, v in value.items()
-            }
-        return value
+        return label_strings(value)
 
     @property
     def runner_kind(self) -> Literal["local", "ssh"]:

@@ -26,12 +26,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from fnmatch import fnmatchcase
-from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from watcher.core.durations import format_duration, parse_duration
+from watcher.core.types import OptionalDuration, check_timezone, label_strings
+from watcher.schedule.cron import check_cron
 
 log = logging.getLogger("watcher.maintenance")
 
@@ -47,21 +49,7 @@ __all__ = [
 ]
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-OptionalDuration = Annotated[
-    timedelta | None, PlainValidator(lambda v: None if v is None else parse_duration(v))
-]
 _HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$|^24:00$")
-
-
-def _check_timezone(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown timezone {value!r}; write e.g. Asia/Kolkata or UTC"
-            ) from None
-    return value
 
 
 class MaintenanceConfig(BaseModel):
@@ -90,11 +78,7 @@ class MaintenanceConfig(BaseModel):
     @field_validator("labels", mode="before")
     @classmethod
     def _labels(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {
-                str(k): str(v) if isinstance(v, (int, float, bool)) else v for k, v in value.items()
-            }
-        return value
+        return label_strings(value)
 
     @field_validator("start", "end", mode="before")
     @classmethod
@@ -135,16 +119,13 @@ class MaintenanceConfig(BaseModel):
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
-        from watcher.schedule.cron import parse_cron
-
-        if value is not None:
-            parse_cron(value)
-        return value
+        return check_cron(value)
 
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str | None) -> str | None:
-        return _check_timezone(value)
+        check_timezone(value)
+        return value
 
     @model_validator(mode="after")
     def _one_form(self) -> MaintenanceConfig:
@@ -508,7 +489,7 @@ def window_from_request(
 
     values = {k: v for k, v in data.items() if v not in (None, "", [], {})}
     timezone = values.get("timezone") or default_timezone
-    _check_timezone(timezone)
+    check_timezone(timezone)
     weekly = any(k in values for k in ("from", "to", "days"))
     if "start" not in values and "cron" not in values and not weekly:
         values["start"] = "now"

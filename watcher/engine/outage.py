@@ -26,12 +26,12 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rules.model import render_template, template_fields
-from watcher.core.durations import parse_duration
+from watcher.core.types import Duration, label_strings
 from watcher.engine.incident import Incident, fingerprint_of
 from watcher.engine.tracker import Policy, Step, Suppression, begin, resolve, settle
 
@@ -44,7 +44,6 @@ __all__ = [
     "SUMMARY_FIELDS",
 ]
 
-Duration = Annotated[timedelta, PlainValidator(parse_duration)]
 OUTAGE_PROBE = "outage"
 SUMMARY_FIELDS = frozenset({"name", "failing", "total", "percent", "site", "members"})
 MEMBERS_IN_MESSAGE = 20
@@ -71,11 +70,7 @@ class OutageConfig(BaseModel):
     @field_validator("labels", mode="before")
     @classmethod
     def _labels(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {
-                str(k): str(v) if isinstance(v, (int, float, bool)) else v for k, v in value.items()
-            }
-        return value
+        return label_strings(value)
 
     @field_validator("summary")
     @classmethod

@@ -181,3 +181,10 @@ def parse_cron(text: str, timezone: str = "UTC") -> CronSchedule:
     # "0 0 30 feb *" parses but never runs: refuse it now, not at the first deadline.
     schedule.next_after(datetime(2000, 1, 1, tzinfo=UTC))
     return schedule
+
+
+def check_cron(value: str | None) -> str | None:
+    """``value`` if it parses as a cron expression (or is unset); the parser's error if not."""
+    if value is not None:
+        parse_cron(value)
+    return value
