@@ -124,13 +124,8 @@ def build_jobs(
         runner = None
         for spec in target.probe_specs():
             cls = spec.probe_class
-            interval = (
-                spec.config.interval
-                or target.interval
-                or cls.default_interval
-                or m.defaults.interval
-            ).total_seconds()
-            timeout = (spec.config.timeout or target.timeout or m.defaults.timeout).total_seconds()
+            every, within = target.timing(spec, m.defaults)
+            interval, timeout = every.total_seconds(), within.total_seconds()
             # A probe that reports a recovered item for a while (agent_checkins) needs this
             # many rounds of it to resolve the item's incident under this config.
             to_resolve = tracker.results_to_resolve(

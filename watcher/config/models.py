@@ -441,6 +441,18 @@ class Target(Model):
             specs.append(ProbeSpec(kind=kind, id=cfg.name or kind, config=cfg))
         return specs
 
+    def timing(self, spec: ProbeSpec, defaults: Defaults) -> tuple[timedelta, timedelta]:
+        """(interval, timeout) of one of this target's checks: the check's own, else the
+        target's, else the probe kind's interval, else ``defaults:``."""
+        interval = (
+            spec.config.interval
+            or self.interval
+            or spec.probe_class.default_interval
+            or defaults.interval
+        )
+        timeout = spec.config.timeout or self.timeout or defaults.timeout
+        return interval, timeout
+
 
 class Integrations(Model):
     tickets: list[Any] = []

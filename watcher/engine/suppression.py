@@ -355,14 +355,7 @@ def _grace(target: Any, model: Any) -> timedelta:
     """How long a child waits for this target's next check: its longest interval plus timeout."""
     longest = timedelta(0)
     for spec in target.probe_specs():
-        cls = spec.probe_class
-        interval = (
-            spec.config.interval
-            or target.interval
-            or cls.default_interval
-            or model.defaults.interval
-        )
-        timeout = spec.config.timeout or target.timeout or model.defaults.timeout
+        interval, timeout = target.timing(spec, model.defaults)
         longest = max(longest, interval + timeout)
     return longest
 
