@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from watcher.core.secret import redact
+
 if TYPE_CHECKING:
     from watcher.config.models import Contacts, SmtpSettings, WatcherConfig
     from watcher.delivery.httpclient import HttpClients
@@ -67,7 +69,8 @@ def error_for_status(response: Any, what: str) -> None:
     if status < 400:
         return
     retry_after = _retry_after(response.headers.get("Retry-After"))
-    body = " ".join((response.text or "").split())[:300]
+    # masked before it is cut: a cut through a secret would leave a piece no mask matches
+    body = " ".join(redact(response.text or "").split())[:300]
     message = f"{what}: HTTP {status} {body}".strip()
     if status in (408, 425, 429) or status >= 500:
         raise TransientError(message, retry_after=retry_after, status=status)
@@ -147,7 +150,7 @@ PageContent = TicketContent
 class IntegrationConfig(BaseModel):
     """Options every integration accepts beside its own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str | None = None
 

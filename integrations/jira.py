@@ -34,7 +34,7 @@ from integrations.base import (
     TicketStatus,
 )
 from integrations.rest import HelpdeskConfig, call, json_of, mapped_priority, session_for
-from watcher.core.secret import Secret
+from watcher.core.secret import Secret, protect_basic_auth
 
 __all__ = ["JiraConfig", "JiraIntegration"]
 
@@ -102,6 +102,7 @@ class JiraIntegration(Integration):
         self._session = session_for(self.config, self.env)
         if self.config.user:
             self._session.auth = (self.config.user, self.config.token.reveal())
+            protect_basic_auth(self.config.user, self.config.token.reveal())
         else:
             self._session.headers["Authorization"] = f"Bearer {self.config.token.reveal()}"
         self._session.headers["Accept"] = "application/json"

@@ -31,7 +31,7 @@ from integrations.base import (
     TicketStatus,
 )
 from integrations.rest import HelpdeskConfig, call, json_of, mapped_priority, session_for
-from watcher.core.secret import Secret
+from watcher.core.secret import Secret, protect_basic_auth
 
 __all__ = ["RequestTrackerConfig", "RequestTrackerIntegration"]
 
@@ -76,6 +76,7 @@ class RequestTrackerIntegration(Integration):
         else:
             assert self.config.user is not None and self.config.password is not None
             self._session.auth = (self.config.user, self.config.password.reveal())
+            protect_basic_auth(self.config.user, self.config.password.reveal())
         self._session.headers["Content-Type"] = "application/json"
         self._api = f"{self.config.url}/REST/2.0"
         self._checked_field = False

@@ -23,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from integrations.base import Integration, PageContent, PermanentError
 from integrations.rest import HttpConfig, call, json_of, session_for
-from watcher.core.secret import Secret
+from watcher.core.secret import Secret, protect_basic_auth
 
 __all__ = ["TwilioConfig", "TwilioIntegration"]
 
@@ -98,6 +98,7 @@ class TwilioIntegration(Integration):
         super().__init__(*args, **kwargs)
         self._session = session_for(self.config, self.env)
         self._session.auth = (self.config.account_sid, self.config.auth_token.reveal())
+        protect_basic_auth(self.config.account_sid, self.config.auth_token.reveal())
         self._base = f"{self.config.url.rstrip('/')}/2010-04-01/Accounts/{self.config.account_sid}"
         # (delivery id, channel, number) already done: a retried delivery skips them
         self._done: set[tuple[int, str, str]] = set()

@@ -28,7 +28,7 @@ from integrations.base import (
     TicketStatus,
 )
 from integrations.rest import HelpdeskConfig, call, json_of, mapped_priority, session_for
-from watcher.core.secret import Secret
+from watcher.core.secret import Secret, protect_basic_auth
 
 __all__ = ["ZammadConfig", "ZammadIntegration"]
 
@@ -73,6 +73,7 @@ class ZammadIntegration(Integration):
         else:
             assert self.config.user is not None and self.config.password is not None
             self._session.auth = (self.config.user, self.config.password.reveal())
+            protect_basic_auth(self.config.user, self.config.password.reveal())
         self._api = f"{self.config.url}/api/v1"
 
     def _call(self, method: str, path: str, what: str, **kwargs: Any) -> Any:

@@ -1,7 +1,7 @@
 """``alertmanager``: alerts pushed by Prometheus Alertmanager or Grafana, as results.
 
 Nothing here reaches out. Alertmanager's webhook (or a Grafana webhook contact point)
-posts to ``POST /api/alertmanager``; ``watcher.alertmanager_api`` checks the token and
+posts to ``POST /api/alertmanager``; ``watcher.web.alertmanager_api`` checks the token and
 the whole post with :func:`parse_post`, then turns each alert into a result of this
 kind with :func:`alert_result`:
 

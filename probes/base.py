@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from watcher.core.durations import parse_duration
+from watcher.core.durations import parse_duration, parse_interval
 from watcher.core.secret import redact
 from watcher.schedule.deadline import Deadline
 
@@ -154,13 +154,18 @@ class Result:
 class ProbeConfig(BaseModel):
     """Options every probe accepts beside its own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str | None = None
     interval: timedelta | None = None
     timeout: timedelta | None = None
 
-    @field_validator("interval", "timeout", mode="before")
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _interval(cls, value: Any) -> Any:
+        return None if value is None else parse_interval(value)
+
+    @field_validator("timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration(value)
@@ -310,10 +315,10 @@ def run_probe(
             probe=probe_id,
             kind=probe.kind,
             status=o.status,
-            message=redact(one_line(o.message)),
+            message=one_line(redact(o.message)),
             metrics={k: float(v) for k, v in o.metrics.items() if v is not None},
             labels=dict(o.labels),
-            evidence=redact(cap_text(o.evidence)) if o.evidence else "",
+            evidence=cap_text(redact(o.evidence)) if o.evidence else "",
             duration_s=duration,
             at=now,
             reason=o.reason,

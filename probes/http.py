@@ -19,11 +19,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 from urllib.parse import urljoin, urlsplit
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from probes.base import Outcome, Probe, ProbeConfig, ProbeContext, decode_output
 from watcher.core.durations import parse_duration
-from watcher.core.secret import Secret, protect_url
+from watcher.core.secret import Secret, protect_basic_auth, protect_url
 from watcher.core.types import check_regex
 from watcher.delivery.httpclient import USER_AGENT
 
@@ -37,6 +37,11 @@ class BasicAuth(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     user: str
     password: Secret
+
+    @model_validator(mode="after")
+    def _protect_header(self) -> BasicAuth:
+        protect_basic_auth(self.user, self.password.reveal())
+        return self
 
 
 class HttpConfig(ProbeConfig):

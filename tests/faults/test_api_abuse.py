@@ -23,7 +23,7 @@ from tests.helpers import write_config
 from tests.servers.base import free_port
 from tests.servers.httpd import HTTPTestServer
 from watcher.app.daemon import App
-from watcher.web import server as web
+from watcher.web.server import server as web
 
 TOKEN = "tok-5b8e21c7d3"
 RULES = "rules:\n  - {name: http-down, probe: http, when: failed, after: 1, priority: P3, summary: '{target}: down'}\n"

@@ -370,6 +370,10 @@ class App:
             log.error("config reload refused, keeping the running config:\n%s", exc)
             self.metrics.config_reloads.labels("refused").inc()
             return False
+        except Exception:  # a loader bug must not take the running daemon down with it
+            log.exception("config reload failed, keeping the running config")
+            self.metrics.config_reloads.labels("refused").inc()
+            return False
         if new.state_path != self.config.state_path or new.model.listen != self.config.model.listen:
             log.warning("state: and listen: changes take effect at the next restart")
         old_scheduler = self.scheduler

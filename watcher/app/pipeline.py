@@ -2,7 +2,7 @@
 
 The engine owns the working set of incidents (the newest per fingerprint that can still
 change) and is the only writer of incidents. Everything it does to an incident goes
-through the pure functions in ``watcher.tracker``; this module only feeds them and
+through the pure functions in ``watcher.engine.tracker``; this module only feeds them and
 persists what they return.
 """
 

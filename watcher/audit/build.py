@@ -12,7 +12,7 @@ noisiest rules, and a ranked list of recommendations.
 Every figure is built from whatever history exists: a site with no load probe gets an
 audit without load figures and a note saying so, never an error. ``build_audit`` is a
 pure function of the store's contents, the config and ``now``; the renderers
-(``watcher.report_html``, ``watcher.report_md``, ``Audit.to_json``) only format it.
+(``watcher.audit.report_html``, ``watcher.audit.report_md``, ``Audit.to_json``) only format it.
 """
 
 from __future__ import annotations

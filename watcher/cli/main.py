@@ -21,6 +21,7 @@ from typing import Any
 
 from watcher import __version__
 from watcher.config.models import Config, ConfigError, load_config
+from watcher.core.secret import redact
 from watcher.statefile import StateFileError, StateLocked
 
 EXIT_OK, EXIT_FAILING, EXIT_CONFIG = 0, 1, 2
@@ -45,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print(redact(str(exc)), file=sys.stderr)
         return EXIT_CONFIG
     except (StateFileError, StateLocked) as exc:
         print(f"watcher: {exc}", file=sys.stderr)
@@ -137,9 +138,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     m = config.model
     checks = sum(len(t.probes) for t in m.targets)
+    # redact: a value given as a secret anywhere (${VAR}) is masked wherever it appears
     print(
-        f"{args.config}: ok: site {m.site}, {len(m.targets)} targets, {checks} checks, "
-        f"{len(config.rules.rules)} rules from {', '.join(str(p) for p in config.rule_files)}"
+        redact(
+            f"{args.config}: ok: site {m.site}, {len(m.targets)} targets, {checks} checks, "
+            f"{len(config.rules.rules)} rules from {', '.join(str(p) for p in config.rule_files)}"
+        )
     )
     return EXIT_OK
 
@@ -487,8 +491,6 @@ def cmd_test_integration(args: argparse.Namespace) -> int:
 
 def _refusal(exc: Exception) -> str:
     """A delivery error in one line, what the refusal most likely means first."""
-    from watcher.core.secret import redact
-
     meaning = REFUSALS.get(getattr(exc, "status", None) or 0)
     return f"{meaning}: {redact(str(exc))}" if meaning else redact(str(exc))
 

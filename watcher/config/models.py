@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import reprlib
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,8 +39,16 @@ from rules.engine import RuleSet
 from rules.model import TEMPLATE_BASE_FIELDS, Rule, RulePack, template_fields
 from watcher.config.thresholds import Thresholds
 from watcher.core.secret import Secret
-from watcher.core.types import Duration, OptionalDuration, check_timezone, label_strings
+from watcher.core.types import (
+    Duration,
+    Interval,
+    OptionalDuration,
+    OptionalInterval,
+    check_timezone,
+    label_strings,
+)
 from watcher.core.yamlsource import (
+    MAX_ISSUES,
     ConfigError,
     ConfigIssue,
     Located,
@@ -72,13 +81,16 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # "inf" and "nan" as text would pass as floats: no setting means either
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
 
 class Defaults(Model):
     """Applied to every probe unless it or its target says otherwise."""
 
-    interval: Duration = timedelta(seconds=60)
+    interval: Interval = timedelta(seconds=60)
     timeout: Duration = timedelta(seconds=10)
     jitter: bool = True
     resolve_after: int = Field(default=2, ge=1)
@@ -404,7 +416,7 @@ class Target(Model):
     ssh: SshOptions | None = None
     via: str | None = None
     depends_on: list[str] = []
-    interval: OptionalDuration = None
+    interval: OptionalInterval = None
     timeout: OptionalDuration = None
     runbook: str | None = None
     # this target's own flap detection (a radio link that drops now and then may flap
@@ -575,9 +587,22 @@ class Config:
 
 def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
     """Loads watcher.yml and its rule packs; raises ConfigError listing every problem."""
+    loaded: list[Located] = []
+    try:
+        return _load_config(Path(path), environ, loaded)
+    except ConfigError as exc:
+        if not any(located.from_env for located in loaded):
+            raise
+        issues = exc.issues
+        for located in loaded:
+            issues = [_without_env_values(issue, located) for issue in issues]
+        raise ConfigError(issues) from None
+
+
+def _load_config(file: Path, environ: Mapping[str, str] | None, loaded: list[Located]) -> Config:
     _install_entry_types()
-    file = Path(path)
     located = load_yaml(file, environ=environ)
+    loaded.append(located)
     issues: list[ConfigIssue] = []
     if not isinstance(located.data, dict):
         raise ConfigError(
@@ -617,6 +642,7 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
         except ConfigError as exc:
             issues.extend(exc.issues)
             continue
+        loaded.append(rules_located)
         try:
             packs.append((rules_located, RulePack.model_validate(rules_located.data or {})))
             rule_files.append(rule_file)
@@ -1136,7 +1162,8 @@ def _validation_issues(
     exc: ValidationError, located: Located, root: type[BaseModel]
 ) -> list[ConfigIssue]:
     issues = []
-    for error in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for error in errors[:MAX_ISSUES]:
         raw_loc = tuple(error["loc"])
         path = _data_path(raw_loc, located.data)
         kind = error["type"]
@@ -1173,10 +1200,17 @@ def _validation_issues(
             )
         elif kind == "literal_error":
             expected = error.get("ctx", {}).get("expected", "")
-            message = f"{error.get('input')!r} is not allowed"
+            message = f"{_short(error.get('input'))} is not allowed"
             hint = f"write one of {expected}"
         elif kind.startswith(("int_", "float_", "bool_", "string_", "list_", "dict_", "model_")):
-            message = f"{message} (got {_short(error.get('input'))})"
+            # A secret in the wrong shape (basic_auth: "${PW}", headers as one string)
+            # must not be printed: name what was written, not its value.
+            shown = (
+                _kind_of(error.get("input"))
+                if kind.startswith(("dict_", "model_")) or _holds_secret(_type_at(root, raw_loc))
+                else _short(error.get("input"))
+            )
+            message = f"{message} (got {shown})"
             if kind.startswith("bool"):
                 hint = "write true or false"
             elif kind.startswith(("dict_", "model_")):
@@ -1186,7 +1220,7 @@ def _validation_issues(
         issues.append(ConfigIssue(mark, format_path(path), message, hint))
     # A union reports each member's complaint; the deepest path is the useful one.
     paths = {i.path for i in issues}
-    return [
+    deepest = [
         i
         for i in issues
         if not any(
@@ -1194,11 +1228,67 @@ def _validation_issues(
             for p in paths
         )
     ]
+    if len(errors) > MAX_ISSUES:
+        path = _data_path(tuple(errors[MAX_ISSUES]["loc"]), located.data)
+        deepest.append(
+            ConfigIssue(
+                located.mark(path),
+                format_path(path),
+                f"and {len(errors) - MAX_ISSUES} more problems from here on",
+                "fix the ones above and run watcher validate again",
+            )
+        )
+    return deepest
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 60, 60
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    # reprlib: an input may be big (a list of ten thousand targets where a string belongs)
+    text = _REPR.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind_of(value: Any) -> str:
+    names = {str: "a string", int: "a number", float: "a number", bool: "true/false"}
+    names |= {list: "a list", dict: "a mapping", type(None): "nothing"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _holds_secret(tp: Any, depth: int = 0) -> bool:
+    """Whether a value of type ``tp`` is, or contains, a Secret."""
+    if tp is None or depth > 8:
+        return False
+    if tp is Secret:
+        return True
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return any(_holds_secret(f.annotation, depth + 1) for f in tp.model_fields.values())
+    return any(_holds_secret(arg, depth + 1) for arg in get_args(tp) if not isinstance(arg, str))
+
+
+def _without_env_values(issue: ConfigIssue, located: Located) -> ConfigIssue:
+    """The issue with every value ``${VAR}`` gave at, above or below its path replaced by
+    what the file wrote: validate must not print a secret that came from the environment."""
+    if issue.mark is None or issue.mark.file != located.file:
+        return issue
+    text, hint = issue.message, issue.hint
+    for env_path, (written, value) in located.from_env.items():
+        where = format_path(env_path)
+        if issue.path and not (
+            issue.path == where
+            or where.startswith((issue.path + ".", issue.path + "["))
+            or issue.path.startswith((where + ".", where + "["))
+        ):
+            continue
+        # the bare value only when long enough not to match inside unrelated words
+        pairs = [(repr(value), repr(written))] + ([(value, written)] if len(value) >= 3 else [])
+        for form, shown in pairs:
+            text, hint = text.replace(form, shown), hint.replace(form, shown)
+    if text == issue.message and hint == issue.hint:
+        return issue
+    return ConfigIssue(issue.mark, issue.path, text, hint)
 
 
 def _example_for(field_name: str) -> str:
@@ -1236,11 +1326,19 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
 
 def _allowed_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """The keys the model at ``loc`` accepts, for did-you-mean hints."""
+    tp, _ = _unwrap(_type_at(root, loc), None)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [f.alias or name for name, f in tp.model_fields.items()]
+    return []
+
+
+def _type_at(root: type[BaseModel], loc: tuple[Any, ...]) -> Any:
+    """The type declared at a pydantic error location, or None if it cannot be told."""
     tp: Any = root
     for part in loc:
         tp, was_tag = _unwrap(tp, part)
         if tp is None:
-            return []
+            return None
         if was_tag:
             continue
         if isinstance(tp, type) and issubclass(tp, BaseModel):
@@ -1248,16 +1346,13 @@ def _allowed_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
                 (f for f in tp.model_fields.values() if f.alias == part), None
             )
             if info is None:
-                return []
+                return None
             tp = info.annotation
         elif get_origin(tp) is list and isinstance(part, int):
             tp = get_args(tp)[0]
         elif get_origin(tp) is dict:
             tp = get_args(tp)[1]
-    tp, _ = _unwrap(tp, None)
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return [f.alias or name for name, f in tp.model_fields.items()]
-    return []
+    return tp
 
 
 def _unwrap(tp: Any, part: Any) -> tuple[Any, bool]:

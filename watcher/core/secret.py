@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 from urllib.parse import unquote, unquote_plus, urlsplit
 
 from pydantic_core import core_schema
 
-__all__ = ["Secret", "protect_url", "registered_secrets", "redact"]
+__all__ = ["Secret", "protect_basic_auth", "protect_url", "registered_secrets", "redact"]
 
 # Every secret value ever constructed, so that text leaving the process (logs, tickets,
 # evidence, error messages) can be scrubbed even when a secret slipped into it by accident,
@@ -96,6 +97,9 @@ def protect_url(url: str, *, path_tokens: bool = False) -> str:
     except ValueError:
         return url  # not a URL: the field's own validation says so
     pieces = [password or ""]
+    if password:
+        # an HTTP client turns user:password@ into an Authorization: Basic header
+        protect_basic_auth(unquote(parts.username or ""), unquote(password))
     for pair in parts.query.split("&"):
         name, _, value = pair.partition("=")
         if (
@@ -112,6 +116,23 @@ def protect_url(url: str, *, path_tokens: bool = False) -> str:
     return url
 
 
+def protect_basic_auth(user: str, password: str) -> None:
+    """Registers the ``Authorization: Basic`` value a user and password make as a secret.
+
+    The header carries the password only base64-encoded, so a server or proxy that echoes
+    request headers (into a body, an error page, the evidence of a check) would show a
+    value that masking the password alone does not catch.
+    """
+    if not password:
+        return
+    for encoding in ("utf-8", "latin-1"):  # requests encodes latin-1, http.client utf-8
+        try:
+            pair = f"{user}:{password}".encode(encoding)
+        except UnicodeEncodeError:
+            continue
+        Secret(base64.b64encode(pair).decode("ascii"))
+
+
 def redact(text: str) -> str:
     """Replaces every known secret value in ``text``, and any URL's password, with asterisks."""
     if not text:
@@ -123,4 +144,28 @@ def redact(text: str) -> str:
     for value in sorted(_SECRETS, key=len, reverse=True):
         if value in text:
             text = text.replace(value, "********")
+    return _mask_cut_ends(text)
+
+
+# A secret's piece at a cut edge is masked when it is this long and not only letters:
+# shorter pieces, and words ("password" at the start of a message), are too likely text.
+_MIN_PIECE = 8
+
+
+def _mask_cut_ends(text: str) -> str:
+    """Masks a secret that a length cap cut before the text got here: its start at the
+    very end of the text (``body[:300]``), or its end at the very start (``text[-200:]``)."""
+    for value in _SECRETS:
+        if len(value) <= _MIN_PIECE or not text:
+            continue
+        if text[-1] in value:
+            for size in range(len(value) - 1, _MIN_PIECE - 1, -1):
+                if text.endswith(value[:size]) and not value[:size].isalpha():
+                    text = text[:-size] + "********"
+                    break
+        if text[0] in value:
+            for size in range(len(value) - 1, _MIN_PIECE - 1, -1):
+                if text.startswith(value[-size:]) and not value[-size:].isalpha():
+                    text = "********" + text[size:]
+                    break
     return text

@@ -12,10 +12,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import PlainValidator
 
-from watcher.core.durations import parse_duration
+from watcher.core.durations import parse_duration, parse_interval
 
 __all__ = [
     "Duration",
+    "Interval",
+    "OptionalInterval",
     "OptionalDuration",
     "check_regex",
     "check_timezone",
@@ -25,6 +27,10 @@ __all__ = [
 Duration = Annotated[timedelta, PlainValidator(parse_duration)]
 OptionalDuration = Annotated[
     timedelta | None, PlainValidator(lambda v: None if v is None else parse_duration(v))
+]
+Interval = Annotated[timedelta, PlainValidator(parse_interval)]
+OptionalInterval = Annotated[
+    timedelta | None, PlainValidator(lambda v: None if v is None else parse_interval(v))
 ]
 
 

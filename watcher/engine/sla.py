@@ -51,13 +51,29 @@ def parse_span(value: object) -> Span | None:
     if isinstance(value, str):
         match = _WORKING.match(value)
         if match:
-            return Span(working_days=float(match.group(1)))
+            span = Span(working_days=float(match.group(1)))
+            if not span.working_days <= MAX_WORKING_DAYS:
+                raise ValueError(_TOO_LONG.format(value=value))
+            return span
     try:
-        return Span(seconds=parse_duration(value).total_seconds())
+        span = Span(seconds=parse_duration(value).total_seconds())
     except ValueError:
         raise ValueError(
             f"{value!r} is not a time; write 4h, 2 working days, or 'case by case'"
         ) from None
+    if span.seconds > MAX_SPAN.total_seconds():
+        raise ValueError(_TOO_LONG.format(value=value))
+    return span
+
+
+# An SLA time longer than a year is no deadline; the business calendar looks ten years
+# ahead at most, and these keep every deadline well inside that.
+MAX_SPAN = timedelta(days=366)
+MAX_WORKING_DAYS = 250
+_TOO_LONG = (
+    "{value!r} is out of range: an SLA time goes up to 366d or 250 working days "
+    "(write 'case by case' for no deadline)"
+)
 
 
 @dataclass(frozen=True)

@@ -379,10 +379,10 @@ class Checkins:
             probe=spec.name,
             kind=KIND,
             status=found.status,  # type: ignore[arg-type]
-            message=redact(one_line(found.message)),
+            message=one_line(redact(found.message)),
             metrics=found.metrics,
             labels={},
-            evidence=redact(cap_text(self._evidence(spec, state))),
+            evidence=cap_text(redact(self._evidence(spec, state))),
             duration_s=0.0,
             at=now,
             reason=found.reason,

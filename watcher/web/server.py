@@ -2,7 +2,7 @@
 
 Read-only endpoints are open (bind ``listen:`` to loopback or a trusted network);
 endpoints that change state need ``Authorization: Bearer <api_token>``. Everything shown
-comes from probes and targets; the status page (``watcher.status_page``) escapes it all.
+comes from probes and targets; the status page (``watcher.web.status_page``) escapes it all.
 """
 
 from __future__ import annotations
