@@ -87,7 +87,7 @@ def test_unknown_paths_and_methods(app: App) -> None:
 def test_a_large_site_s_status_page_shows_problems_first_and_the_api_narrows(
     tmp_path: Path, http_server: HTTPTestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("watcher.app.daemon.PAGE_ROWS", 2)
+    monkeypatch.setattr("watcher.web.api.PAGE_ROWS", 2)
     http_server.set_default(status=200, body="fine")
     http_server.set_response("/gone", status=404, body="gone")
     healthy = "".join(

@@ -1,4 +1,5 @@
-"""Wires a loaded config into a running watcher: store, engine, outbox, scheduler, web.
+"""Wires a loaded config into a running watcher: store, engine, outbox, scheduler, web
+(whose own answers are in :mod:`watcher.web.api`).
 
 ``App`` is what ``watcher run`` runs. It holds the state file's run lock, so two watchers
 never share one state file (and never deliver the same action twice).
@@ -34,7 +35,6 @@ from watcher.delivery.escalation import ESCALATION_ROUTE, EscalationMailer
 from watcher.delivery.httpclient import HttpClients
 from watcher.delivery.outbox import Dispatcher
 from watcher.engine import tracker
-from watcher.engine.incident import public_view
 from watcher.schedule.scheduler import Job, Scheduler
 from watcher.statefile import (
     StateLocked,
@@ -44,16 +44,11 @@ from watcher.statefile import (
 )
 from watcher.store import SCHEMA_VERSION, StateWriteError, Store
 from watcher.transports import Runners
+from watcher.web.api import DaemonApi
 from watcher.web.checkins import attach as attach_checkins
 from watcher.web.server import (
-    ClientError,
-    Request,
-    Response,
     WebServer,
-    json_response,
-    text_response,
 )
-from watcher.web.status_page import page_response, render_status_page
 
 __all__ = ["App", "build_jobs", "build_integrations", "StateLocked", "configure_logging"]
 
@@ -64,8 +59,6 @@ BATCH_WINDOW = 0.1
 COMPACT_EVERY = 3600.0
 # SIGTERM to exit within 5 s, whatever checks and deliveries are doing.
 SHUTDOWN_BUDGET = 4.0
-# Rows of latest results the status page shows; a large site narrows them by query.
-PAGE_ROWS = 500
 
 
 def configure_logging(level: str) -> None:
@@ -414,133 +407,7 @@ class App:
     # --------------------------------------------------------------------- routes
 
     def _routes(self, web: WebServer) -> None:
-        web.route("GET", "/metrics", self._metrics)
-        web.route("GET", "/healthz", self._healthz)
-        web.route("GET", "/", self._status_page)
-        web.route("GET", "/api/results", self._api_results)
-        web.route("GET", "/api/incidents", self._api_incidents)
-        web.route("GET", r"/api/incidents/(?P<id>\d+)", self._api_incident)
-        web.route("POST", r"/api/incidents/(?P<id>\d+)/ack", self._api_ack, token=True)
-        web.route("POST", r"/api/incidents/(?P<id>\d+)/resolve", self._api_resolve, token=True)
-        self.checkins.routes(web)
-        from watcher.web.maintenance_api import routes as maintenance_routes
-
-        maintenance_routes(web, self)
-        from watcher.web.alertmanager_api import attach as attach_alertmanager
-
-        attach_alertmanager(self).routes(web)
-
-    def _metrics(self, request: Request) -> Response:
-        gzip = "gzip" in request.headers.get("accept-encoding", "")
-        body = self.metrics.exposition(gzip=gzip)
-        headers = (
-            {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
-            if gzip
-            else {"Vary": "Accept-Encoding"}
-        )
-        return Response(200, body, "text/plain; version=0.0.4; charset=utf-8", headers)
-
-    def _healthz(self, request: Request) -> Response:
-        ok, why = self.healthy
-        return text_response(f"{why}\n", 200 if ok else 503)
-
-    def _api_results(self, request: Request) -> Response:
-        chosen, problem = select_results(self.engine.latest(), request.query)
-        if problem:
-            return json_response({"error": problem}, 400)
-        offset, limit = _window(request.query)
-        return json_response(
-            [x.to_dict() for x in chosen[offset : offset + limit if limit else None]]
-        )
-
-    def _api_incidents(self, request: Request) -> Response:
-        states = request.query.get("state")
-        items = self.store.incidents(states=states) if states else self.store.incidents(limit=500)
-        return json_response([public_view(i) for i in items])
-
-    def _api_incident(self, request: Request) -> Response:
-        incident = self.store.incident(request.id_param())
-        if incident is None:
-            return json_response({"error": "no such incident"}, 404)
-        data = public_view(incident)
-        data["timeline"] = [
-            {"at": e.at.isoformat(), "kind": e.kind, "message": e.message}
-            for e in self.store.events(incident.id or 0)
-        ]
-        data["tickets"] = self.store.tickets(incident.id or 0)
-        return json_response(data)
-
-    def _who(self, request: Request) -> str:
-        by = request.json().get("by")
-        if by is not None and not isinstance(by, str):
-            raise ClientError(400, '"by" must be text: who is acting')
-        return by[:80] if by else f"api ({request.client})"
-
-    def _api_ack(self, request: Request) -> Response:
-        # Everything is read before anything is done: a bad request changes nothing.
-        incident_id, by = request.id_param(), self._who(request)
-        incident = self.engine.acknowledge(incident_id, by=by, source="api")
-        if incident is None:
-            return json_response({"error": "no such incident"}, 404)
-        return json_response(public_view(incident))
-
-    def _api_resolve(self, request: Request) -> Response:
-        incident_id, by = request.id_param(), self._who(request)
-        incident = self.engine.resolve(incident_id, by=by)
-        if incident is None:
-            return json_response({"error": "no such incident"}, 404)
-        return json_response(public_view(incident))
-
-    def _status_page(self, request: Request) -> Response:
-        everything = self.engine.latest()
-        chosen, problem = select_results(everything, request.query)
-        if problem:
-            return text_response(problem + "\n", 400)
-        if not request.query:
-            # Problems first: on a large site the page shows what needs eyes, not the
-            # first few hundred healthy checks in name order.
-            chosen.sort(key=lambda r: (r.status == "ok", r.key))
-        html = render_status_page(
-            site=self.config.site,
-            calendar=self.config.calendar,
-            targets=len(self.config.model.targets),
-            incidents=[i for i in self.engine.incidents() if i.state != "resolved"],
-            maintenance=self.engine.suppressor.maintenance.active(self.engine.clock()),
-            shown=chosen[:PAGE_ROWS],
-            matched=len(chosen),
-            everything=everything,
-        )
-        return page_response(html)
-
-
-def select_results(results: list[Result], query: dict[str, list[str]]) -> tuple[list[Result], str]:
-    """The latest results narrowed by ``?target=`` and ``?status=`` (each may repeat or list
-    values with commas), in key order; or a problem to answer 400 with."""
-
-    def values(name: str) -> set[str]:
-        return {v.strip() for raw in query.get(name, []) for v in raw.split(",") if v.strip()}
-
-    targets, statuses = values("target"), values("status")
-    unknown = statuses - {"ok", "fail", "error"}
-    if unknown:
-        return [], f"status must be ok, fail or error, not {sorted(unknown)[0][:20]!r}"
-    chosen = [
-        r
-        for r in results
-        if (not targets or r.target in targets) and (not statuses or r.status in statuses)
-    ]
-    return sorted(chosen, key=lambda r: r.key), ""
-
-
-def _window(query: dict[str, list[str]]) -> tuple[int, int]:
-    """``offset`` and ``limit`` (0: no limit); anything unreadable counts as absent."""
-
-    def number(name: str) -> int:
-        raw = (query.get(name) or ["0"])[0]
-        # isdigit alone takes "²", which int() refuses; nine digits outnumber any site.
-        return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else 0
-
-    return number("offset"), number("limit")
+        DaemonApi(self).routes(web)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
