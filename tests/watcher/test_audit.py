@@ -15,7 +15,8 @@ import pytest
 from tests.helpers import Clock, config_from, result
 from tests.watcher.audit_history import NOW, compact, series, write
 from watcher.app.pipeline import Engine
-from watcher.audit.build import Audit, build_audit, du_directory
+from watcher.audit.build import build_audit, du_directory
+from watcher.audit.figures import Audit
 from watcher.audit.report_html import render_html
 from watcher.audit.report_md import render_markdown
 from watcher.config.models import Config

@@ -22,7 +22,8 @@ from tests.ssh_helpers import context
 from tests.watcher.audit_history import NOW, SITE_CONFIG, populate_site, write
 from tests.watcher.chromium import open_page
 from tests.watcher.hostile import DOM_QUESTIONS, Poisoner
-from watcher.audit.build import Audit, build_audit
+from watcher.audit.build import build_audit
+from watcher.audit.figures import Audit
 from watcher.audit.report_html import CSP, render_html
 from watcher.audit.report_md import render_markdown
 from watcher.store import Store

@@ -54,7 +54,8 @@ def _fail(message: str, code: int = EXIT_CONFIG) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from watcher.audit.build import audit_counts, build_audit
+    from watcher.audit.build import build_audit
+    from watcher.audit.recommend import audit_counts
     from watcher.audit.schedule import render
     from watcher.config.thresholds import Thresholds
     from watcher.store import Store

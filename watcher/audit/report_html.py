@@ -21,15 +21,9 @@ from zoneinfo import ZoneInfo
 
 from markupsafe import Markup
 
-from watcher.audit.build import (
-    Audit,
-    DiskFigures,
-    FleetFigures,
-    ServerAudit,
-    UsageFigures,
-    format_bytes,
-)
+from watcher.audit.figures import Audit, DiskFigures, FleetFigures, ServerAudit, UsageFigures
 from watcher.audit.forecast import Forecast
+from watcher.audit.recommend import format_bytes
 from watcher.core.durations import format_duration
 from watcher.web.templating import render
 

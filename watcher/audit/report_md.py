@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from watcher.audit.build import Audit, format_bytes
+from watcher.audit.figures import Audit
+from watcher.audit.recommend import format_bytes
 from watcher.core.durations import format_duration
 
 __all__ = ["render_markdown"]

@@ -26,7 +26,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from integrations.base import PermanentError, TransientError
-from watcher.audit.build import Audit, audit_counts, build_audit
+from watcher.audit.build import build_audit
+from watcher.audit.figures import Audit
+from watcher.audit.recommend import audit_counts
 from watcher.audit.report_html import render_html
 from watcher.audit.report_md import render_markdown
 from watcher.config.models import AuditSchedule, Config, SmtpSettings
