@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from integrations.base import Integration, TicketRef
-from tests.helpers import config_from
 from tests.integrations.hosted import build, content
 from tests.servers.httpd import HTTPTestServer
+from tests.support.helpers import config_from
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon import Daemon
-from tests.helpers import write_config
 from tests.servers.base import free_port
 from tests.servers.httpd import HTTPTestServer
+from tests.support.daemon import Daemon
+from tests.support.helpers import write_config
 from watcher.app.daemon import App
-from watcher.web.server import server as web
+from watcher.web import server as web
 
 TOKEN = "tok-5b8e21c7d3"
 RULES = "rules:\n  - {name: http-down, probe: http, when: failed, after: 1, priority: P3, summary: '{target}: down'}\n"

@@ -21,12 +21,12 @@ from probes.base import CommandResult, Probe
 from probes.disk import DiskConfig, DiskProbe
 from probes.du import DuConfig, DuProbe
 from probes.service import ServiceConfig, ServiceProbe
-from tests.helpers import config_from
 from tests.probes.test_agent_checkins import MdmServer, device, fleet, serve_linked
-from tests.rig import Rig
 from tests.servers.disk import SmallFs
 from tests.servers.sshd import Sshd
-from tests.ssh_helpers import context, new_pool, run_check, settings_for_sshd
+from tests.support.helpers import config_from
+from tests.support.rig import Rig
+from tests.support.ssh_helpers import context, new_pool, run_check, settings_for_sshd
 from watcher.app.pipeline import Engine
 from watcher.audit.build import build_audit
 from watcher.core.metrics import Metrics

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon import Daemon
-from tests.helpers import write_config
 from tests.servers.base import free_port
+from tests.support.daemon import Daemon
+from tests.support.helpers import write_config
 from watcher.statefile import APPLICATION_ID
 from watcher.store import MIGRATIONS, SCHEMA_VERSION, Store, _statements
 

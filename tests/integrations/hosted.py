@@ -11,7 +11,7 @@ import responses
 
 from integrations import integration_class
 from integrations.base import Integration, IntegrationEnv, TicketContent
-from tests.helpers import config_from
+from tests.support.helpers import config_from
 from watcher.delivery.httpclient import HttpClients
 
 CONTACTS = """

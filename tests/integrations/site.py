@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from probes.base import Result
-from tests.helpers import Clock, config_from, result
+from tests.support.helpers import Clock, config_from, result
 from watcher.app.daemon import build_integrations
 from watcher.app.pipeline import Engine
 from watcher.core.metrics import Metrics
@@ -48,7 +48,7 @@ rules:
 _OPEN_THEN_DIE = """
 import importlib, os, signal, sys
 from datetime import UTC, datetime
-from tests.helpers import result
+from tests.support.helpers import result
 from watcher.app.daemon import build_integrations
 from watcher.config.models import load_config
 from watcher.app.pipeline import Engine

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from probes.alertmanager import parse_post
-from tests.helpers import Clock, config_from
+from tests.support.helpers import Clock, config_from
 from watcher.app.pipeline import Engine
 from watcher.config.models import Config
 from watcher.engine.incident import Incident

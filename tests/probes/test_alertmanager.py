@@ -20,7 +20,7 @@ from probes.alertmanager import (
     target_index,
     target_of,
 )
-from tests.helpers import config_from
+from tests.support.helpers import config_from
 from watcher.config.models import ConfigError
 
 PAYLOADS = Path(__file__).parent / "payloads"

@@ -9,8 +9,8 @@ import pytest
 
 from probes.base import CommandRunner
 from probes.command import CommandConfig, CommandProbe
-from tests.helpers import config_from
-from tests.ssh_helpers import run_check, runner_for
+from tests.support.helpers import config_from
+from tests.support.ssh_helpers import run_check, runner_for
 from watcher.config.models import ConfigError
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import result
+from tests.support.helpers import result
 from watcher.store import Point, Store
 
 RAW = timedelta(days=2)
