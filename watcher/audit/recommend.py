@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from watcher.audit.figures import Audit, Recommendation, UsageFigures
+from watcher.audit.figures import Audit, Recommendation, ServerAudit, UsageFigures
 from watcher.core.durations import format_duration, parse_duration
 
 __all__ = ["recommend", "audit_counts", "format_bytes"]
@@ -61,172 +61,223 @@ def _severity_for_days(days: float) -> str:
 
 def recommend(audit: Audit) -> list[Recommendation]:
     """What to do, most urgent first: from the figures only, never from guesses."""
-    t = audit.thresholds
     out: list[Recommendation] = []
     for s in audit.servers:
-        for d in s.disks:
-            used = d.used_percent
-            f = d.forecast
-            rate = f"{f.per_week:+.1f} points a week" if f.per_week is not None else ""
-            if used is not None and used >= t.disk_critical:
-                out.append(
-                    Recommendation(
-                        "critical",
-                        f"{d.path} on {d.target} is {used:.0f}% full now: free space or grow it today",
-                        d.target,
-                        "disk",
-                        rate,
-                        0.0,
-                    )
+        out += _disk(s, audit)
+        out += _usage(s, audit)
+        out += _mail_queue(s, audit)
+        out += _cleanup(s, audit)
+        out += _old_files(s, audit)
+    out += _fleet(audit)
+    out += _heartbeats(audit)
+    out += _sla(audit)
+    out += _rules(audit)
+    out.sort(
+        key=lambda r: (SEVERITY_RANK[r.severity], AREA_RANK.get(r.area, 99), r.urgency, r.text)
+    )
+    return out
+
+
+def _disk(s: ServerAudit, audit: Audit) -> list[Recommendation]:
+    """Disks filling up or forecast to, and inodes running out."""
+    t = audit.thresholds
+    out: list[Recommendation] = []
+    for d in s.disks:
+        used = d.used_percent
+        f = d.forecast
+        rate = f"{f.per_week:+.1f} points a week" if f.per_week is not None else ""
+        if used is not None and used >= t.disk_critical:
+            out.append(
+                Recommendation(
+                    "critical",
+                    f"{d.path} on {d.target} is {used:.0f}% full now: free space or grow it today",
+                    d.target,
+                    "disk",
+                    rate,
+                    0.0,
                 )
-            elif f.usable and f.days_left is not None and f.days_left <= t.forecast_days:
-                rough = " (rough: the data are noisy)" if f.confidence == "rough" else ""
-                text = f"{d.path} on {d.target} full in {_days(f.days_left)} at the current rate{rough}"
-                detail = f"{used:.0f}% used now, {rate}" if used is not None else rate
-                if d.growth_bytes_per_week:
-                    detail += f", {format_bytes(d.growth_bytes_per_week)} a week"
-                out.append(
-                    Recommendation(
-                        _severity_for_days(f.days_left), text, d.target, "disk", detail, f.days_left
-                    )
+            )
+        elif f.usable and f.days_left is not None and f.days_left <= t.forecast_days:
+            rough = " (rough: the data are noisy)" if f.confidence == "rough" else ""
+            text = f"{d.path} on {d.target} full in {_days(f.days_left)} at the current rate{rough}"
+            detail = f"{used:.0f}% used now, {rate}" if used is not None else rate
+            if d.growth_bytes_per_week:
+                detail += f", {format_bytes(d.growth_bytes_per_week)} a week"
+            out.append(
+                Recommendation(
+                    _severity_for_days(f.days_left), text, d.target, "disk", detail, f.days_left
                 )
-            elif used is not None and used >= t.disk_high:
-                out.append(
-                    Recommendation(
-                        "medium",
-                        f"{d.path} on {d.target} is {used:.0f}% full; plan a cleanup",
-                        d.target,
-                        "disk",
-                        f.note,
-                        1000.0 - used,
-                    )
+            )
+        elif used is not None and used >= t.disk_high:
+            out.append(
+                Recommendation(
+                    "medium",
+                    f"{d.path} on {d.target} is {used:.0f}% full; plan a cleanup",
+                    d.target,
+                    "disk",
+                    f.note,
+                    1000.0 - used,
                 )
-            fi = d.inodes_forecast
-            iu = d.inodes_used_percent
-            if iu is not None and iu >= t.inodes_high:
-                out.append(
-                    Recommendation(
-                        "high",
-                        f"{d.path} on {d.target} has used {iu:.0f}% of its inodes: look for many small files",
-                        d.target,
-                        "inodes",
-                        "",
-                        100.0 - iu,
-                    )
+            )
+        fi = d.inodes_forecast
+        iu = d.inodes_used_percent
+        if iu is not None and iu >= t.inodes_high:
+            out.append(
+                Recommendation(
+                    "high",
+                    f"{d.path} on {d.target} has used {iu:.0f}% of its inodes: look for many small files",
+                    d.target,
+                    "inodes",
+                    "",
+                    100.0 - iu,
                 )
-            elif (
-                fi is not None
-                and fi.usable
-                and fi.days_left is not None
-                and fi.days_left <= t.forecast_days
-            ):
-                out.append(
-                    Recommendation(
-                        _severity_for_days(fi.days_left),
-                        f"{d.path} on {d.target} runs out of inodes in {_days(fi.days_left)} at the current rate",
-                        d.target,
-                        "inodes",
-                        "",
-                        fi.days_left,
-                    )
+            )
+        elif (
+            fi is not None
+            and fi.usable
+            and fi.days_left is not None
+            and fi.days_left <= t.forecast_days
+        ):
+            out.append(
+                Recommendation(
+                    _severity_for_days(fi.days_left),
+                    f"{d.path} on {d.target} runs out of inodes in {_days(fi.days_left)} at the current rate",
+                    d.target,
+                    "inodes",
+                    "",
+                    fi.days_left,
                 )
-        for u in s.usage:
-            st = u.stats
-            if st.threshold is None or st.hours_above is None or not st.hours:
-                continue
-            share = st.share_above
-            if st.hours_above <= 0:
-                continue
-            severity = "high" if share >= 0.05 else "medium" if share >= 0.01 else "low"
-            area = "load" if "load" in u.label else "memory"
-            if area == "load":
-                text = f"{s.target} was overloaded for {st.hours_above:.0f} h ({share:.0%} of the period): load per core at or above {st.threshold:g}"
-            else:
-                text = f"{s.target}: {u.label} at or above {st.threshold:g}% for {st.hours_above:.0f} h ({share:.0%} of the period)"
-            detail = f"p50 {_num(st.p50)}, p95 {_num(st.p95)}, max {_num(st.max)}"
-            out.append(Recommendation(severity, text, s.target, area, detail, 1.0 - share))
-        for q in s.mail_queue:
-            st = q.stats
-            is_age = q.unit == "s"
-            if is_age and st.now is not None and st.now >= t.queue_age_s:
-                out.append(
-                    Recommendation(
-                        "high",
-                        f"{s.target}: the oldest queued mail is {format_duration(st.now)} old: delivery is stuck",
-                        s.target,
-                        "mail",
-                        q.label,
-                        0.0,
-                    )
+            )
+    return out
+
+
+def _usage(s: ServerAudit, audit: Audit) -> list[Recommendation]:
+    """Load and memory spending hours past their lines."""
+    out: list[Recommendation] = []
+    for u in s.usage:
+        st = u.stats
+        if st.threshold is None or st.hours_above is None or not st.hours:
+            continue
+        share = st.share_above
+        if st.hours_above <= 0:
+            continue
+        severity = "high" if share >= 0.05 else "medium" if share >= 0.01 else "low"
+        area = "load" if "load" in u.label else "memory"
+        if area == "load":
+            text = f"{s.target} was overloaded for {st.hours_above:.0f} h ({share:.0%} of the period): load per core at or above {st.threshold:g}"
+        else:
+            text = f"{s.target}: {u.label} at or above {st.threshold:g}% for {st.hours_above:.0f} h ({share:.0%} of the period)"
+        detail = f"p50 {_num(st.p50)}, p95 {_num(st.p95)}, max {_num(st.max)}"
+        out.append(Recommendation(severity, text, s.target, area, detail, 1.0 - share))
+    return out
+
+
+def _mail_queue(s: ServerAudit, audit: Audit) -> list[Recommendation]:
+    """A mail queue that is long, old or growing."""
+    t = audit.thresholds
+    out: list[Recommendation] = []
+    for q in s.mail_queue:
+        st = q.stats
+        is_age = q.unit == "s"
+        if is_age and st.now is not None and st.now >= t.queue_age_s:
+            out.append(
+                Recommendation(
+                    "high",
+                    f"{s.target}: the oldest queued mail is {format_duration(st.now)} old: delivery is stuck",
+                    s.target,
+                    "mail",
+                    q.label,
+                    0.0,
                 )
-            elif not is_age and st.hours_above:
-                out.append(
-                    Recommendation(
-                        "high",
-                        f"{s.target}: {q.label} held {t.queue_length:g}+ messages for {st.hours_above:.0f} h",
-                        s.target,
-                        "mail",
-                        f"p95 {_num(st.p95)}, max {_num(st.max)}",
-                        1.0,
-                    )
+            )
+        elif not is_age and st.hours_above:
+            out.append(
+                Recommendation(
+                    "high",
+                    f"{s.target}: {q.label} held {t.queue_length:g}+ messages for {st.hours_above:.0f} h",
+                    s.target,
+                    "mail",
+                    f"p95 {_num(st.p95)}, max {_num(st.max)}",
+                    1.0,
                 )
-            elif (
-                not is_age
-                and q.growing
-                and q.per_week is not None
-                and _grew(q, audit) >= max(10.0, 0.5 * (st.p50 or 0))
-            ):
-                out.append(
-                    Recommendation(
-                        "medium",
-                        f"{s.target}: {q.label} keeps growing ({q.per_week:+.0f} messages a week)",
-                        s.target,
-                        "mail",
-                        "",
-                        10.0,
-                    )
+            )
+        elif (
+            not is_age
+            and q.growing
+            and q.per_week is not None
+            and _grew(q, audit) >= max(10.0, 0.5 * (st.p50 or 0))
+        ):
+            out.append(
+                Recommendation(
+                    "medium",
+                    f"{s.target}: {q.label} keeps growing ({q.per_week:+.0f} messages a week)",
+                    s.target,
+                    "mail",
+                    "",
+                    10.0,
                 )
-        for c in s.cleanup:
-            if "growing" in c.why and c.growth_bytes_per_week:
-                out.append(
-                    Recommendation(
-                        "low",
-                        f"Clean up {c.path} on {c.target}: {format_bytes(c.size_bytes)}, growing {format_bytes(c.growth_bytes_per_week)} a week",
-                        c.target,
-                        "cleanup",
-                        "",
-                        -c.growth_bytes_per_week,
-                    )
-                )
-            elif c.why.startswith("logs"):
-                out.append(
-                    Recommendation(
-                        "low",
-                        f"Log directory {c.path} on {c.target} holds {format_bytes(c.size_bytes)}: rotate and compress old logs",
-                        c.target,
-                        "cleanup",
-                        "",
-                        -(c.size_bytes or 0),
-                    )
-                )
-        for o in s.old_files:
-            mount_share = o.mount_percent
-            if not o.size_bytes or not (
-                o.size_bytes >= t.old_files_bytes
-                or (mount_share is not None and mount_share >= t.old_files_percent)
-            ):
-                continue
+            )
+    return out
+
+
+def _cleanup(s: ServerAudit, audit: Audit) -> list[Recommendation]:
+    """The largest and fastest-growing directories worth a look."""
+    out: list[Recommendation] = []
+    for c in s.cleanup:
+        if "growing" in c.why and c.growth_bytes_per_week:
             out.append(
                 Recommendation(
                     "low",
-                    f"{o.path} on {o.target}: {o.files or 0:.0f} files untouched for over "
-                    f"{_age(o.older_than)} take {format_bytes(o.size_bytes)}; compress or remove them",
-                    o.target,
+                    f"Clean up {c.path} on {c.target}: {format_bytes(c.size_bytes)}, growing {format_bytes(c.growth_bytes_per_week)} a week",
+                    c.target,
                     "cleanup",
-                    f"{mount_share:.1f}% of {o.mount}" if mount_share is not None else "",
-                    -o.size_bytes,
+                    "",
+                    -c.growth_bytes_per_week,
                 )
             )
+        elif c.why.startswith("logs"):
+            out.append(
+                Recommendation(
+                    "low",
+                    f"Log directory {c.path} on {c.target} holds {format_bytes(c.size_bytes)}: rotate and compress old logs",
+                    c.target,
+                    "cleanup",
+                    "",
+                    -(c.size_bytes or 0),
+                )
+            )
+    return out
+
+
+def _old_files(s: ServerAudit, audit: Audit) -> list[Recommendation]:
+    """Old files whose removal frees enough to matter."""
+    t = audit.thresholds
+    out: list[Recommendation] = []
+    for o in s.old_files:
+        mount_share = o.mount_percent
+        if not o.size_bytes or not (
+            o.size_bytes >= t.old_files_bytes
+            or (mount_share is not None and mount_share >= t.old_files_percent)
+        ):
+            continue
+        out.append(
+            Recommendation(
+                "low",
+                f"{o.path} on {o.target}: {o.files or 0:.0f} files untouched for over "
+                f"{_age(o.older_than)} take {format_bytes(o.size_bytes)}; compress or remove them",
+                o.target,
+                "cleanup",
+                f"{mount_share:.1f}% of {o.mount}" if mount_share is not None else "",
+                -o.size_bytes,
+            )
+        )
+    return out
+
+
+def _fleet(audit: Audit) -> list[Recommendation]:
+    """Devices that stopped checking in."""
+    t = audit.thresholds
+    out: list[Recommendation] = []
     for fleet in audit.fleet:
         ratio = fleet.stale_ratio
         if ratio is not None and ratio >= t.stale_ratio:
@@ -259,6 +310,12 @@ def recommend(audit: Audit) -> list[Recommendation]:
                     -fleet.never_checked_in,
                 )
             )
+    return out
+
+
+def _heartbeats(audit: Audit) -> list[Recommendation]:
+    """Jobs that missed their heartbeats."""
+    out: list[Recommendation] = []
     for h in audit.heartbeats:
         if h.missed:
             out.append(
@@ -272,6 +329,13 @@ def recommend(audit: Audit) -> list[Recommendation]:
                     -h.missed,
                 )
             )
+    return out
+
+
+def _sla(audit: Audit) -> list[Recommendation]:
+    """Priorities whose incidents miss their SLA deadlines."""
+    t = audit.thresholds
+    out: list[Recommendation] = []
     for pf in audit.incidents.by_priority:
         for which, count in (("response", pf.response), ("resolution", pf.resolution)):
             percent = count.percent
@@ -287,6 +351,13 @@ def recommend(audit: Audit) -> list[Recommendation]:
                         percent,
                     )
                 )
+    return out
+
+
+def _rules(audit: Audit) -> list[Recommendation]:
+    """Rules that open more incidents than anyone can act on."""
+    t = audit.thresholds
+    out: list[Recommendation] = []
     for r in audit.incidents.noisiest:
         if r.incidents >= t.noisy_rule_incidents or r.reopens >= 3:
             out.append(
@@ -299,9 +370,6 @@ def recommend(audit: Audit) -> list[Recommendation]:
                     -r.noise,
                 )
             )
-    out.sort(
-        key=lambda r: (SEVERITY_RANK[r.severity], AREA_RANK.get(r.area, 99), r.urgency, r.text)
-    )
     return out
 
 
