@@ -27,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from watcher.app.daemon import App  # noqa: E402
-from watcher.config.models import load_config  # noqa: E402
+from watcher.config.load import load_config  # noqa: E402
 
 
 def memory() -> dict[str, int]:

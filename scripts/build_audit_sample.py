@@ -26,7 +26,8 @@ from tests.support.helpers import Clock, result  # noqa: E402
 from watcher.app.pipeline import Engine  # noqa: E402
 from watcher.audit.build import build_audit  # noqa: E402
 from watcher.audit.report_html import render_html  # noqa: E402
-from watcher.config.models import Config, load_config  # noqa: E402
+from watcher.config.load import load_config  # noqa: E402
+from watcher.config.models import Config  # noqa: E402
 from watcher.store import Store  # noqa: E402
 
 PICTURE = ROOT / "docs" / "img" / "audit-sample.png"

@@ -50,7 +50,7 @@ import importlib, os, signal, sys
 from datetime import UTC, datetime
 from tests.support.helpers import result
 from watcher.app.daemon import build_integrations
-from watcher.config.models import load_config
+from watcher.config.load import load_config
 from watcher.app.pipeline import Engine
 from watcher.delivery.httpclient import HttpClients
 from watcher.core.metrics import Metrics

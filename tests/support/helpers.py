@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from probes.base import Result
-from watcher.config.models import Config, load_config
+from watcher.config.load import load_config
+from watcher.config.models import Config
 
 
 def write_config(

@@ -28,7 +28,8 @@ from probes.base import ProbeContext, Result
 from watcher import __version__
 from watcher.app.pipeline import Engine
 from watcher.audit.schedule import AuditScheduler
-from watcher.config.models import Config, ConfigError, load_config
+from watcher.config.load import load_config
+from watcher.config.models import Config, ConfigError
 from watcher.core.metrics import Metrics
 from watcher.delivery.acks import HelpdeskPoller
 from watcher.delivery.escalation import ESCALATION_ROUTE, EscalationMailer

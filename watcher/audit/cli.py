@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from watcher.config.models import AuditSchedule, load_config
+from watcher.config.load import load_config
+from watcher.config.models import AuditSchedule
 from watcher.core.durations import parse_duration
 
 __all__ = ["register", "cmd_audit"]

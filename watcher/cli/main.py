@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from watcher import __version__
-from watcher.config.models import Config, ConfigError, load_config
+from watcher.config.load import load_config
+from watcher.config.models import Config, ConfigError
 from watcher.core.secret import redact
 from watcher.statefile import StateFileError, StateLocked
 

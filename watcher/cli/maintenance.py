@@ -72,7 +72,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _open(args: argparse.Namespace) -> tuple[Any, Any]:
-    from watcher.config.models import load_config
+    from watcher.config.load import load_config
     from watcher.store import Store
 
     config = load_config(args.config)

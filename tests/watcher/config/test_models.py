@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.helpers import config_from, write_config
-from watcher.config.models import ConfigError, load_config
+from watcher.config.load import load_config
+from watcher.config.models import ConfigError
 from watcher.core.secret import Secret
 
 BROKEN = Path(__file__).resolve().parents[2] / "configs" / "broken"
