@@ -159,6 +159,8 @@ class ProbeConfig(BaseModel):
     name: str | None = None
     interval: timedelta | None = None
     timeout: timedelta | None = None
+    # every figure of this check on /metrics, not only success, duration and cert expiry
+    detail_metrics: bool = False
 
     @field_validator("interval", mode="before")
     @classmethod

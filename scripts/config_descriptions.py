@@ -49,7 +49,7 @@ COMMON: dict[str, str] = {
 DESCRIPTIONS: dict[str, str] = {
     # --- top level ---------------------------------------------------------------------
     "site": "Site name: in every ticket subject (`[P1][site] ...`), fingerprint and report.",
-    "state": "SQLite state file (incidents, outbox, history); relative to watcher.yml's folder.",
+    "state": "Where the state (incidents, outbox, history) lives: a SQLite file, relative to watcher.yml's folder, or a `postgresql://` URL (libpq environment and `sslmode` honoured).",
     "listen": "Address of /metrics, /healthz, the status page, check-ins and the API; `null` turns HTTP off.",
     "api_token": "Bearer token for every endpoint that changes state (ack, resolve, maintenance, check-ins without their own token).",
     "log_level": "Log level of the daemon (logs go to standard error).",
@@ -68,6 +68,7 @@ DESCRIPTIONS: dict[str, str] = {
     "maintenance": "Maintenance windows: notifications held back, monitoring goes on.",
     "outages": "Groups whose simultaneous failures are one incident.",
     "flapping": "Flap detection for every incident (a target may have its own).",
+    "metrics": "What /metrics exports per check beyond success, duration and certificate expiry.",
     # --- defaults ----------------------------------------------------------------------
     "defaults.interval": "How often each check runs.",
     "defaults.timeout": "How long one check may take; past it (plus 2 s) it is an `error`.",
@@ -188,6 +189,8 @@ DESCRIPTIONS: dict[str, str] = {
     "flapping.window": "How many of the check's last results are counted (3-100).",
     "flapping.high": "Start flapping at this percentage of state changes in the window.",
     "flapping.low": "Stop flapping below this percentage (must be below `high`).",
+    # --- metrics -----------------------------------------------------------------------
+    "metrics.detail": "Every check also exports each figure its probe measures, one family per meaning (`watcher_probe_used_ratio`), with per-item success and errors; many series, off by default (one probe: its `detail_metrics`).",
     # --- rule packs --------------------------------------------------------------------
     "pack.description": "What the pack is for.",
     "pack.priorities": "Priorities `P1` to `P9` and their SLA policy.",
@@ -218,6 +221,7 @@ DESCRIPTIONS: dict[str, str] = {
     "pack.rules[].runbook": "Runbook link put on tickets.",
     # --- every probe -------------------------------------------------------------------
     "probe.name": "The check's name (default: the kind); needed for a second probe of one kind on a target.",
+    "probe.detail_metrics": "Export every figure this check measures on /metrics (as `metrics.detail` does for all checks).",
     "probe.timeout": "How long one check may take; default: the target's `timeout`, else `defaults.timeout`.",
     # --- agent_checkins ----------------------------------------------------------------
     "probe.agent_checkins.url": "The device manager's device-list API.",

@@ -28,6 +28,7 @@ packages=(
   chromium
   iproute2 procps util-linux sqlite3 ca-certificates
   prometheus-alertmanager
+  postgresql
 )
 if [ "$want_bench" = 1 ]; then
   packages+=(nginx-light monitoring-plugins curl)

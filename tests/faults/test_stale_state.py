@@ -29,8 +29,8 @@ from tests.support.rig import Rig
 from tests.support.ssh_helpers import context, new_pool, run_check, settings_for_sshd
 from watcher.app.pipeline import Engine
 from watcher.audit.build import build_audit
-from watcher.core.metrics import Metrics
 from watcher.schedule.scheduler import Job, Scheduler
+from watcher.web.metrics import Metrics
 
 
 def _ssh_config(sshd: Sshd, known_hosts: Path, disk: str) -> str:

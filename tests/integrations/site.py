@@ -16,12 +16,12 @@ from probes.base import Result
 from tests.support.helpers import Clock, config_from, result
 from watcher.app.daemon import build_integrations
 from watcher.app.pipeline import Engine
-from watcher.core.metrics import Metrics
 from watcher.delivery.acks import HelpdeskPoller
 from watcher.delivery.httpclient import HttpClients
 from watcher.delivery.outbox import Dispatcher
 from watcher.engine.incident import Incident
 from watcher.store import Store
+from watcher.web.metrics import Metrics
 
 # Two rules on one TCP check (the SMTP port): refused for a moment is P2, for ten
 # minutes P1. The first replaces the shipped pack's tcp-down of the same name.
@@ -53,7 +53,7 @@ from watcher.app.daemon import build_integrations
 from watcher.config.load import load_config
 from watcher.app.pipeline import Engine
 from watcher.delivery.httpclient import HttpClients
-from watcher.core.metrics import Metrics
+from watcher.web.metrics import Metrics
 from watcher.delivery.outbox import Dispatcher
 from watcher.store import Store
 

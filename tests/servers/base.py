@@ -105,6 +105,7 @@ _SERVER_EXES = {
     "prometheus-alertmanager",
     "prometheus-blackbox-exporter",
     "ruby3.1",  # Redmine's WEBrick
+    "postgres",
 }
 
 

@@ -13,6 +13,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from .certs import TestPKI, make_test_pki
 from .disk import SmallFs
 from .httpd import HTTPTestServer
 from .mail import MailServer, SmtpSink
+from .postgres import PostgresServer
 from .prometheus import BlackboxExporter, Prometheus
 from .redmine import Redmine
 from .rt import RequestTracker
@@ -261,3 +263,23 @@ def blackbox_exporter(test_pki: TestPKI) -> Iterator[BlackboxExporter]:
     exporter = BlackboxExporter(make_workdir("blackbox"), ca_file=test_pki.ca.cert_path).start()
     yield exporter
     exporter.stop()
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """PostgreSQL 15 for the session; ``postgres.new_url()`` is a fresh database."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_location(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a test's state lives, once per backend: a new SQLite file, or a new
+    database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return tmp_path / "state" / "watcher.db"
+    return request.getfixturevalue("postgres").new_url()

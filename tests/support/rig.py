@@ -16,12 +16,12 @@ from tests.support.helpers import Clock, config_from
 from watcher.app.daemon import build_integrations, build_jobs
 from watcher.app.pipeline import Engine
 from watcher.config.models import Config
-from watcher.core.metrics import Metrics
 from watcher.delivery.httpclient import HttpClients
 from watcher.delivery.outbox import Dispatcher
 from watcher.schedule.scheduler import Job
 from watcher.store import Store
 from watcher.transports import Runners
+from watcher.web.metrics import Metrics
 
 
 class Rig:

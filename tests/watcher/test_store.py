@@ -17,8 +17,8 @@ BODY = {"subject": "[P1][acme] web: down", "body": "x" * 5000}
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "w.db")
+def store(state_location: str | Path) -> Iterator[Store]:
+    s = Store(state_location)
     yield s
     s.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -38,8 +39,8 @@ def _disk_history(
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "w.db")
+def store(state_location: str | Path) -> Iterator[Store]:
+    s = Store(state_location)
     yield s
     s.close()
 

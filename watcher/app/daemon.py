@@ -30,7 +30,6 @@ from watcher.app.pipeline import Engine
 from watcher.audit.schedule import AuditScheduler
 from watcher.config.load import load_config
 from watcher.config.models import Config, ConfigError
-from watcher.core.metrics import Metrics
 from watcher.delivery.acks import HelpdeskPoller
 from watcher.delivery.escalation import ESCALATION_ROUTE, EscalationMailer
 from watcher.delivery.httpclient import HttpClients
@@ -47,6 +46,7 @@ from watcher.store import SCHEMA_VERSION, StateWriteError, Store
 from watcher.transports import Runners
 from watcher.web.api import DaemonApi
 from watcher.web.checkins import attach as attach_checkins
+from watcher.web.metrics import Metrics
 from watcher.web.server import (
     WebServer,
 )
@@ -243,13 +243,22 @@ class App:
         self.config = config or load_config(self.config_path)
         # What the header tells is refused before a lock file appears beside the file;
         # the store reads the rest under the lock, and a refusal takes the lock file away.
-        check_state_file(self.config.state_path, SCHEMA_VERSION, contents=False)
-        self._lock_fds = acquire_run_lock(self.config.state_path)
-        try:
-            self.store = Store(self.config.state_path)
-        except BaseException:
-            release_run_lock(self._lock_fds, self.config.state_path)
-            raise
+        self._lock_fds: tuple[int, int] | None = None
+        if self.config.state_is_database:
+            self.store = Store(self.config.state_location)
+            try:
+                self.store.acquire_run_lock()
+            except BaseException:
+                self.store.close()
+                raise
+        else:
+            check_state_file(self.config.state_path, SCHEMA_VERSION, contents=False)
+            self._lock_fds = acquire_run_lock(self.config.state_path)
+            try:
+                self.store = Store(self.config.state_path)
+            except BaseException:
+                release_run_lock(self._lock_fds, self.config.state_path)
+                raise
         self.metrics = Metrics()
         self.http = HttpClients()
         self.runners = Runners(self.config.model, base_dir=self.config.base_dir)
@@ -273,7 +282,7 @@ class App:
             self.engine, self.store, build_integrations(self.config, self.http)
         )
         self.scheduler = self._scheduler(self.config)
-        self.metrics.watch_results(self.engine.latest)
+        self.metrics.watch_results(self.engine.latest, lambda: self.config.model)
         self.metrics.watch_state(
             self.engine.incident_counts, self.store.outbox_counts, self.engine.held_counts
         )
@@ -353,7 +362,8 @@ class App:
             self.web.stop()
         self.runners.close()
         self.store.close()
-        release_run_lock(self._lock_fds)
+        if self._lock_fds is not None:
+            release_run_lock(self._lock_fds)
         log.info("stopped")
 
     def reload(self) -> bool:
@@ -368,7 +378,10 @@ class App:
             log.exception("config reload failed, keeping the running config")
             self.metrics.config_reloads.labels("refused").inc()
             return False
-        if new.state_path != self.config.state_path or new.model.listen != self.config.model.listen:
+        if (
+            new.state_location != self.config.state_location
+            or new.model.listen != self.config.model.listen
+        ):
             log.warning("state: and listen: changes take effect at the next restart")
         old_scheduler = self.scheduler
         old_scheduler.stop(wait_for_probes=False, cut=False)

@@ -9,7 +9,6 @@ persists what they return.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +24,7 @@ from watcher.engine.incident import Action, Incident, fingerprint_of
 from watcher.engine.outage import OUTAGE_PROBE
 from watcher.engine.suppression import Suppressor
 from watcher.engine.tracker import Policy, Step
-from watcher.store import Store
+from watcher.store import Store, Tx
 
 __all__ = ["Engine", "utcnow"]
 
@@ -153,7 +152,7 @@ class Engine:
             steps.extend(self._settle_outages(db, grouping, now))
         return steps
 
-    def _answered_per_item(self, db: sqlite3.Connection, results: Sequence[Result]) -> list[Step]:
+    def _answered_per_item(self, db: Tx, results: Sequence[Result]) -> list[Step]:
         """Clears what a check left when it failed as a whole with one unlabelled error
         (as a check whose items are found at run time does) once it answers per item
         again: no later result has that key, so nothing else would ever replace the error
@@ -182,9 +181,7 @@ class Engine:
             steps.append(step)
         return steps
 
-    def _settle_outages(
-        self, db: sqlite3.Connection, grouping: Sequence[str], now: datetime
-    ) -> list[Step]:
+    def _settle_outages(self, db: Tx, grouping: Sequence[str], now: datetime) -> list[Step]:
         """After a batch: the outages assessed from what it opened, then the members it
         held back for that linked to their outage, or released to notify on their own."""
         gate = self.suppressor
@@ -338,7 +335,7 @@ class Engine:
     # ------------------------------------------------------------------ internals
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> Iterator[Tx]:
         """A transaction after whose commit the dispatchers of new actions are woken."""
         kept = dict(self._incidents)  # steps replace incidents, never change them in place
         try:
@@ -358,7 +355,7 @@ class Engine:
         for fingerprint in holding:
             self.on_hold(fingerprint)
 
-    def _apply(self, db: sqlite3.Connection, step: Step, now: datetime) -> None:
+    def _apply(self, db: Tx, step: Step, now: datetime) -> None:
         incident = step.incident
         if incident is None or not step.changed:
             return
@@ -394,9 +391,7 @@ class Engine:
             r.priority in priorities and priorities[r.priority].ticket for r in rules.values()
         )
 
-    def _enqueue(
-        self, db: sqlite3.Connection, incident: Incident, action: Action, now: datetime
-    ) -> None:
+    def _enqueue(self, db: Tx, incident: Incident, action: Action, now: datetime) -> None:
         names = self.routes[action.role]
         if not names:
             return

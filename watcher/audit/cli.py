@@ -91,11 +91,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if since <= timedelta(0):
         return _fail("--since must be longer than zero")
     fmt = args.format or (schedule.format if schedule else "html")
-    if not config.state_path.exists():
+    if not config.state_is_database and not config.state_path.exists():
         return _fail(
             f"no history at {config.state_path}: watcher has not run here yet", EXIT_FAILING
         )
-    store = Store(config.state_path)
+    store = Store(config.state_location)
     try:
         audit = build_audit(
             store,

@@ -116,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _extend(sub: Any, common: argparse.ArgumentParser) -> None:
     """Commands that live in their own modules add themselves here."""
-    for module_name in ("watcher.audit.cli", "watcher.cli.maintenance"):
+    for module_name in ("watcher.audit.cli", "watcher.cli.maintenance", "watcher.cli.state"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError:
@@ -151,10 +151,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _round(config: Config, targets: list[str] | None) -> list[Any]:
     from watcher.app.daemon import build_jobs
-    from watcher.core.metrics import Metrics
     from watcher.delivery.httpclient import HttpClients
     from watcher.schedule.scheduler import Scheduler
     from watcher.transports import Runners
+    from watcher.web.metrics import Metrics
 
     known = {t.name for t in config.model.targets}
     for name in targets or []:
@@ -210,10 +210,10 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     from watcher.store import Store
 
     config = load_config(args.config)
-    if not config.state_path.exists():
+    if not config.state_is_database and not config.state_path.exists():
         print(f"no state yet at {config.state_path}: watcher has not run", file=sys.stderr)
         return EXIT_OK if args.action == "list" else EXIT_FAILING
-    store = Store(config.state_path)
+    store = Store(config.state_location)
     try:
         if args.action == "list":
             items = (
@@ -314,11 +314,10 @@ def _request(args: argparse.Namespace, config: Config, store: Any, incident_id: 
     """Acks and resolves go through whoever owns the incidents: the running daemon if
     there is one (it applies queued requests within a second), else this process."""
     from watcher.app.daemon import apply_requests, build_integrations
-    from watcher.statefile import state_is_locked
 
     now = datetime.now(UTC)
     request_id = store.request(args.action, incident_id, args.by, args.note, now)
-    if state_is_locked(config.state_path):
+    if store.run_locked():
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             outcome = store.request_outcome(request_id)
@@ -332,9 +331,9 @@ def _request(args: argparse.Namespace, config: Config, store: Any, incident_id: 
         )
         return EXIT_FAILING
     from watcher.app.pipeline import Engine
-    from watcher.core.metrics import Metrics
     from watcher.delivery.httpclient import HttpClients
     from watcher.delivery.outbox import Dispatcher
+    from watcher.web.metrics import Metrics
 
     engine = Engine(config, store)
     apply_requests(engine, store)
@@ -350,11 +349,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     target = config.targets.get(args.target)
-    if target is None and config.state_path.exists():
+    has_state = config.state_is_database or config.state_path.exists()
+    if target is None and has_state:
         # a target only Alertmanager names (its alerts' instance label) has results, no config
         from watcher.store import Store as _Store
 
-        known = _Store(config.state_path).latest(args.target)
+        known = _Store(config.state_location).latest(args.target)
         if known:
             from watcher.config.models import Target
 
@@ -367,7 +367,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 )
             ]
         )
-    store = Store(config.state_path) if config.state_path.exists() else None
+    store = Store(config.state_location) if has_state else None
     results = [] if args.run or store is None else store.latest(args.target)
     source = "latest recorded results"
     if not results:
@@ -406,12 +406,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             )
             fingerprint = fingerprint_of(config.site, result.target, ev.group)
             if store is not None:
-                found = store.query(
-                    "SELECT id, state, priority FROM incidents WHERE fingerprint=? ORDER BY id DESC LIMIT 1",
-                    (fingerprint,),
-                )
-                if found:
-                    row = found[0]
+                row = store.latest_incident(fingerprint)
+                if row is not None:
                     print(
                         f"    incident {row['id']} ({row['state']}, {row['priority']}) group {ev.group!r}"
                     )

@@ -76,7 +76,7 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any]:
     from watcher.store import Store
 
     config = load_config(args.config)
-    return config, Store(config.state_path)
+    return config, Store(config.state_location)
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -180,9 +180,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _removed(store: Any) -> list[dict[str, Any]]:
     out = []
-    for row in store.query(
-        "SELECT id, name, spec, reason, created_by, created_at, removed_at, removed_by FROM maintenance WHERE removed_at IS NOT NULL ORDER BY id"
-    ):
+    for row in store.maintenance_windows(removed=True):
         spec = json.loads(row["spec"])
         out.append(
             {

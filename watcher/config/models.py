@@ -454,6 +454,12 @@ class Target(Model):
         return interval, timeout
 
 
+class MetricsSettings(Model):
+    """What /metrics exports beyond each check's success, duration and certificate expiry."""
+
+    detail: bool = False
+
+
 class Integrations(Model):
     tickets: list[Any] = []
     paging: list[Any] = []
@@ -494,6 +500,7 @@ class WatcherConfig(Model):
     maintenance: list[MaintenanceConfig] = []
     outages: list[OutageConfig] = []
     flapping: FlappingConfig = FlappingConfig()
+    metrics: MetricsSettings = MetricsSettings()
 
     @field_validator("site")
     @classmethod
@@ -557,6 +564,16 @@ class Config:
     @property
     def state_path(self) -> Path:
         return self.path(self.model.state)
+
+    @property
+    def state_is_database(self) -> bool:
+        """state: names a PostgreSQL database (a URL), not a SQLite file."""
+        return self.model.state.startswith(("postgresql://", "postgres://"))
+
+    @property
+    def state_location(self) -> str | Path:
+        """What the store opens: the PostgreSQL URL as written, or the file's path."""
+        return self.model.state if self.state_is_database else self.state_path
 
     @property
     def targets(self) -> dict[str, Target]:

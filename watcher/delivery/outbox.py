@@ -25,12 +25,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from integrations.base import Integration, PermanentError, TicketContent, TicketRef, TransientError
-from watcher.core.metrics import Metrics
 from watcher.core.secret import redact
 from watcher.schedule.deadline import Deadline
-from watcher.store import OutboxRow, Outcome, Store
+from watcher.store import OutboxRow, Outcome, StateWriteError, Store
+
+if TYPE_CHECKING:
+    from watcher.web.metrics import Metrics
 
 __all__ = ["Dispatcher", "backoff"]
 
@@ -193,6 +196,8 @@ class Dispatcher:
                 next_due = self.store.next_due(name)
                 if next_due is not None and writable:
                     wait = min(wait, max(0.05, next_due - self.clock().timestamp()))
+            except StateWriteError:
+                wait = 5.0  # the store reports a state it cannot reach, once a minute
             except (
                 Exception
             ):  # a dead worker would stop this integration's deliveries until a restart

@@ -332,31 +332,19 @@ class Window:
 
 def add_window(store: Any, config: MaintenanceConfig, *, by: str, now: datetime) -> int:
     """Keeps a window added by hand; the daemon sees it at its next step."""
-    with store.transaction() as db:
-        cursor = db.execute(
-            "INSERT INTO maintenance (name, spec, reason, created_by, created_at) VALUES (?, ?, ?, ?, ?)",
-            (config.name, json.dumps(config.spec()), config.reason, by, now.isoformat()),
-        )
-        return int(cursor.lastrowid or 0)
+    return int(store.add_maintenance(config.name, config.spec(), config.reason, by, now))
 
 
 def remove_window(store: Any, window_id: int, *, by: str, now: datetime) -> bool:
     """Ends a stored window now (it stays in the table, stamped); False if none is live."""
-    with store.transaction() as db:
-        cursor = db.execute(
-            "UPDATE maintenance SET removed_at=?, removed_by=? WHERE id=? AND removed_at IS NULL",
-            (now.isoformat(), by, window_id),
-        )
-        return cursor.rowcount > 0
+    return bool(store.remove_maintenance(window_id, by, now))
 
 
 def stored_windows(store: Any, default_timezone: str) -> list[Window]:
     from pydantic import ValidationError
 
     windows = []
-    for row in store.query(
-        "SELECT id, spec, created_by, created_at FROM maintenance WHERE removed_at IS NULL ORDER BY id"
-    ):
+    for row in store.maintenance_windows():
         try:
             config = MaintenanceConfig.model_validate(json.loads(row["spec"]))
         except (ValueError, ValidationError) as exc:  # a row written by hand: skip it, say so
@@ -377,8 +365,7 @@ def stored_windows(store: Any, default_timezone: str) -> list[Window]:
 
 
 def _table_stamp(store: Any) -> tuple[Any, ...]:
-    row = store.query("SELECT count(*), max(id), max(removed_at) FROM maintenance")[0]
-    return tuple(row)
+    return tuple(store.maintenance_stamp())
 
 
 class Maintenance:

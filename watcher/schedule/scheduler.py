@@ -29,12 +29,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from probes.base import Probe, ProbeContext, Result, item_labels, run_probe
-from watcher.core.metrics import Metrics
 from watcher.schedule.deadline import Deadline
 from watcher.schedule.workers import DaemonPool
 
 if TYPE_CHECKING:
     from watcher.config.models import ProbeSpec, Target
+    from watcher.web.metrics import Metrics
 
 __all__ = ["Job", "Scheduler", "HARD_TIMEOUT_GRACE"]
 

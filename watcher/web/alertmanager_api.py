@@ -75,19 +75,6 @@ FORGET_AFTER = timedelta(days=1)
 # The label the alertmanager integration puts on watcher's own incidents.
 ECHO_LABEL = "watcher_fingerprint"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS alertmanager_alerts (
-    key TEXT PRIMARY KEY,
-    target TEXT NOT NULL,
-    target_label TEXT NOT NULL,
-    status TEXT NOT NULL,
-    starts_at TEXT NOT NULL,
-    heard_at TEXT NOT NULL,
-    alert TEXT NOT NULL,
-    source TEXT NOT NULL
-)
-"""
-
 
 @dataclass(frozen=True)
 class AlertState:
@@ -208,10 +195,8 @@ class AlertReceiver:
         self.limiter = limiter or RateLimiter(RATE_PER_SECOND, RATE_BURST)
         self._lock = threading.RLock()
         self._emitted: dict[str, datetime] = {}
-        with store.transaction() as db:
-            db.execute(_SCHEMA)
         self._states: dict[str, AlertState] = {}
-        for row in store.query("SELECT * FROM alertmanager_alerts"):
+        for row in store.kept_alerts():
             try:
                 state = AlertState(
                     key=row["key"],
@@ -305,8 +290,7 @@ class AlertReceiver:
         ]
         if not old:
             return
-        with self.store.transaction() as db:
-            db.executemany("DELETE FROM alertmanager_alerts WHERE key=?", [(k,) for k in old])
+        self.store.forget_alerts(old)
         for key in old:
             self._states.pop(key, None)
             self._emitted.pop(key, None)
@@ -358,25 +342,22 @@ class AlertReceiver:
     # ------------------------------------------------------------------ posts
 
     def _save(self, states: Sequence[AlertState]) -> None:
-        with self.store.transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO alertmanager_alerts "
-                "(key, target, target_label, status, starts_at, heard_at, alert, source) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        s.key,
-                        s.target,
-                        s.target_label,
-                        s.status,
-                        s.starts_at.isoformat(),
-                        s.heard_at.isoformat(),
-                        _alert_to_json(s.alert),
-                        s.source,
-                    )
-                    for s in states
-                ],
-            )
+        # Columns in the store's ALERT_COLUMNS order.
+        self.store.keep_alerts(
+            [
+                (
+                    s.key,
+                    s.target,
+                    s.target_label,
+                    s.status,
+                    s.starts_at.isoformat(),
+                    s.heard_at.isoformat(),
+                    _alert_to_json(s.alert),
+                    s.source,
+                )
+                for s in states
+            ]
+        )
         for state in states:
             self._states[state.key] = state
 

@@ -50,14 +50,7 @@ class DaemonApi:
         attach_alertmanager(self.app).routes(web)
 
     def _metrics(self, request: Request) -> Response:
-        gzip = "gzip" in request.headers.get("accept-encoding", "")
-        body = self.app.metrics.exposition(gzip=gzip)
-        headers = (
-            {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
-            if gzip
-            else {"Vary": "Accept-Encoding"}
-        )
-        return Response(200, body, "text/plain; version=0.0.4; charset=utf-8", headers)
+        return self.app.metrics.respond(request)
 
     def _healthz(self, request: Request) -> Response:
         ok, why = self.app.healthy

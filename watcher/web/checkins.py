@@ -304,34 +304,28 @@ class Checkins:
             cached = self._states.get(name)
             if cached is not None:
                 return cached
-            rows = self.store.query("SELECT * FROM checkins WHERE name=?", (name,))
-            if rows:
-                state = _state_from_row(rows[0])
+            row = self.store.checkin(name)
+            if row is not None:
+                state = _state_from_row(row)
             else:
                 state = CheckinState(name=name, first_seen=now or self.clock())
-                with self.store.transaction() as db:
-                    db.execute(
-                        "INSERT OR IGNORE INTO checkins (name, first_seen) VALUES (?, ?)",
-                        (name, state.first_seen.isoformat()),
-                    )
+                self.store.add_checkin(name, state.first_seen)
             self._states[name] = state
             return state
 
     def _record(self, state: CheckinState) -> None:
-        with self.store.transaction() as db:
-            db.execute(
-                "UPDATE checkins SET last_ok_at=?, last_fail_at=?, exit_code=?, note=?, pings=?, failures=?, resumed_at=? WHERE name=?",
-                (
-                    _iso(state.last_ok_at),
-                    _iso(state.last_fail_at),
-                    state.exit_code,
-                    state.note,
-                    state.pings,
-                    state.failures,
-                    _iso(state.resumed_at),
-                    state.name,
-                ),
-            )
+        self.store.save_checkin(
+            state.name,
+            {
+                "last_ok_at": _iso(state.last_ok_at),
+                "last_fail_at": _iso(state.last_fail_at),
+                "exit_code": state.exit_code,
+                "note": state.note,
+                "pings": state.pings,
+                "failures": state.failures,
+                "resumed_at": _iso(state.resumed_at),
+            },
+        )
         self._states[state.name] = state
 
     def _resume(self, now: datetime) -> None:

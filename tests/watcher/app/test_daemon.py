@@ -42,7 +42,7 @@ def test_the_shipped_config_runs_probes_this_machine_and_serves_metrics(tmp_path
         assert {r["status"] for r in results} == {"ok"}, results
         status, metrics = daemon.get("/metrics")
         assert status == 200
-        assert 'watcher_probe_success{item="/",probe="disk",target="this-host"} 1.0' in metrics
+        assert 'watcher_check_success{target="this-host",check="disk"} 1' in metrics
         ok, output = promtool_check_metrics(metrics)
         assert ok, output
         status, html = daemon.get("/")
@@ -209,7 +209,7 @@ def test_prometheus_scrapes_the_metrics_endpoint(tmp_path: Path, prometheus_fact
         assert prometheus.wait_for_scrape("watcher", timeout=60) == ""
 
         def scraped() -> list:
-            return prometheus.query('watcher_probe_success{probe="disk"}')
+            return prometheus.query('watcher_check_success{check="disk"}')
 
         daemon.wait_for(scraped, 30, "a probe metric in Prometheus")
     finally:

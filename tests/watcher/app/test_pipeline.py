@@ -31,11 +31,11 @@ integrations:
 
 
 class Site:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, state: str | Path | None = None) -> None:
         self.directory = directory
         self.clock = Clock()
         self.config = config_from(directory, CONFIG)
-        self.store = Store(self.config.state_path)
+        self.store = Store(state or self.config.state_path)
         self.engine = Engine(self.config, self.store, clock=self.clock)
 
     def disk(self, target: str, used: float) -> None:
@@ -71,8 +71,8 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    s = Site(tmp_path)
+def site(tmp_path: Path, state_location: str | Path) -> Iterator[Site]:
+    s = Site(tmp_path, state_location)
     yield s
     s.store.close()
 

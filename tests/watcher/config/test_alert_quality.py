@@ -17,7 +17,7 @@ from tests.servers.prometheus import promtool_check_metrics
 from tests.support.helpers import config_from
 from tests.support.rig import Rig
 from watcher.config.models import ConfigError
-from watcher.core.metrics import Metrics
+from watcher.web.metrics import Metrics
 
 HELPDESK = "support@helpdesk.example"
 HOTLINE = "emergency@support.example"

@@ -21,9 +21,9 @@ from integrations.base import (
 )
 from tests.support.helpers import Clock, config_from, result
 from watcher.app.pipeline import Engine
-from watcher.core.metrics import Metrics
 from watcher.delivery.outbox import Dispatcher
 from watcher.store import Store
+from watcher.web.metrics import Metrics
 
 ROUTE = "tickets/helpdesk"
 CONFIG = """
@@ -77,10 +77,10 @@ class Helpdesk(Integration):
 
 
 class Watcher:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, state: str | Path | None = None) -> None:
         self.clock = Clock()
         self.config = config_from(tmp_path, CONFIG)
-        self.store = Store(self.config.state_path)
+        self.store = Store(state or self.config.state_path)
         self.helpdesk = Helpdesk()
         self.dispatcher = Dispatcher(
             self.store, {ROUTE: self.helpdesk}, Metrics(), clock=self.clock, base_delay=0.0
@@ -106,8 +106,8 @@ class Watcher:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Watcher:
-    w = Watcher(tmp_path)
+def site(tmp_path: Path, state_location: str | Path) -> Watcher:
+    w = Watcher(tmp_path, state_location)
     yield w
     w.close()
 

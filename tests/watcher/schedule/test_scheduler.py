@@ -11,9 +11,9 @@ import pytest
 import watcher.schedule.scheduler
 from probes.base import Outcome, Probe, ProbeConfig, ProbeContext, Result
 from tests.support.helpers import config_from
-from watcher.core.metrics import Metrics
 from watcher.delivery.httpclient import HttpClients
 from watcher.schedule.scheduler import Job, Scheduler
+from watcher.web.metrics import Metrics
 
 
 class Stuck(Probe):
