@@ -36,13 +36,13 @@ from watcher.delivery.httpclient import HttpClients
 from watcher.delivery.outbox import Dispatcher
 from watcher.engine import tracker
 from watcher.schedule.scheduler import Job, Scheduler
-from watcher.statefile import (
+from watcher.store import SCHEMA_VERSION, StateWriteError, Store
+from watcher.store.sqlite_file import (
     StateLocked,
     acquire_run_lock,
     check_state_file,
     release_run_lock,
 )
-from watcher.store import SCHEMA_VERSION, StateWriteError, Store
 from watcher.transports import Runners
 from watcher.web.api import DaemonApi
 from watcher.web.checkins import attach as attach_checkins

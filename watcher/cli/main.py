@@ -23,7 +23,7 @@ from watcher import __version__
 from watcher.config.load import load_config
 from watcher.config.models import Config, ConfigError
 from watcher.core.secret import redact
-from watcher.statefile import StateFileError, StateLocked
+from watcher.store.sqlite_file import StateFileError, StateLocked
 
 EXIT_OK, EXIT_FAILING, EXIT_CONFIG = 0, 1, 2
 # What a helpdesk's refusal most likely means, said before its own words
