@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from probes.base import Result
 from watcher.engine.incident import public_view
 from watcher.web.alertmanager_api import attach as attach_alertmanager
+from watcher.web.console import Console
 from watcher.web.maintenance_api import routes as maintenance_routes
 from watcher.web.server import (
     ClientError,
@@ -48,6 +49,7 @@ class DaemonApi:
         self.app.checkins.routes(web)
         maintenance_routes(web, self.app)
         attach_alertmanager(self.app).routes(web)
+        Console(self.app).routes(web)
 
     def _metrics(self, request: Request) -> Response:
         return self.app.metrics.respond(request)
