@@ -12,12 +12,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import PlainValidator
 
-from watcher.core.durations import parse_duration, parse_interval
+from watcher.core.durations import parse_duration, parse_interval, parse_retry_interval
 
 __all__ = [
     "Duration",
     "Interval",
     "OptionalInterval",
+    "OptionalRetryInterval",
+    "RetryInterval",
     "OptionalDuration",
     "check_regex",
     "check_timezone",
@@ -31,6 +33,11 @@ OptionalDuration = Annotated[
 Interval = Annotated[timedelta, PlainValidator(parse_interval)]
 OptionalInterval = Annotated[
     timedelta | None, PlainValidator(lambda v: None if v is None else parse_interval(v))
+]
+RetryInterval = Annotated[timedelta, PlainValidator(parse_retry_interval)]
+OptionalRetryInterval = Annotated[
+    timedelta | None,
+    PlainValidator(lambda v: None if v is None else parse_retry_interval(v)),
 ]
 
 
