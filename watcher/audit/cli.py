@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from watcher.config.load import load_config
+from watcher.config.load import load_config, load_for_reading
 from watcher.config.models import AuditSchedule
 from watcher.core.durations import parse_duration
 
@@ -61,7 +61,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from watcher.config.thresholds import Thresholds
     from watcher.store import Store
 
-    config = load_config(args.config)
+    # only mailing the report needs the relay's secrets
+    config = (load_config if args.mail or args.to else load_for_reading)(args.config)
     m = config.model
     schedule: AuditSchedule | None = None
     if args.schedule:

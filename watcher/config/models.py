@@ -46,6 +46,7 @@ from watcher.core.types import (
 )
 from watcher.core.yamlsource import (
     ConfigError,
+    ConfigIssue,
     did_you_mean,
 )
 from watcher.engine.flapping import FlappingConfig
@@ -565,6 +566,8 @@ class Config:
     model: WatcherConfig
     rules: RuleSet
     rule_files: list[Path] = field(default_factory=list)
+    # ${VAR}s not set, read as empty: only when loaded with secrets="optional"
+    unset: list[ConfigIssue] = field(default_factory=list)
 
     @property
     def site(self) -> str:

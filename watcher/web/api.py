@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from probes.base import Result
-from watcher.engine.incident import public_view
+from watcher.engine.incident import ACTIVE_STATES, public_view
 from watcher.web.alertmanager_api import attach as attach_alertmanager
 from watcher.web.console import Console
 from watcher.web.maintenance_api import routes as maintenance_routes
@@ -18,7 +18,7 @@ from watcher.web.server import (
     json_response,
     text_response,
 )
-from watcher.web.status_page import page_response, render_status_page
+from watcher.web.status_page import page_response, render_status_page, waiting_text
 
 if TYPE_CHECKING:
     from watcher.app.daemon import App
@@ -63,12 +63,17 @@ class DaemonApi:
         if problem:
             return json_response({"error": problem}, 400)
         offset, limit = _window(request.query)
-        return json_response(
+        response = json_response(
             [x.to_dict() for x in chosen[offset : offset + limit if limit else None]]
         )
+        waiting = waiting_text(self.app.scheduler.first_runs())
+        if waiting:
+            # a header, so the body stays the list clients read: why it may be short
+            response.headers["Watcher-Waiting"] = waiting
+        return response
 
     def _api_incidents(self, request: Request) -> Response:
-        states = request.query.get("state")
+        states = _incident_states(request.query.get("state"))
         items = (
             self.app.store.incidents(states=states)
             if states
@@ -127,6 +132,7 @@ class DaemonApi:
             shown=chosen[:PAGE_ROWS],
             matched=len(chosen),
             everything=everything,
+            first_runs=self.app.scheduler.first_runs(),
         )
         return page_response(html)
 
@@ -159,3 +165,17 @@ def _window(query: dict[str, list[str]]) -> tuple[int, int]:
         return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else 0
 
     return number("offset"), number("limit")
+
+
+def _incident_states(asked: list[str] | None) -> list[str] | None:
+    """The incident states a ``?state=`` filter names. ``open`` means not resolved (open and
+    acknowledged alike), because an acknowledged incident is still a problem on the site."""
+    if not asked:
+        return None
+    known = ("pending", "open", "acknowledged", "resolved")
+    states: list[str] = []
+    for value in (v for item in asked for v in item.split(",") if v):
+        if value not in known:
+            raise ClientError(400, f"unknown state {value!r}; states: {', '.join(known)}")
+        states.extend(ACTIVE_STATES if value == "open" else (value,))
+    return states
