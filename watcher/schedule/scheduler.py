@@ -70,7 +70,7 @@ class Job:
     timeout: float
     retry_interval: float | None = None  # seconds between rechecks while failing
     running: bool = False
-    started: float = 0.0  # monotonic time it was handed to the pool
+    started: float = 0.0  # monotonic time a worker took it; 0 while it waits for one
     run_number: int = 0
     overran: int = -1  # the run_number the watchdog reported, so its late result is dropped
     due: float = 0.0  # monotonic time of its next turn (a recheck's, when failing)
@@ -207,14 +207,18 @@ class Scheduler:
                 return  # a recheck still running sets this job's next turn when it ends
             if job.running:
                 self.metrics.scheduler_skipped.inc()
-                log.warning("%s is still running from its last turn; skipped this one", job.name)
+                log.warning(
+                    "%s is still %s from its last turn; skipped this one",
+                    job.name,
+                    "running" if job.started else "waiting for a worker",
+                )
                 if job.overran == job.run_number:
                     # Each turn a run past its hard timeout keeps from starting says so: the
                     # rules that hold on errors (probe-error: for 15m) need more than one.
                     self.on_results(self._overran_results(job, time.monotonic() - job.started))
                 return
             job.running = True
-            job.started = time.monotonic()
+            job.started = 0.0  # set when a worker takes it: waiting in line is not overrunning
             job.run_number += 1
             self._running.add(job)
         self._pool.submit(self._run, job, job.run_number, due)
@@ -224,6 +228,7 @@ class Scheduler:
         deadline = Deadline(job.timeout)
         with self._lock:
             job.deadline = deadline
+            job.started = time.monotonic()
         if self._cut.is_set():
             deadline.cancel()  # the stop may have looked for running checks just before
         # Lag is counted to the moment the check really starts, waiting for a worker included.
@@ -312,6 +317,7 @@ class Scheduler:
             for job in self._running:
                 if (
                     job.running
+                    and job.started
                     and job.overran != job.run_number
                     and now - job.started > job.timeout + HARD_TIMEOUT_GRACE
                 ):

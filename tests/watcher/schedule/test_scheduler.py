@@ -226,6 +226,34 @@ def test_a_check_waiting_for_a_worker_keeps_its_whole_timeout(tmp_path: Path) ->
         scheduler.stop()
 
 
+def test_a_check_waiting_for_a_worker_is_not_reported_as_past_its_timeout(
+    tmp_path: Path,
+) -> None:
+    # Under a backlog, a healthy check that only waited in the queue was reported as an
+    # error ("did not finish within its timeout") and its real result was dropped.
+    results: list[Result] = []
+    busy, waiting = Stuck(), TimeLeft()
+    scheduler = Scheduler(
+        [
+            _job(tmp_path, busy, interval=60, timeout=30),
+            _job(tmp_path, waiting, interval=60, timeout=1),
+        ],
+        workers=1,
+        on_results=results.extend,
+        metrics=Metrics(),
+        jitter=False,
+    )
+    scheduler.start()
+    try:
+        _wait(lambda: busy.calls == 1)
+        time.sleep(1 + watcher.scheduler.HARD_TIMEOUT_GRACE + 1.5)  # its timeout passes in line
+        busy.release.set()
+        _wait(lambda: waiting.seen and len(results) >= 2)
+        assert [r.status for r in results] == ["ok", "ok"], [r.message for r in results]
+    finally:
+        scheduler.stop()
+
+
 def test_stopping_cuts_a_running_check_and_drops_its_result(tmp_path: Path) -> None:
     results: list[Result] = []
     running = threading.Event()
