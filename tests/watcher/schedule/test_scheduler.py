@@ -246,7 +246,8 @@ def test_a_check_waiting_for_a_worker_is_not_reported_as_past_its_timeout(
     scheduler.start()
     try:
         _wait(lambda: busy.calls == 1)
-        time.sleep(1 + watcher.scheduler.HARD_TIMEOUT_GRACE + 1.5)  # its timeout passes in line
+        # its timeout passes in line
+        time.sleep(1 + watcher.schedule.scheduler.HARD_TIMEOUT_GRACE + 1.5)
         busy.release.set()
         _wait(lambda: waiting.seen and len(results) >= 2)
         assert [r.status for r in results] == ["ok", "ok"], [r.message for r in results]
