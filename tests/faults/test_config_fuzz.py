@@ -31,8 +31,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from watcher import cli
-from watcher.cli import main
+from watcher.cli import main as cli
+from watcher.cli.main import main
 
 EXAMPLES = int(os.environ.get("WATCHER_FUZZ_EXAMPLES", "1000"))
 MAX_SECONDS = 10.0

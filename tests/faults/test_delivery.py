@@ -16,10 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.daemon import Daemon
-from tests.helpers import write_config
 from tests.servers.base import LOOPBACK, free_port
 from tests.servers.disk import SmallFs
+from tests.support.daemon import Daemon
+from tests.support.helpers import write_config
 
 SECRET = "hook-secret-8c1e"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from watcher.config import load_config
+from watcher.config.load import load_config
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "shard_config.py"
 
