@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from probes.base import Result  # noqa: E402
 from tests.servers.base import free_port  # noqa: E402
 from watcher.app.daemon import App  # noqa: E402
-from watcher.statefile import release_run_lock  # noqa: E402
+from watcher.store.sqlite_file import release_run_lock  # noqa: E402
 from watcher.web.server import WebServer  # noqa: E402
 
 HOUR, DAY = 3600, 86400
