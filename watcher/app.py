@@ -28,6 +28,9 @@ from watcher import __version__, tracker
 from watcher.acks import HelpdeskPoller
 from watcher.audit_schedule import AuditScheduler
 from watcher.checkins import attach as attach_checkins
+from watcher.cluster import ClusterNode, default_node_name
+from watcher.cluster.deadman import DeadMansSwitch
+from watcher.cluster.node import OUTAGE_KEY
 from watcher.config import Config, ConfigError, load_config
 from watcher.engine import Engine
 from watcher.escalation import ESCALATION_ROUTE, EscalationMailer
@@ -247,17 +250,29 @@ def apply_requests(engine: Engine, store: Store) -> None:
 
 
 class App:
-    def __init__(self, config_path: str | Path, *, config: Config | None = None) -> None:
+    def __init__(
+        self,
+        config_path: str | Path,
+        *,
+        config: Config | None = None,
+        node: str | None = None,
+        listen: str | None = None,
+    ) -> None:
         tune_malloc()  # before the threads that would each take an arena
         self.config_path = Path(config_path)
         self.config = config or load_config(self.config_path)
+        self.listen = listen or self.config.model.listen
+        self.node_name = node
+        self.cluster: ClusterNode | None = None
         # What the header tells is refused before a lock file appears beside the file;
         # the store reads the rest under the lock, and a refusal takes the lock file away.
         self._lock_fds: tuple[int, int] | None = None
         if self.config.state_is_database:
+            # On PostgreSQL every watcher of the config is a cluster member: each holds
+            # the run lock shared, and the cluster's leases share the work.
             self.store = Store(self.config.state_location)
             try:
-                self.store.acquire_run_lock()
+                self.store.acquire_run_lock(shared=True)
             except BaseException:
                 self.store.close()
                 raise
@@ -291,6 +306,8 @@ class App:
         self.poller = HelpdeskPoller(
             self.engine, self.store, build_integrations(self.config, self.http)
         )
+        if self.store.is_postgres:
+            self._join_cluster()
         self.scheduler = self._scheduler(self.config)
         self.metrics.watch_results(self.engine.latest, lambda: self.config.model)
         self.metrics.watch_state(
@@ -305,20 +322,43 @@ class App:
         self.started_at = datetime.now(UTC)
 
     def _scheduler(self, config: Config) -> Scheduler:
+        cluster = self.cluster
         return Scheduler(
             build_jobs(config, self.http, self.runners, self.services),
             workers=config.model.workers,
             on_results=self.sink.put,
             metrics=self.metrics,
             jitter=config.model.defaults.jitter,
+            owns=(lambda job: cluster.owns(job.target.name)) if cluster else None,
         )
+
+    def _join_cluster(self) -> None:
+        """Makes this watcher a member of the site's cluster (PostgreSQL state): its
+        checks, incidents and deliveries are fenced by its lease (watcher/cluster)."""
+        node = ClusterNode(
+            self.store,
+            self.node_name or default_node_name(),
+            self.config.model.cluster.lease.total_seconds(),
+            listen=self.listen,
+            on_change=lambda: self.engine.reload(),
+        )
+        self.cluster = node
+        self.engine.owns = node.owns
+        self.engine.owns_outages = lambda: node.owns(OUTAGE_KEY)
+        self.poller.leads = lambda: node.is_leader
+        self.audits.leads = lambda: node.is_leader
+        self.store.fence = node.fence
+        self.store.claim = node.claim
+        self.store.holds = node.holds
+        node.start()
+        self.deadman = DeadMansSwitch(node, lambda: self.config.model.dead_mans_switch)
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         m = self.config.model
-        if m.listen:
-            self.web = WebServer(m.listen, api_token=m.api_token)
+        if self.listen:
+            self.web = WebServer(self.listen, api_token=m.api_token)
             self._routes(self.web)
             self.web.start()
         self.dispatcher.start()
@@ -326,6 +366,8 @@ class App:
         self.audits.start()
         self.poller.start()
         self.scheduler.start()
+        if self.cluster is not None:
+            self.deadman.start()
         log.info(
             "watcher %s started for site %s: %d targets, %d checks, tickets via %s, paging via %s",
             __version__,
@@ -368,6 +410,9 @@ class App:
         self.sink.stop(timeout=left(1.0))
         self.poller.stop(timeout=left(0.5))
         self.dispatcher.stop(timeout=left(2.0))
+        if self.cluster is not None:
+            self.deadman.stop()
+            self.cluster.stop()
         if self.web:
             self.web.stop()
         self.runners.close()

@@ -68,6 +68,29 @@ class Engine:
         self.configure(config)
         self._incidents: dict[str, Incident] = store.working_set(self.policy.reopen_within, clock())
         self.suppressor.seed(self._latest.values(), self._incidents.values())
+        # In a cluster (watcher/cluster) this member changes only the incidents of the
+        # targets it runs, and the outage incidents only if it leads.
+        self.owns: Callable[[str], bool] = lambda _target: True
+        self.owns_outages: Callable[[], bool] = lambda: True
+
+    def reload(self, *, others_only: bool = False) -> None:
+        """Reads incidents and latest results again from the state, which other cluster
+        members write too: all of them after the share moved, else only those of the
+        targets this member does not run (its own are newest here)."""
+        with self._lock:
+            fresh = self.store.working_set(self.policy.reopen_within, self.clock())
+            latest = {r.key: r for r in self.store.latest() if (r.target, r.probe) in self.checks}
+            if others_only:
+                fresh.update({f: i for f, i in self._incidents.items() if self._mine(i)})
+                latest.update({k: r for k, r in self._latest.items() if self.owns(r.target)})
+            self._incidents = fresh
+            self._latest = latest
+            self.suppressor.seed(self._latest.values(), self._incidents.values())
+
+    def _mine(self, incident: Incident) -> bool:
+        if incident.probe == OUTAGE_PROBE:
+            return self.owns_outages()
+        return self.owns(incident.target)
 
     def configure(self, config: Config) -> None:
         """Takes a new config (also on reload); incidents and history carry over."""
@@ -234,20 +257,24 @@ class Engine:
                 due.extend(ticker(now))
             except Exception:  # one broken source must not stop deadlines and pages
                 log.exception("ticker %r failed", ticker)
-        steps = self.process(due)
+        steps = self.process([r for r in due if self.owns(r.target)])
         with self._lock:
             self._forget_settled(now)
             gate = self.suppressor
             gate.begin(now)
-            outage_steps = gate.outage_steps(self._incidents, self.policy, now)
-            unresolved = [i for i in self._incidents.values() if i.state != "resolved"]
+            outage_steps = (
+                gate.outage_steps(self._incidents, self.policy, now) if self.owns_outages() else []
+            )
+            unresolved = [
+                i for i in self._incidents.values() if i.state != "resolved" and self._mine(i)
+            ]
             if not unresolved and not outage_steps:
                 return steps
             with self._write() as db:
                 for step in outage_steps:
                     self._apply(db, step, now)
                     steps.append(step)
-                for incident in [i for i in self._incidents.values() if i.state != "resolved"]:
+                for incident in unresolved:
                     if (
                         incident.target,
                         incident.probe,

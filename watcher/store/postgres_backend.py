@@ -237,11 +237,14 @@ class PostgresBackend:
             ),
         )
 
-    def acquire_run_lock(self) -> None:
+    def acquire_run_lock(self, *, shared: bool = False) -> None:
         """Holds a session advisory lock for as long as this store is open, so that a
-        second watcher refuses to run on the same database; raises StateLocked."""
+        second watcher refuses to run on the same database; raises StateLocked. The
+        members of a cluster (watcher/cluster) each hold it shared: the CLI still sees
+        that watchers run."""
         conn = self._psycopg.connect(self._url, connect_timeout=CONNECT_TIMEOUT, autocommit=True)
-        held = conn.execute("SELECT pg_try_advisory_lock(%s)", (APPLICATION_ID,)).fetchone()[0]
+        take = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
+        held = conn.execute(f"SELECT {take}(%s)", (APPLICATION_ID,)).fetchone()[0]
         if not held:
             conn.close()
             raise StateLocked(
