@@ -24,6 +24,7 @@ PARTS = [
     "alert-quality.md",
     "audits.md",
     "80-cli-http.md",
+    "console.md",
     "85-deploy.md",
     "performance.md",
     "90-not-done.md",

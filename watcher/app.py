@@ -491,6 +491,9 @@ class App:
         from watcher.alertmanager_api import attach as attach_alertmanager
 
         attach_alertmanager(self).routes(web)
+        from watcher.console import Console
+
+        Console(self).routes(web)
 
     def _metrics(self, request: Request) -> Response:
         return self.metrics.respond(request)

@@ -22,7 +22,7 @@ from watcher.maintenance import (
 )
 from watcher.web import ClientError, Request, Response, WebServer, json_response
 
-__all__ = ["routes"]
+__all__ = ["create_window", "routes"]
 
 
 def routes(web: WebServer, app: Any) -> None:
@@ -51,22 +51,9 @@ def routes(web: WebServer, app: Any) -> None:
                 exc.status,
                 f"{exc.message}; send {{name, targets or labels, and start/end, duration, cron or from/to}}",
             ) from None
-        by = _by(body, request)
-        timezone = app.config.model.business_hours.timezone
-        moment = now()
-        try:
-            window = window_from_request(body, default_timezone=timezone, now=moment)
-        except (ValueError, TypeError) as exc:  # TypeError: a field of the wrong JSON type
-            return json_response({"error": str(exc).splitlines()[0][:300]}, 400)
-        problems = check_windows(
-            [window], app.config.targets, [o.name for o in app.config.model.outages]
-        )
-        if problems:
-            return json_response({"error": "; ".join(p[2] for p in problems)}, 400)
-        window_id = add_window(app.store, window, by=by, now=moment)
-        view = Window(
-            window, window.timezone or timezone, id=window_id, created_by=by, created_at=moment
-        ).view(moment)
+        view, problem = create_window(app, body, by=_by(body, request))
+        if problem:
+            return json_response({"error": problem}, 400)
         return json_response(view, 201)
 
     def remove(request: Request) -> Response:
@@ -84,6 +71,27 @@ def routes(web: WebServer, app: Any) -> None:
     web.route("GET", "/api/maintenance", listing)
     web.route("POST", "/api/maintenance", add, token=True)
     web.route("DELETE", r"/api/maintenance/(?P<id>\d+)", remove, token=True)
+
+
+def create_window(app: Any, body: dict[str, Any], *, by: str) -> tuple[dict[str, Any], str]:
+    """Stores the window ``body`` describes (as in watcher.yml) and returns its view, or
+    an empty view and the problem with it; the HTTP API and the console both add here."""
+    timezone = app.config.model.business_hours.timezone
+    moment = app.engine.clock()
+    try:
+        window = window_from_request(body, default_timezone=timezone, now=moment)
+    except (ValueError, TypeError) as exc:  # TypeError: a field of the wrong JSON type
+        return {}, str(exc).splitlines()[0][:300]
+    problems = check_windows(
+        [window], app.config.targets, [o.name for o in app.config.model.outages]
+    )
+    if problems:
+        return {}, "; ".join(p[2] for p in problems)
+    window_id = add_window(app.store, window, by=by, now=moment)
+    view = Window(
+        window, window.timezone or timezone, id=window_id, created_by=by, created_at=moment
+    ).view(moment)
+    return view, ""
 
 
 def _by(body: dict[str, Any], request: Request) -> str:

@@ -140,10 +140,17 @@ class DevTools:
 
 
 def open_page(
-    binary: str, path: Path, *, expressions: dict[str, str] | None = None, width: int = 1100
+    binary: str,
+    path: Path | str,
+    *,
+    expressions: dict[str, str] | None = None,
+    width: int = 1100,
+    cookies: list[dict[str, Any]] | None = None,
 ) -> PageReport:
-    """Loads ``path`` and reports what it did. ``expressions``: name -> JavaScript to evaluate."""
-    url = path.resolve().as_uri()
+    """Loads ``path`` (a file, or an http:// URL on loopback) and reports what it did.
+    ``expressions``: name -> JavaScript to evaluate (a promise is awaited); ``cookies``:
+    set before loading, as DevTools' ``Network.setCookie`` takes them."""
+    url = path if isinstance(path, str) else path.resolve().as_uri()
     report = PageReport(url)
     browser = DevTools(binary)
     try:
@@ -155,14 +162,18 @@ def open_page(
             browser.call(f"{domain}.enable", session=session)
         browser.call(
             "Emulation.setDeviceMetricsOverride",
-            {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+            {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 600},
             session,
         )
+        for cookie in cookies or []:
+            browser.call("Network.setCookie", cookie, session)
         browser.call("Page.navigate", {"url": url}, session)
         browser.wait_for_event("Page.loadEventFired")
         for name, expression in (expressions or {}).items():
             answer = browser.call(
-                "Runtime.evaluate", {"expression": expression, "returnByValue": True}, session
+                "Runtime.evaluate",
+                {"expression": expression, "returnByValue": True, "awaitPromise": True},
+                session,
             )
             report.values[name] = answer.get("result", {}).get("value")
         metrics = browser.call("Page.getLayoutMetrics", session=session)
@@ -171,7 +182,7 @@ def open_page(
         )
         browser.call(
             "Emulation.setDeviceMetricsOverride",
-            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
             session,
         )
         shot = browser.call(

@@ -237,3 +237,39 @@ def test_raw_results_can_come_summarised_per_hour_like_the_rollups(store: Store)
     for p in fine:
         if p.span == 3600:
             assert by_hour[p.at] == pytest.approx(p.mean)
+
+
+def test_a_check_s_history_for_the_console_covers_every_result_once_at_the_finest_resolution(
+    store: Store,
+) -> None:
+    start = NOW - timedelta(days=10)
+    outage = (NOW - timedelta(days=3), NOW - timedelta(days=3) + timedelta(hours=1))
+    batch, at = [], start
+    while at < NOW:
+        failing = outage[0] <= at < outage[1] or at >= NOW - timedelta(minutes=20)
+        batch.append(
+            result(
+                "web",
+                "http",
+                status="fail" if failing else "ok",
+                metrics={"latency_s": 0.25},
+                at=at,
+            )
+        )
+        at += timedelta(minutes=10)
+    _write(store, batch)
+    store.compact(NOW, raw=RAW, hourly=HOURLY, daily=DAILY)
+    spans, changed = store.check_history(
+        ("web", "http", ""), NOW - timedelta(days=30), hourly_since=NOW - timedelta(hours=24)
+    )
+    assert sum(s[2] for s in spans) == len(batch)  # every result counted, none twice
+    assert sum(s[3] for s in spans) == sum(r.status == "ok" for r in batch)
+    assert sum(s[4] for s in spans) == len(batch) and sum(s[5] for s in spans) == pytest.approx(
+        0.25 * len(batch)
+    )
+    day_start = (NOW - timedelta(hours=24)).replace(hour=0, minute=0).timestamp()
+    assert all(size == 3600 for at, size, *_ in spans if at >= day_start)
+    assert {size for at, size, *_ in spans if at < day_start} == {86400}
+    ends = sorted((at, at + size) for at, size, *_ in spans)
+    assert all(a[1] <= b[0] for a, b in zip(ends, ends[1:], strict=False))  # no overlap
+    assert changed == (NOW - timedelta(minutes=20)).timestamp()  # when it began to fail

@@ -18,6 +18,18 @@ from watcher.templating import environment
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = Path(watcher.__file__).parent / "templates"
+TEMPLATE_NAMES = [
+    "charts.html",
+    "console_base.html",
+    "console_incident.html",
+    "console_login.html",
+    "console_macros.html",
+    "console_missing.html",
+    "console_overview.html",
+    "console_target.html",
+    "report.html",
+    "status.html",
+]
 
 
 def test_every_value_a_template_prints_is_escaped() -> None:
@@ -34,7 +46,7 @@ def test_a_name_the_template_was_not_given_is_an_error_not_an_empty_string() -> 
 
 def test_no_template_turns_escaping_off() -> None:
     names = sorted(p.name for p in TEMPLATES.glob("*.html"))
-    assert names == ["charts.html", "report.html", "status.html"]
+    assert names == TEMPLATE_NAMES
     for path in TEMPLATES.glob("*.html"):
         text = path.read_text(encoding="utf-8")
         assert re.search(r"\|\s*safe\b|autoescape\s+false|Markup", text) is None, path.name
@@ -71,4 +83,9 @@ def test_a_built_copy_of_watcher_carries_its_templates(tmp_path: Path) -> None:
     )
     where, listed = json.loads(done.stdout)
     assert Path(where).is_relative_to(out)
-    assert listed == ["charts.html", "report.html", "status.html"]
+    assert listed == TEMPLATE_NAMES
+    # the console's stylesheet and script, served from the package
+    assert sorted(p.name for p in (out / "watcher" / "static").iterdir()) == [
+        "console.css",
+        "console.js",
+    ]
