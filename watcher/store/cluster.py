@@ -212,4 +212,8 @@ class ClusterTables:
 
 
 def _bump(tx: Tx) -> int:
-    return int(tx.scalar("UPDATE cluster_state SET generation=generation + 1 WHERE id=1 RETURNING generation"))
+    return int(
+        tx.scalar(
+            "UPDATE cluster_state SET generation=generation + 1 WHERE id=1 RETURNING generation"
+        )
+    )
