@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from watcher.deadline import Deadline
-from watcher.durations import parse_duration, parse_interval
+from watcher.durations import parse_duration, parse_interval, parse_retry_interval
 from watcher.secret import redact
 
 if TYPE_CHECKING:
@@ -158,6 +158,7 @@ class ProbeConfig(BaseModel):
 
     name: str | None = None
     interval: timedelta | None = None
+    retry_interval: timedelta | None = None
     timeout: timedelta | None = None
     # every figure of this check on /metrics, not only success, duration and cert expiry
     detail_metrics: bool = False
@@ -166,6 +167,11 @@ class ProbeConfig(BaseModel):
     @classmethod
     def _interval(cls, value: Any) -> Any:
         return None if value is None else parse_interval(value)
+
+    @field_validator("retry_interval", mode="before")
+    @classmethod
+    def _retry_interval(cls, value: Any) -> Any:
+        return None if value is None else parse_retry_interval(value)
 
     @field_validator("timeout", mode="before")
     @classmethod

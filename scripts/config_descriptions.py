@@ -53,7 +53,7 @@ DESCRIPTIONS: dict[str, str] = {
     "listen": "Address of /metrics, /healthz, the status page, check-ins and the API; `null` turns HTTP off.",
     "api_token": "Bearer token for every endpoint that changes state (ack, resolve, maintenance, check-ins without their own token).",
     "log_level": "Log level of the daemon (logs go to standard error).",
-    "workers": "Probe threads: how many checks run at once (1-512).",
+    "workers": "Probe threads: how many checks run at once (1-512), or `auto`: sized every 5 s from the checks due a second x their measured mean time x 2, between 16 and 256.",
     "defaults": "Check timing and incident lifecycle defaults.",
     "ssh": "SSH defaults for every target reached over SSH.",
     "business_hours": "The clock of `business` priorities, and the time zone of tickets, the status page and audit schedules.",
@@ -71,6 +71,7 @@ DESCRIPTIONS: dict[str, str] = {
     "metrics": "What /metrics exports per check beyond success, duration and certificate expiry.",
     # --- defaults ----------------------------------------------------------------------
     "defaults.interval": "How often each check runs.",
+    "defaults.retry_interval": "While a check's latest result is not ok, it is rechecked this often (+-20 %, spread) instead of at its next turn, until ok; at least 1 s like an interval; `0s`, or at or above the interval: no rechecks. Kinds with a slow pace of their own (`du`, daily) only when set on the probe or its target.",
     "defaults.timeout": "How long one check may take; past it (plus 2 s) it is an `error`.",
     "defaults.jitter": "Spread the first runs at start over one interval, so checks do not fire together (the status page is empty until they ran).",
     "defaults.resolve_after": "Consecutive good results before an incident resolves.",
@@ -144,6 +145,7 @@ DESCRIPTIONS: dict[str, str] = {
     "targets[].depends_on": "Parents (`router`, or one check: `router/tcp`): while one is down this target's incidents notify nobody.",
     "targets[].interval": "Interval of this target's checks (over `defaults.interval`).",
     "targets[].timeout": "Timeout of this target's checks (over `defaults.timeout`).",
+    "targets[].retry_interval": "Recheck pace of this target's failing checks (over `defaults.retry_interval`).",
     "targets[].runbook": "Runbook link put on tickets (a rule's own runbook wins).",
     "targets[].flapping": "This target's own flap detection, over the site's `flapping:`.",
     "targets[].probes": "The checks: `- kind: {options}`, see [probe kinds](#probe-kinds).",
@@ -213,8 +215,8 @@ DESCRIPTIONS: dict[str, str] = {
     "pack.rules[].target": "Target names or globs it applies to (default: all).",
     "pack.rules[].labels": "Only targets with these labels.",
     "pack.rules[].when": "Condition on the result: `failed`, `used_percent >= 90`, `reason in ('slow')`, with `and or not`.",
-    "pack.rules[].for": "The condition must hold this long before the incident opens.",
-    "pack.rules[].after": "... or this many results in a row.",
+    "pack.rules[].for": "The condition must hold this long (wall time, from the first result that met it) before the incident opens.",
+    "pack.rules[].after": "... and/or this many results in a row (rechecks count: at `retry_interval: 10s`, `after: 3` is about 20 s).",
     "pack.rules[].priority": "Priority it gives (`P1`-`P9`, defined by a pack).",
     "pack.rules[].summary": "Ticket summary template: result fields, metrics and labels (`{used_percent:.0f}`).",
     "pack.rules[].group": "Template that makes the fingerprint (default: check and item); rules with one group share one incident.",
@@ -222,6 +224,7 @@ DESCRIPTIONS: dict[str, str] = {
     # --- every probe -------------------------------------------------------------------
     "probe.name": "The check's name (default: the kind); needed for a second probe of one kind on a target.",
     "probe.detail_metrics": "Export every figure this check measures on /metrics (as `metrics.detail` does for all checks).",
+    "probe.retry_interval": "How often this check is rechecked while failing; default: the target's `retry_interval`, else `defaults.retry_interval`.",
     "probe.timeout": "How long one check may take; default: the target's `timeout`, else `defaults.timeout`.",
     # --- agent_checkins ----------------------------------------------------------------
     "probe.agent_checkins.url": "The device manager's device-list API.",

@@ -133,6 +133,13 @@ def build_jobs(
                 or m.defaults.interval
             ).total_seconds()
             timeout = (spec.config.timeout or target.timeout or m.defaults.timeout).total_seconds()
+            # a kind with its own slow pace (du: daily) is not rechecked unless asked to
+            retry = next(
+                (r for r in (spec.config.retry_interval, target.retry_interval) if r is not None),
+                None,
+            )  # 0s on a probe or target turns rechecks off there: not "unset"
+            if retry is None and cls.default_interval is None:
+                retry = m.defaults.retry_interval
             # A probe that reports a recovered item for a while (agent_checkins) needs this
             # many rounds of it to resolve the item's incident under this config.
             to_resolve = tracker.results_to_resolve(
@@ -150,7 +157,8 @@ def build_jobs(
                 runner=runner if cls.needs_runner else None,
                 services=ChainMap({"results_to_resolve": to_resolve}, services or {}),
             )
-            jobs.append(Job(target, spec, cls(spec.config), ctx, interval, timeout))
+            retry_s = retry.total_seconds() if retry else None
+            jobs.append(Job(target, spec, cls(spec.config), ctx, interval, timeout, retry_s))
     return jobs
 
 

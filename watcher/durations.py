@@ -12,6 +12,7 @@ __all__ = [
     "MIN_INTERVAL",
     "parse_duration",
     "parse_interval",
+    "parse_retry_interval",
     "format_duration",
     "parse_quantity",
     "UNIT_FACTORS",
@@ -86,6 +87,12 @@ def parse_interval(value: object) -> timedelta:
             f"the shortest is {format_duration(shortest)} (write e.g. interval: 30s)"
         )
     return interval
+
+
+def parse_retry_interval(value: object) -> timedelta:
+    """An interval, or ``0s``: no rechecks."""
+    retry = parse_duration(value)
+    return retry if not retry else parse_interval(value)
 
 
 def min_interval() -> timedelta:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -478,6 +479,9 @@ class Metrics:
             "How late checks started against their schedule",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
             registry=r,
+        )
+        self.scheduler_workers = Gauge(
+            "watcher_scheduler_workers", "Probe threads the pool may run at once", registry=r
         )
         self.config_reloads = Counter(
             "watcher_config_reloads", "Config reloads", ["outcome"], registry=r

@@ -12,6 +12,14 @@ its hard timeout (a probe stuck elsewhere) is reported as an ``error`` result by
 watchdog, and again at each turn it keeps from starting (its late result, if it ever
 comes, is dropped). Stopping cancels the running checks' deadlines and waits for them a
 bounded time; workers are daemon threads, so nothing stuck keeps the process alive.
+
+A check whose latest result is not ok is rechecked every ``retry_interval`` (spread by
++-20 % so checks that failed together do not recheck together) instead of at its next
+turn, until a result is ok; then its turns come back on their old phase. A recheck is a
+turn like any other (stamped with its own due time), so holds written as durations still
+mean wall time and holds written as counts count rechecks too. While every worker is busy
+no recheck is added: rechecks never crowd out the regular turns. ``workers="auto"`` sizes
+the pool every few seconds from the checks' demanded rate and measured mean run time.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from probes.base import Probe, ProbeContext, Result, item_labels, run_probe
 from watcher.config import ProbeSpec, Target
 from watcher.deadline import Deadline
 from watcher.metrics import Metrics
-from watcher.workers import DaemonPool
+from watcher.workers import AUTO_MIN, DaemonPool, auto_workers
 
 __all__ = ["Job", "Scheduler", "HARD_TIMEOUT_GRACE"]
 
@@ -41,6 +49,12 @@ log = logging.getLogger("watcher.scheduler")
 HARD_TIMEOUT_GRACE = 2.0
 # The longest the loop sleeps: how soon it notices a stop, and how often the watchdog looks.
 MAX_SLEEP = 0.25
+# How often ``workers: auto`` re-sizes the pool, and the size it starts at before any check
+# was timed.
+RESIZE_EVERY = 5.0
+AUTO_START = AUTO_MIN
+# Rechecks come this much earlier or later at random around their retry interval.
+RETRY_SPREAD = 0.2
 
 
 @dataclass(eq=False, slots=True)
@@ -51,11 +65,14 @@ class Job:
     ctx: ProbeContext
     interval: float
     timeout: float
+    retry_interval: float | None = None  # seconds between rechecks while failing
     running: bool = False
     started: float = 0.0  # monotonic time it was handed to the pool
     run_number: int = 0
     overran: int = -1  # the run_number the watchdog reported, so its late result is dropped
-    due: float = 0.0  # monotonic time of its next turn
+    due: float = 0.0  # monotonic time of its next turn (a recheck's, when failing)
+    regular: float = 0.0  # its next turn on its interval's phase
+    failing: bool = False  # its latest result was not ok
     deadline: Deadline | None = None  # of the run going now, so stopping can cut it
 
     @property
@@ -68,7 +85,7 @@ class Scheduler:
         self,
         jobs: Sequence[Job],
         *,
-        workers: int,
+        workers: int | str,
         on_results: Callable[[list[Result]], None],
         metrics: Metrics,
         jitter: bool = True,
@@ -82,7 +99,12 @@ class Scheduler:
         self.metrics = metrics
         self.jitter = jitter
         self.clock = clock
-        self._pool = DaemonPool(workers, name="probe")
+        self.auto = workers == "auto"
+        self._pool = DaemonPool(AUTO_START if isinstance(workers, str) else workers, name="probe")
+        self._rechecks: list[Job] = []  # pulled earlier by a worker, for the loop to queue
+        self._busy_s = 0.0  # run time and runs of finished checks, decayed at each resize
+        self._finished = 0.0
+        metrics.scheduler_workers.set(self._pool.workers)
         self._timetable: list[tuple[float, int, Job]] = []
         self._running: set[Job] = set()
         self._stop = threading.Event()
@@ -98,6 +120,7 @@ class Scheduler:
         for number, job in enumerate(self.jobs):
             # Spread first runs over one interval so checks do not all fire together.
             job.due = now + (random.uniform(0, job.interval) if self.jitter else 0.0)
+            job.regular = job.due
             self._timetable.append((job.due, number, job))
         heapq.heapify(self._timetable)
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
@@ -134,18 +157,32 @@ class Scheduler:
     def _loop(self) -> None:
         timetable = self._timetable
         next_watchdog = 0.0
+        next_resize = time.monotonic() + RESIZE_EVERY
+        numbers = {id(job): number for number, job in enumerate(self.jobs)}
         while not self._stop.is_set():
             now = time.monotonic()
             self.last_loop = now
             try:
+                with self._lock:
+                    for job in self._rechecks:
+                        heapq.heappush(timetable, (job.due, numbers[id(job)], job))
+                    self._rechecks.clear()
                 while timetable and timetable[0][0] <= now:
-                    due, number, job = timetable[0]
+                    due, number, job = heapq.heappop(timetable)
+                    with self._lock:
+                        if due != job.due:
+                            continue  # superseded: a recheck moved this job's turn
+                        if job.regular <= now:
+                            job.regular = _next_turn(job.regular, job.interval, now)
+                        job.due = job.regular
+                        heapq.heappush(timetable, (job.due, number, job))
                     self._due(job, due)
-                    job.due = _next_turn(due, job.interval, now)
-                    heapq.heapreplace(timetable, (job.due, number, job))
                 if now >= next_watchdog:
                     next_watchdog = now + MAX_SLEEP
                     self._watchdog(now)
+                if self.auto and now >= next_resize:
+                    next_resize = now + RESIZE_EVERY
+                    self._resize()
             except Exception:  # the timetable must keep running whatever one job does
                 log.exception("scheduler loop error")
             idle = timetable[0][0] - time.monotonic() if timetable else MAX_SLEEP
@@ -156,6 +193,8 @@ class Scheduler:
         if not self.owns(job):
             return  # another cluster member runs it
         with self._lock:
+            if job.running and job.failing and job.overran != job.run_number:
+                return  # a recheck still running sets this job's next turn when it ends
             if job.running:
                 self.metrics.scheduler_skipped.inc()
                 log.warning("%s is still running from its last turn; skipped this one", job.name)
@@ -184,6 +223,8 @@ class Scheduler:
         # (for: 2m at 60 s) is met by the check that comes two minutes later, not one later
         # still whenever that check started a millisecond earlier against its turn than the first.
         stamp = self.clock() - timedelta(seconds=lag)
+        started = time.monotonic()
+        results: list[Result] = []
         try:
             results = run_probe(
                 job.probe, job.ctx, job.spec.id, clock=lambda: stamp, deadline=deadline
@@ -194,6 +235,10 @@ class Scheduler:
                 job.deadline = None
                 self._running.discard(job)
                 late = job.overran == number
+                self._busy_s += time.monotonic() - started
+                self._finished += 1
+                if not late and not self._cut.is_set():
+                    self._retime(job, due, any(r.status != "ok" for r in results))
         if self._cut.is_set():
             return  # cut by the stop: a watcher that stops reports no failures of its own
         if late:
@@ -204,6 +249,52 @@ class Scheduler:
         for r in results:
             self.metrics.probe_runs.labels(r.kind, r.status).inc()
         self.on_results(results)
+
+    def _retime(self, job: Job, due: float, failing: bool) -> None:
+        """After a run (under the lock): a failing job's next turn is pulled to a recheck."""
+        job.failing = failing
+        retry = job.retry_interval
+        if not failing or not retry or retry >= job.interval:
+            return
+        if len(self._running) >= self._pool.workers:
+            return  # every worker is busy: the regular turns come first
+        # spread whatever ``jitter`` says: checks that failed together must not recheck together
+        spread = random.uniform(1 - RETRY_SPREAD, 1 + RETRY_SPREAD)
+        at = max(due + retry * spread, time.monotonic())
+        if at < job.due:
+            job.due = at
+            self._rechecks.append(job)
+
+    def demand(self) -> float:
+        """Checks a second the timetable asks for: each job's interval, or its retry
+        interval while failing."""
+        rate = 0.0
+        for job in self.jobs:
+            every = job.interval
+            if job.failing and job.retry_interval and job.retry_interval < every:
+                every = job.retry_interval
+            rate += 1 / max(every, 0.001)
+        return rate
+
+    def _resize(self) -> None:
+        with self._lock:
+            busy, finished = self._busy_s, self._finished
+            # halve the past at each look: the mean follows a change within a few looks
+            self._busy_s, self._finished = busy / 2, finished / 2
+        if finished < 1:
+            return  # nothing timed yet
+        workers = auto_workers(self.demand(), busy / finished)
+        current = self._pool.workers
+        # grow at once, shrink only by a quarter or more: the size does not wobble with noise
+        if workers > current or workers <= current * 0.75:
+            log.debug("workers: auto sized the pool from %d to %d", current, workers)
+            self._pool.resize(workers)
+            self.metrics.scheduler_workers.set(workers)
+
+    @property
+    def workers(self) -> int:
+        """The pool's size now."""
+        return self._pool.workers
 
     def _watchdog(self, now: float) -> None:
         overdue = []
