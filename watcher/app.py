@@ -349,6 +349,7 @@ class App:
             self.config.model.cluster.lease.total_seconds(),
             listen=self.listen,
             on_change=lambda: self.engine.reload(),
+            on_beat=lambda: self.engine.reload(others_only=True),
         )
         self.cluster = node
         self.engine.owns = node.owns

@@ -22,7 +22,7 @@ from watcher.escalation import ESCALATION_ROUTE
 from watcher.incident import Action, Incident, fingerprint_of
 from watcher.outage import OUTAGE_PROBE
 from watcher.render import ticket_content
-from watcher.store import Store, Tx
+from watcher.store import StateWriteError, Store, Tx
 from watcher.suppression import Suppressor
 from watcher.tracker import Policy, Step
 
@@ -255,6 +255,8 @@ class Engine:
         for ticker in list(self._tickers):
             try:
                 due.extend(ticker(now))
+            except StateWriteError:
+                pass  # the store reports it (or a cluster member's fence refused it)
             except Exception:  # one broken source must not stop deadlines and pages
                 log.exception("ticker %r failed", ticker)
         steps = self.process([r for r in due if self.owns(r.target)])

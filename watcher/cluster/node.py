@@ -52,12 +52,14 @@ class ClusterNode:
         *,
         listen: str | None = None,
         on_change: Callable[[], None] | None = None,
+        on_beat: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.name = name
         self.seconds = lease
         self.listen = listen
         self.on_change = on_change or (lambda: None)
+        self.on_beat = on_beat or (lambda: None)  # after each renewal: read the others' work
         self.tables = ClusterTables(store)
         self._lease: Lease | None = None
         self._members: tuple[str, ...] = ()
@@ -163,6 +165,8 @@ class ClusterNode:
         generation, _ = self.tables.membership()
         if generation != lease.generation:
             self._adopt(lease.epoch)
+        else:
+            self.on_beat()
 
     # ------------------------------------------------------------- what it holds
 
