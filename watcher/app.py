@@ -30,6 +30,7 @@ from watcher.audit_schedule import AuditScheduler
 from watcher.checkins import attach as attach_checkins
 from watcher.cluster import ClusterNode, default_node_name
 from watcher.cluster.deadman import DeadMansSwitch
+from watcher.cluster.metrics import ClusterCollector
 from watcher.cluster.node import OUTAGE_KEY
 from watcher.config import Config, ConfigError, load_config
 from watcher.engine import Engine
@@ -317,7 +318,7 @@ class App:
         if self.store.is_postgres:
             self._join_cluster()
         self.scheduler = self._scheduler(self.config)
-        self.metrics.watch_results(self.engine.latest, lambda: self.config.model)
+        self.metrics.watch_results(self._own_latest, lambda: self.config.model)
         self.metrics.watch_state(
             self.engine.incident_counts, self.store.outbox_counts, self.engine.held_counts
         )
@@ -349,18 +350,36 @@ class App:
             self.config.model.cluster.lease.total_seconds(),
             listen=self.listen,
             on_change=lambda: self.engine.reload(),
-            on_beat=lambda: self.engine.reload(others_only=True),
+            on_beat=self._follow_others,
         )
         self.cluster = node
         self.engine.owns = node.owns
         self.engine.owns_outages = lambda: node.owns(OUTAGE_KEY)
+        self.engine.pin = node.pin
         self.poller.leads = lambda: node.is_leader
         self.audits.leads = lambda: node.is_leader
         self.store.fence = node.fence
         self.store.claim = node.claim
         self.store.holds = node.holds
         node.start()
+        self.metrics.registry.register(
+            ClusterCollector(node, lambda: [t.name for t in self.config.model.targets])
+        )
         self.deadman = DeadMansSwitch(node, lambda: self.config.model.dead_mans_switch)
+
+    def _follow_others(self) -> None:
+        """At each renewal: what the other members decided and heard (incidents, latest
+        results, check-ins taken by any member) is read again, for the whole site's view
+        and for parents, outages and check-ins judged here."""
+        self.engine.reload(others_only=True)
+        self.checkins.forget_cached()
+
+    def _own_latest(self) -> list[Result]:
+        """The latest results /metrics exports: in a cluster, those of the checks this
+        member runs (each member's scrape is its own share; together the site)."""
+        if self.cluster is None:
+            return self.engine.latest()
+        return [r for r in self.engine.latest() if self.cluster.owns(r.target)]
 
     # ------------------------------------------------------------------ lifecycle
 

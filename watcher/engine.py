@@ -12,7 +12,7 @@ import logging
 import threading
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 
 from probes.base import Result
@@ -72,6 +72,7 @@ class Engine:
         # targets it runs, and the outage incidents only if it leads.
         self.owns: Callable[[str], bool] = lambda _target: True
         self.owns_outages: Callable[[], bool] = lambda: True
+        self.pin: Callable[[], AbstractContextManager[None]] = nullcontext
 
     def reload(self, *, others_only: bool = False) -> None:
         """Reads incidents and latest results again from the state, which other cluster
@@ -131,7 +132,17 @@ class Engine:
         steps: list[Step] = []
         if not results:
             return steps
-        with self._lock, self._write() as db:
+        with self._lock, self.pin():
+            # In a cluster: only the results of this member's share, decided and written
+            # under the one lease that share was computed from.
+            results = [r for r in results if self.owns(r.target)]
+            if results:
+                steps = self._process(results)
+        return steps
+
+    def _process(self, results: Sequence[Result]) -> list[Step]:
+        steps: list[Step] = []
+        with self._write() as db:
             self.store.save_results(db, results)
             steps.extend(self._answered_per_item(db, results))
             now = self.clock()
@@ -172,7 +183,8 @@ class Engine:
                     steps.append(step)
                     if step.incident is not None and step.incident.suppressed == "grouping":
                         grouping.append(fingerprint)
-            steps.extend(self._settle_outages(db, grouping, now))
+            if self.owns_outages():  # in a cluster the leader groups outages
+                steps.extend(self._settle_outages(db, grouping, now))
         return steps
 
     def _answered_per_item(self, db: Tx, results: Sequence[Result]) -> list[Step]:
@@ -259,8 +271,8 @@ class Engine:
                 pass  # the store reports it (or a cluster member's fence refused it)
             except Exception:  # one broken source must not stop deadlines and pages
                 log.exception("ticker %r failed", ticker)
-        steps = self.process([r for r in due if self.owns(r.target)])
-        with self._lock:
+        steps = self.process(due)
+        with self._lock, self.pin():
             self._forget_settled(now)
             gate = self.suppressor
             gate.begin(now)

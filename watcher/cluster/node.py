@@ -20,7 +20,8 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from watcher.cluster.partition import owner
@@ -63,6 +64,7 @@ class ClusterNode:
         self.tables = ClusterTables(store)
         self._lease: Lease | None = None
         self._members: tuple[str, ...] = ()
+        self._pinned = threading.local()
         self._valid_until = 0.0
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -127,7 +129,7 @@ class ClusterNode:
         self._members = tuple(names)
         self.on_change()
         self.changes += 1
-        self._lease = Lease(self.name, epoch, generation, self.seconds)
+        self._lease = Lease(self.name, epoch, generation, self.seconds, tuple(names))
         log.info(
             "cluster: generation %d, members %s; %s leads",
             generation,
@@ -191,12 +193,25 @@ class ClusterNode:
         self._holding = count
 
     def owns(self, key: str) -> bool:
-        """True if this member runs the checks of target ``key`` under its lease."""
-        if self._lease is None:
+        """True if this member runs the checks of target ``key`` under its lease (the
+        lease pinned by this thread, if any: see ``pin``)."""
+        lease = getattr(self._pinned, "lease", None) or self._lease
+        if lease is None:
             return False
         if key == OUTAGE_KEY:
-            return self.leader == self.name
-        return owner(key, self._members) == self.name
+            return bool(lease.members) and lease.members[0] == self.name
+        return owner(key, lease.members) == self.name
+
+    @contextmanager
+    def pin(self) -> Iterator[None]:
+        """Within the block, this thread decides and writes under one lease: what it
+        finds it owns is what the fence checks, so a share that moved meanwhile
+        refuses the write instead of letting it through under the new membership."""
+        self._pinned.lease = self._lease
+        try:
+            yield
+        finally:
+            self._pinned.lease = None
 
     def holds(self) -> bool:
         return self._lease is not None and time.monotonic() < self._valid_until
@@ -204,7 +219,10 @@ class ClusterNode:
     # ---------------------------------------------------------- the store's hooks
 
     def fence(self, tx: Tx) -> None:
+        pinned = getattr(self._pinned, "lease", None)
         lease = self._lease
+        if pinned is not None and pinned is not lease:
+            raise Fenced(f"cluster member {self.name}'s share moved during the decision")
         if lease is None or not self.holds():
             raise Fenced(f"cluster member {self.name} holds no lease")
         try:

@@ -45,6 +45,7 @@ class Lease:
     epoch: int
     generation: int
     seconds: float
+    members: tuple[str, ...] = ()  # the membership of that generation, sorted
 
 
 @dataclass(frozen=True)
