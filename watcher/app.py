@@ -248,6 +248,9 @@ def apply_requests(engine: Engine, store: Store) -> None:
     """Carries out ack and resolve requests queued by the CLI."""
     for request in store.pending_requests():
         incident_id, by, note = request["incident_id"], request["requested_by"], request["note"]
+        stored = store.incident(incident_id)
+        if stored is not None and not engine.mine(stored):
+            continue  # another cluster member decides for it, and applies it
         if request["kind"] == "ack":
             incident = engine.acknowledge(incident_id, by=by, source="cli")
         elif request["kind"] == "resolve":

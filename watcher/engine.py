@@ -326,25 +326,40 @@ class Engine:
         return self._by_hand(
             incident_id,
             lambda inc, now: tracker.acknowledge(inc, self.policy, now, by=by, source=source),
+            ("ack", by, ""),
         )
 
     def resolve(self, incident_id: int, *, by: str, note: str = "") -> Incident | None:
         return self._by_hand(
             incident_id,
             lambda inc, now: tracker.resolve_by_hand(inc, self.policy, now, by=by, note=note),
+            ("resolve", by, note),
         )
 
+    def mine(self, incident: Incident) -> bool:
+        """True if this process decides for the incident (always, outside a cluster)."""
+        return self._mine(incident)
+
     def _by_hand(
-        self, incident_id: int, change: Callable[[Incident, datetime], Step]
+        self,
+        incident_id: int,
+        change: Callable[[Incident, datetime], Step],
+        request: tuple[str, str, str],
     ) -> Incident | None:
         now = self.clock()
-        with self._lock:
+        with self._lock, self.pin():
             incident = next((i for i in self._incidents.values() if i.id == incident_id), None)
             if incident is None:
                 stored = self.store.incident(incident_id)
                 if stored is None:
                     return None
                 incident = stored
+            if not self._mine(incident):
+                # Another cluster member decides for it: queued for that member, which
+                # applies it within a second, as it does what the CLI queues.
+                kind, by, note = request
+                self.store.request(kind, incident_id, by, note, now)
+                return incident
             step = change(incident, now)
             with self._write() as db:
                 self._apply(db, step, now)

@@ -1,6 +1,7 @@
 """Two ``watcher run`` members on one PostgreSQL: ``watcher cluster`` lists both and
 their shares, each /metrics has the cluster's gauges and only its own checks, and the
-dead man's switch is called once per interval by the cluster, not once per member."""
+dead man's switch is called once per interval by the cluster, not once per member; an
+acknowledgement reaches the member that decides for the incident, whichever got it."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from tests.faults.test_cluster_chaos import Listeners, Node
 from tests.helpers import write_config
 from tests.servers.base import LOOPBACK, free_port
 from tests.servers.postgres import PostgresServer
+from watcher.cluster.partition import owner
 
 TARGETS = 10
+TOKEN = "cluster-test-token-51"
 
 
 class Pings:
@@ -53,6 +56,39 @@ def _metric(port: int, name: str) -> float:
     return float(found.group(1))
 
 
+def _get(port: int, path: str) -> object:
+    with urllib.request.urlopen(f"http://{LOOPBACK}:{port}{path}", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _incident(port: int, incident_id: int) -> dict:
+    found = _get(port, f"/api/incidents/{incident_id}")
+    assert isinstance(found, dict)
+    return found
+
+
+def _wait_for_incident(port: int, target: str) -> dict:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = _get(port, "/api/incidents?state=open")
+        assert isinstance(found, list)
+        mine = [i for i in found if i["target"] == target]
+        if mine:
+            return mine[0]
+        time.sleep(0.3)
+    raise AssertionError(f"no open incident for {target}")
+
+
+def _post(port: int, path: str) -> None:
+    request = urllib.request.Request(
+        f"http://{LOOPBACK}:{port}{path}", data=b'{"by": "ops"}', method="POST"
+    )
+    request.add_header("Content-Type", "application/json")
+    request.add_header("Authorization", f"Bearer {TOKEN}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
 def _cluster(config: Path) -> dict:
     done = subprocess.run(
         [sys.executable, "-m", "watcher.cli", "cluster", "--json", "-c", str(config)],
@@ -79,12 +115,18 @@ def test_two_members_list_their_shares_export_cluster_gauges_and_ping_once_per_i
             site: acme
             state: {postgres.new_url()}
             listen: {LOOPBACK}:{free_port()}
+            api_token: {TOKEN}
             cluster: {{lease: 2s}}
             dead_mans_switch: {{url: "{pings.url}", interval: 2s}}
             defaults: {{interval: 1s, timeout: 1s}}
+            rules: [default, fast.yml]
             targets:
             """)
         + targets,
+        extra={
+            "fast.yml": "rules:\n  - {name: down, probe: tcp, when: failed,"
+            " priority: P2, summary: '{target}: port closed'}\n"
+        },
     )
     nodes = [Node(name, config, tmp_path) for name in ("a", "b")]
     try:
@@ -110,6 +152,19 @@ def test_two_members_list_their_shares_export_cluster_gauges_and_ping_once_per_i
         time.sleep(8)
         intervals = (time.monotonic() - started) / 2
         assert 1 <= pings.count - before <= intervals + 1
+
+        # An acknowledgement sent to the member that does not run the target is applied
+        # by the one that does.
+        listeners.close(listeners.ports[3])
+        incident = _wait_for_incident(nodes[0].port, "t3")
+        runs_it = owner("t3", ["a", "b"])
+        other = next(n for n in nodes if n.name != runs_it)
+        _post(other.port, f"/api/incidents/{incident['id']}/ack")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and incident["state"] != "acknowledged":
+            time.sleep(0.3)
+            incident = _incident(other.port, incident["id"])
+        assert incident["state"] == "acknowledged"
     finally:
         for node in nodes:
             if node.proc:
