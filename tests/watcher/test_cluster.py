@@ -168,3 +168,18 @@ def test_once_per_cluster_lets_one_member_through_per_interval(members: Members)
     assert a.tables.once("ping", 60)
     assert not b.tables.once("ping", 60)
     assert not a.tables.once("ping", 60)
+
+
+def test_the_database_refuses_a_second_unresolved_incident_for_one_fingerprint(
+    members: Members,
+) -> None:
+    a = members.add("a", 10)
+    row = "INSERT INTO incidents (fingerprint, state, target, grp, updated_at, data)"
+    with a.store.transaction() as tx:
+        tx.execute(row + " VALUES ('fp1', 'resolved', 't', 'g', 'x', '{}')")
+        tx.execute(row + " VALUES ('fp1', 'open', 't', 'g', 'x', '{}')")
+    with (
+        pytest.raises(a.store.backend.errors, match="incidents_one_unresolved"),
+        a.store.transaction() as tx,
+    ):
+        tx.execute(row + " VALUES ('fp1', 'pending', 't', 'g', 'x', '{}')")

@@ -10,6 +10,7 @@ never both act for one check. SQLite has no cluster: these statements are Postgr
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,8 @@ from watcher.store.backend import Tx
 from watcher.store.errors import StateWriteError
 
 __all__ = ["ClusterTables", "Fenced", "Lease", "Member"]
+
+log = logging.getLogger("watcher.store")
 
 _DDL = (
     "CREATE TABLE IF NOT EXISTS cluster_nodes ("
@@ -70,6 +73,21 @@ class ClusterTables:
             tx.execute("SELECT pg_advisory_xact_lock(?)", (0x57A7C1,))
             for statement in _DDL:
                 tx.execute(statement)
+        # The last line against two members opening one incident (the fence is the
+        # first): at most one unresolved incident per fingerprint, whoever writes it.
+        try:
+            with store.backend.transaction() as tx:
+                tx.execute(
+                    "CREATE UNIQUE INDEX IF NOT EXISTS incidents_one_unresolved"
+                    " ON incidents (fingerprint) WHERE state <> 'resolved'"
+                )
+        except store.backend.errors as exc:
+            log.error(
+                "state %s holds two unresolved incidents for one fingerprint; resolve one"
+                " (watcher incidents resolve ID) so the cluster can guard against it (%s)",
+                store.location,
+                " ".join(str(exc).split()),
+            )
 
     def join(self, node: str, listen: str | None) -> tuple[int, int]:
         """(Re)joins: a new epoch (anything done under the old one is fenced off) and a
