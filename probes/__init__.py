@@ -20,6 +20,7 @@ REGISTRY: dict[str, str] = {
     "command": "probes.command:CommandProbe",
     "load": "probes.load:LoadProbe",
     "memory": "probes.memory:MemoryProbe",
+    "uptime": "probes.uptime:UptimeProbe",
     "service": "probes.service:ServiceProbe",
     "mail_queue": "probes.mail_queue:MailQueueProbe",
     "nagios": "probes.nagios:NagiosProbe",

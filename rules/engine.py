@@ -48,9 +48,16 @@ class RuleSet:
     """The merged rules of every configured pack, with their priorities."""
 
     def __init__(
-        self, priorities: Mapping[str, PriorityPolicy], rules: Sequence[Rule], *, site: str
+        self,
+        priorities: Mapping[str, PriorityPolicy],
+        rules: Sequence[Rule],
+        *,
+        site: str,
+        overrides: Sequence[str] = (),
     ) -> None:
         self.priorities = dict(priorities)
+        # which site rules change which shipped ones, said by validate
+        self.overrides = list(overrides)
         self.rules = [r for r in rules if r.enabled]
         self.site = site
         self._by_check: dict[tuple[str, str, str], list[Rule]] = {}

@@ -5,9 +5,17 @@ from __future__ import annotations
 import re
 import string
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    field_validator,
+)
 
 from rules.condition import Condition, parse_condition
 from watcher.durations import parse_duration
@@ -16,6 +24,7 @@ from watcher.sla import Clock, Span, parse_span
 __all__ = [
     "PriorityPolicy",
     "Rule",
+    "RuleOverride",
     "RulePack",
     "template_fields",
     "render_template",
@@ -110,12 +119,73 @@ class Rule(BaseModel):
         return value
 
 
+class RuleOverride(BaseModel):
+    """A rule without ``when:``: it changes the fields it names (its hold, priority,
+    summary...) of an earlier pack's rule of the same name, which keeps the rest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str
+    description: str | None = None
+    enabled: bool | None = None
+    probe: list[str] | None = None
+    target: list[str] | None = None
+    labels: dict[str, str] | None = None
+    for_: OptionalDuration = Field(default=None, alias="for")
+    after: int | None = Field(default=None, ge=1)
+    priority: str | None = None
+    summary: str | None = None
+    group: str | None = None
+    runbook: str | None = None
+
+    @field_validator("probe", "target", mode="before")
+    @classmethod
+    def _many(cls, value: Any) -> Any:
+        return _listify(value)
+
+    @field_validator("priority")
+    @classmethod
+    def _priority(cls, value: str | None) -> str | None:
+        return None if value is None else Rule._priority(value)
+
+    @field_validator("summary", "group")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        return Rule._template(value)
+
+    @property
+    def changed(self) -> list[str]:
+        """The fields it sets, as the YAML names them."""
+        return [
+            "for" if name == "for_" else name
+            for name in type(self).model_fields
+            if name in self.model_fields_set and name != "name"
+        ]
+
+    def apply(self, rule: Rule) -> Rule:
+        """``rule`` with this override's fields in place of its own."""
+        return rule.model_copy(update={k: getattr(self, k) for k in self.model_fields_set})
+
+
+def _rule_or_override(value: Any) -> str:
+    # A rule that says when it fires stands on its own; without when: it changes another.
+    if isinstance(value, dict) and "when" not in value and "name" in value:
+        return "override"
+    return "rule"
+
+
+RuleEntry = Annotated[
+    Union[Annotated[Rule, Tag("rule")], Annotated[RuleOverride, Tag("override")]],  # noqa: UP007
+    Discriminator(_rule_or_override),
+]
+
+
 class RulePack(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     description: str | None = None
     priorities: dict[str, PriorityPolicy] = {}
-    rules: list[Rule] = []
+    rules: list[RuleEntry] = []
 
     @field_validator("priorities")
     @classmethod

@@ -167,7 +167,12 @@ def nested_models(annotation: Any) -> list[tuple[type[BaseModel], str]]:
     a mapping, ``[]`` for a list item, ``.<name>`` for a value in a mapping of them."""
     tp, _ = _strip(annotation)
     found: list[tuple[type[BaseModel], str]] = []
-    for part in tp if isinstance(tp, tuple) else (tp,):
+    parts = tp if isinstance(tp, tuple) else (tp,)
+    if parts and all(get_origin(p) is Annotated for p in parts):
+        # A union told apart by tags (a rule, or an override of one): its first member is
+        # the form documented; the others are told in the descriptions of its keys.
+        parts = (get_args(parts[0])[0],)
+    for part in parts:
         if isinstance(part, type) and issubclass(part, BaseModel):
             found.append((part, ""))
         elif get_origin(part) is list:

@@ -36,7 +36,7 @@ from watcher.config import Config, ConfigError, load_config
 from watcher.engine import Engine
 from watcher.escalation import ESCALATION_ROUTE, EscalationMailer
 from watcher.httpclient import HttpClients
-from watcher.incident import public_view
+from watcher.incident import ACTIVE_STATES, public_view
 from watcher.metrics import Metrics
 from watcher.outbox import Dispatcher
 from watcher.scheduler import Job, Scheduler
@@ -46,7 +46,7 @@ from watcher.statefile import (
     check_state_file,
     release_run_lock,
 )
-from watcher.status_page import page_response, render_status_page
+from watcher.status_page import page_response, render_status_page, waiting_text
 from watcher.store import SCHEMA_VERSION, StateWriteError, Store
 from watcher.transports import Runners
 from watcher.web import (
@@ -538,12 +538,17 @@ class App:
         if problem:
             return json_response({"error": problem}, 400)
         offset, limit = _window(request.query)
-        return json_response(
+        response = json_response(
             [x.to_dict() for x in chosen[offset : offset + limit if limit else None]]
         )
+        waiting = waiting_text(self.scheduler.first_runs())
+        if waiting:
+            # a header, so the body stays the list clients read: why it may be short
+            response.headers["Watcher-Waiting"] = waiting
+        return response
 
     def _api_incidents(self, request: Request) -> Response:
-        states = request.query.get("state")
+        states = _incident_states(request.query.get("state"))
         items = self.store.incidents(states=states) if states else self.store.incidents(limit=500)
         return json_response([public_view(i) for i in items])
 
@@ -598,6 +603,7 @@ class App:
             shown=chosen[:PAGE_ROWS],
             matched=len(chosen),
             everything=everything,
+            first_runs=self.scheduler.first_runs(),
         )
         return page_response(html)
 
@@ -639,3 +645,17 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
             return True
         time.sleep(interval)
     return predicate()
+
+
+def _incident_states(asked: list[str] | None) -> list[str] | None:
+    """The incident states a ``?state=`` filter names. ``open`` means not resolved (open and
+    acknowledged alike), because an acknowledged incident is still a problem on the site."""
+    if not asked:
+        return None
+    known = ("pending", "open", "acknowledged", "resolved")
+    states: list[str] = []
+    for value in (v for item in asked for v in item.split(",") if v):
+        if value not in known:
+            raise ClientError(400, f"unknown state {value!r}; states: {', '.join(known)}")
+        states.extend(ACTIVE_STATES if value == "open" else (value,))
+    return states

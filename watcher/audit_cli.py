@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from watcher.config import AuditSchedule, load_config
+from watcher.config import AuditSchedule, load_config, load_for_reading
 from watcher.durations import parse_duration
 
 __all__ = ["register", "cmd_audit"]
@@ -58,7 +58,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from watcher.audit_schedule import render
     from watcher.store import Store
 
-    config = load_config(args.config)
+    # only mailing the report needs the relay's secrets
+    config = (load_config if args.mail or args.to else load_for_reading)(args.config)
     m = config.model
     schedule: AuditSchedule | None = None
     if args.schedule:

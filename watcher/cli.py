@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from watcher import __version__
-from watcher.config import Config, ConfigError, load_config
+from watcher.config import Config, ConfigError, load_config, load_for_reading
+from watcher.render import counted
 from watcher.secret import redact
 from watcher.statefile import StateFileError, StateLocked
 
@@ -148,10 +149,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     # redact: a value given as a secret anywhere (${VAR}) is masked wherever it appears
     print(
         redact(
-            f"{args.config}: ok: site {m.site}, {len(m.targets)} targets, {checks} checks, "
-            f"{len(config.rules.rules)} rules from {', '.join(str(p) for p in config.rule_files)}"
+            f"{args.config}: ok: site {m.site}, {counted(len(m.targets), 'target')}, "
+            f"{counted(checks, 'check')}, {counted(len(config.rules.rules), 'rule')} from "
+            f"{', '.join(str(p) for p in config.rule_files)}"
         )
     )
+    for line in config.rules.overrides:
+        print(redact(f"  {line}"))
     return EXIT_OK
 
 
@@ -194,6 +198,9 @@ def cmd_once(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     results = _round(config, args.target)
     results.sort(key=lambda r: r.key)
+    if not results and not args.json:
+        print("no checks to run")
+        return EXIT_OK
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -215,7 +222,9 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     from watcher.incident import public_view
     from watcher.store import Store
 
-    config = load_config(args.config)
+    # ack and resolve may comment on the ticket from here: they need the helpdesk's secrets
+    load = load_for_reading if args.action in ("list", "show") else load_config
+    config = load(args.config)
     if not config.state_is_database and not config.state_path.exists():
         print(f"no state yet at {config.state_path}: watcher has not run", file=sys.stderr)
         return EXIT_OK if args.action == "list" else EXIT_FAILING
@@ -240,6 +249,9 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                     out.append(view)
                 print(json.dumps(out, indent=2))
                 return EXIT_OK
+            if not items:
+                print("no incidents" if args.all else "no open incidents")
+                return EXIT_OK
             calendar = config.calendar
             from watcher.render import local_time
             from watcher.suppression import describe
@@ -247,6 +259,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
             rows = []
             for i in items:
                 delivery = "FAILED" if i.id in failed else "queued" if i.id in pending else ""
+                tickets = ", ".join(t["external_id"] for t in store.tickets(i.id or 0))
                 rows.append(
                     (
                         str(i.id),
@@ -254,6 +267,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                         i.state,
                         i.target,
                         (i.summary or i.message)[:70],
+                        tickets or "-",
                         local_time(i.response_due, calendar),
                         local_time(i.resolve_due, calendar),
                         delivery,
@@ -267,6 +281,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                     "STATE",
                     "TARGET",
                     "SUMMARY",
+                    "TICKET",
                     "RESPOND BY",
                     "RESOLVE BY",
                     "DELIVERY",
@@ -353,7 +368,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from watcher.incident import fingerprint_of
     from watcher.store import Store
 
-    config = load_config(args.config)
+    config = (load_config if args.run else load_for_reading)(args.config)
     target = config.targets.get(args.target)
     has_state = config.state_is_database or config.state_path.exists()
     if target is None and has_state:
@@ -377,9 +392,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     results = [] if args.run or store is None else store.latest(args.target)
     source = "latest recorded results"
     if not results:
+        if config.unset:
+            config = load_config(args.config)  # checks run now need every secret
         results = _round(config, [args.target])
         source = "a check run just now"
-    print(f"{args.target}: {len(results)} results ({source})")
+    print(f"{args.target}: {counted(len(results), 'result')} ({source})")
     for result in sorted(results, key=lambda r: r.key):
         check = (result.probe + " " + result.item).strip()
         print(f"\n{check}: {result.status.upper()} {result.message}")

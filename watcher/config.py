@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import reprlib
+import sys
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from probes.alertmanager import AlertmanagerSettings
 from probes.base import Probe, ProbeConfig
 from rules.condition import RESULT_FIELDS
 from rules.engine import RuleSet
-from rules.model import TEMPLATE_BASE_FIELDS, Rule, RulePack, template_fields
+from rules.model import TEMPLATE_BASE_FIELDS, Rule, RuleOverride, RulePack, template_fields
 from watcher.durations import parse_duration, parse_interval, parse_retry_interval
 from watcher.flapping import FlappingConfig
 from watcher.maintenance import MaintenanceConfig
@@ -606,6 +607,8 @@ class Config:
     model: WatcherConfig
     rules: RuleSet
     rule_files: list[Path] = field(default_factory=list)
+    # ${VAR}s not set, read as empty: only when loaded with secrets="optional"
+    unset: list[ConfigIssue] = field(default_factory=list)
 
     @property
     def site(self) -> str:
@@ -649,11 +652,19 @@ class Config:
 # --------------------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
-    """Loads watcher.yml and its rule packs; raises ConfigError listing every problem."""
+def load_config(
+    path: str | Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    secrets: Literal["required", "optional"] = "required",
+) -> Config:
+    """Loads watcher.yml and its rule packs; raises ConfigError listing every problem.
+
+    With ``secrets="optional"`` (commands that only read the state), an unset ``${VAR}``
+    reads as empty and is listed in ``Config.unset`` instead of being a problem."""
     loaded: list[Located] = []
     try:
-        return _load_config(Path(path), environ, loaded)
+        return _load_config(Path(path), environ, loaded, secrets)
     except ConfigError as exc:
         if not any(located.from_env for located in loaded):
             raise
@@ -663,9 +674,37 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
         raise ConfigError(issues) from None
 
 
-def _load_config(file: Path, environ: Mapping[str, str] | None, loaded: list[Located]) -> Config:
+def load_for_reading(path: str | Path) -> Config:
+    """The config for a command that only reads (incidents, explain, audit, maintenance):
+    unset ``${VAR}`` secrets read as empty, with one warning on stderr naming them, since
+    only commands that probe or deliver (run, once, test-integration) need them."""
+    config = load_config(path, secrets="optional")
+    if config.unset:
+        names = sorted({i.message.split()[2] for i in config.unset})
+        print(
+            f"watcher: warning: {', '.join(names)} not set; read as empty "
+            "(only run, once and test-integration need them)",
+            file=sys.stderr,
+        )
+    return config
+
+
+# The settings each check after validation reads: when some settings fail validation, the
+# checks that do not read them still run, so one pass reports every mistake it can.
+_CHECK_NEEDS = {
+    "targets": {"integrations", "ssh", "targets"},
+    "checkins": {"api_token", "checkins", "listen", "targets"},
+    "audits": {"audits", "contacts", "smtp"},
+    "rules": {"checkins", "site", "targets"},
+    "alert quality": {"checkins", "maintenance", "outages", "targets"},
+}
+
+
+def _load_config(
+    file: Path, environ: Mapping[str, str] | None, loaded: list[Located], secrets: str
+) -> Config:
     _install_entry_types()
-    located = load_yaml(file, environ=environ)
+    located = load_yaml(file, environ=environ, defer_unset=True)
     loaded.append(located)
     issues: list[ConfigIssue] = []
     if not isinstance(located.data, dict):
@@ -678,11 +717,14 @@ def _load_config(file: Path, environ: Mapping[str, str] | None, loaded: list[Loc
                 )
             ]
         )
+    failed: set[str] = set()
     try:
         model = WatcherConfig.model_validate(located.data)
     except ValidationError as exc:
         issues.extend(_validation_issues(exc, located, WatcherConfig))
-        model = None
+        locs = [e["loc"] for e in exc.errors() if e["loc"]]
+        failed = {str(loc[0]) for loc in locs}
+        model = _without_failed(located.data, locs)
     packs: list[tuple[Located, RulePack]] = []
     rule_files: list[Path] = []
     rule_names = located.data.get("rules", ["default"])
@@ -702,7 +744,7 @@ def _load_config(file: Path, environ: Mapping[str, str] | None, loaded: list[Loc
             )
             continue
         try:
-            rules_located = load_yaml(rule_file, environ=environ)
+            rules_located = load_yaml(rule_file, environ=environ, defer_unset=True)
         except ConfigError as exc:
             issues.extend(exc.issues)
             continue
@@ -712,20 +754,50 @@ def _load_config(file: Path, environ: Mapping[str, str] | None, loaded: list[Loc
             rule_files.append(rule_file)
         except ValidationError as exc:
             issues.extend(_validation_issues(exc, rules_located, RulePack))
-    if model is None:
-        # The rule packs are still checked, so that every problem is reported at once;
-        # what depends on the targets is left for when they load.
-        issues.extend(_merge_rules(None, packs)[1])
-        raise ConfigError(issues)
-    issues.extend(_check_targets(model, located))
-    issues.extend(_check_checkins(model, located))
-    issues.extend(_check_audits(model, located))
-    ruleset, rule_issues = _merge_rules(model, packs)
+
+    def runs(check: str) -> bool:
+        return model is not None and not (_CHECK_NEEDS[check] & failed)
+
+    if model is not None and runs("targets"):
+        issues.extend(_check_targets(model, located))
+    if model is not None and runs("checkins"):
+        issues.extend(_check_checkins(model, located))
+    if model is not None and runs("audits"):
+        issues.extend(_check_audits(model, located))
+    # The rule packs are checked even when the targets did not load; what depends on the
+    # targets is then left for when they do.
+    ruleset, rule_issues = _merge_rules(model if runs("rules") else None, packs)
     issues.extend(rule_issues)
-    issues.extend(_check_alert_quality(model, located, ruleset))
-    if issues:
+    if model is not None and runs("alert quality"):
+        issues.extend(_check_alert_quality(model, located, ruleset))
+    unset = [issue for source in loaded for issue in source.unset]
+    if secrets == "required" and unset:
+        # A value left empty by an unset ${VAR} may fail its own check too: said once
+        where = {(i.mark.file if i.mark else "", i.path) for i in unset}
+        issues = [i for i in issues if (i.mark.file if i.mark else "", i.path) not in where]
+        issues.extend(unset)
+    if issues or model is None or failed:
         raise ConfigError(issues)
-    return Config(file=file, model=model, rules=ruleset, rule_files=rule_files)
+    return Config(file=file, model=model, rules=ruleset, rule_files=rule_files, unset=unset)
+
+
+def _without_failed(data: dict[str, Any], locs: list[tuple[Any, ...]]) -> WatcherConfig | None:
+    """The model of ``data`` without what failed validation (the failing items of a list,
+    other settings' defaults), so the checks that read none of it can still run; None if
+    even that fails."""
+    kept = dict(data)
+    for loc in locs:
+        name = str(loc[0])
+        value = data.get(name)
+        if isinstance(value, list) and len(loc) > 1 and isinstance(loc[1], int):
+            drop = {lc[1] for lc in locs if str(lc[0]) == name and len(lc) > 1}
+            kept[name] = [item for i, item in enumerate(value) if i not in drop]
+        else:
+            kept.pop(name, None)
+    try:
+        return WatcherConfig.model_validate(kept)
+    except ValidationError:
+        return None
 
 
 def _resolve_rule_file(base: Path, name: str) -> Path | None:
@@ -1089,12 +1161,25 @@ def _merge_rules(
 ) -> tuple[RuleSet, list[ConfigIssue]]:
     priorities: dict[str, Any] = {}
     by_name: dict[str, tuple[Rule, Located, int]] = {}
+    issues = []
+    overrides: list[str] = []
     for located, pack in packs:
         priorities.update(pack.priorities)
         for index, rule in enumerate(pack.rules):
+            if isinstance(rule, RuleOverride):
+                base = by_name.get(rule.name)
+                if base is None:
+                    issues.append(_no_rule_to_override(rule, located, index, sorted(by_name)))
+                    continue
+                # in the place of the rule it changes: the rest of its pack's order stays
+                by_name[rule.name] = (rule.apply(base[0]), located, index)
+                overrides.append(
+                    f"{located.file}: rule {rule.name} changes {', '.join(rule.changed)} "
+                    f"of the rule of that name in {base[1].file}"
+                )
+                continue
             by_name.pop(rule.name, None)  # a later pack's rule of the same name replaces it
             by_name[rule.name] = (rule, located, index)
-    issues = []
     configured: dict[str, ProbeSpec] = {}
     target_names: set[str] = set()
     if model is not None:
@@ -1176,7 +1261,23 @@ def _merge_rules(
                         )
                     )
     rules = [rule for rule, _, _ in by_name.values()]
-    return RuleSet(priorities, rules, site=model.site if model else "?"), issues
+    ruleset = RuleSet(priorities, rules, site=model.site if model else "?", overrides=overrides)
+    return ruleset, issues
+
+
+def _no_rule_to_override(
+    rule: RuleOverride, located: Located, index: int, names: list[str]
+) -> ConfigIssue:
+    guess = did_you_mean(rule.name, names)
+    return ConfigIssue(
+        located.mark(("rules", index, "name")),
+        format_path(("rules", index, "name")),
+        f"rule {rule.name!r} has no when:, so it changes an earlier pack's rule of that "
+        "name, and no earlier pack has one",
+        (guess + " " if guess.startswith("did you mean") else "")
+        + f"rules it can change: {', '.join(names) or 'none (list its pack after default)'}; "
+        "or give it when: and priority: to make it a rule of its own",
+    )
 
 
 def _glob(pattern: str, name: str) -> bool:

@@ -72,10 +72,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _open(args: argparse.Namespace) -> tuple[Any, Any]:
-    from watcher.config import load_config
+    from watcher.config import load_for_reading
     from watcher.store import Store
 
-    config = load_config(args.config)
+    config = load_for_reading(args.config)
     return config, Store(config.state_location)
 
 

@@ -16,9 +16,14 @@ from rules.model import PriorityPolicy
 from watcher.incident import Event, Incident
 from watcher.sla import BusinessCalendar
 
-__all__ = ["ticket_subject", "ticket_content", "local_time"]
+__all__ = ["counted", "ticket_subject", "ticket_content", "local_time"]
 
 EVIDENCE_IN_TICKET = 4096
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 target``, ``3 targets``: a count with its noun in the right number."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def local_time(moment: datetime | None, calendar: BusinessCalendar) -> str:

@@ -154,6 +154,18 @@ class Scheduler:
             and time.monotonic() - self.last_loop < 30
         )
 
+    def first_runs(self) -> list[float]:
+        """Seconds until each check whose first run has not finished reports (0 while it
+        runs). First runs are spread over an interval, so a fresh start would otherwise show
+        an empty page for a while without saying why."""
+        now = time.monotonic()
+        with self._lock:
+            return [
+                0.0 if job.running else max(0.0, job.due - now)
+                for job in self.jobs
+                if job.run_number == 0 or (job.run_number == 1 and job.running)
+            ]
+
     def _loop(self) -> None:
         timetable = self._timetable
         next_watchdog = 0.0

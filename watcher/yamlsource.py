@@ -114,6 +114,8 @@ class Located:
     file: str
     text: str | None = field(default=None, repr=False)
     from_env: dict[PathKey, tuple[str, str]] = field(default_factory=dict, repr=False)
+    # ``${VAR}``s not set, when the caller asked to decide about them itself (defer_unset)
+    unset: list[ConfigIssue] = field(default_factory=list, repr=False)
     _root: _MarkNode | None = field(default=None, repr=False)
 
     def mark(self, path: PathKey, *, key: bool = False) -> Mark | None:
@@ -256,8 +258,11 @@ def load_yaml(
     *,
     text: str | None = None,
     environ: Mapping[str, str] | None = None,
+    defer_unset: bool = False,
 ) -> Located:
-    """Loads one YAML file; raises ConfigError with every problem found in it."""
+    """Loads one YAML file; raises ConfigError with every problem found in it. With
+    ``defer_unset``, an unset ``${VAR}`` reads as empty and its issue goes to
+    ``Located.unset`` instead, for the caller to report or let pass."""
     file = str(path)
     if text is None:
         text = _read_text(Path(path), file)
@@ -269,7 +274,8 @@ def load_yaml(
     issues: list[ConfigIssue] = []
     loader = _Loader(text)
     try:
-        located.data = _Builder(loader, file, env, issues, located.from_env).document()
+        unset = located.unset if defer_unset else issues
+        located.data = _Builder(loader, file, env, issues, located.from_env, unset).document()
     except _Abort:
         pass  # its issue is in ``issues``
     except yaml.MarkedYAMLError as exc:
@@ -421,7 +427,9 @@ class _Builder:
         env: Mapping[str, str],
         issues: list[ConfigIssue],
         from_env: dict[PathKey, tuple[str, str]],
+        unset: list[ConfigIssue] | None = None,
     ) -> None:
+        self.unset = issues if unset is None else unset
         self.loader = loader
         self.file = file
         self.env = env
@@ -628,7 +636,7 @@ class _Builder:
         written = value
         value = expand_env(value, self.env, missing)
         for name in missing:
-            self.issues.append(
+            self.unset.append(
                 ConfigIssue(
                     self.mark(event),
                     format_path(path),

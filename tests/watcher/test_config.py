@@ -128,7 +128,7 @@ def test_shipped_watcher_yml_is_valid() -> None:
         "disk",
         "http",
         "tcp",
-        "command",
+        "uptime",
     }
 
 
@@ -200,3 +200,131 @@ def test_a_broken_target_does_not_hide_a_broken_rule_pack(tmp_path: Path) -> Non
         load_config(path)
     text = str(caught.value)
     assert "unknown probe kind 'htpp'" in text and "site.yml:2:" in text and "'used_pct'" in text
+
+
+def test_two_independent_mistakes_in_different_sections_are_reported_in_one_pass(
+    tmp_path: Path,
+) -> None:
+    # smtp.port fails validation; the duplicate target name is a check across targets,
+    # which used to run only once everything validated
+    path = write_config(
+        tmp_path,
+        """
+        site: acme
+        smtp: {host: 127.0.0.1, port: many}
+        targets:
+          - {name: web, probes: [{tcp: {port: 80}}]}
+          - {name: web, probes: [{tcp: {port: 443}}]}
+        """,
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    text = str(caught.value)
+    assert "smtp.port" in text and "target name 'web' is used twice" in text
+
+
+def test_a_check_reading_a_setting_that_failed_is_left_out_rather_than_misleading(
+    tmp_path: Path,
+) -> None:
+    # contacts fail, so the audit's recipients cannot be checked against them
+    path = write_config(
+        tmp_path,
+        """
+        site: acme
+        contacts: {managers: [{email: 5}]}
+        audits: [{every: "mon 08:00", to: [managers]}]
+        targets: [{name: web, probes: [{tcp: {port: 80}}]}]
+        """,
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert [i.path.split("[")[0] for i in caught.value.issues] == ["contacts.managers"]
+
+
+def test_unset_variables_are_problems_reported_with_everything_else(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        """
+        site: acme
+        smtp: {host: 127.0.0.1, port: many, password: "${SMTP_PW}"}
+        targets:
+          - {name: web, probes: [{tcp: {port: 80}}]}
+          - {name: web, probes: [{tcp: {port: 443}}]}
+        """,
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    text = str(caught.value)
+    assert "SMTP_PW is not set" in text and "smtp.port" in text and "used twice" in text
+
+
+def test_read_only_loading_takes_unset_secrets_as_absent_and_lists_them(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        """
+        site: acme
+        smtp: {host: 127.0.0.1, password: "${SMTP_PW}"}
+        targets: [{name: web, probes: [{tcp: {port: 80}}]}]
+        """,
+    )
+    config = load_config(path, environ={}, secrets="optional")
+    assert config.model.smtp is not None and not config.model.smtp.password
+    assert [str(i).split(": ", 1)[1] for i in config.unset] == [
+        "smtp.password: environment variable SMTP_PW is not set\n"
+        "    hint: export SMTP_PW=... before starting watcher, give a default with "
+        "${SMTP_PW:-value}, or write $${ for a literal '${'"
+    ]
+    with pytest.raises(ConfigError, match="SMTP_PW is not set"):
+        load_config(path, environ={})
+
+
+def test_a_site_rule_without_when_changes_only_the_keys_it_gives_of_a_shipped_rule(
+    tmp_path: Path,
+) -> None:
+    path = write_config(
+        tmp_path,
+        """
+        site: acme
+        rules: [default, site.yml]
+        targets: [{name: web, probes: [{disk: {paths: [/]}}]}]
+        """,
+        extra={"site.yml": "rules:\n  - {name: disk-high, for: 5m, priority: P2}\n"},
+    )
+    config = load_config(path, environ={})
+    plain = tmp_path / "plain.yml"
+    plain.write_text(path.read_text().replace("rules: [default, site.yml]", "rules: [default]"))
+    shipped = load_config(plain, environ={})
+    [rule] = [r for r in config.rules.rules if r.name == "disk-high"]
+    assert rule.for_ == timedelta(minutes=5) and rule.priority == "P2"
+    assert rule.when.text and rule.probe == ["disk"]  # the rest as the shipped rule says
+    names = [r.name for r in config.rules.rules]
+    assert names == [r.name for r in shipped.rules.rules] and names.count("disk-high") == 1
+    [said] = config.rules.overrides
+    assert "rule disk-high changes for, priority of" in said and "default.yml" in said
+    done = subprocess.run(
+        [sys.executable, "-m", "watcher.cli", "validate", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and "rule disk-high changes for, priority" in done.stdout
+
+
+def test_a_change_to_a_rule_no_earlier_pack_has_is_an_error_listing_the_names(
+    tmp_path: Path,
+) -> None:
+    path = write_config(
+        tmp_path,
+        """
+        site: acme
+        rules: [default, site.yml]
+        targets: [{name: web, probes: [{disk: {paths: [/]}}]}]
+        """,
+        extra={"site.yml": "rules:\n  - {name: disk-hihg, for: 5m}\n"},
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    [issue] = caught.value.issues
+    assert "'disk-hihg' has no when:" in issue.message and issue.mark is not None
+    assert issue.mark.file.endswith("site.yml") and issue.mark.line == 2
+    assert "did you mean 'disk-high'?" in issue.hint and "disk-critical" in issue.hint

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from tests.daemon import Daemon
@@ -142,7 +143,7 @@ def test_a_watcher_killed_before_delivery_delivers_exactly_once_after_restart(
     assert _rows(db, "SELECT count(*) FROM incidents") == [(1,)]
 
 
-def test_the_api_acknowledges_with_a_token_and_refuses_without(
+def test_the_api_acknowledges_with_a_token_and_refuses_without_and_open_includes_acknowledged(
     tmp_path: Path, http_server: HTTPTestServer, smtp_sink: SmtpSink
 ) -> None:
     port = free_port()
@@ -168,6 +169,13 @@ def test_the_api_acknowledges_with_a_token_and_refuses_without(
         status, body = daemon.get(f"/api/incidents/{incident_id}")
         timeline = [e["kind"] for e in json.loads(body)["timeline"]]
         assert "acknowledged" in timeline
+        # open means not resolved: an acknowledged incident is still listed
+        for state in ("open", "acknowledged"):
+            listed = json.loads(daemon.get(f"/api/incidents?state={state}")[1])
+            assert [i["id"] for i in listed] == [incident_id], state
+        assert json.loads(daemon.get("/api/incidents?state=resolved")[1]) == []
+        status, body = daemon.get("/api/incidents?state=closed")
+        assert status == 400 and "acknowledged" in body
         assert token not in daemon.get("/metrics")[1] and token not in daemon.log()
     finally:
         daemon.stop()
@@ -212,5 +220,31 @@ def test_prometheus_scrapes_the_metrics_endpoint(tmp_path: Path, prometheus_fact
             return prometheus.query('watcher_check_success{check="disk"}')
 
         daemon.wait_for(scraped, 30, "a probe metric in Prometheus")
+    finally:
+        daemon.stop()
+
+
+def test_a_fresh_start_says_when_the_first_results_come(tmp_path: Path) -> None:
+    port = free_port()
+    # first runs are spread over one interval: at a day, none runs while this test looks
+    config = write_config(
+        tmp_path,
+        f"""
+        site: acme
+        state: state.db
+        listen: 127.0.0.1:{port}
+        defaults: {{interval: 1d}}
+        targets:
+          - {{name: shop, probes: [{{tcp: {{host: 127.0.0.1, port: {free_port()}}}}}]}}
+          - {{name: mail, probes: [{{tcp: {{host: 127.0.0.1, port: {free_port()}}}}}]}}
+        """,
+    )
+    daemon = Daemon(config, port).start()
+    try:
+        status, page = daemon.get("/")
+        assert status == 200 and "2 checks not run yet since the start: first results in" in page
+        with urllib.request.urlopen(daemon.url("/api/results"), timeout=5) as response:
+            assert json.loads(response.read()) == []
+            assert "2 checks not run yet" in response.headers["Watcher-Waiting"]
     finally:
         daemon.stop()

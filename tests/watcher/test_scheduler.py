@@ -254,3 +254,27 @@ def test_stopping_cuts_a_running_check_and_drops_its_result(tmp_path: Path) -> N
     scheduler.stop(timeout=5)
     assert time.monotonic() - started < 3
     assert results == []
+
+
+def test_the_scheduler_says_how_soon_checks_not_yet_run_first_report(tmp_path: Path) -> None:
+    stuck = Stuck()
+    results: list[Result] = []
+    scheduler = Scheduler(
+        [
+            _job(tmp_path, stuck, interval=60, timeout=30),
+            _job(tmp_path, Crashing(ProbeConfig()), interval=0.1, timeout=1),
+        ],
+        workers=2,
+        on_results=results.extend,
+        metrics=Metrics(),
+    )
+    assert len(scheduler.first_runs()) == 2
+    scheduler.start()
+    try:
+        waiting = scheduler.first_runs()
+        assert len(waiting) == 2 and all(0 <= s <= 60 for s in waiting)
+        _wait(lambda: results)  # the quick one has reported; the stuck one has not
+        assert len(scheduler.first_runs()) == 1
+    finally:
+        stuck.release.set()
+        scheduler.stop()

@@ -173,3 +173,49 @@ def test_the_served_page_escapes_probe_messages_and_posted_windows_under_a_stric
     assert f"<li>{escape(name)}: shop until " in text
     assert f"({escape(reason)})</li>" in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text.split("Latest results")[1]
+
+
+def test_the_status_page_shows_every_time_in_the_sites_zone_named_once(tmp_path: Path) -> None:
+    calendar = config_from(
+        tmp_path,
+        "site: acme\nstate: state.db\nlisten: null\ntargets: [{name: shop, probes: [{tcp: {port: 1}}]}]\n",
+        environ={},
+    ).calendar  # business hours default to Asia/Kolkata
+    results = [result("shop", probe, at=NOW) for probe in ("http", "tcp", "disk")]
+    page = render_status_page(
+        site="acme",
+        calendar=calendar,
+        targets=1,
+        incidents=[_incident(1)],
+        maintenance=[],
+        shown=results,
+        matched=3,
+        everything=results,
+        now=NOW,
+    )
+    assert "UTC" not in page and page.count("IST") == 1 and "Times are Asia/Kolkata (IST)" in page
+    # 02:30 UTC is 08:00 in Kolkata: the incident's respond-by, each result and the footer
+    assert page.count("2026-11-23 08:00") == 1 + 3 + 1
+    assert "3 checks on 1 target, 0 not ok" in page
+
+
+def test_a_fresh_status_page_says_when_the_first_results_come(tmp_path: Path) -> None:
+    calendar = config_from(
+        tmp_path,
+        "site: acme\nstate: state.db\nlisten: null\ntargets: [{name: shop, probes: [{tcp: {port: 1}}]}]\n",
+        environ={},
+    ).calendar
+    page = render_status_page(
+        site="acme",
+        calendar=calendar,
+        targets=1,
+        incidents=[],
+        maintenance=[],
+        shown=[],
+        matched=0,
+        everything=[],
+        now=NOW,
+        first_runs=[0.0, 12.3, 27.9],
+    )
+    assert "0 checks on 1 target" in page
+    assert "3 checks not run yet since the start: first results in 0 s, all within 28 s." in page
