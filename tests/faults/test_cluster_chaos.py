@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,26 @@ def own_postgres() -> Iterator[PostgresServer]:
     server.stop()
 
 
+def _stale_deliveries(directory: Path, node: Node | None, resumed: datetime | None) -> int:
+    """Deliveries the paused member made after SIGCONT and before it rejoined: what it
+    would have sent on the strength of what it believed before the pause."""
+    assert node is not None and resumed is not None
+    lines = (directory / f"{node.name}.log").read_text().splitlines()
+    stale = 0
+    for line in lines:
+        try:
+            at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+        except ValueError:
+            continue
+        if at < resumed:
+            continue
+        if "joined with epoch" in line or "watcher: watcher" in line:
+            break  # rejoined (or restarted): from here on it acts under a new lease
+        if " delivered" in line:
+            stale += 1
+    return stale
+
+
 def _events(receiver: Receiver) -> Counter[tuple[str, str]]:
     with receiver._lock:
         bodies = [json.loads(b) for _, b in receiver.requests]
@@ -189,12 +210,15 @@ def test_three_members_survive_kills_a_pause_and_a_database_restart_with_exact_t
         healthy_ports = {listeners.ports[n] for n in range(TARGETS) if n not in fail_at}
         start = time.monotonic()
         paused: list[tuple[float, Node]] = []
+        was_paused: Node | None = None
+        resumed_at: datetime | None = None
         try:
             for at, what, target in plan:
                 while time.monotonic() - start < at:
                     for until, node in list(paused):
                         if time.monotonic() >= until:
                             node.signal(signal.SIGCONT)
+                            resumed_at = datetime.now()  # the logs' local time
                             paused.remove((until, node))
                     time.sleep(0.05)
                 if what == "fail":
@@ -209,6 +233,7 @@ def test_three_members_survive_kills_a_pause_and_a_database_restart_with_exact_t
                     node = rng.choice(nodes)
                     node.signal(signal.SIGSTOP)
                     paused.append((time.monotonic() + LEASE + 3.0, node))
+                    was_paused = node
                 elif what == "database":
                     own_postgres.restart()
             for _, node in paused:
@@ -244,8 +269,11 @@ def test_three_members_survive_kills_a_pause_and_a_database_restart_with_exact_t
         f" resolves {sum(resolves.values())} for {len(resolves)} (want {RECOVERING}),"
         f" largest gap {max(gaps):.2f}s over {len(gaps)} intervals"
     )
+    stale = _stale_deliveries(tmp_path, was_paused, resumed_at)
+    report += f", {stale} stale deliveries after the pause"
     print(report)
     (tmp_path / "report.txt").write_text(report + "\n")
+    assert stale == 0, report
     assert opens == {f"t{t:03d}": 1 for t in failing}, report
     assert resolves == {f"t{t:03d}": 1 for t in recover_at}, report
     # killed or paused members' targets wait for the lease, the reaping renewal (a
