@@ -34,10 +34,8 @@ lint: $(VENV)/.test-installed
 
 bench: $(VENV)/.test-installed
 	scripts/install-debian-deps.sh --bench
-	$(BIN)/python bench/http_bench.py
-	$(BIN)/python bench/ssh_bench.py
-	$(BIN)/python bench/scale_bench.py
-	$(BIN)/python bench/ticket_bench.py
+	$(BIN)/python bench/product_bench.py --window 15
+	$(BIN)/python bench/site_bench.py --targets 2000 --ssh-servers 200 --duration 90
 
 clean:
 	rm -rf $(VENV) *.egg-info

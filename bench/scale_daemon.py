@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import resource
+import select
 import sys
 import time
 from array import array
@@ -93,6 +94,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument(
+        "--linger",
+        type=float,
+        default=0,
+        help="after measuring, print MEASURED and keep running up to this long, until a line on stdin",
+    )
+    parser.add_argument(
         "--tracemalloc",
         type=Path,
         help="write the biggest Python allocations here at the end (slow)",
@@ -143,6 +150,13 @@ def main() -> int:
             hard_timeouts=app.metrics.scheduler_timeouts._value.get(),
             incidents_open=app.engine.incident_counts(),
         )
+        if args.linger:
+            # Keep the daemon running (unmeasured) until told to stop on stdin, so the
+            # bench can wait for incidents the measured window started.
+            print("MEASURED", flush=True)
+            ready, _, _ = select.select([sys.stdin], [], [], args.linger)
+            if ready:
+                sys.stdin.readline()
         if args.tracemalloc:
             snapshot = tracemalloc.take_snapshot()
             current, peak = tracemalloc.get_traced_memory()

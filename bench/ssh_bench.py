@@ -1,4 +1,9 @@
-"""SSH checks side by side: watcher's pooled probe, Nagios' check_by_ssh (with OpenSSH's default
+"""Micro: watcher's pooled SSH probe function (a ``run_probe()`` loop in this process, not
+the daemon) beside check_by_ssh opening a new OpenSSH connection per check. For products
+side by side, check_by_ssh with ControlMaster/ControlPersist included, run
+``bench/product_bench.py``.
+
+SSH checks side by side: watcher's pooled probe, Nagios' check_by_ssh (with OpenSSH's default
 and with the classic curve25519 key exchange), and paramiko with a new connection per check,
 all running the same Nagios plugin on the same local sshd.
 
@@ -223,6 +228,7 @@ def main() -> int:
 
     rows = [pooled, nagios, nagios_light, fresh]
     print(
+        f"Micro (watcher: a bare run_probe() loop; check_by_ssh without multiplexing): "
         f"{args.checks} sequential checks each, plugin: check_load {' '.join(PLUGIN_ARGS)}, sshd on 127.0.0.1, "
         f"{os.cpu_count()} CPUs\n"
     )
