@@ -276,6 +276,6 @@ def test_three_members_survive_kills_a_pause_and_a_database_restart_with_exact_t
     assert stale == 0, report
     assert opens == {f"t{t:03d}": 1 for t in failing}, report
     assert resolves == {f"t{t:03d}": 1 for t in recover_at}, report
-    # killed or paused members' targets wait for the lease, the reaping renewal (a
-    # third of it) and one interval; the database's restart adds its own seconds.
-    assert max(gaps) < LEASE + LEASE / 3 + 2 * INTERVAL + 1.0 + 4.0, report
+    # A killed or paused member's targets wait for its lease and their next interval
+    # (lease + interval + 1 s measured at most 4.8 s here); 2 s more for a loaded machine.
+    assert max(gaps) < LEASE + INTERVAL + 1.0 + 2.0, report
