@@ -223,10 +223,15 @@ def main() -> int:
             node.proc and node.proc.send_signal(signal.SIGTERM)
         for node in nodes:
             node.proc and node.proc.wait(30)
+    except BaseException:
+        for log in sorted(work.glob("*/*.log")):
+            print(f"--- {log} (kept):\n" + log.read_text()[-2000:], file=sys.stderr)
+        raise
+    else:
+        subprocess.run(["rm", "-rf", str(work)], check=False)
     finally:
         listeners.stop()
         postgres.stop()
-        subprocess.run(["rm", "-rf", str(work)], check=False)
     return 0
 
 
