@@ -4,7 +4,7 @@ Builds a site of ``--targets`` targets with two checks each (http and tcp: 10,00
 by default) in a fresh state file, with 30 days of history as the store keeps it (daily
 summaries, hourly ones for the last two days, raw results every 5 minutes for the last two
 hours), 1 % of checks failing so incidents are open. The probes never run: results are fed
-to the real engine, and the real web server of ``watcher.app.App`` answers.
+to the real engine, and the real web server of ``watcher.app.daemon.App`` answers.
 
 Then it GETs the overview (first page, and a filtered one), its live JSON, its stylesheet
 and script, ``--requests`` times each over HTTP on loopback, and prints p50/p99 server
@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from probes.base import Result  # noqa: E402
 from tests.servers.base import free_port  # noqa: E402
-from watcher.app import App  # noqa: E402
-from watcher.statefile import release_run_lock  # noqa: E402
-from watcher.web import WebServer  # noqa: E402
+from watcher.app.daemon import App  # noqa: E402
+from watcher.store.sqlite_file import release_run_lock  # noqa: E402
+from watcher.web.server import WebServer  # noqa: E402
 
 HOUR, DAY = 3600, 86400
 

@@ -32,10 +32,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.daemon import Daemon  # noqa: E402
 from tests.servers.base import cleanup_all, free_port, make_workdir  # noqa: E402
 from tests.servers.httpd import HTTPTestServer  # noqa: E402
-from watcher.durations import parse_duration  # noqa: E402
+from tests.support.daemon import Daemon  # noqa: E402
+from watcher.core.durations import parse_duration  # noqa: E402
 
 INTERVAL = 60.0  # the shipped default, left unset in the configs
 

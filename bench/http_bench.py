@@ -45,7 +45,7 @@ from probes.http import HttpConfig, HttpProbe  # noqa: E402
 from tests.servers.base import ManagedProcess, cleanup_all, free_port, make_workdir, wait_for_port  # noqa: E402
 from tests.servers.certs import make_test_pki  # noqa: E402
 from tests.servers.prometheus import BlackboxExporter  # noqa: E402
-from watcher.httpclient import HttpClients  # noqa: E402
+from watcher.delivery.httpclient import HttpClients  # noqa: E402
 
 CHECK_HTTP = "/usr/lib/nagios/plugins/check_http"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

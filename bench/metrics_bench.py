@@ -115,7 +115,7 @@ def renew(results: list[Any], scrape: int) -> None:
 
 def serve(metrics: Any) -> Any:
     """Watcher's web server on a free loopback port with the /metrics route."""
-    from watcher.web import Response, WebServer
+    from watcher.web.server import Response, WebServer
 
     web = WebServer("127.0.0.1:0", api_token=None)
     if hasattr(metrics, "respond"):
@@ -185,7 +185,7 @@ def main() -> None:
     if not 1 <= args.targets <= 100_000 or not 1 <= args.scrapes <= 1000:
         raise SystemExit("--targets is 1-100000 and --scrapes 1-1000")
     sys.path.insert(0, str(args.source.resolve()))
-    from watcher.metrics import Metrics
+    from watcher.web.metrics import Metrics
 
     results = site_results(args.targets, datetime.now(UTC))
     metrics = Metrics()

@@ -284,7 +284,7 @@ def micro_ssh(ssh: Ssh, checks: int) -> Measured:
     """The nagios probe through the pool, one check at a time in this process."""
     from probes.base import ProbeContext, run_probe
     from probes.nagios import NagiosConfig, NagiosProbe
-    from watcher.httpclient import HttpClients
+    from watcher.delivery.httpclient import HttpClients
     from watcher.transports.ssh import SshPool, SshSettings
 
     s = ssh.sshd

@@ -1,6 +1,6 @@
 """A simulated site of 10,000 targets with 3 checks each at 60 s, run by the real daemon.
 
-The watcher is ``watcher.app.App`` on a generated watcher.yml, in a process of its own
+The watcher is ``watcher.app.daemon.App`` on a generated watcher.yml, in a process of its own
 (``bench/scale_daemon.py``, which imports only watcher), with everything ``watcher run``
 runs: scheduler, probe pool, engine and store (SQLite on disk), outbox, web server for
 /metrics. The targets are real servers on loopback:

@@ -1,6 +1,6 @@
 """The watcher daemon as ``bench/scale_bench.py`` measures it, in a process of its own.
 
-It runs ``watcher.app.App`` on the given config exactly as ``watcher run`` does, and
+It runs ``watcher.app.daemon.App`` on the given config exactly as ``watcher run`` does, and
 imports nothing but watcher, so its CPU and memory are the daemon's alone. Inside, it
 keeps every schedule lag sample (the scheduler's own histogram observations: from the
 moment a check was due to the moment a worker started it) and counts results by kind
@@ -27,8 +27,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from watcher.app import App  # noqa: E402
-from watcher.config import load_config  # noqa: E402
+from watcher.app.daemon import App  # noqa: E402
+from watcher.config.load import load_config  # noqa: E402
 
 
 def memory() -> dict[str, int]:

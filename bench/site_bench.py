@@ -1,7 +1,7 @@
 """A site-like load on one watcher: many targets, many distinct SSH servers far away, some
 targets timing out or refusing, incidents opening and resolving through a real webhook.
 
-The daemon is ``watcher.app.App`` on a generated watcher.yml (everything ``watcher run``
+The daemon is ``watcher.app.daemon.App`` on a generated watcher.yml (everything ``watcher run``
 runs: scheduler, probe pool, engine, SQLite state on disk, outbox, web server), in a
 process of its own (``bench/scale_daemon.py``, which imports only watcher, so CPU and
 memory are the daemon's). Default intervals and timeouts (60 s, 10 s), default workers.

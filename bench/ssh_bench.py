@@ -34,7 +34,7 @@ from probes.base import run_probe  # noqa: E402
 from probes.nagios import NagiosConfig, NagiosProbe  # noqa: E402
 from tests.servers.base import cleanup_all, descendants, make_workdir  # noqa: E402
 from tests.servers.sshd import Sshd, ensure_test_user, make_client_keys  # noqa: E402
-from watcher.httpclient import HttpClients  # noqa: E402
+from watcher.delivery.httpclient import HttpClients  # noqa: E402
 from watcher.transports.ssh import SshPool, SshSettings  # noqa: E402
 
 PLUGINS = Path("/usr/lib/nagios/plugins")

@@ -38,11 +38,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.daemon import Daemon  # noqa: E402
 from tests.servers.base import cleanup_all, free_port, make_workdir  # noqa: E402
 from tests.servers.httpd import HTTPTestServer  # noqa: E402
 from tests.servers.rt import RT_SERVER, RequestTracker  # noqa: E402
-from watcher.incident import fingerprint_of  # noqa: E402
+from tests.support.daemon import Daemon  # noqa: E402
+from watcher.engine.incident import fingerprint_of  # noqa: E402
 
 POLL = 0.1
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Any
 
 import requests
-from pydantic import PlainValidator, field_validator
+from pydantic import field_validator
 
 from integrations.base import (
     Integration,
@@ -37,9 +37,9 @@ from integrations.base import (
     TransientError,
     error_for_status,
 )
-from watcher.durations import parse_duration
-from watcher.httpclient import new_session
-from watcher.secret import Secret, protect_url
+from watcher.core.secret import Secret, protect_url
+from watcher.core.types import Duration, OptionalDuration
+from watcher.delivery.httpclient import new_session
 
 __all__ = ["AlertmanagerIntegration", "AlertmanagerIntegrationConfig", "FINGERPRINT_LABEL"]
 
@@ -48,10 +48,6 @@ log = logging.getLogger("watcher.integrations.alertmanager")
 FINGERPRINT_LABEL = "watcher_fingerprint"
 ALERTNAME = "WatcherIncident"
 SEVERITY = {"P1": "critical", "P2": "error", "P3": "warning", "P4": "info"}
-Duration = Annotated[timedelta, PlainValidator(parse_duration)]
-OptionalDuration = Annotated[
-    timedelta | None, PlainValidator(lambda v: None if v is None else parse_duration(v))
-]
 
 
 class AlertmanagerIntegrationConfig(IntegrationConfig):
@@ -205,7 +201,7 @@ class AlertmanagerIntegration(Integration):
 
     def _adopt(self) -> None:
         """Reads back this site's live alerts, posted before a restart, to keep them posted."""
-        site = self.env.config.site
+        site = self.env.site
         try:
             with self._lock:
                 response = self._session.get(

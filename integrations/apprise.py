@@ -30,7 +30,7 @@ from integrations.base import (
     PermanentError,
     TransientError,
 )
-from watcher.secret import Secret
+from watcher.core.secret import Secret
 
 __all__ = ["AppriseConfig", "AppriseIntegration"]
 

@@ -29,7 +29,7 @@ import requests
 
 from integrations.base import PermanentError, TicketContent, TicketRef, TicketStatus, TransientError
 from integrations.rest import NumberedHelpdeskConfig, RestHelpdesk
-from watcher.secret import Secret
+from watcher.core.secret import Secret
 
 __all__ = ["AutotaskConfig", "AutotaskIntegration"]
 

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from watcher.secret import redact
+from watcher.core.secret import redact
 
 if TYPE_CHECKING:
-    from watcher.config import WatcherConfig
-    from watcher.httpclient import HttpClients
+    from watcher.config.models import Contacts, SmtpSettings, WatcherConfig
+    from watcher.delivery.httpclient import HttpClients
 
 __all__ = [
     "DeliveryError",
@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 Role = Literal["tickets", "paging", "escalation"]
+TicketState = Literal["new", "open", "resolved", "other"]
 
 
 class DeliveryError(Exception):
@@ -104,7 +105,7 @@ class TicketRef:
 class TicketStatus:
     """What the helpdesk says of a ticket; ``taken`` means an engineer has it."""
 
-    state: Literal["new", "open", "resolved", "other"]
+    state: TicketState
     taken: bool = False
     owner: str | None = None
 
@@ -156,10 +157,18 @@ class IntegrationConfig(BaseModel):
 
 @dataclass
 class IntegrationEnv:
-    """What the engine lends an integration: the whole config and shared HTTP clients."""
+    """What the pipeline lends an integration: the site's name, its mail relay and contact
+    lists, and shared HTTP clients; no integration needs, or sees, the rest of the config."""
 
-    config: WatcherConfig
+    site: str
+    smtp: SmtpSettings | None
+    contacts: Contacts
     http: HttpClients
+
+    @classmethod
+    def of(cls, config: WatcherConfig, http: HttpClients) -> IntegrationEnv:
+        """The parts of a loaded config an integration may read."""
+        return cls(site=config.site, smtp=config.smtp, contacts=config.contacts, http=http)
 
 
 class Integration:

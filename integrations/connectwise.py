@@ -29,7 +29,7 @@ import requests
 
 from integrations.base import TicketContent, TicketRef, TicketStatus
 from integrations.rest import HelpdeskConfig, RestHelpdesk
-from watcher.secret import Secret
+from watcher.core.secret import Secret
 
 __all__ = ["ConnectWiseConfig", "ConnectWiseIntegration"]
 

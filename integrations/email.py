@@ -19,8 +19,8 @@ from integrations.base import (
     TicketContent,
     TicketRef,
 )
-from watcher.config import SmtpSettings
-from watcher.mail import build_message, send_mail
+from watcher.config.models import SmtpSettings
+from watcher.delivery.mail import build_message, send_mail
 
 __all__ = ["EmailIntegration", "EmailConfig"]
 
@@ -58,14 +58,14 @@ class EmailIntegration(Integration):
         to = self.config.to
         if isinstance(to, list):
             return to
-        contacts = getattr(self.env.config.contacts, to)
+        contacts = getattr(self.env.contacts, to)
         addresses = [c.email for c in contacts if c.email]
         if not addresses:
             raise PermanentError(f"email to {to}: no contact in contacts.{to} has an email address")
         return addresses
 
     def _smtp(self) -> SmtpSettings:
-        settings = self.config.smtp or self.env.config.smtp
+        settings = self.config.smtp or self.env.smtp
         if settings is None:
             raise PermanentError(
                 "email: no smtp: relay configured (top-level smtp: or on the integration)"

@@ -27,7 +27,7 @@ from pydantic import field_validator
 
 from integrations.base import TicketContent, TicketRef, TicketStatus
 from integrations.rest import NumberedHelpdeskConfig, RestHelpdesk, mapped_priority
-from watcher.secret import Secret
+from watcher.core.secret import Secret
 
 __all__ = ["FreshserviceConfig", "FreshserviceIntegration"]
 

@@ -31,7 +31,7 @@ from pydantic import field_validator
 
 from integrations.base import PermanentError, TicketContent, TicketRef, TicketStatus
 from integrations.rest import NumberedHelpdeskConfig, RestHelpdesk, call, json_of
-from watcher.secret import Secret, protect_url
+from watcher.core.secret import Secret, protect_url
 
 __all__ = ["HaloPSAConfig", "HaloPSAIntegration"]
 

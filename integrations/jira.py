@@ -30,10 +30,11 @@ from integrations.base import (
     PermanentError,
     TicketContent,
     TicketRef,
+    TicketState,
     TicketStatus,
 )
 from integrations.rest import HelpdeskConfig, call, json_of, mapped_priority, session_for
-from watcher.secret import Secret, protect_basic_auth
+from watcher.core.secret import Secret, protect_basic_auth
 
 __all__ = ["JiraConfig", "JiraIntegration"]
 
@@ -45,7 +46,7 @@ DEFAULT_PRIORITIES: dict[str, str | int] = {
 }
 SUMMARY_MAX = 255
 DESCRIPTION_MAX = 32000  # Jira refuses text fields over 32767 characters
-CATEGORY = {"new": "new", "indeterminate": "open", "done": "resolved"}
+CATEGORY: dict[str, TicketState] = {"new": "new", "indeterminate": "open", "done": "resolved"}
 
 
 class JiraConfig(HelpdeskConfig):
@@ -234,7 +235,7 @@ class JiraIntegration(Integration):
             )
         return TicketStatus(
             state=CATEGORY.get(category, "other"), taken=owner is not None, owner=owner
-        )  # type: ignore[arg-type]
+        )
 
     def close(self) -> None:
         self._session.close()

@@ -17,7 +17,7 @@ from pydantic import field_validator
 
 from integrations.base import Integration, PageContent, PermanentError
 from integrations.rest import HttpConfig, call, json_of, mapped_priority, session_for
-from watcher.secret import Secret
+from watcher.core.secret import Secret
 
 __all__ = ["PagerDutyConfig", "PagerDutyIntegration"]
 

@@ -34,7 +34,7 @@ from integrations.base import (
     TicketStatus,
 )
 from integrations.rest import HelpdeskConfig, call, json_of, mapped_priority, session_for
-from watcher.secret import Secret
+from watcher.core.secret import Secret
 
 __all__ = ["RedmineConfig", "RedmineIntegration"]
 

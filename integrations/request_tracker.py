@@ -31,7 +31,7 @@ from integrations.base import (
     TicketStatus,
 )
 from integrations.rest import HelpdeskConfig, call, json_of, mapped_priority, session_for
-from watcher.secret import Secret, protect_basic_auth
+from watcher.core.secret import Secret, protect_basic_auth
 
 __all__ = ["RequestTrackerConfig", "RequestTrackerIntegration"]
 

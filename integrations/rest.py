@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
 import requests
-from pydantic import Field, PlainValidator, field_validator
+from pydantic import Field, field_validator
 
 from integrations.base import (
     Integration,
@@ -21,13 +21,14 @@ from integrations.base import (
     PermanentError,
     TicketContent,
     TicketRef,
+    TicketState,
     TicketStatus,
     TransientError,
     error_for_status,
 )
-from watcher.durations import parse_duration
-from watcher.httpclient import new_session
-from watcher.secret import protect_url
+from watcher.core.secret import protect_url
+from watcher.core.types import Duration
+from watcher.delivery.httpclient import new_session
 
 __all__ = [
     "HelpdeskConfig",
@@ -40,7 +41,6 @@ __all__ = [
     "session_for",
 ]
 
-Duration = Annotated[timedelta, PlainValidator(parse_duration)]
 _PRIORITY = re.compile(r"^P[1-9]$")
 
 
@@ -204,7 +204,7 @@ class RestHelpdesk(Integration):
         """A ticket is taken (acknowledged) once an engineer is assigned to it; these
         helpdesks have no state that says "someone looked" without one."""
         owner = str(owner) if owner not in (None, "", 0) else None
-        state = "resolved" if resolved else "open" if owner else "new"
+        state: TicketState = "resolved" if resolved else "open" if owner else "new"
         return TicketStatus(state=state, taken=owner is not None, owner=owner)
 
     # ------------------------------------------------------------- the mapping

@@ -27,7 +27,7 @@ from pydantic import field_validator, model_validator
 
 from integrations.base import TicketContent, TicketRef, TicketStatus
 from integrations.rest import HelpdeskConfig, RestHelpdesk
-from watcher.secret import Secret
+from watcher.core.secret import Secret
 
 __all__ = ["ServiceNowConfig", "ServiceNowIntegration"]
 

@@ -23,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from integrations.base import Integration, PageContent, PermanentError
 from integrations.rest import HttpConfig, call, json_of, session_for
-from watcher.secret import Secret, protect_basic_auth
+from watcher.core.secret import Secret, protect_basic_auth
 
 __all__ = ["TwilioConfig", "TwilioIntegration"]
 
@@ -108,7 +108,7 @@ class TwilioIntegration(Integration):
         if isinstance(self.config.to, list):
             return self.config.to
         phones = []
-        for contact in self.env.config.contacts.hotline:
+        for contact in self.env.contacts.hotline:
             if contact.phone:
                 try:
                     phones.append(_phone(contact.phone))

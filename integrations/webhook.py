@@ -19,10 +19,10 @@ import hashlib
 import hmac
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Any
 
 import requests
-from pydantic import PlainValidator, field_validator
+from pydantic import field_validator
 
 from integrations.base import (
     Integration,
@@ -33,9 +33,9 @@ from integrations.base import (
     TransientError,
     error_for_status,
 )
-from watcher.durations import parse_duration
-from watcher.httpclient import new_session
-from watcher.secret import Secret, protect_url
+from watcher.core.secret import Secret, protect_url
+from watcher.core.types import Duration
+from watcher.delivery.httpclient import new_session
 
 __all__ = ["WebhookIntegration", "WebhookConfig", "sign"]
 
@@ -44,7 +44,7 @@ class WebhookConfig(IntegrationConfig):
     url: str
     secret: Secret | None = None
     headers: dict[str, Secret] = {}
-    timeout: Annotated[timedelta, PlainValidator(parse_duration)] = timedelta(seconds=10)
+    timeout: Duration = timedelta(seconds=10)
     tls_verify: bool = True
 
     @field_validator("url")

@@ -24,7 +24,7 @@ from pydantic import field_validator
 
 from integrations.base import TicketContent, TicketRef, TicketStatus
 from integrations.rest import HelpdeskConfig, RestHelpdesk
-from watcher.secret import Secret
+from watcher.core.secret import Secret
 
 __all__ = ["ZendeskConfig", "ZendeskIntegration"]
 

@@ -38,9 +38,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from probes.base import Outcome, Probe, ProbeConfig, ProbeContext, Result
 from probes.http import BasicAuth, json_path_get, may_send_credentials
 from probes.mailbase import cert_failure
-from watcher.durations import format_duration, parse_duration
-from watcher.httpclient import new_session
-from watcher.secret import Secret, protect_url
+from watcher.core.durations import format_duration, parse_duration
+from watcher.core.secret import Secret, protect_url
+from watcher.delivery.httpclient import new_session
 
 __all__ = ["AgentCheckinsProbe", "AgentCheckinsConfig", "Device", "parse_checkin_time"]
 
@@ -521,13 +521,13 @@ class AgentCheckinsProbe(Probe):
                 continue  # over the cap now: neither confirmed nor cleared
             if owed is None:
                 owed = int(ctx.services.get("results_to_resolve", RECOVERY_ROUNDS))
-            device = by_id.get(device_id)
-            if device is None:
+            known = by_id.get(device_id)
+            if known is None:
                 message = f"device {device_id} is no longer in the device list"
                 metrics: dict[str, float] = {}
             else:
-                message = f"device {device.name} ({device.id}) checked in {_last_seen(device, now)}"
-                age = device.age(now)
+                message = f"device {known.name} ({known.id}) checked in {_last_seen(known, now)}"
+                age = known.age(now)
                 metrics = {"checkin_age_s": age} if age is not None else {}
             outcomes.append(Outcome.ok(message, metrics=metrics, labels=_device_labels(device_id)))
             if owed <= 1:

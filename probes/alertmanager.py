@@ -1,7 +1,7 @@
 """``alertmanager``: alerts pushed by Prometheus Alertmanager or Grafana, as results.
 
 Nothing here reaches out. Alertmanager's webhook (or a Grafana webhook contact point)
-posts to ``POST /api/alertmanager``; ``watcher.alertmanager_api`` checks the token and
+posts to ``POST /api/alertmanager``; ``watcher.web.alertmanager_api`` checks the token and
 the whole post with :func:`parse_post`, then turns each alert into a result of this
 kind with :func:`alert_result`:
 
@@ -28,13 +28,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from probes.base import Outcome, Probe, ProbeConfig, ProbeContext, Result, cap_text, one_line
-from watcher.durations import parse_duration
-from watcher.secret import Secret, redact
+from watcher.core.secret import Secret, redact
+from watcher.core.types import Duration
 
 __all__ = [
     "KIND",
@@ -59,8 +59,6 @@ MAX_NAME = 128
 MAX_VALUE = 1024
 MAX_ANNOTATION = 8 * 1024
 ZERO_TIME = "0001-01-01T00:00:00Z"
-
-Duration = Annotated[timedelta, PlainValidator(parse_duration)]
 
 
 class AlertmanagerSettings(BaseModel):

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from watcher.deadline import Deadline
-from watcher.durations import parse_duration, parse_interval, parse_retry_interval
-from watcher.secret import redact
+from watcher.core.durations import parse_duration, parse_interval, parse_retry_interval
+from watcher.core.secret import redact
+from watcher.schedule.deadline import Deadline
 
 if TYPE_CHECKING:
-    from watcher.httpclient import HttpClients
+    from watcher.delivery.httpclient import HttpClients
 
 __all__ = [
     "EVIDENCE_CAP",

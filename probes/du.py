@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from probes.base import CommandResult, Outcome, Probe, ProbeConfig, ProbeContext
-from watcher.durations import format_duration, parse_duration
+from watcher.core.durations import format_duration, parse_duration
 
 __all__ = [
     "DuProbe",

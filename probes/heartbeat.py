@@ -1,6 +1,6 @@
 """``heartbeat``: the results of pushed check-ins (``checkins:`` in watcher.yml).
 
-Nothing here reaches out: a job calls ``POST /checkin/<name>`` and ``watcher.checkins``
+Nothing here reaches out: a job calls ``POST /checkin/<name>`` and ``watcher.web.checkins``
 turns its check-ins, or their absence, into results of this kind. The class is
 registered so that rules can say ``probe: heartbeat`` and name its metrics, and so that
 writing ``- heartbeat:`` under a target is refused with a pointer to ``checkins:``.

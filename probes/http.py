@@ -22,9 +22,10 @@ from urllib.parse import urljoin, urlsplit
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from probes.base import Outcome, Probe, ProbeConfig, ProbeContext, decode_output
-from watcher.durations import parse_duration
-from watcher.httpclient import USER_AGENT
-from watcher.secret import Secret, protect_basic_auth, protect_url
+from watcher.core.durations import parse_duration
+from watcher.core.secret import Secret, protect_basic_auth, protect_url
+from watcher.core.types import check_regex
+from watcher.delivery.httpclient import USER_AGENT
 
 __all__ = ["HttpProbe", "HttpConfig", "json_path_get", "cert_days_left", "may_send_credentials"]
 
@@ -85,12 +86,7 @@ class HttpConfig(ProbeConfig):
     @field_validator("regex")
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
-        return value
+        return check_regex(value)
 
     @field_validator("max_latency", mode="before")
     @classmethod
@@ -233,13 +229,14 @@ class HttpProbe(Probe):
         if parts.query:
             path += "?" + parts.query
         remaining = max(0.05, deadline - time.monotonic())
-        if parts.scheme == "https":
+        host = parts.hostname  # a redirect may name no host: that URL is unsupported too
+        if host and parts.scheme == "https":
             context = ctx.http.ssl_context(verify=cfg.tls_verify, ca_file=cfg.ca_file)
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                parts.hostname, parts.port, timeout=remaining, context=context
+                host, parts.port, timeout=remaining, context=context
             )
-        elif parts.scheme == "http":
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=remaining)
+        elif host and parts.scheme == "http":
+            conn = http.client.HTTPConnection(host, parts.port, timeout=remaining)
         else:
             return Outcome.fail(f"redirected to unsupported URL {url}", reason="redirect")
         where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
@@ -276,7 +273,7 @@ class HttpProbe(Probe):
                     metrics["cert_days_left"] = round(cert_days_left(der, datetime.now(UTC)), 3)
             conn.timeout = max(0.05, deadline - time.monotonic())
             sock = conn.sock  # kept: a Connection: close answer takes it off ``conn``
-            sock.settimeout(conn.timeout)  # type: ignore[union-attr]
+            sock.settimeout(conn.timeout)
             try:
                 conn.request(cfg.method, path, body=cfg.body, headers=headers)
                 response = conn.getresponse()

@@ -22,8 +22,8 @@ from pydantic import field_validator, model_validator
 
 from probes.base import Outcome, Probe, ProbeConfig, ProbeContext
 from probes.http import cert_days_left
-from watcher.durations import parse_duration
-from watcher.secret import Secret
+from watcher.core.durations import parse_duration
+from watcher.core.secret import Secret
 
 __all__ = [
     "CERT_REASONS",

@@ -24,9 +24,9 @@ import uuid
 from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from probes import mailbase
 from probes.base import Outcome, Probe, ProbeContext
@@ -39,8 +39,9 @@ from probes.mailbase import (
     text_of,
     tls_context,
 )
-from watcher.durations import parse_duration
-from watcher.secret import Secret
+from watcher.core.durations import parse_duration
+from watcher.core.secret import Secret
+from watcher.core.types import Duration, check_regex
 
 __all__ = ["SmtpProbe", "SmtpConfig", "RoundtripConfig", "TAG_HEADER"]
 
@@ -83,7 +84,7 @@ class RoundtripConfig(BaseModel):
 
     to: str
     sender: str | None = Field(default=None, alias="from")
-    deadline: Annotated[timedelta, PlainValidator(parse_duration)] = timedelta(seconds=60)
+    deadline: Duration = timedelta(seconds=60)
     imap: MailboxAccess = MailboxAccess()
 
 
@@ -98,12 +99,7 @@ class SmtpConfig(MailConfig):
     @field_validator("banner")
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
-        return value
+        return check_regex(value)
 
     @model_validator(mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from typing import ClassVar
 from pydantic import field_validator
 
 from probes.base import Outcome, Probe, ProbeConfig, ProbeContext, decode_output
+from watcher.core.types import check_regex
 
 __all__ = ["TcpProbe", "TcpConfig"]
 
@@ -35,12 +36,7 @@ class TcpConfig(ProbeConfig):
     @field_validator("expect")
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
-        return value
+        return check_regex(value)
 
 
 class TcpProbe(Probe):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from probes.base import Result
-from watcher.durations import parse_quantity
+from watcher.core.durations import parse_quantity
 
 __all__ = ["Condition", "ConditionError", "parse_condition", "STATUS_WORDS", "RESULT_FIELDS"]
 
@@ -203,14 +203,26 @@ class _Parser:
         while self.word("or"):
             self.take()
             parts.append(self.parse_and())
-        return parts[0] if len(parts) == 1 else (lambda r, p=parts: _or([f(r) for f in p]))
+        if len(parts) == 1:
+            return parts[0]
+
+        def either(r: Result) -> Truth:
+            return _or([f(r) for f in parts])
+
+        return either
 
     def parse_and(self) -> Callable[[Result], Truth]:
         parts = [self.parse_not()]
         while self.word("and"):
             self.take()
             parts.append(self.parse_not())
-        return parts[0] if len(parts) == 1 else (lambda r, p=parts: _and([f(r) for f in p]))
+        if len(parts) == 1:
+            return parts[0]
+
+        def both(r: Result) -> Truth:
+            return _and([f(r) for f in parts])
+
+        return both
 
     def parse_not(self) -> Callable[[Result], Truth]:
         if self.word("not"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import string
-from datetime import timedelta
 from typing import Annotated, Any, Union
 
 from pydantic import (
@@ -18,8 +17,8 @@ from pydantic import (
 )
 
 from rules.condition import Condition, parse_condition
-from watcher.durations import parse_duration
-from watcher.sla import Clock, Span, parse_span
+from watcher.core.types import OptionalDuration
+from watcher.engine.sla import Clock, Span, parse_span
 
 __all__ = [
     "PriorityPolicy",
@@ -31,10 +30,6 @@ __all__ = [
     "TEMPLATE_BASE_FIELDS",
 ]
 
-Duration = Annotated[timedelta, PlainValidator(parse_duration)]
-OptionalDuration = Annotated[
-    timedelta | None, PlainValidator(lambda v: None if v is None else parse_duration(v))
-]
 SlaSpan = Annotated[Span | None, PlainValidator(parse_span)]
 ConditionField = Annotated[Condition, PlainValidator(parse_condition)]
 

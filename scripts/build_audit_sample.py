@@ -21,16 +21,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import Clock, result  # noqa: E402
-from tests.watcher.audit_history import NOW, compact, series, write  # noqa: E402
-from watcher.audit import build_audit  # noqa: E402
-from watcher.config import Config, load_config  # noqa: E402
-from watcher.engine import Engine  # noqa: E402
-from watcher.report_html import render_html  # noqa: E402
+from tests.support.audit_history import NOW, compact, series, write  # noqa: E402
+from tests.support.helpers import Clock, result  # noqa: E402
+from watcher.app.pipeline import Engine  # noqa: E402
+from watcher.audit.build import build_audit  # noqa: E402
+from watcher.audit.report_html import render_html  # noqa: E402
+from watcher.config.load import load_config  # noqa: E402
+from watcher.config.models import Config  # noqa: E402
 from watcher.store import Store  # noqa: E402
 
 PICTURE = ROOT / "docs" / "img" / "audit-sample.png"
-# As in /work/shared/COMPONENTS.md and tests/watcher/chromium.py: nothing but the file.
+# As in /work/shared/COMPONENTS.md and tests/support/chromium.py: nothing but the file.
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",

@@ -30,13 +30,13 @@ from config_descriptions import COMMON, DESCRIPTIONS, SECTIONS  # noqa: E402
 
 import integrations  # noqa: E402
 import probes  # noqa: E402
-import watcher.config as watcher_config  # noqa: E402 - the package keeps this name if it moves
+import watcher.config.models as watcher_config  # noqa: E402 - the package keeps this name if it moves
 from integrations.base import IntegrationConfig  # noqa: E402
 from integrations.rest import HelpdeskConfig  # noqa: E402
 from integrations.rest import HttpConfig as HttpIntegrationConfig  # noqa: E402
 from probes.base import ProbeConfig  # noqa: E402
 from rules.model import RulePack  # noqa: E402
-from watcher.secret import Secret  # noqa: E402
+from watcher.core.secret import Secret  # noqa: E402
 
 DOC = ROOT / "docs" / "config.md"
 

@@ -23,9 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 from probes import probe_class  # noqa: E402
 from probes.base import CommandResult, ProbeContext, Result, run_probe  # noqa: E402
-from watcher.config import load_config  # noqa: E402
-from watcher.engine import Engine  # noqa: E402
-from watcher.httpclient import HttpClients  # noqa: E402
+from watcher.app.pipeline import Engine  # noqa: E402
+from watcher.config.load import load_config  # noqa: E402
+from watcher.delivery.httpclient import HttpClients  # noqa: E402
 from watcher.store import Store  # noqa: E402
 
 DOC = ROOT / "docs" / "helpdesk.md"

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from integrations.base import Integration, TicketRef
-from tests.helpers import config_from
 from tests.integrations.hosted import build, content
 from tests.servers.httpd import HTTPTestServer
+from tests.support.helpers import config_from
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -140,7 +140,7 @@ def test_the_events_the_contract_lists_are_the_events_the_webhook_sends(
 
 
 def test_the_backoff_table_is_the_backoff_the_outbox_waits() -> None:
-    from watcher.outbox import backoff
+    from watcher.delivery.outbox import backoff
 
     text = INTEGRATIONS_DOC.read_text()
     row = re.search(r"^\| waits about \|(.+)\|$", text, re.M)

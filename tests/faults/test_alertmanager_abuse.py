@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.daemon import Daemon
 from tests.servers.base import free_port
+from tests.support.daemon import Daemon
 
 TOKEN = "hook-token-9c1e55"
 PAYLOADS = Path(__file__).parent.parent / "probes" / "payloads"

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon import Daemon
-from tests.helpers import write_config
 from tests.servers.base import free_port
 from tests.servers.httpd import HTTPTestServer
-from watcher import web
-from watcher.app import App
+from tests.support.daemon import Daemon
+from tests.support.helpers import write_config
+from watcher.app.daemon import App
+from watcher.web import server as web
 
 TOKEN = "tok-5b8e21c7d3"
 RULES = "rules:\n  - {name: http-down, probe: http, when: failed, after: 1, priority: P3, summary: '{target}: down'}\n"
@@ -53,7 +53,7 @@ def _config(directory: Path, port: int, url: str) -> Path:
 def start_app(
     tmp_path: Path, http_server: HTTPTestServer, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., App]]:
-    """Starts a watcher in this process; keyword arguments replace watcher.web's limits."""
+    """Starts a watcher in this process; keyword arguments replace watcher.web.server's limits."""
     monkeypatch.setenv("WATCHER_API_TOKEN", TOKEN)
     http_server.set_default(status=500)
     started: list[App] = []

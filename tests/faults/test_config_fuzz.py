@@ -31,8 +31,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from watcher import cli
-from watcher.cli import main
+from watcher.cli import main as cli
+from watcher.cli.main import main
 
 EXAMPLES = int(os.environ.get("WATCHER_FUZZ_EXAMPLES", "1000"))
 MAX_SECONDS = 10.0
@@ -276,8 +276,9 @@ def validate_in_process(path: Path) -> tuple[int, str, float, int]:
 
 
 def problems_without_location(output: str, path: Path) -> list[str]:
-    """Reported problems that do not start with file:line:column."""
-    located = re.compile(re.escape(str(path)) + r":\d+:\d+: ")
+    """Reported problems that do not start with file:line:column of one of the site's files
+    (watcher.yml or a rule pack beside it)."""
+    located = re.compile(re.escape(str(path.parent)) + r"/[^/:]+\.ya?ml:\d+:\d+: ")
     bad = []
     for line in output.splitlines():
         if not line or line.startswith("    hint: ") or re.match(r"\d+ problems? in the", line):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers.httpd import HTTPTestServer
-from tests.watcher.console_rig import TOKEN, Console, start_console
+from tests.support.console_rig import TOKEN, Console, start_console
 
 
 @pytest.fixture

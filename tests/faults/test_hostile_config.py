@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon import Daemon
 from tests.servers.base import free_port
+from tests.support.daemon import Daemon
 
 
 def alias_bomb(levels: int = 12, width: int = 12) -> str:

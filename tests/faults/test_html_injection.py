@@ -15,11 +15,11 @@ from markupsafe import escape
 from probes.base import run_probe
 from probes.du import DuConfig, DuProbe
 from tests.servers.base import make_workdir, require_binary
-from tests.ssh_helpers import context
-from tests.watcher.audit_history import write
-from tests.watcher.chromium import open_page
-from tests.watcher.hostile import DOM_QUESTIONS
-from watcher.cli import main
+from tests.support.audit_history import write
+from tests.support.chromium import open_page
+from tests.support.hostile import DOM_QUESTIONS
+from tests.support.ssh_helpers import context
+from watcher.cli.main import main
 from watcher.store import Store
 from watcher.transports.local import LocalRunner
 

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from probes.base import Result
 from tests.servers.prometheus import promtool_check_metrics
-from watcher.metrics import Metrics, parse_shard
+from watcher.web.metrics import Metrics, parse_shard
 
 FORGED = 'watcher_check_success{target="bank",check="http"} 1'
 HOSTILE_ITEM = f'/x"}} 0\n{FORGED}\n# TYPE up gauge\nup 1\n\\'

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon import Daemon
 from tests.faults.test_delivery import Receiver, _config
 from tests.servers.base import LOOPBACK, free_port
 from tests.servers.postgres import PostgresServer
+from tests.support.daemon import Daemon
 from watcher.store import SCHEMA_VERSION, Outcome, StateWriteError, Store
 
 

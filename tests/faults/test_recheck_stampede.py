@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 from probes.base import Result
-from tests.helpers import config_from
 from tests.servers.httpd import HTTPTestServer
-from watcher.app import build_jobs
-from watcher.httpclient import HttpClients
-from watcher.metrics import Metrics
-from watcher.scheduler import Scheduler
+from tests.support.helpers import config_from
+from watcher.app.daemon import build_jobs
+from watcher.delivery.httpclient import HttpClients
+from watcher.schedule.scheduler import Scheduler
 from watcher.transports import Runners
+from watcher.web.metrics import Metrics
 
 
 def test_rechecks_of_checks_that_failed_together_are_spread_not_fired_together(

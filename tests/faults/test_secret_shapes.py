@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon import Daemon
 from tests.servers.base import free_port
+from tests.support.daemon import Daemon
 
 USER = "monitor"
 PASSWORD = "Echoed-Pa55word-7x"

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon import Daemon
-from tests.helpers import write_config
 from tests.servers.base import free_port, pid_alive, wait_until
 from tests.servers.trickle import TricklingPeer
+from tests.support.daemon import Daemon
+from tests.support.helpers import write_config
 
 # The design target is 5 s; a little slack for a loaded machine.
 STOP_WITHIN = 7.0

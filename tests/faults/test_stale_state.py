@@ -21,16 +21,16 @@ from probes.base import CommandResult, Probe
 from probes.disk import DiskConfig, DiskProbe
 from probes.du import DuConfig, DuProbe
 from probes.service import ServiceConfig, ServiceProbe
-from tests.helpers import config_from
 from tests.probes.test_agent_checkins import MdmServer, device, fleet, serve_linked
-from tests.rig import Rig
 from tests.servers.disk import SmallFs
 from tests.servers.sshd import Sshd
-from tests.ssh_helpers import context, new_pool, run_check, settings_for_sshd
-from watcher.audit import build_audit
-from watcher.engine import Engine
-from watcher.metrics import Metrics
-from watcher.scheduler import Job, Scheduler
+from tests.support.helpers import config_from
+from tests.support.rig import Rig
+from tests.support.ssh_helpers import context, new_pool, run_check, settings_for_sshd
+from watcher.app.pipeline import Engine
+from watcher.audit.build import build_audit
+from watcher.schedule.scheduler import Job, Scheduler
+from watcher.web.metrics import Metrics
 
 
 def _ssh_config(sshd: Sshd, known_hosts: Path, disk: str) -> str:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon import Daemon
-from tests.helpers import write_config
 from tests.servers.base import free_port
-from watcher.statefile import APPLICATION_ID
+from tests.support.daemon import Daemon
+from tests.support.helpers import write_config
 from watcher.store import MIGRATIONS, SCHEMA_VERSION, Store, _statements
+from watcher.store.sqlite_file import APPLICATION_ID
 
 
 def _config(directory: Path, state: str, *, listen: int | None = None) -> Path:

@@ -22,12 +22,12 @@ from probes.imap import ImapConfig, ImapProbe
 from probes.pop3 import Pop3Config, Pop3Probe
 from probes.smtp import SmtpConfig, SmtpProbe
 from probes.tcp import TcpConfig, TcpProbe
-from tests.helpers import write_config
 from tests.servers.base import pid_alive, wait_until
 from tests.servers.sshd import Sshd
 from tests.servers.trickle import TricklingPeer
-from tests.ssh_helpers import new_pool, settings_for_sshd
-from watcher.httpclient import HttpClients
+from tests.support.helpers import write_config
+from tests.support.ssh_helpers import new_pool, settings_for_sshd
+from watcher.delivery.httpclient import HttpClients
 
 HTTP = HttpClients()
 TIMEOUT = 2.0

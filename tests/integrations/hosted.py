@@ -11,8 +11,8 @@ import responses
 
 from integrations import integration_class
 from integrations.base import Integration, IntegrationEnv, TicketContent
-from tests.helpers import config_from
-from watcher.httpclient import HttpClients
+from tests.support.helpers import config_from
+from watcher.delivery.httpclient import HttpClients
 
 CONTACTS = """
 contacts:
@@ -34,9 +34,7 @@ def build(
     text = f"site: acme\nlisten: null\n{CONTACTS}\nintegrations:\n  {role}:\n    - {kind}: {json.dumps(options)}\n"
     config = config_from(tmp_path, text, environ=environ)
     ((_, _, cfg),) = config.model.integrations.entries()
-    return integration_class(kind)(
-        cfg, IntegrationEnv(config=config.model, http=HttpClients()), role
-    )  # type: ignore[arg-type]
+    return integration_class(kind)(cfg, IntegrationEnv.of(config.model, HttpClients()), role)  # type: ignore[arg-type]
 
 
 def content(**overrides: Any) -> TicketContent:

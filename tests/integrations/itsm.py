@@ -61,7 +61,7 @@ def refused_at_load(
     tmp_path: Path, kind: str, options: dict[str, Any], message: str, environ: dict[str, str]
 ) -> None:
     """A config the integration's model refuses, with ``message`` in the error."""
-    from watcher.config import ConfigError
+    from watcher.config.models import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         build(tmp_path, kind, options, environ=environ)

@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from probes.base import Result
-from tests.helpers import Clock, config_from, result
-from watcher.acks import HelpdeskPoller
-from watcher.app import build_integrations
-from watcher.engine import Engine
-from watcher.httpclient import HttpClients
-from watcher.incident import Incident
-from watcher.metrics import Metrics
-from watcher.outbox import Dispatcher
+from tests.support.helpers import Clock, config_from, result
+from watcher.app.daemon import build_integrations
+from watcher.app.pipeline import Engine
+from watcher.delivery.acks import HelpdeskPoller
+from watcher.delivery.httpclient import HttpClients
+from watcher.delivery.outbox import Dispatcher
+from watcher.engine.incident import Incident
 from watcher.store import Store
+from watcher.web.metrics import Metrics
 
 # Two rules on one TCP check (the SMTP port): refused for a moment is P2, for ten
 # minutes P1. The first replaces the shipped pack's tcp-down of the same name.
@@ -48,13 +48,13 @@ rules:
 _OPEN_THEN_DIE = """
 import importlib, os, signal, sys
 from datetime import UTC, datetime
-from tests.helpers import result
-from watcher.app import build_integrations
-from watcher.config import load_config
-from watcher.engine import Engine
-from watcher.httpclient import HttpClients
-from watcher.metrics import Metrics
-from watcher.outbox import Dispatcher
+from tests.support.helpers import result
+from watcher.app.daemon import build_integrations
+from watcher.config.load import load_config
+from watcher.app.pipeline import Engine
+from watcher.delivery.httpclient import HttpClients
+from watcher.web.metrics import Metrics
+from watcher.delivery.outbox import Dispatcher
 from watcher.store import Store
 
 module, name = sys.argv[2].rsplit(".", 1)

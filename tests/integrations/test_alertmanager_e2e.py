@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from tests.daemon import Daemon
 from tests.integrations.site import unique_site
 from tests.servers.alertmanager import Alertmanager, ScrapeTarget, alerting_prometheus
 from tests.servers.base import LOOPBACK, free_port, make_workdir
 from tests.servers.httpd import HTTPTestServer
 from tests.servers.rt import RequestTracker
+from tests.support.daemon import Daemon
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from tests.integrations.site import Site, site_config, unique_site
 from tests.servers.alertmanager import Alertmanager
 from tests.servers.base import free_port, make_workdir
 from tests.servers.httpd import HTTPTestServer
-from watcher.httpclient import HttpClients
+from watcher.delivery.httpclient import HttpClients
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +90,7 @@ def test_a_live_alert_is_posted_again_before_its_ends_at_lapses(
 ) -> None:
     name = unique_site("amlive")
     config = AlertmanagerIntegration.Config(url=alertmanager.url, ends_after="3s")  # type: ignore[arg-type]
-    env = IntegrationEnv(config=_model(name), http=HttpClients())
+    env = IntegrationEnv.of(_model(name), HttpClients())
     integration = AlertmanagerIntegration(config, env, "tickets")
     try:
         integration.open(_content(name))
@@ -108,10 +108,14 @@ def test_after_a_restart_the_live_alerts_are_read_back_and_kept_posted(
 ) -> None:
     name = unique_site("amback")
     config = AlertmanagerIntegration.Config(url=alertmanager.url, ends_after="3s")  # type: ignore[arg-type]
-    first = AlertmanagerIntegration(config, IntegrationEnv(_model(name), HttpClients()), "tickets")
+    first = AlertmanagerIntegration(
+        config, IntegrationEnv.of(_model(name), HttpClients()), "tickets"
+    )
     first.open(_content(name))
     first.close()  # the watcher stops; the alert would lapse in 3 s
-    again = AlertmanagerIntegration(config, IntegrationEnv(_model(name), HttpClients()), "tickets")
+    again = AlertmanagerIntegration(
+        config, IntegrationEnv.of(_model(name), HttpClients()), "tickets"
+    )
     try:
         time.sleep(4.5)
         (alert,) = alertmanager.alerts(f'site="{name}"')
@@ -126,7 +130,7 @@ def test_a_priority_change_resolves_the_alert_of_the_old_priority(
     name = unique_site("amprio")
     config = AlertmanagerIntegration.Config(url=alertmanager.url)  # type: ignore[arg-type]
     integration = AlertmanagerIntegration(
-        config, IntegrationEnv(_model(name), HttpClients()), "tickets"
+        config, IntegrationEnv.of(_model(name), HttpClients()), "tickets"
     )
     try:
         ref = integration.open(_content(name, priority="P2"))
@@ -142,7 +146,7 @@ def test_a_priority_change_resolves_the_alert_of_the_old_priority(
 
 def test_an_unreachable_alertmanager_is_transient_and_a_refusal_permanent() -> None:
     name = unique_site("amdown")
-    env = IntegrationEnv(_model(name), HttpClients())
+    env = IntegrationEnv.of(_model(name), HttpClients())
     down = AlertmanagerIntegration(
         AlertmanagerIntegration.Config(url=f"http://127.0.0.1:{free_port()}"),
         env,
@@ -197,7 +201,7 @@ def test_watcher_test_integration_posts_and_resolves_a_test_alert(
 
 
 def _model(site: str):  # type: ignore[no-untyped-def]
-    from watcher.config import WatcherConfig
+    from watcher.config.models import WatcherConfig
 
     return WatcherConfig(site=site)
 

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from probes.alertmanager import parse_post
-from tests.helpers import Clock, config_from
-from watcher.alertmanager_api import AlertReceiver
-from watcher.config import Config
-from watcher.engine import Engine
-from watcher.incident import Incident
+from tests.support.helpers import Clock, config_from
+from watcher.app.pipeline import Engine
+from watcher.config.models import Config
+from watcher.engine.incident import Incident
 from watcher.store import Store
+from watcher.web.alertmanager_api import AlertReceiver
 
 CONFIG = """
 site: acme

@@ -59,7 +59,7 @@ def test_a_service_that_fails_is_retried_without_repeating_the_ones_that_took_it
 
 
 def test_a_url_apprise_does_not_know_is_refused_at_load_without_showing_it(tmp_path: Path) -> None:
-    from watcher.config import ConfigError
+    from watcher.config.models import ConfigError
 
     with pytest.raises(ConfigError) as raised:
         apprise_to(tmp_path, f"nosuchservice://{TOKEN}@example.org")
@@ -70,7 +70,7 @@ def test_a_url_apprise_does_not_know_is_refused_at_load_without_showing_it(tmp_p
 def test_the_tokens_in_its_urls_stay_out_of_the_logs(
     tmp_path: Path, http_server: HTTPTestServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from watcher.secret import redact
+    from watcher.core.secret import redact
 
     caplog.set_level(logging.DEBUG)
     http_server.set_default(status=500)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import integrations
-from tests.helpers import config_from
+from tests.support.helpers import config_from
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "readme" / "integrations.md"
 BLOCKS = re.findall(r"```yaml\n(.*?)```", DOC.read_text(), re.S)

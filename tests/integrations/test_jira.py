@@ -326,7 +326,7 @@ def test_a_network_failure_is_transient(tmp_path: Path) -> None:
 def test_bad_configs_are_refused_at_load(
     tmp_path: Path, options: dict[str, object], message: str
 ) -> None:
-    from watcher.config import ConfigError
+    from watcher.config.models import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         build(tmp_path, "jira", options)

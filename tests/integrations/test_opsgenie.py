@@ -152,7 +152,7 @@ def test_an_outage_is_retried_through_the_outbox_and_delivered_once(tmp_path: Pa
 
 
 def test_a_priority_opsgenie_does_not_have_is_refused_at_load(tmp_path: Path) -> None:
-    from watcher.config import ConfigError
+    from watcher.config.models import ConfigError
 
     with pytest.raises(ConfigError, match="not an Opsgenie priority"):
         opsgenie(tmp_path, priorities={"P1": "critical"})

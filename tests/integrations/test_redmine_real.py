@@ -19,7 +19,6 @@ import pytest
 
 from integrations.base import PermanentError, TicketContent, TicketRef, TransientError
 from integrations.redmine import RedmineIntegration
-from tests.daemon import Daemon
 from tests.integrations.site import (
     SITE_RULES,
     Site,
@@ -30,6 +29,7 @@ from tests.integrations.site import (
 from tests.servers.base import free_port
 from tests.servers.httpd import HTTPTestServer
 from tests.servers.redmine import Redmine
+from tests.support.daemon import Daemon
 from watcher.store import Store
 
 pytestmark = pytest.mark.slow

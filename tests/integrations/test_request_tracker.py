@@ -17,7 +17,6 @@ import pytest
 
 from integrations.base import PermanentError, TicketRef, TransientError
 from integrations.request_tracker import RequestTrackerIntegration
-from tests.daemon import Daemon
 from tests.integrations.site import (
     SITE_RULES,
     Site,
@@ -28,6 +27,7 @@ from tests.integrations.site import (
 from tests.servers.base import free_port
 from tests.servers.httpd import HTTPTestServer
 from tests.servers.rt import RequestTracker
+from tests.support.daemon import Daemon
 from watcher.store import Store
 
 pytestmark = pytest.mark.slow

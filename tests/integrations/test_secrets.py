@@ -17,7 +17,7 @@ from tests.integrations.hosted import replies, responses
 from tests.integrations.site import Site, site_config, unique_site
 from tests.servers.httpd import HTTPTestServer
 from tests.servers.rt import RequestTracker
-from watcher.app import configure_logging
+from watcher.app.daemon import configure_logging
 
 pytestmark = pytest.mark.slow
 

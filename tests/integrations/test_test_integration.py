@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.integrations.hosted import CONTACTS, responses
-from watcher.cli import main
+from watcher.cli.main import main
 
 SID = "AC" + "0123456789abcdef" * 2
 CW_TICKETS = "https://api-na.myconnectwise.net/v4_6_release/apis/3.0/service/tickets"

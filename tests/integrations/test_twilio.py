@@ -194,7 +194,7 @@ def test_an_outage_is_retried_by_the_outbox(tmp_path: Path) -> None:
 def test_bad_configs_are_refused_at_load(
     tmp_path: Path, extra: dict[str, object], message: str
 ) -> None:
-    from watcher.config import ConfigError
+    from watcher.config.models import ConfigError
 
     options = {"account_sid": SID, "auth_token": "x-token", "from": "+14155550100", **extra}
     options = {k: v for k, v in options.items() if v is not None}
@@ -203,13 +203,7 @@ def test_bad_configs_are_refused_at_load(
 
 
 def test_no_hotline_phone_is_a_permanent_error(tmp_path: Path) -> None:
-    from watcher.config import load_config
-
     t = twilio(tmp_path)
-    t.env.config = load_config(
-        tmp_path / "watcher.yml", environ={"TWILIO_TOKEN": "x"}
-    ).model.model_copy(
-        update={"contacts": t.env.config.contacts.model_copy(update={"hotline": []})}
-    )
+    t.env.contacts = t.env.contacts.model_copy(update={"hotline": []})
     with pytest.raises(PermanentError, match="no contact in contacts.hotline has a phone"):
         t.page(content())

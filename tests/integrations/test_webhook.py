@@ -10,7 +10,7 @@ import pytest
 from integrations.base import TransientError
 from tests.integrations.hosted import build, content
 from tests.servers.base import free_port
-from watcher.secret import redact
+from watcher.core.secret import redact
 
 
 def test_a_token_in_the_hook_url_is_not_in_the_delivery_error(tmp_path: Path) -> None:

@@ -187,7 +187,7 @@ def test_a_server_error_is_retried_then_delivered_once(tmp_path: Path) -> None:
 
 
 def test_it_needs_a_token_or_a_login(tmp_path: Path) -> None:
-    from watcher.config import ConfigError
+    from watcher.config.models import ConfigError
 
     with pytest.raises(ConfigError, match="token"):
         build(tmp_path, "zammad", {"url": URL, "customer": "m@acme.example"})

@@ -18,11 +18,11 @@ from pydantic import ValidationError
 
 from probes.agent_checkins import AgentCheckinsConfig, AgentCheckinsProbe, parse_checkin_time
 from probes.base import ProbeContext, Result, run_probe
-from tests.helpers import result as make_result
-from tests.rig import Rig
 from tests.servers.certs import TestPKI
 from tests.servers.httpd import HTTPTestServer, Response
-from watcher.httpclient import HttpClients
+from tests.support.helpers import result as make_result
+from tests.support.rig import Rig
+from watcher.delivery.httpclient import HttpClients
 
 HTTP = HttpClients()
 NOW = datetime.now(UTC)

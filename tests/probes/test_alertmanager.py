@@ -20,8 +20,8 @@ from probes.alertmanager import (
     target_index,
     target_of,
 )
-from tests.helpers import config_from
-from watcher.config import ConfigError
+from tests.support.helpers import config_from
+from watcher.config.models import ConfigError
 
 PAYLOADS = Path(__file__).parent / "payloads"
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)

@@ -9,9 +9,9 @@ import pytest
 
 from probes.base import CommandRunner
 from probes.command import CommandConfig, CommandProbe
-from tests.helpers import config_from
-from tests.ssh_helpers import run_check, runner_for
-from watcher.config import ConfigError
+from tests.support.helpers import config_from
+from tests.support.ssh_helpers import run_check, runner_for
+from watcher.config.models import ConfigError
 
 
 @pytest.fixture(params=["ssh", "local"])

@@ -9,9 +9,9 @@ import pytest
 
 from probes.base import CommandRunner
 from probes.disk import DiskConfig, DiskProbe
-from tests.helpers import config_from
 from tests.servers.disk import SmallFs
-from tests.ssh_helpers import run_check, runner_for
+from tests.support.helpers import config_from
+from tests.support.ssh_helpers import run_check, runner_for
 
 
 @pytest.fixture(params=["ssh", "local"])

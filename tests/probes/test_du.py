@@ -14,7 +14,7 @@ import pytest
 from probes.base import CommandRunner
 from probes.du import DuConfig, DuProbe, OldFile, listed_old_files
 from tests.servers.base import make_workdir
-from tests.ssh_helpers import run_check, runner_for
+from tests.support.ssh_helpers import run_check, runner_for
 from watcher.transports.local import LocalRunner
 
 

@@ -13,7 +13,7 @@ import pytest
 from probes.base import ProbeContext, Result, run_probe
 from probes.http import HttpConfig, HttpProbe, may_send_credentials
 from tests.servers.httpd import HTTPTestServer
-from watcher.httpclient import HttpClients
+from watcher.delivery.httpclient import HttpClients
 
 HTTP = HttpClients()
 

@@ -11,9 +11,9 @@ from pydantic import ValidationError
 
 from probes.base import ProbeContext, Result, run_probe
 from probes.imap import ImapConfig, ImapProbe
-from tests.rig import Rig
 from tests.servers.mail import MailServer
-from watcher.httpclient import HttpClients
+from tests.support.rig import Rig
+from watcher.delivery.httpclient import HttpClients
 
 pytestmark = pytest.mark.slow
 

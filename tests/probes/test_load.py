@@ -9,7 +9,7 @@ import pytest
 
 from probes.base import CommandRunner
 from probes.load import LoadConfig, LoadProbe, parse_load
-from tests.ssh_helpers import run_check, runner_for
+from tests.support.ssh_helpers import run_check, runner_for
 
 
 @pytest.fixture(params=["ssh", "local"])

@@ -10,7 +10,7 @@ import pytest
 from probes.mail_queue import MailQueueConfig, MailQueueProbe, parse_exim, parse_sendmail
 from tests.servers.base import wait_until
 from tests.servers.mail import MailServer
-from tests.ssh_helpers import run_check, runner_for
+from tests.support.ssh_helpers import run_check, runner_for
 from watcher.transports.local import LocalRunner
 
 

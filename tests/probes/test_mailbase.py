@@ -15,7 +15,7 @@ from probes.base import ProbeContext, Result, run_probe
 from probes.imap import ImapConfig, ImapProbe
 from probes.pop3 import Pop3Config, Pop3Probe
 from probes.smtp import SmtpConfig, SmtpProbe
-from watcher.httpclient import HttpClients
+from watcher.delivery.httpclient import HttpClients
 
 HTTP = HttpClients()
 FLOOD = 8 * 1024 * 1024  # well past the cap, little enough to send in a moment

@@ -15,11 +15,11 @@ from probes.nagios import (
     parse_perfdata,
     parse_plugin_output,
 )
-from tests.helpers import config_from
 from tests.servers.base import require_binary
 from tests.servers.disk import SmallFs
-from tests.ssh_helpers import run_check, runner_for
-from watcher.config import ConfigError
+from tests.support.helpers import config_from
+from tests.support.ssh_helpers import run_check, runner_for
+from watcher.config.models import ConfigError
 
 PLUGINS = Path("/usr/lib/nagios/plugins")
 

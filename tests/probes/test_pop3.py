@@ -10,9 +10,9 @@ import pytest
 
 from probes.base import ProbeContext, Result, run_probe
 from probes.pop3 import Pop3Config, Pop3Probe
-from tests.rig import Rig
 from tests.servers.mail import MailServer
-from watcher.httpclient import HttpClients
+from tests.support.rig import Rig
+from watcher.delivery.httpclient import HttpClients
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import pytest
 from probes.base import CommandRunner
 from probes.service import ServiceConfig, ServiceProbe
 from tests.servers.base import make_workdir, wait_until
-from tests.ssh_helpers import run_check, runner_for
+from tests.support.ssh_helpers import run_check, runner_for
 
 
 @pytest.fixture(params=["ssh", "local"])

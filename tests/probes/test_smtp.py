@@ -12,10 +12,10 @@ from pydantic import ValidationError
 
 from probes.base import ProbeContext, Result, run_probe
 from probes.smtp import TAG_HEADER, SmtpConfig, SmtpProbe
-from tests.rig import Rig
 from tests.servers.base import descendants, wait_until
 from tests.servers.mail import MailServer, SmtpSink
-from watcher.httpclient import HttpClients
+from tests.support.rig import Rig
+from watcher.delivery.httpclient import HttpClients
 
 pytestmark = pytest.mark.slow
 

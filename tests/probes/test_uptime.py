@@ -9,7 +9,7 @@ import pytest
 
 from probes.base import CommandRunner
 from probes.uptime import UptimeConfig, UptimeProbe, human_uptime
-from tests.ssh_helpers import run_check, runner_for
+from tests.support.ssh_helpers import run_check, runner_for
 
 
 @pytest.fixture(params=["ssh", "local"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rules.condition import ConditionError, parse_condition
-from tests.helpers import result
+from tests.support.helpers import result
 
 DISK = result(
     "files1", "disk", metrics={"used_percent": 91.0, "free_bytes": 4e9}, labels={"path": "/var"}

@@ -67,7 +67,7 @@ def cluster_status(config: Any) -> dict[str, Any]:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    from watcher.config import load_config
+    from watcher.config.load import load_config
 
     status = cluster_status(load_config(args.config))
     if args.json:

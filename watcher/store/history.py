@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from probes.base import Result
 from watcher.store.backend import Tx
@@ -46,6 +46,11 @@ _ROLLUP_UPSERT = (
 
 
 class HistoryStore(StoreCore):
+    if TYPE_CHECKING:  # from MetaStore, which the Store class combines with this one
+
+        def _meta(self, db: Tx, key: str, default: str) -> str: ...
+        def _set_meta(self, db: Tx, key: str, value: str) -> None: ...
+
     def save_results(self, db: Tx, results: list[Result] | Any) -> None:
         history = []
         latest = []

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from watcher.incident import Event, Incident
+from watcher.engine.incident import Event, Incident
 from watcher.store.backend import Tx
 from watcher.store.core import StoreCore
 

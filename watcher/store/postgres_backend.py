@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from watcher.store.backend import Tx
-from watcher.store.dialect import POSTGRES
+from watcher.store.dialect import POSTGRES, Dialect
 from watcher.store.errors import StateFileError, StateLocked
 from watcher.store.schema import MIGRATIONS, SCHEMA_VERSION, statements
 from watcher.store.sqlite_file import APPLICATION_ID
@@ -79,7 +79,7 @@ class PostgresBackend:
     """A watcher database on a PostgreSQL server. Thread-safe: each transaction and read
     takes a pooled connection; a connection the server dropped is replaced."""
 
-    dialect = POSTGRES
+    dialect: Dialect = POSTGRES
     reads_can_fail = True
 
     def __init__(self, url: str) -> None:
@@ -93,7 +93,7 @@ class PostgresBackend:
                 " installed; install watcher with its dependencies (pip install watcher)"
             ) from None
         self._psycopg = psycopg
-        self.errors = (psycopg.Error, psycopg_pool.PoolTimeout)
+        self.errors: tuple[type[BaseException], ...] = (psycopg.Error, psycopg_pool.PoolTimeout)
         self._url = url
         self._run_lock: Any = None
         try:
@@ -244,7 +244,9 @@ class PostgresBackend:
         that watchers run."""
         conn = self._psycopg.connect(self._url, connect_timeout=CONNECT_TIMEOUT, autocommit=True)
         take = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
-        held = conn.execute(f"SELECT {take}(%s)", (APPLICATION_ID,)).fetchone()[0]
+        row = conn.execute(f"SELECT {take}(%s)", (APPLICATION_ID,)).fetchone()
+        assert row is not None  # a SELECT of a function call returns its one row
+        held = row[0]
         if not held:
             conn.close()
             raise StateLocked(

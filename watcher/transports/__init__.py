@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from probes.base import CommandResult, CommandRunner, TransportError
 
 if TYPE_CHECKING:
-    from watcher.config import Target, WatcherConfig
+    from watcher.config.models import Target, WatcherConfig
     from watcher.transports.ssh import SshPool
 
 __all__ = ["CommandResult", "CommandRunner", "TransportError", "OUTPUT_CAP", "Runners"]

@@ -9,9 +9,10 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from probes.base import CommandResult, TransportError, decode_output
-from watcher import deadline as check_deadline
+from watcher.schedule import deadline as check_deadline
 from watcher.transports import OUTPUT_CAP
 
 __all__ = ["LocalRunner"]
@@ -61,7 +62,8 @@ class LocalRunner:
         if timed_out or (check is not None and check.cut):
             _kill_group(proc)
             for stream in (proc.stdout, proc.stderr):
-                stream.close()  # type: ignore[union-attr]
+                if stream is not None:
+                    stream.close()
             raise TransportError(
                 f"command did not finish within {timeout:.1f}s and was killed", reason="timeout"
             )
@@ -75,7 +77,8 @@ class LocalRunner:
 
 def _read_capped(proc: subprocess.Popen[bytes], timeout: float) -> tuple[bytes, bytes, bool]:
     deadline = time.monotonic() + timeout
-    buffers = {proc.stdout: bytearray(), proc.stderr: bytearray()}
+    assert proc.stdout is not None and proc.stderr is not None  # started with PIPE for both
+    buffers: dict[Any, bytearray] = {proc.stdout: bytearray(), proc.stderr: bytearray()}
     with selectors.DefaultSelector() as selector:
         for stream in buffers:
             selector.register(stream, selectors.EVENT_READ)
@@ -97,7 +100,7 @@ def _read_capped(proc: subprocess.Popen[bytes], timeout: float) -> tuple[bytes, 
         return bytes(buffers[proc.stdout]), bytes(buffers[proc.stderr]), True
     finally:
         for stream in buffers:
-            stream.close()  # type: ignore[union-attr]
+            stream.close()
     return bytes(buffers[proc.stdout]), bytes(buffers[proc.stderr]), False
 
 

@@ -16,12 +16,8 @@ costs no watcher restart.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import logging
-import re
-import selectors
 import shlex
 import socket
 import threading
@@ -32,15 +28,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import paramiko
-from paramiko.common import cMSG_CHANNEL_REQUEST
 
-from probes.base import CommandResult, TransportError, decode_output
-from watcher import deadline as check_deadline
-from watcher.secret import Secret
-from watcher.transports import OUTPUT_CAP
+from probes.base import CommandResult, TransportError
+from watcher.core.secret import Secret
+from watcher.schedule import deadline as check_deadline
+from watcher.transports.known_hosts import (
+    fingerprint,
+    known_hosts_name,
+    matching_entries,
+)
+from watcher.transports.ssh_exec import remaining, run_on_channel
 
 if TYPE_CHECKING:
-    from watcher.config import SshOptions, Target, WatcherConfig
+    from watcher.config.models import SshOptions, Target, WatcherConfig
 
 __all__ = [
     "HostKeyError",
@@ -64,17 +64,6 @@ _ALGORITHMS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")}
 
 class HostKeyError(TransportError):
     """The host presented a key that is not the one we know (or one we do not know)."""
-
-
-def fingerprint(key: paramiko.PKey) -> str:
-    """``SHA256:...`` as ``ssh-keygen -l`` prints it."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-def known_hosts_name(host: str, port: int) -> str:
-    """The host field OpenSSH writes in known_hosts: brackets only for a port other than 22."""
-    return host if port == 22 else f"[{host}]:{port}"
 
 
 @dataclass(frozen=True)
@@ -134,7 +123,7 @@ def settings_for(
         if target.via not in by_name:
             raise TransportError(f"via: names no target: {target.via}")
         via = settings_for(by_name[target.via], model, base_dir, (*_seen, target.name))
-    key_files = (path(opts.key_file),) if opts.key_file else ()
+    key_files: tuple[Path, ...] = (path(opts.key_file),) if opts.key_file else ()
     agent = opts.agent if opts.agent is not None else not (key_files or opts.password)
     if not key_files and not opts.password and opts.agent is None:
         # Nothing configured: do what ssh does, the agent and then the usual key files.
@@ -244,7 +233,7 @@ class SshPool:
         with self._trust_lock:
             if any(
                 entry.key.asbytes() == key.asbytes() and not entry.revoked
-                for entry in _matching_entries(self.trust_file, name)
+                for entry in matching_entries(self.trust_file, name)
             ):
                 return self.trust_file
             self.trust_file.parent.mkdir(parents=True, exist_ok=True)
@@ -269,7 +258,7 @@ class SshConnection:
         self.settings = settings
         self.pool = pool
         self.via = via
-        self.depth = via.depth + 1 if via else 0
+        self.depth: int = via.depth + 1 if via else 0
         self._transport: paramiko.Transport | None = None
         self._slots = threading.BoundedSemaphore(settings.max_channels)
         self._connect_lock = threading.Lock()
@@ -331,7 +320,7 @@ class SshConnection:
         self._touch(+1)
         try:
             channel = self._open_channel(deadline)
-            return _run_on_channel(channel, command, deadline, timeout, where)
+            return run_on_channel(channel, command, deadline, timeout, where)
         finally:
             self._touch(-1)
             self._slots.release()
@@ -342,7 +331,7 @@ class SshConnection:
             transport = self.transport(deadline)
             try:
                 return transport.open_session(
-                    timeout=_remaining(deadline, where, "opening a channel")
+                    timeout=remaining(deadline, where, "opening a channel")
                 )
             except paramiko.ChannelException as exc:
                 raise TransportError(
@@ -511,7 +500,7 @@ class SshConnection:
         files = [s.known_hosts] + ([self.pool.trust_file] if self.pool.trust_file else [])
         known: list[_KnownKey] = []
         for file in files:
-            for entry in _matching_entries(file, name):
+            for entry in matching_entries(file, name):
                 known.append(_KnownKey(entry.key, f"{file} line {entry.lineno}", entry.revoked))
         return known
 
@@ -614,13 +603,6 @@ class SshConnection:
 # --------------------------------------------------------------------------- helpers
 
 
-def _remaining(deadline: float, where: str, doing: str) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TransportError(f"{where}: timed out {doing}", reason="timeout")
-    return left
-
-
 def _try_auth(attempt: object) -> bool:
     try:
         attempt()  # type: ignore[operator]
@@ -640,7 +622,8 @@ def _load_key(path: Path, settings: SshSettings) -> paramiko.PKey:
     passphrase = settings.passphrase.reveal().encode() if settings.passphrase else None
     try:
         # positional: paramiko 5 renamed this argument (passphrase -> password)
-        return paramiko.PKey.from_path(path, passphrase)
+        # bytes, as paramiko's key loaders take it at run time (its annotation says str)
+        return paramiko.PKey.from_path(path, passphrase)  # type: ignore[arg-type]
     except (paramiko.SSHException, ValueError, TypeError, OSError) as exc:
         # An encrypted key without a passphrase: paramiko's loader raises
         # PasswordRequiredException, cryptography's (OpenSSH format) a TypeError.
@@ -669,167 +652,3 @@ def _prefer_key_types(transport: paramiko.Transport, known: list[_KnownKey]) -> 
     preferred = [a for a in wanted if a in available]
     if preferred:
         options.key_types = preferred + [a for a in available if a not in preferred]
-
-
-@dataclass
-class _Entry:
-    key: paramiko.PKey
-    lineno: int
-    revoked: bool = False
-
-
-def _matching_entries(path: Path | None, name: str) -> list[_Entry]:
-    """known_hosts entries for ``name``: plain, hashed (``|1|``) and wildcard patterns.
-
-    Read line by line so one malformed line does not hide the rest. ``@revoked`` lines
-    come back marked, to be refused; ``@cert-authority`` lines are skipped (paramiko does
-    not verify host certificates).
-    """
-    if path is None:
-        return []
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        log.warning("cannot read %s: %s", path, exc)
-        return []
-    found = []
-    for lineno, line in enumerate(lines, 1):
-        text = line.strip()
-        revoked = text.startswith("@revoked ")
-        if revoked:
-            text = text.removeprefix("@revoked ").strip()
-        if not text or text.startswith(("#", "@")):
-            continue
-        fields = text.split()
-        if len(fields) < 3 or not _host_matches(fields[0], name):
-            continue
-        try:
-            entry = paramiko.hostkeys.HostKeyEntry.from_line(" ".join(fields[:3]), lineno)
-        except (paramiko.SSHException, ValueError, TypeError, IndexError):
-            entry = None
-        if entry is None or entry.key is None:
-            log.warning("%s line %d: cannot read this host key, skipped", path, lineno)
-            continue
-        found.append(_Entry(entry.key, lineno, revoked))
-    return found
-
-
-def _host_matches(patterns: str, name: str) -> bool:
-    matched = False
-    for pattern in patterns.split(","):
-        negated = pattern.startswith("!")
-        pattern = pattern[1:] if negated else pattern
-        if pattern.startswith("|1|"):
-            hit = paramiko.HostKeys.hash_host(name, pattern) == pattern
-        else:
-            # Only * and ? are wildcards in known_hosts; [host]:port brackets are literal.
-            regex = re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
-            hit = re.fullmatch(regex, name, re.IGNORECASE) is not None
-        if hit and negated:
-            return False
-        matched = matched or hit
-    return matched
-
-
-def _exec(channel: paramiko.Channel, command: str, deadline: float, where: str) -> None:
-    """``Channel.exec_command`` with a deadline: paramiko's own waits for the server's
-    answer without one, which would stick a worker on a host that stopped answering."""
-    message = paramiko.Message()
-    message.add_byte(cMSG_CHANNEL_REQUEST)
-    message.add_int(channel.remote_chanid)
-    message.add_string("exec")
-    message.add_boolean(True)
-    message.add_string(command)
-    channel._event_pending()
-    channel.transport._send_user_message(message)
-    if not channel.event.wait(_remaining(deadline, where, "starting the command")):
-        raise TimeoutError
-    if not channel.event_ready:
-        if channel.closed or not channel.transport.is_active():
-            raise EOFError("the channel closed before the command started")
-        raise TransportError(f"{where}: the server refused to run the command")
-
-
-def _signal_kill(channel: paramiko.Channel) -> None:
-    """Asks sshd (7.9+) to KILL the command; best effort, the channel closes anyway."""
-    with contextlib.suppress(Exception):
-        message = paramiko.Message()
-        message.add_byte(cMSG_CHANNEL_REQUEST)
-        message.add_int(channel.remote_chanid)
-        message.add_string("signal")
-        message.add_boolean(False)
-        message.add_string("KILL")
-        channel.transport._send_user_message(message)
-
-
-def _run_on_channel(
-    channel: paramiko.Channel, command: str, deadline: float, timeout: float, where: str
-) -> CommandResult:
-    started = time.perf_counter()
-    try:
-        # Like the local runner, ask for the C locale so df and friends stay parseable;
-        # sshd honours it where AcceptEnv allows LC_* (Debian's default), else ignores it.
-        channel.set_environment_variable("LC_ALL", "C")
-        _exec(channel, command, deadline, where)
-        stdout, stderr = _read_until_eof(channel, deadline, check_deadline.current())
-        if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
-            raise TimeoutError
-        exit_code = channel.recv_exit_status()
-    except TimeoutError:
-        _signal_kill(channel)
-        channel.close()
-        raise TransportError(
-            f"{where}: command did not finish within {timeout:.1f}s; its channel was closed",
-            reason="timeout",
-        ) from None
-    except TransportError:
-        channel.close()
-        raise
-    except (paramiko.SSHException, EOFError, OSError) as exc:
-        channel.close()
-        raise TransportError(
-            f"{where}: connection lost while the command ran: {exc}", reason="unreachable"
-        ) from None
-    channel.close()
-    return CommandResult(
-        exit_code=exit_code,
-        stdout=decode_output(stdout),
-        stderr=decode_output(stderr),
-        duration_s=time.perf_counter() - started,
-    )
-
-
-def _read_until_eof(
-    channel: paramiko.Channel, deadline: float, check: check_deadline.Deadline | None = None
-) -> tuple[bytes, bytes]:
-    """Reads stdout and stderr as they come, keeping OUTPUT_CAP bytes of each and dropping
-    the rest, so a chatty command can neither fill memory nor stall on a full window.
-    A check cut from outside (a stopping watcher) ends the wait within a quarter second."""
-    out, err = bytearray(), bytearray()
-    with selectors.DefaultSelector() as selector:
-        # The channel's fileno is a pipe paramiko sets whenever either buffer has data or
-        # the channel reaches EOF, so one select covers both streams.
-        selector.register(channel.fileno(), selectors.EVENT_READ)
-        while True:
-            progressed = False
-            if channel.recv_ready():
-                _keep(out, channel.recv(65536))
-                progressed = True
-            if channel.recv_stderr_ready():
-                _keep(err, channel.recv_stderr(65536))
-                progressed = True
-            if progressed:
-                continue
-            if channel.eof_received or channel.closed:
-                return bytes(out), bytes(err)
-            left = deadline - time.monotonic()
-            if left <= 0 or (check is not None and check.cut):
-                raise TimeoutError
-            selector.select(left if check is None else min(left, 0.25))
-
-
-def _keep(buffer: bytearray, chunk: bytes) -> None:
-    if len(buffer) < OUTPUT_CAP:
-        buffer += chunk[: OUTPUT_CAP - len(buffer)]

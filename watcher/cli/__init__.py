@@ -1,0 +1,1 @@
+"""The ``watcher`` command line and its subcommands. The top layer: may import anything."""
