@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.test_delivery import SECRET, Receiver
-from tests.helpers import write_config
+from tests.support.helpers import write_config
 from tests.servers.base import LOOPBACK, free_port
 from tests.servers.postgres import PostgresServer
 

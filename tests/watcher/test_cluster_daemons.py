@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from tests.faults.test_cluster_chaos import Listeners, Node
-from tests.helpers import write_config
+from tests.support.helpers import write_config
 from tests.servers.base import LOOPBACK, free_port
 from tests.servers.postgres import PostgresServer
 from watcher.cluster.partition import owner
