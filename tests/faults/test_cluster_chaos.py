@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 
 from tests.faults.test_delivery import SECRET, Receiver
-from tests.support.helpers import write_config
 from tests.servers.base import LOOPBACK, free_port
 from tests.servers.postgres import PostgresServer
+from tests.support.helpers import write_config
 
 TARGETS = 100
 FAILING = 12

@@ -17,9 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from tests.faults.test_cluster_chaos import Listeners, Node
-from tests.support.helpers import write_config
 from tests.servers.base import LOOPBACK, free_port
 from tests.servers.postgres import PostgresServer
+from tests.support.helpers import write_config
 from watcher.cluster.partition import owner
 
 TARGETS = 10
