@@ -69,6 +69,8 @@ DESCRIPTIONS: dict[str, str] = {
     "outages": "Groups whose simultaneous failures are one incident.",
     "flapping": "Flap detection for every incident (a target may have its own).",
     "metrics": "What /metrics exports per check beyond success, duration and certificate expiry.",
+    "cluster": "Several `watcher run` on one PostgreSQL `state:` share the checks (docs/cluster.md).",
+    "dead_mans_switch": "A URL the cluster's leader calls once per interval, so a site whose watchers all died is noticed elsewhere.",
     # --- defaults ----------------------------------------------------------------------
     "defaults.interval": "How often each check runs.",
     "defaults.retry_interval": "While a check's latest result is not ok, it is rechecked this often (+-20 %, spread) instead of at its next turn, until ok; at least 1 s like an interval; `0s`, or at or above the interval: no rechecks. Kinds with a slow pace of their own (`du`, daily) only when set on the probe or its target.",
@@ -192,6 +194,9 @@ DESCRIPTIONS: dict[str, str] = {
     "flapping.high": "Start flapping at this percentage of state changes in the window.",
     "flapping.low": "Stop flapping below this percentage (must be below `high`).",
     # --- metrics -----------------------------------------------------------------------
+    "cluster.lease": "How long a member's lease lasts: a member silent this long loses its checks to the others (renewed every third of it).",
+    "dead_mans_switch.url": "Called with a POST by the leader (e.g. another site's watcher's `/checkin/NAME`).",
+    "dead_mans_switch.interval": "How often; one call per cluster per interval.",
     "metrics.detail": "Every check also exports each figure its probe measures, one family per meaning (`watcher_probe_used_ratio`), with per-item success and errors; many series, off by default (one probe: its `detail_metrics`).",
     # --- rule packs --------------------------------------------------------------------
     "pack.description": "What the pack is for.",

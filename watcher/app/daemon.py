@@ -28,6 +28,10 @@ from probes.base import ProbeContext, Result
 from watcher import __version__
 from watcher.app.pipeline import Engine
 from watcher.audit.schedule import AuditScheduler
+from watcher.cluster import ClusterNode, default_node_name
+from watcher.cluster.deadman import DeadMansSwitch
+from watcher.cluster.metrics import ClusterCollector
+from watcher.cluster.node import OUTAGE_KEY
 from watcher.config.load import load_config
 from watcher.config.models import Config, ConfigError
 from watcher.delivery.acks import HelpdeskPoller
@@ -234,6 +238,9 @@ def apply_requests(engine: Engine, store: Store) -> None:
     """Carries out ack and resolve requests queued by the CLI."""
     for request in store.pending_requests():
         incident_id, by, note = request["incident_id"], request["requested_by"], request["note"]
+        stored = store.incident(incident_id)
+        if stored is not None and not engine.mine(stored):
+            continue  # another cluster member decides for it, and applies it
         if request["kind"] == "ack":
             incident = engine.acknowledge(incident_id, by=by, source="cli")
         elif request["kind"] == "resolve":
@@ -245,17 +252,29 @@ def apply_requests(engine: Engine, store: Store) -> None:
 
 
 class App:
-    def __init__(self, config_path: str | Path, *, config: Config | None = None) -> None:
+    def __init__(
+        self,
+        config_path: str | Path,
+        *,
+        config: Config | None = None,
+        node: str | None = None,
+        listen: str | None = None,
+    ) -> None:
         tune_malloc()  # before the threads that would each take an arena
         self.config_path = Path(config_path)
         self.config = config or load_config(self.config_path)
+        self.listen = listen or self.config.model.listen
+        self.node_name = node
+        self.cluster: ClusterNode | None = None
         # What the header tells is refused before a lock file appears beside the file;
         # the store reads the rest under the lock, and a refusal takes the lock file away.
         self._lock_fds: tuple[int, int] | None = None
         if self.config.state_is_database:
+            # On PostgreSQL every watcher of the config is a cluster member: each holds
+            # the run lock shared, and the cluster's leases share the work.
             self.store = Store(self.config.state_location)
             try:
-                self.store.acquire_run_lock()
+                self.store.acquire_run_lock(shared=True)
             except BaseException:
                 self.store.close()
                 raise
@@ -289,8 +308,10 @@ class App:
         self.poller = HelpdeskPoller(
             self.engine, self.store, build_integrations(self.config, self.http)
         )
+        if self.store.is_postgres:
+            self._join_cluster()
         self.scheduler = self._scheduler(self.config)
-        self.metrics.watch_results(self.engine.latest, lambda: self.config.model)
+        self.metrics.watch_results(self._own_latest, lambda: self.config.model)
         self.metrics.watch_state(
             self.engine.incident_counts, self.store.outbox_counts, self.engine.held_counts
         )
@@ -303,20 +324,62 @@ class App:
         self.started_at = datetime.now(UTC)
 
     def _scheduler(self, config: Config) -> Scheduler:
+        cluster = self.cluster
         return Scheduler(
             build_jobs(config, self.http, self.runners, self.services),
             workers=config.model.workers,
             on_results=self.sink.put,
             metrics=self.metrics,
             jitter=config.model.defaults.jitter,
+            owns=(lambda job: cluster.owns(job.target.name)) if cluster else None,
         )
+
+    def _join_cluster(self) -> None:
+        """Makes this watcher a member of the site's cluster (PostgreSQL state): its
+        checks, incidents and deliveries are fenced by its lease (watcher/cluster)."""
+        node = ClusterNode(
+            self.store,
+            self.node_name or default_node_name(),
+            self.config.model.cluster.lease.total_seconds(),
+            listen=self.listen,
+            on_change=lambda: self.engine.reload(),
+            on_beat=self._follow_others,
+        )
+        self.cluster = node
+        self.engine.owns = node.owns
+        self.engine.owns_outages = lambda: node.owns(OUTAGE_KEY)
+        self.engine.pin = node.pin
+        self.poller.leads = lambda: node.is_leader
+        self.audits.leads = lambda: node.is_leader
+        self.store.fence = node.fence
+        self.store.claim = node.claim
+        self.store.holds = node.holds
+        node.start()
+        self.metrics.registry.register(
+            ClusterCollector(node, lambda: [t.name for t in self.config.model.targets])
+        )
+        self.deadman = DeadMansSwitch(node, lambda: self.config.model.dead_mans_switch)
+
+    def _follow_others(self) -> None:
+        """At each renewal: what the other members decided and heard (incidents, latest
+        results, check-ins taken by any member) is read again, for the whole site's view
+        and for parents, outages and check-ins judged here."""
+        self.engine.reload(others_only=True)
+        self.checkins.forget_cached()
+
+    def _own_latest(self) -> list[Result]:
+        """The latest results /metrics exports: in a cluster, those of the checks this
+        member runs (each member's scrape is its own share; together the site)."""
+        if self.cluster is None:
+            return self.engine.latest()
+        return [r for r in self.engine.latest() if self.cluster.owns(r.target)]
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         m = self.config.model
-        if m.listen:
-            self.web = WebServer(m.listen, api_token=m.api_token)
+        if self.listen:
+            self.web = WebServer(self.listen, api_token=m.api_token)
             self._routes(self.web)
             self.web.start()
         self.dispatcher.start()
@@ -324,6 +387,8 @@ class App:
         self.audits.start()
         self.poller.start()
         self.scheduler.start()
+        if self.cluster is not None:
+            self.deadman.start()
         log.info(
             "watcher %s started for site %s: %d targets, %d checks, tickets via %s, paging via %s",
             __version__,
@@ -366,6 +431,9 @@ class App:
         self.sink.stop(timeout=left(1.0))
         self.poller.stop(timeout=left(0.5))
         self.dispatcher.stop(timeout=left(2.0))
+        if self.cluster is not None:
+            self.deadman.stop()
+            self.cluster.stop()
         if self.web:
             self.web.stop()
         self.runners.close()

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 
 from probes.base import Result
@@ -24,7 +24,7 @@ from watcher.engine.incident import Action, Incident, fingerprint_of
 from watcher.engine.outage import OUTAGE_PROBE
 from watcher.engine.suppression import Suppressor
 from watcher.engine.tracker import Policy, Step
-from watcher.store import Store, Tx
+from watcher.store import StateWriteError, Store, Tx
 
 __all__ = ["Engine", "utcnow"]
 
@@ -68,6 +68,30 @@ class Engine:
         self.configure(config)
         self._incidents: dict[str, Incident] = store.working_set(self.policy.reopen_within, clock())
         self.suppressor.seed(self._latest.values(), self._incidents.values())
+        # In a cluster (watcher/cluster) this member changes only the incidents of the
+        # targets it runs, and the outage incidents only if it leads.
+        self.owns: Callable[[str], bool] = lambda _target: True
+        self.owns_outages: Callable[[], bool] = lambda: True
+        self.pin: Callable[[], AbstractContextManager[None]] = nullcontext
+
+    def reload(self, *, others_only: bool = False) -> None:
+        """Reads incidents and latest results again from the state, which other cluster
+        members write too: all of them after the share moved, else only those of the
+        targets this member does not run (its own are newest here)."""
+        with self._lock:
+            fresh = self.store.working_set(self.policy.reopen_within, self.clock())
+            latest = {r.key: r for r in self.store.latest() if (r.target, r.probe) in self.checks}
+            if others_only:
+                fresh.update({f: i for f, i in self._incidents.items() if self._mine(i)})
+                latest.update({k: r for k, r in self._latest.items() if self.owns(r.target)})
+            self._incidents = fresh
+            self._latest = latest
+            self.suppressor.seed(self._latest.values(), self._incidents.values())
+
+    def _mine(self, incident: Incident) -> bool:
+        if incident.probe == OUTAGE_PROBE:
+            return self.owns_outages()
+        return self.owns(incident.target)
 
     def configure(self, config: Config) -> None:
         """Takes a new config (also on reload); incidents and history carry over."""
@@ -108,7 +132,17 @@ class Engine:
         steps: list[Step] = []
         if not results:
             return steps
-        with self._lock, self._write() as db:
+        with self._lock, self.pin():
+            # In a cluster: only the results of this member's share, decided and written
+            # under the one lease that share was computed from.
+            results = [r for r in results if self.owns(r.target)]
+            if results:
+                steps = self._process(results)
+        return steps
+
+    def _process(self, results: Sequence[Result]) -> list[Step]:
+        steps: list[Step] = []
+        with self._write() as db:
             self.store.save_results(db, results)
             steps.extend(self._answered_per_item(db, results))
             now = self.clock()
@@ -149,7 +183,8 @@ class Engine:
                     steps.append(step)
                     if step.incident is not None and step.incident.suppressed == "grouping":
                         grouping.append(fingerprint)
-            steps.extend(self._settle_outages(db, grouping, now))
+            if self.owns_outages():  # in a cluster the leader groups outages
+                steps.extend(self._settle_outages(db, grouping, now))
         return steps
 
     def _answered_per_item(self, db: Tx, results: Sequence[Result]) -> list[Step]:
@@ -232,22 +267,28 @@ class Engine:
         for ticker in list(self._tickers):
             try:
                 due.extend(ticker(now))
+            except StateWriteError:
+                pass  # the store reports it (or a cluster member's fence refused it)
             except Exception:  # one broken source must not stop deadlines and pages
                 log.exception("ticker %r failed", ticker)
         steps = self.process(due)
-        with self._lock:
+        with self._lock, self.pin():
             self._forget_settled(now)
             gate = self.suppressor
             gate.begin(now)
-            outage_steps = gate.outage_steps(self._incidents, self.policy, now)
-            unresolved = [i for i in self._incidents.values() if i.state != "resolved"]
+            outage_steps = (
+                gate.outage_steps(self._incidents, self.policy, now) if self.owns_outages() else []
+            )
+            unresolved = [
+                i for i in self._incidents.values() if i.state != "resolved" and self._mine(i)
+            ]
             if not unresolved and not outage_steps:
                 return steps
             with self._write() as db:
                 for step in outage_steps:
                     self._apply(db, step, now)
                     steps.append(step)
-                for incident in [i for i in self._incidents.values() if i.state != "resolved"]:
+                for incident in unresolved:
                     if (
                         incident.target,
                         incident.probe,
@@ -285,25 +326,40 @@ class Engine:
         return self._by_hand(
             incident_id,
             lambda inc, now: tracker.acknowledge(inc, self.policy, now, by=by, source=source),
+            ("ack", by, ""),
         )
 
     def resolve(self, incident_id: int, *, by: str, note: str = "") -> Incident | None:
         return self._by_hand(
             incident_id,
             lambda inc, now: tracker.resolve_by_hand(inc, self.policy, now, by=by, note=note),
+            ("resolve", by, note),
         )
 
+    def mine(self, incident: Incident) -> bool:
+        """True if this process decides for the incident (always, outside a cluster)."""
+        return self._mine(incident)
+
     def _by_hand(
-        self, incident_id: int, change: Callable[[Incident, datetime], Step]
+        self,
+        incident_id: int,
+        change: Callable[[Incident, datetime], Step],
+        request: tuple[str, str, str],
     ) -> Incident | None:
         now = self.clock()
-        with self._lock:
+        with self._lock, self.pin():
             incident = next((i for i in self._incidents.values() if i.id == incident_id), None)
             if incident is None:
                 stored = self.store.incident(incident_id)
                 if stored is None:
                     return None
                 incident = stored
+            if not self._mine(incident):
+                # Another cluster member decides for it: queued for that member, which
+                # applies it within a second, as it does what the CLI queues.
+                kind, by, note = request
+                self.store.request(kind, incident_id, by, note, now)
+                return incident
             step = change(incident, now)
             with self._write() as db:
                 self._apply(db, step, now)

@@ -137,6 +137,7 @@ class AuditScheduler:
         self.looks = 0  # how often the clock was looked at, for tests and health
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.leads: Callable[[], bool] = lambda: True
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
@@ -154,7 +155,8 @@ class AuditScheduler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.run_due()
+                if self.leads():  # in a cluster, the leader mails the audits
+                    self.run_due()
             except Exception:  # a broken report must not stop the next one
                 log.exception("scheduled audit failed")
             self._stop.wait(self.poll_every)

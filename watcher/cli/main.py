@@ -72,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(metavar="COMMAND")
 
     p = sub.add_parser("run", parents=[common], help="run the watcher until stopped")
+    p.add_argument("--listen", metavar="HOST:PORT", help="overrides listen: of the config")
+    p.add_argument("--node", help="this cluster member's name (default: the hostname)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("once", parents=[common], help="run every check once and print the results")
@@ -117,7 +119,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _extend(sub: Any, common: argparse.ArgumentParser) -> None:
     """Commands that live in their own modules add themselves here."""
-    for module_name in ("watcher.audit.cli", "watcher.cli.maintenance", "watcher.cli.state"):
+    for module_name in (
+        "watcher.audit.cli",
+        "watcher.cli.maintenance",
+        "watcher.cli.state",
+        "watcher.cluster.cli",
+    ):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError:
@@ -133,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     configure_logging(config.model.log_level)
-    return App(args.config, config=config).run()
+    return App(args.config, config=config, node=args.node, listen=args.listen).run()
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -493,6 +493,20 @@ def _workers(value: Any) -> int | str:
     raise ValueError(f"{value!r} is not a number of workers; write auto or a number from 1 to 512")
 
 
+class ClusterSettings(Model):
+    """Several ``watcher run`` on one PostgreSQL state share the checks (watcher/cluster)."""
+
+    lease: Duration = timedelta(seconds=15)
+
+
+class DeadMansSwitch(Model):
+    """A URL each live cluster calls once per interval, from its leader: silence there
+    means every watcher of the site is down."""
+
+    url: str
+    interval: Duration = timedelta(minutes=1)
+
+
 class WatcherConfig(Model):
     """The whole of watcher.yml."""
 
@@ -520,6 +534,8 @@ class WatcherConfig(Model):
     outages: list[OutageConfig] = []
     flapping: FlappingConfig = FlappingConfig()
     metrics: MetricsSettings = MetricsSettings()
+    cluster: ClusterSettings = ClusterSettings()
+    dead_mans_switch: DeadMansSwitch | None = None
 
     @field_validator("site")
     @classmethod

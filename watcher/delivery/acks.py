@@ -52,6 +52,7 @@ class HelpdeskPoller:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.leads: Callable[[], bool] = lambda: True
         self.replace(integrations)
 
     def replace(self, integrations: Mapping[str, Integration]) -> None:
@@ -84,6 +85,8 @@ class HelpdeskPoller:
 
     def _loop(self) -> None:
         while not self._stop.wait(WAKE_EVERY):
+            if not self.leads():
+                continue  # in a cluster, the leader polls for all
             try:
                 self.poll()
             except Exception:  # a bug here must not end acknowledgement for good

@@ -93,8 +93,11 @@ class Scheduler:
         metrics: Metrics,
         jitter: bool = True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        owns: Callable[[Job], bool] | None = None,
     ) -> None:
         self.jobs = list(jobs)
+        # In a cluster: whether this member runs a job now (its share moves with members).
+        self.owns: Callable[[Job], bool] = owns or (lambda _job: True)
         self.on_results = on_results
         self.metrics = metrics
         self.jitter = jitter
@@ -202,6 +205,8 @@ class Scheduler:
                 self._stop.wait(min(idle, MAX_SLEEP))
 
     def _due(self, job: Job, due: float) -> None:
+        if not self.owns(job):
+            return  # another cluster member runs it
         with self._lock:
             if job.running and job.failing and job.overran != job.run_number:
                 return  # a recheck still running sets this job's next turn when it ends

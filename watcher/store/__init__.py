@@ -76,11 +76,15 @@ class Store(
     def __init__(self, state: str | Path) -> None:
         super().__init__(state)
 
-    def acquire_run_lock(self) -> None:
+    def acquire_run_lock(self, *, shared: bool = False) -> None:
         """On PostgreSQL: holds the database's run lock while the store is open (raises
-        StateLocked if another watcher has it). A SQLite file's run lock is taken before
-        the store opens it (``sqlite_file.acquire_run_lock``)."""
-        self.backend.acquire_run_lock()
+        StateLocked if another watcher has it; ``shared``: cluster members hold it
+        together). A SQLite file's run lock is taken before the store opens it
+        (``sqlite_file.acquire_run_lock``)."""
+        if shared:
+            self.backend.acquire_run_lock(shared=True)  # type: ignore[call-arg]
+        else:
+            self.backend.acquire_run_lock()
 
     def run_locked(self) -> bool:
         """True if a watcher runs on this state."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +56,13 @@ class StoreCore:
         # actions of both are not handed out again, so nothing is sent twice.
         self._in_flight: set[int] = set()
         self._unrecorded: dict[int, Outcome] = {}
+        # A cluster member's fence (``watcher.cluster``): run first in every write
+        # transaction, it raises ``Fenced`` once the member's lease is gone; ``claim``
+        # takes one outbox row for this member's delivery; ``holds`` is asked right
+        # before a delivery is sent.
+        self.fence: Callable[[Tx], None] | None = None
+        self.claim: Callable[[Tx, int], bool] | None = None
+        self.holds: Callable[[], bool] | None = None
 
     @property
     def dialect(self) -> Any:
@@ -123,11 +130,13 @@ class StoreCore:
     def transaction(self) -> Iterator[Tx]:
         """One atomic unit of work; commits on success, rolls back on any exception.
         A write the state refuses for its own sake raises StateWriteError (counted,
-        reported). A cluster's epoch check belongs at the start of this block (see
-        ``watcher.store.backend``)."""
+        reported). A cluster member's fence runs first (raising ``Fenced``, a
+        StateWriteError, once its lease is gone)."""
         with self._lock:
             try:
                 with self.backend.transaction() as tx:
+                    if self.fence is not None:
+                        self.fence(tx)
                     yield tx
             except self.backend.errors as exc:
                 if not self.backend.unwritable(exc):

@@ -132,6 +132,10 @@ class OutboxStore(StoreCore):
         made counts as an interrupted attempt."""
         try:
             with self.transaction() as db:
+                # In a cluster the row is claimed under a row lock first: another member
+                # delivering it keeps it.
+                if self.claim is not None and not self.claim(db, action_id):
+                    return False
                 db.execute(
                     "UPDATE outbox SET interrupted=interrupted"
                     " + CASE WHEN attempt_started IS NULL THEN 0 ELSE 1 END,"
@@ -140,6 +144,8 @@ class OutboxStore(StoreCore):
                 )
         except StateWriteError:
             return False
+        if self.holds is not None and not self.holds():
+            return False  # the lease ran out since the mark: the next holder sends it
         with self._lock:
             self._in_flight.add(action_id)
         return True

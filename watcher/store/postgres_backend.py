@@ -237,11 +237,14 @@ class PostgresBackend:
             ),
         )
 
-    def acquire_run_lock(self) -> None:
+    def acquire_run_lock(self, *, shared: bool = False) -> None:
         """Holds a session advisory lock for as long as this store is open, so that a
-        second watcher refuses to run on the same database; raises StateLocked."""
+        second watcher refuses to run on the same database; raises StateLocked. The
+        members of a cluster (watcher/cluster) each hold it shared: the CLI still sees
+        that watchers run."""
         conn = self._psycopg.connect(self._url, connect_timeout=CONNECT_TIMEOUT, autocommit=True)
-        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (APPLICATION_ID,)).fetchone()
+        take = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
+        row = conn.execute(f"SELECT {take}(%s)", (APPLICATION_ID,)).fetchone()
         assert row is not None  # a SELECT of a function call returns its one row
         held = row[0]
         if not held:

@@ -313,6 +313,12 @@ class Checkins:
             self._states[name] = state
             return state
 
+    def forget_cached(self) -> None:
+        """Drops the states read from the store: in a cluster any member takes a
+        check-in, and the member that judges it reads what the others recorded."""
+        with self._lock:
+            self._states.clear()
+
     def _record(self, state: CheckinState) -> None:
         self.store.save_checkin(
             state.name,

@@ -1,0 +1,185 @@
+"""Two ``watcher run`` members on one PostgreSQL: ``watcher cluster`` lists both and
+their shares, each /metrics has the cluster's gauges and only its own checks, and the
+dead man's switch is called once per interval by the cluster, not once per member; an
+acknowledgement reaches the member that decides for the incident, whichever got it."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from tests.faults.test_cluster_chaos import Listeners, Node
+from tests.servers.base import LOOPBACK, free_port
+from tests.servers.postgres import PostgresServer
+from tests.support.helpers import write_config
+from watcher.cluster.partition import owner
+
+TARGETS = 10
+TOKEN = "cluster-test-token-51"
+
+
+class Pings:
+    """Counts POSTs: the other site's ``/checkin`` stand-in."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                owner.count += 1
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://{LOOPBACK}:{self.server.server_address[1]}/checkin/site-a"
+
+
+def _metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = re.search(rf"^{name} (\S+)$", text, re.M)
+    assert found, name
+    return float(found.group(1))
+
+
+def _get(port: int, path: str) -> object:
+    with urllib.request.urlopen(f"http://{LOOPBACK}:{port}{path}", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _incident(port: int, incident_id: int) -> dict:
+    found = _get(port, f"/api/incidents/{incident_id}")
+    assert isinstance(found, dict)
+    return found
+
+
+def _wait_for_incident(port: int, target: str) -> dict:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = _get(port, "/api/incidents?state=open")
+        assert isinstance(found, list)
+        mine = [i for i in found if i["target"] == target]
+        if mine:
+            return mine[0]
+        time.sleep(0.3)
+    raise AssertionError(f"no open incident for {target}")
+
+
+def _post(port: int, path: str) -> None:
+    request = urllib.request.Request(
+        f"http://{LOOPBACK}:{port}{path}", data=b'{"by": "ops"}', method="POST"
+    )
+    request.add_header("Content-Type", "application/json")
+    request.add_header("Authorization", f"Bearer {TOKEN}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+def _cluster(config: Path) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", "watcher.cli", "cluster", "--json", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_two_members_list_their_shares_export_cluster_gauges_and_ping_once_per_interval(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    listeners = Listeners(TARGETS)
+    pings = Pings()
+    targets = "\n".join(
+        f"  - {{name: t{n}, probes: [{{tcp: {{host: {LOOPBACK}, port: {port}}}}}]}}"
+        for n, port in enumerate(listeners.ports)
+    )
+    config = write_config(
+        tmp_path,
+        textwrap.dedent(f"""
+            site: acme
+            state: {postgres.new_url()}
+            listen: {LOOPBACK}:{free_port()}
+            api_token: {TOKEN}
+            cluster: {{lease: 2s}}
+            dead_mans_switch: {{url: "{pings.url}", interval: 2s}}
+            defaults: {{interval: 1s, timeout: 1s}}
+            rules: [default, fast.yml]
+            targets:
+            """)
+        + targets,
+        extra={
+            "fast.yml": "rules:\n  - {name: down, probe: tcp, when: failed,"
+            " priority: P2, summary: '{target}: port closed'}\n"
+        },
+    )
+    nodes = [Node(name, config, tmp_path) for name in ("a", "b")]
+    try:
+        for node in nodes:
+            node.start()
+        for node in nodes:
+            assert node.wait_healthy(60), (tmp_path / f"{node.name}.log").read_text()[-3000:]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = _cluster(config)
+            if sum(n["live"] for n in status["nodes"]) == 2:
+                break
+            time.sleep(0.5)
+        assert status["database"] == "reachable" and status["leader"] == "a"
+        assert sum(n["targets"] for n in status["nodes"]) == TARGETS
+        assert postgres.password not in json.dumps(status)
+        time.sleep(3)  # both have followed the join
+        held = [_metric(n.port, "watcher_cluster_targets_held") for n in nodes]
+        assert sum(held) == TARGETS
+        assert [_metric(n.port, "watcher_cluster_leader") for n in nodes] == [1, 0]
+        assert all(_metric(n.port, "watcher_cluster_members") == 2 for n in nodes)
+        before, started = pings.count, time.monotonic()
+        time.sleep(8)
+        intervals = (time.monotonic() - started) / 2
+        assert 1 <= pings.count - before <= intervals + 1
+
+        # An acknowledgement sent to the member that does not run the target is applied
+        # by the one that does.
+        listeners.close(listeners.ports[3])
+        incident = _wait_for_incident(nodes[0].port, "t3")
+        runs_it = owner("t3", ["a", "b"])
+        other = next(n for n in nodes if n.name != runs_it)
+        _post(other.port, f"/api/incidents/{incident['id']}/ack")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and incident["state"] != "acknowledged":
+            time.sleep(0.3)
+            incident = _incident(other.port, incident["id"])
+        assert incident["state"] == "acknowledged"
+    finally:
+        for node in nodes:
+            if node.proc:
+                node.proc.terminate()
+                node.proc.wait(15)
+        listeners.stop()
+        pings.server.shutdown()
+
+
+def test_watcher_cluster_on_a_sqlite_state_says_there_is_no_cluster(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "site: acme\nstate: watcher.db\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "watcher.cli", "cluster", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and "no cluster" in done.stdout, done.stdout + done.stderr
