@@ -8,21 +8,24 @@ target, so only ``top`` lines per path cross the wire.
 
 With ``old_files``, it also looks for files not modified for ``older_than`` under each of
 those paths (GNU ``find -xdev``): one result per path (labels ``path`` and
-``older_than``, never one per file) with their count and total size, and the largest of
-them in the evidence.
+``older_than``) with their count and total size, and one per file among the ``top``
+largest of them (labels ``path``, ``older_than`` and ``file``; metrics ``file_bytes`` and
+``age_days``), which the evidence also lists for a reader. Readers of the facts (the
+audit) take them from those results, never from the evidence text.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from probes.base import CommandResult, Outcome, Probe, ProbeConfig, ProbeContext
+from probes.base import CommandResult, Outcome, Probe, ProbeConfig, ProbeContext, Result
 from watcher.core.durations import format_duration, parse_duration
 
 __all__ = [
@@ -32,6 +35,7 @@ __all__ = [
     "OldFilesConfig",
     "OldFilesScan",
     "listed_old_files",
+    "old_files_of",
     "parse_du",
     "parse_old_files",
 ]
@@ -162,6 +166,21 @@ def listed_old_files(evidence: str) -> list[OldFile]:
     return files
 
 
+def old_files_of(scan: Result, results: Iterable[Result]) -> list[OldFile]:
+    """The largest old files of an old-files result ``scan``, largest first: the per-file
+    results of the same run (same target, check and time, same path and age)."""
+    files = [
+        OldFile(int(r.metrics["file_bytes"]), int(r.metrics.get("age_days", 0)), r.labels["file"])
+        for r in results
+        if "file" in r.labels
+        and "file_bytes" in r.metrics
+        and (r.target, r.probe, r.at) == (scan.target, scan.probe, scan.at)
+        and r.labels.get("path") == scan.labels.get("path")
+        and r.labels.get("older_than") == scan.labels.get("older_than")
+    ]
+    return sorted(files, key=lambda f: (-f.size_bytes, f.name))
+
+
 def _mib_or_gib(size: int) -> str:
     return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
 
@@ -170,9 +189,18 @@ class DuProbe(Probe):
     kind = "du"
     Config = DuConfig
     metrics: ClassVar[frozenset[str]] = frozenset(
-        {"total_bytes", "size_bytes", "share_percent", "unreadable", "old_files", "old_bytes"}
+        {
+            "total_bytes",
+            "size_bytes",
+            "share_percent",
+            "unreadable",
+            "old_files",
+            "old_bytes",
+            "file_bytes",
+            "age_days",
+        }
     )
-    labels = ("path", "dir", "older_than")
+    labels = ("path", "dir", "older_than", "file")
     needs_runner = True
     default_interval = timedelta(hours=24)
     config: DuConfig
@@ -203,20 +231,22 @@ class DuProbe(Probe):
                     ["sh", "-c", _OLD_FILES_SCRIPT, "du", path, minutes, str(old.top)],
                     ctx.timeout,
                 )
-                outcomes.append(self._old_files(path, old.older_than, done))
+                outcomes.extend(self._old_files(path, old.older_than, done))
         return outcomes
 
-    def _old_files(self, path: str, older_than: timedelta, done: CommandResult) -> Outcome:
+    def _old_files(self, path: str, older_than: timedelta, done: CommandResult) -> list[Outcome]:
         age = format_duration(older_than)
         labels = {"path": path, "older_than": age}
         scan = parse_old_files(done.stdout) if done.exit_code == 0 else None
         if scan is None:
             said = (done.stderr.strip() or f"exit code {done.exit_code}").splitlines()[-1]
-            return Outcome.error(
-                f"cannot list old files in {path}: {said}",
-                labels=labels,
-                evidence=done.stdout + done.stderr,
-            )
+            return [
+                Outcome.error(
+                    f"cannot list old files in {path}: {said}",
+                    labels=labels,
+                    evidence=done.stdout + done.stderr,
+                )
+            ]
         unreadable = sum(1 for line in done.stderr.splitlines() if "Permission denied" in line)
         note = f" ({unreadable} unreadable, not counted)" if unreadable else ""
         heading = (
@@ -226,7 +256,7 @@ class DuProbe(Probe):
         table = [f"{'bytes':>14}  {'days':>5}  file"] + [
             f"{f.size_bytes:>14}  {f.age_days:>5}  {f.name}" for f in scan.largest
         ]
-        return Outcome.ok(
+        summary = Outcome.ok(
             f"{path}: {scan.count} files not modified for over {age}, "
             f"{_mib_or_gib(scan.size_bytes)}{note}",
             metrics={
@@ -238,6 +268,14 @@ class DuProbe(Probe):
             evidence="\n".join([heading, *table])
             + (f"\n--- stderr ---\n{done.stderr}" if done.stderr.strip() else ""),
         )
+        return [summary] + [
+            Outcome.ok(
+                f"{f.name}: {_mib_or_gib(f.size_bytes)}, {f.age_days} days old",
+                metrics={"file_bytes": float(f.size_bytes), "age_days": float(f.age_days)},
+                labels={**labels, "file": f.name},
+            )
+            for f in scan.largest
+        ]
 
     def _path(self, path: str, done: CommandResult) -> list[Outcome]:
         sizes = parse_du(done.stdout)

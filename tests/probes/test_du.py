@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from probes.base import CommandRunner
-from probes.du import DuConfig, DuProbe, OldFile, listed_old_files
+from probes.du import DuConfig, DuProbe, OldFile, listed_old_files, old_files_of
 from tests.servers.base import make_workdir
 from tests.support.ssh_helpers import run_check, runner_for
 from watcher.transports.local import LocalRunner
@@ -118,7 +118,29 @@ def _old(du: Path | str = "/var", **settings: object) -> DuConfig:
 
 
 def _old_results(probe: DuProbe, runner: CommandRunner) -> list:  # type: ignore[type-arg]
-    return [r for r in run_check(probe, runner) if "older_than" in r.labels]
+    """The old-files scans, one per path (not their per-file results)."""
+    return [
+        r for r in run_check(probe, runner) if "older_than" in r.labels and "file" not in r.labels
+    ]
+
+
+def test_the_largest_old_files_are_results_with_their_bytes_and_age(
+    runner: CommandRunner, logs: Path
+) -> None:
+    results = run_check(DuProbe(_old(logs, paths=[str(logs)], older_than="30d", top=2)), runner)
+    [old] = [r for r in results if "older_than" in r.labels and "file" not in r.labels]
+    files = [r for r in results if "file" in r.labels]
+    assert [(r.labels, r.metrics) for r in files] == [
+        (
+            {"path": str(logs), "older_than": "30d", "file": str(logs / "syslog.4")},
+            {"file_bytes": 50_000.0, "age_days": 40.0},
+        ),
+        (
+            {"path": str(logs), "older_than": "30d", "file": str(logs / "syslog.5")},
+            {"file_bytes": 40_000.0, "age_days": 70.0},
+        ),
+    ]
+    assert old_files_of(old, results) == listed_old_files(old.evidence)
 
 
 def test_old_files_are_counted_and_summed_in_one_result_with_the_largest_listed(

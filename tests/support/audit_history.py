@@ -188,7 +188,20 @@ def populate_site(store: Store, config: object, *, end: datetime = NOW) -> None:
                 "         bytes   days  file\n"
                 "    2147483648     45  /var/log/mail.log.1\n"
                 "      52428800     33  /var/log/<script>x.log",
-            )
+            ),
+            *(
+                result(
+                    "mail1",
+                    "du",
+                    labels={**old_logs, "file": name},
+                    at=end - timedelta(hours=3),
+                    metrics={"file_bytes": size, "age_days": days},
+                )
+                for size, days, name in (
+                    (2147483648.0, 45.0, "/var/log/mail.log.1"),
+                    (52428800.0, 33.0, "/var/log/<script>x.log"),
+                )
+            ),
         ],
     )
     series(

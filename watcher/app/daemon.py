@@ -303,7 +303,13 @@ class App:
         self.services["previous_results"] = lambda target, probe: [
             r for r in self.store.latest(target) if r.probe == probe
         ]
-        self.checkins = attach_checkins(self)
+        self.checkins = attach_checkins(
+            self.config,
+            self.store,
+            clock=lambda: self.engine.clock(),
+            on_results=self.sink.put,
+            add_ticker=self.engine.add_ticker,
+        )
         self.audits = AuditScheduler(self.store, lambda: self.config, http=self.http)
         self.poller = HelpdeskPoller(
             self.engine, self.store, build_integrations(self.config, self.http)

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from probes.du import listed_old_files
+from probes.du import old_files_of
 from watcher.audit.figures import (
     Audit,
     Cleanup,
@@ -464,7 +464,7 @@ def _old_files(
         count = _series(store, target, probe, OLD_FILES, item, start, end)
         older_than, path = du_old_files_item(item)
         result = latest.get((target, probe, item))
-        largest = listed_old_files(result.evidence) if result and result.status == "ok" else []
+        largest = old_files_of(result, latest.values()) if result and result.status == "ok" else []
         figures = OldFiles(
             target,
             path,

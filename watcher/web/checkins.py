@@ -25,11 +25,11 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from probes.base import Result, cap_text, one_line
@@ -40,10 +40,7 @@ from watcher.schedule.cron import CronSchedule, parse_cron
 from watcher.store import Store
 from watcher.web.server import Request, Response, WebServer, json_response
 
-if TYPE_CHECKING:
-    from watcher.app.daemon import App
-
-__all__ = ["CheckinState", "Checkins", "RateLimiter", "Verdict", "attach", "verdict"]
+__all__ = ["CheckinState", "Checkins", "RateLimiter", "Ticker", "Verdict", "attach", "verdict"]
 
 log = logging.getLogger("watcher.checkins")
 
@@ -592,11 +589,20 @@ def _from_iso(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
-def attach(app: App) -> Checkins:
-    """Wires check-ins into a running watcher: results go to the engine's queue, the
-    engine's tick asks for the late ones, and the clock is the engine's."""
-    checkins = Checkins(
-        app.config, app.store, clock=lambda: app.engine.clock(), on_results=app.sink.put
-    )
-    app.engine.add_ticker(checkins.due_results)
+Ticker = Callable[[datetime], Sequence[Result]]
+
+
+def attach(
+    config: Config,
+    store: Store,
+    *,
+    clock: Callable[[], datetime],
+    on_results: Callable[[list[Result]], None],
+    add_ticker: Callable[[Ticker], None],
+) -> Checkins:
+    """Wires check-ins into a running watcher through what they need of it and nothing
+    more: ``on_results`` takes the results a job's check-in gives, ``add_ticker`` has a
+    clock-driven tick ask for the late ones, and ``clock`` is that tick's clock."""
+    checkins = Checkins(config, store, clock=clock, on_results=on_results)
+    add_ticker(checkins.due_results)
     return checkins

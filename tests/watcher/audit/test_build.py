@@ -321,25 +321,42 @@ def test_du_items_name_the_directory() -> None:
 
 
 def _old_files(
-    store: Store, target: str, path: str, files: float, size: float, evidence: str = ""
+    store: Store,
+    target: str,
+    path: str,
+    files: float,
+    size: float,
+    largest: tuple[tuple[int, int, str], ...] = (),
+    evidence: str = "",
 ) -> None:
-    """A month of daily old-file scans of ``path`` (30 days), the latest with its list."""
+    """A month of daily old-file scans of ``path`` (30 days), the latest with one result
+    per largest file (bytes, days, name) and ``evidence`` for a reader."""
     labels = {"path": path, "older_than": "30d"}
     figures = {"old_files": files, "old_bytes": size, "unreadable": 0.0}
     series(store, target, "du", lambda day, rng: figures, labels=labels, every=timedelta(days=1))
+    at = NOW - timedelta(hours=1)
     write(
         store,
         [
-            result(
-                target,
-                "du",
-                metrics=figures,
-                labels=labels,
-                at=NOW - timedelta(hours=1),
-                evidence=evidence,
-            )
+            result(target, "du", metrics=figures, labels=labels, at=at, evidence=evidence),
+            *(
+                result(
+                    target,
+                    "du",
+                    metrics={"file_bytes": float(size), "age_days": float(days)},
+                    labels={**labels, "file": name},
+                    at=at,
+                )
+                for size, days, name in largest
+            ),
         ],
     )
+
+
+_MAIL_LOGS = (
+    (2147483648, 45, "/var/log/mail.log.1"),
+    (734003200, 120, "/var/log/old  logs/syslog.7"),
+)
 
 
 def _mount(store: Store, target: str, path: str, size: float) -> None:
@@ -363,6 +380,7 @@ def test_old_files_give_a_section_with_the_largest_and_a_recommendation(
         "/var/log",
         240,
         3.1 * 2**30,
+        _MAIL_LOGS,
         "240 files under /var/log not modified for over 30d: 3328599654 bytes\n"
         "         bytes   days  file\n"
         "    2147483648     45  /var/log/mail.log.1\n"
@@ -404,6 +422,28 @@ def test_old_files_give_a_section_with_the_largest_and_a_recommendation(
         "age_days": 45,
         "name": "/var/log/mail.log.1",
     }
+
+
+def test_the_largest_old_files_come_from_the_results_whatever_the_evidence_says(
+    tmp_path: Path, config: Config
+) -> None:
+    """Two stores with the same per-file results, one whose evidence lists other files in
+    other words: the audit's largest old files and its reports are the same."""
+    reports = []
+    for name, evidence in (
+        ("as-listed", "240 files\n    2147483648     45  /var/log/mail.log.1"),
+        ("reworded", "Old files (by size):\n - /etc/passwd, 9 bytes, 1 day\n  1  2  /tmp/x"),
+    ):
+        store = Store(tmp_path / f"{name}.db")
+        _mount(store, "mail1", "/var", 100e9)
+        _old_files(store, "mail1", "/var/log", 240, 3.1 * 2**30, _MAIL_LOGS, evidence)
+        compact(store)
+        audit = _audit(store, config)
+        store.close()
+        [old] = next(s for s in audit.servers if s.target == "mail1").old_files
+        assert [(f.size_bytes, f.age_days, f.name) for f in old.largest] == list(_MAIL_LOGS)
+        reports.append((render_html(audit), render_markdown(audit), audit.to_json()))
+    assert reports[0] == reports[1]
 
 
 def test_old_files_under_a_gigabyte_are_recommended_only_at_5_percent_of_their_mount(

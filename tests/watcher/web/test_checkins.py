@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 
+from probes.base import Result
 from tests.servers.base import free_port, wait_until
 from tests.support.helpers import Clock, config_from, write_config
 from watcher.app.daemon import App
 from watcher.app.pipeline import Engine
 from watcher.config.models import Checkin, ConfigError
 from watcher.store import Store
-from watcher.web.checkins import Checkins, CheckinState, RateLimiter, verdict
+from watcher.web.checkins import Checkins, CheckinState, RateLimiter, Ticker, attach, verdict
 from watcher.web.server import WebServer
 
 API_TOKEN = "api-Token-4711"
@@ -185,6 +186,25 @@ def _site(tmp_path: Path, limiter: RateLimiter | None = None, start: datetime = 
     checkins.routes(web)
     web.start()
     return Site(engine, checkins, store, web, clock)
+
+
+def test_check_ins_attach_through_plain_callables_without_a_daemon(tmp_path: Path) -> None:
+    """What check-ins need of the watcher is a clock, a place for results and a tick."""
+    clock = Clock(START)
+    config = config_from(tmp_path, _config_text())
+    store = Store(config.state_path)
+    heard: list[Result] = []
+    tickers: list[Ticker] = []
+    checkins = attach(
+        config, store, clock=clock, on_results=heard.extend, add_ticker=tickers.append
+    )
+    try:
+        [tick] = tickers
+        assert {r.target for r in tick(clock())} == {"nightly-backup", "report-mailer"}
+        assert checkins.signal("nightly-backup", BACKUP_TOKEN, ok=True).status == 200
+        assert [(r.target, r.status) for r in heard] == [("nightly-backup", "ok")]
+    finally:
+        store.close()
 
 
 @pytest.fixture
