@@ -165,6 +165,28 @@ def test_two_members_list_their_shares_export_cluster_gauges_and_ping_once_per_i
             time.sleep(0.3)
             incident = _incident(other.port, incident["id"])
         assert incident["state"] == "acknowledged"
+
+        # Each member shows the whole site: every target's latest result, and the console's
+        # problems include the incident whichever member runs its target.
+        everyone = {f"t{n}" for n in range(TARGETS)}
+        for node in nodes:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                results = _get(node.port, "/api/results")
+                assert isinstance(results, list)
+                if {r["target"] for r in results} == everyone:
+                    break
+                time.sleep(0.5)
+            assert {r["target"] for r in results} == everyone, node.name
+            url = f"http://{LOOPBACK}:{node.port}/console"
+            deadline = time.monotonic() + 15  # a member re-reads the others' at each renewal
+            while time.monotonic() < deadline:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    page = response.read().decode()
+                if "t3: port closed" in page:
+                    break
+                time.sleep(0.5)
+            assert "t3: port closed" in page, node.name
     finally:
         for node in nodes:
             if node.proc:
