@@ -1,11 +1,14 @@
 """Three ``watcher run`` processes on one PostgreSQL share 100 targets while members are
 killed (-9) and restarted, one is paused past its lease (SIGSTOP, SIGCONT), and the
 database restarts: every failing target gets exactly one ticket, every recovered one
-exactly one resolve, and no target goes unchecked much longer than the lease."""
+exactly one resolve, and no target goes unchecked much longer than the lease. Tickets are
+counted at two receivers: a webhook and a searchable helpdesk (Request Tracker 5, searched
+by the fingerprint custom field)."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import selectors
 import signal
@@ -20,12 +23,15 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.faults.test_delivery import SECRET, Receiver
+from tests.integrations.site import unique_site
 from tests.servers.base import LOOPBACK, free_port
 from tests.servers.postgres import PostgresServer
+from tests.servers.rt import RequestTracker
 from tests.support.helpers import write_config
 
 TARGETS = 100
@@ -34,6 +40,8 @@ RECOVERING = 10
 LEASE = 3.0
 INTERVAL = 1.0
 CHAOS_FOR = 60.0
+# RT answers in hundreds of ms per call on a loaded 2-core machine: its outbox drains last.
+RT_DRAIN = 90.0
 
 
 class Listeners:
@@ -92,8 +100,8 @@ class Listeners:
 
 
 class Node:
-    def __init__(self, name: str, config: Path, directory: Path) -> None:
-        self.name, self.config, self.dir = name, config, directory
+    def __init__(self, name: str, config: Path, directory: Path, env: dict[str, str]) -> None:
+        self.name, self.config, self.dir, self.env = name, config, directory, env
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -103,7 +111,7 @@ class Node:
                 [sys.executable, "-m", "watcher.cli", "run", "-c", str(self.config),
                  "--node", self.name, "--listen", f"{LOOPBACK}:{self.port}"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.dir,
+                cwd=self.dir, env=self.env,
             )  # fmt: skip
 
     def wait_healthy(self, timeout: float) -> bool:
@@ -163,9 +171,31 @@ def _events(receiver: Receiver) -> Counter[tuple[str, str]]:
     return Counter((b["event"], b["incident"]["target"]) for b in bodies)
 
 
+def _fingerprints(receiver: Receiver) -> dict[str, str]:
+    """Target name to incident fingerprint, as the webhook saw them."""
+    with receiver._lock:
+        bodies = [json.loads(b) for _, b in receiver.requests]
+    return {b["incident"]["target"]: b["incident"]["fingerprint"] for b in bodies}
+
+
+def _rt_tickets(rt: RequestTracker, fingerprints: dict[str, str]) -> dict[str, list[str]]:
+    """Target name to the states ("open" or "resolved") of the RT tickets carrying its
+    fingerprint; "new" and "open" both count as open, a comment may turn one into the other."""
+    found: dict[str, list[str]] = {}
+    for target, fingerprint in fingerprints.items():
+        items: list[dict[str, Any]] = rt.tickets(
+            f"CF.{{{rt.cf_name}}} = '{fingerprint}'", fields="Status"
+        )
+        found[target] = sorted(
+            "resolved" if item["Status"] == "resolved" else "open" for item in items
+        )
+    return found
+
+
 def test_three_members_survive_kills_a_pause_and_a_database_restart_with_exact_tickets(
-    tmp_path: Path, own_postgres: PostgresServer
+    tmp_path: Path, own_postgres: PostgresServer, request_tracker: RequestTracker
 ) -> None:
+    rt = request_tracker
     rng = random.Random(7)
     url = own_postgres.new_url()
     listeners = Listeners(TARGETS)
@@ -177,12 +207,15 @@ def test_three_members_survive_kills_a_pause_and_a_database_restart_with_exact_t
         config = write_config(
             tmp_path,
             textwrap.dedent(f"""
-            site: acme
+            site: {unique_site("chaos")}
             state: {url}
             listen: {LOOPBACK}:{free_port()}
             cluster: {{lease: {LEASE}s}}
             integrations:
-              tickets: [{{webhook: {{url: "{receiver.url}", secret: "{SECRET}"}}}}]
+              tickets:
+                - webhook: {{url: "{receiver.url}", secret: "{SECRET}"}}
+                - request_tracker: {{url: "{rt.url}", user: {rt.user},
+                    password: "${{RT_PASSWORD}}", queue: {rt.queue}, poll_every: 1m}}
             defaults: {{interval: {INTERVAL}s, timeout: 1s, jitter: false}}
             rules: [default, fast.yml]
             targets:
@@ -193,7 +226,8 @@ def test_three_members_survive_kills_a_pause_and_a_database_restart_with_exact_t
                 " priority: P2, summary: '{target}: port closed'}\n"
             },
         )
-        nodes = [Node(name, config, tmp_path) for name in ("n1", "n2", "n3")]
+        env = {**os.environ, "RT_PASSWORD": rt.password}
+        nodes = [Node(name, config, tmp_path, env) for name in ("n1", "n2", "n3")]
         for node in nodes:
             node.start()
         for node in nodes:
@@ -244,8 +278,20 @@ def test_three_members_survive_kills_a_pause_and_a_database_restart_with_exact_t
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not expected <= set(_events(receiver)):
                 time.sleep(0.5)
+            names = {f"t{t:03d}" for t in failing}
+            want_rt = {
+                n: ["resolved"] if n in {f"t{t:03d}" for t in recover_at} else ["open"]
+                for n in names
+            }
+            fingerprints = {n: f for n, f in _fingerprints(receiver).items() if n in names}
+            # Poll RT until its outbox has drained rather than sleeping a guessed time.
+            deadline = time.monotonic() + RT_DRAIN
+            while time.monotonic() < deadline and _rt_tickets(rt, fingerprints) != want_rt:
+                time.sleep(1.0)
             time.sleep(2 * LEASE)  # anything doubled would come now
             events = _events(receiver)
+            fingerprints = {n: f for n, f in _fingerprints(receiver).items() if n in names}
+            rt_found = _rt_tickets(rt, fingerprints)
         finally:
             for node in nodes:
                 if node.proc and node.proc.poll() is None:
@@ -269,6 +315,12 @@ def test_three_members_survive_kills_a_pause_and_a_database_restart_with_exact_t
         f" resolves {sum(resolves.values())} for {len(resolves)} (want {RECOVERING}),"
         f" largest gap {max(gaps):.2f}s over {len(gaps)} intervals"
     )
+    rt_opened = {t: len(s) for t, s in rt_found.items()}
+    rt_resolved = {t: s.count("resolved") for t, s in rt_found.items()}
+    report += (
+        f", RT tickets {sum(rt_opened.values())} for {len(rt_opened)} targets"
+        f" ({sum(rt_resolved.values())} resolved, want {RECOVERING})"
+    )
     stale = _stale_deliveries(tmp_path, was_paused, resumed_at)
     report += f", {stale} stale deliveries after the pause"
     print(report)
@@ -276,6 +328,8 @@ def test_three_members_survive_kills_a_pause_and_a_database_restart_with_exact_t
     assert stale == 0, report
     assert opens == {f"t{t:03d}": 1 for t in failing}, report
     assert resolves == {f"t{t:03d}": 1 for t in recover_at}, report
+    assert set(fingerprints) == names, report  # every failing target's fingerprint known
+    assert rt_found == want_rt, f"{report}; RT statuses per target: {rt_found}"
     # A killed or paused member's targets wait for its lease and their next interval
     # (lease + interval + 1 s measured at most 4.8 s here); 2 s more for a loaded machine.
     assert max(gaps) < LEASE + INTERVAL + 1.0 + 2.0, report
