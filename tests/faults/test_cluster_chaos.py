@@ -285,9 +285,11 @@ def test_three_members_survive_kills_a_pause_and_a_database_restart_with_exact_t
             }
             fingerprints = {n: f for n, f in _fingerprints(receiver).items() if n in names}
             # Poll RT until its outbox has drained rather than sleeping a guessed time.
-            deadline = time.monotonic() + RT_DRAIN
+            drain_from = time.monotonic()
+            deadline = drain_from + RT_DRAIN
             while time.monotonic() < deadline and _rt_tickets(rt, fingerprints) != want_rt:
                 time.sleep(1.0)
+            rt_waited = time.monotonic() - drain_from
             time.sleep(2 * LEASE)  # anything doubled would come now
             events = _events(receiver)
             fingerprints = {n: f for n, f in _fingerprints(receiver).items() if n in names}
@@ -319,7 +321,8 @@ def test_three_members_survive_kills_a_pause_and_a_database_restart_with_exact_t
     rt_resolved = {t: s.count("resolved") for t, s in rt_found.items()}
     report += (
         f", RT tickets {sum(rt_opened.values())} for {len(rt_opened)} targets"
-        f" ({sum(rt_resolved.values())} resolved, want {RECOVERING})"
+        f" ({sum(rt_resolved.values())} resolved, want {RECOVERING};"
+        f" settled {rt_waited:.1f}s after the webhook)"
     )
     stale = _stale_deliveries(tmp_path, was_paused, resumed_at)
     report += f", {stale} stale deliveries after the pause"
