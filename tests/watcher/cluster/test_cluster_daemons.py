@@ -306,3 +306,58 @@ def test_a_window_set_on_one_member_and_a_parent_run_by_another_hold_the_inciden
                 node.proc.terminate()
                 node.proc.wait(15)
         listeners.stop()
+
+
+def _open_for(port: int, target: str) -> list[dict]:
+    found = _get(port, "/api/incidents?state=open")
+    assert isinstance(found, list)
+    return [i for i in found if i["target"] == target]
+
+
+def test_a_check_in_posted_to_either_member_keeps_the_heartbeat_up_on_the_one_that_decides(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    config = write_config(
+        tmp_path,
+        textwrap.dedent(f"""
+            site: acme
+            state: {postgres.new_url()}
+            listen: {LOOPBACK}:{free_port()}
+            api_token: {TOKEN}
+            cluster: {{lease: 2s}}
+            defaults: {{interval: 1s, timeout: 1s}}
+            checkins:
+              - {{name: sync, period: 2s, grace: 2s}}
+            """),
+    )
+    nodes = {name: Node(name, config, tmp_path) for name in ("a", "b")}
+    decides = nodes[owner("sync", ["a", "b"]) or "a"]
+    other = next(n for n in nodes.values() if n is not decides)
+    try:
+        for node in nodes.values():
+            node.start()
+        for node in nodes.values():
+            assert node.wait_healthy(60), (tmp_path / f"{node.name}.log").read_text()[-3000:]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if sum(n["live"] for n in _cluster(config)["nodes"]) == 2:
+                break
+            time.sleep(0.5)
+        time.sleep(3)  # both have followed the join
+
+        # Check-ins sent only to the member that does not decide keep the job up for
+        # several periods plus grace.
+        _post(other.port, "/checkin/sync")
+        started = time.monotonic()
+        while time.monotonic() - started < 10:
+            _post(other.port, "/checkin/sync")
+            time.sleep(0.5)
+            assert not _open_for(decides.port, "sync"), tmp_path / f"{decides.name}.log"
+        # Once they stop, the heartbeat goes late: the member does judge it.
+        incident = _wait_for_incident(decides.port, "sync")
+        assert incident["target"] == "sync"
+    finally:
+        for node in nodes.values():
+            if node.proc:
+                node.proc.terminate()
+                node.proc.wait(15)
