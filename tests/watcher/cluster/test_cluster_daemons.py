@@ -1,7 +1,8 @@
 """Two ``watcher run`` members on one PostgreSQL: ``watcher cluster`` lists both and
 their shares, each /metrics has the cluster's gauges and only its own checks, and the
 dead man's switch is called once per interval by the cluster, not once per member; an
-acknowledgement reaches the member that decides for the incident, whichever got it."""
+acknowledgement reaches the member that decides for the incident, whichever got it;
+maintenance windows, parents, check-ins and repages work across members."""
 
 from __future__ import annotations
 
@@ -361,3 +362,65 @@ def test_a_check_in_posted_to_either_member_keeps_the_heartbeat_up_on_the_one_th
             if node.proc:
                 node.proc.terminate()
                 node.proc.wait(15)
+
+
+def test_an_unacknowledged_p1_is_paged_again_once_per_interval_by_the_cluster(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    listeners = Listeners(4)
+    pages = Pings()
+    targets = "\n".join(
+        f"  - {{name: t{n}, probes: [{{tcp: {{host: {LOOPBACK}, port: {port}}}}}]}}"
+        for n, port in enumerate(listeners.ports)
+    )
+    config = write_config(
+        tmp_path,
+        textwrap.dedent(f"""
+            site: acme
+            state: {postgres.new_url()}
+            listen: {LOOPBACK}:{free_port()}
+            api_token: {TOKEN}
+            cluster: {{lease: 2s}}
+            defaults: {{interval: 1s, timeout: 1s}}
+            rules: [default, fast.yml]
+            integrations:
+              paging: [{{webhook: {{url: "{pages.url}", name: pager}}}}]
+            targets:
+            """)
+        + targets,
+        extra={
+            "fast.yml": "priorities:\n  P1: {name: Urgent, response: 2h, resolve: 4h,"
+            " ticket: false, page: true, repage_every: 2s}\n"
+            "rules:\n  - {name: down, probe: tcp, when: failed,"
+            " priority: P1, summary: '{target}: port closed'}\n"
+        },
+    )
+    nodes = [Node(name, config, tmp_path) for name in ("a", "b")]
+    try:
+        for node in nodes:
+            node.start()
+        for node in nodes:
+            assert node.wait_healthy(60), (tmp_path / f"{node.name}.log").read_text()[-3000:]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if sum(n["live"] for n in _cluster(config)["nodes"]) == 2:
+                break
+            time.sleep(0.5)
+        time.sleep(3)  # both have followed the join
+        listeners.close(listeners.ports[1])
+        _wait_for_incident(nodes[0].port, "t1")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and pages.count == 0:
+            time.sleep(0.2)
+        before, started = pages.count, time.monotonic()
+        assert before >= 1, (tmp_path / "a.log").read_text()[-3000:]
+        time.sleep(10)
+        intervals = (time.monotonic() - started) / 2
+        assert 1 <= pages.count - before <= intervals + 1, pages.count - before
+    finally:
+        for node in nodes:
+            if node.proc:
+                node.proc.terminate()
+                node.proc.wait(15)
+        listeners.stop()
+        pages.server.shutdown()
