@@ -1,7 +1,8 @@
 """Two ``watcher run`` members on one PostgreSQL: ``watcher cluster`` lists both and
 their shares, each /metrics has the cluster's gauges and only its own checks, and the
 dead man's switch is called once per interval by the cluster, not once per member; an
-acknowledgement reaches the member that decides for the incident, whichever got it."""
+acknowledgement reaches the member that decides for the incident, whichever got it;
+maintenance windows, parents, check-ins and repages work across members."""
 
 from __future__ import annotations
 
@@ -205,3 +206,221 @@ def test_watcher_cluster_on_a_sqlite_state_says_there_is_no_cluster(tmp_path: Pa
         timeout=60,
     )
     assert done.returncode == 0 and "no cluster" in done.stdout, done.stdout + done.stderr
+
+
+def _post_json(port: int, path: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        f"http://{LOOPBACK}:{port}{path}", data=json.dumps(body).encode(), method="POST"
+    )
+    request.add_header("Content-Type", "application/json")
+    request.add_header("Authorization", f"Bearer {TOKEN}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        found = json.loads(response.read())
+    assert isinstance(found, dict)
+    return found
+
+
+def _wait_held(port: int, target: str, why: str) -> dict:
+    deadline = time.monotonic() + 30
+    while True:
+        incident = _wait_for_incident(port, target)
+        if incident.get("suppressed") == why or time.monotonic() > deadline:
+            return incident
+        time.sleep(0.3)
+
+
+def _split(names: list[str]) -> tuple[str, str, str]:
+    """A parent and a child run by different members, and a third target."""
+    for parent in names:
+        for child in names:
+            if owner(parent, ["a", "b"]) != owner(child, ["a", "b"]):
+                rest = next(n for n in names if n not in (parent, child))
+                return parent, child, rest
+    raise AssertionError("every name hashes to one member")
+
+
+def test_a_window_set_on_one_member_and_a_parent_run_by_another_hold_the_incident(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    listeners = Listeners(3)
+    parent, child, quiet = _split([f"t{n}" for n in range(8)])
+    ports = dict(zip((parent, child, quiet), listeners.ports, strict=True))
+    targets = "\n".join(
+        f"  - {{name: {name}, probes: [{{tcp: {{host: {LOOPBACK}, port: {port}}}}}]"
+        + (f", depends_on: [{parent}]" if name == child else "")
+        + "}"
+        for name, port in ports.items()
+    )
+    config = write_config(
+        tmp_path,
+        textwrap.dedent(f"""
+            site: acme
+            state: {postgres.new_url()}
+            listen: {LOOPBACK}:{free_port()}
+            api_token: {TOKEN}
+            cluster: {{lease: 2s}}
+            defaults: {{interval: 1s, timeout: 1s}}
+            rules: [default, fast.yml]
+            targets:
+            """)
+        + targets,
+        extra={
+            "fast.yml": "rules:\n  - {name: down, probe: tcp, when: failed,"
+            " priority: P2, summary: '{target}: port closed'}\n"
+        },
+    )
+    nodes = {name: Node(name, config, tmp_path) for name in ("a", "b")}
+    try:
+        for node in nodes.values():
+            node.start()
+        for node in nodes.values():
+            assert node.wait_healthy(60), (tmp_path / f"{node.name}.log").read_text()[-3000:]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if sum(n["live"] for n in _cluster(config)["nodes"]) == 2:
+                break
+            time.sleep(0.5)
+        time.sleep(3)  # both have followed the join
+
+        # A window posted to the member that does not run the target holds its incident
+        # on the member that does.
+        runs_quiet = nodes[owner(quiet, ["a", "b"]) or "a"]
+        other = next(n for n in nodes.values() if n is not runs_quiet)
+        _post_json(
+            other.port,
+            "/api/maintenance",
+            {"name": "swap", "targets": [quiet], "duration": "1h", "by": "ops"},
+        )
+        listeners.close(ports[quiet])
+        incident = _wait_held(runs_quiet.port, quiet, "maintenance")
+        assert incident.get("suppressed") == "maintenance", incident
+
+        # A child whose parent another member runs is held by its parent.
+        listeners.close(ports[parent])
+        _wait_for_incident(nodes[owner(parent, ["a", "b"]) or "a"].port, parent)
+        listeners.close(ports[child])
+        incident = _wait_held(nodes[owner(child, ["a", "b"]) or "a"].port, child, "parent")
+        assert incident.get("suppressed") == "parent", incident
+    finally:
+        for node in nodes.values():
+            if node.proc:
+                node.proc.terminate()
+                node.proc.wait(15)
+        listeners.stop()
+
+
+def _open_for(port: int, target: str) -> list[dict]:
+    found = _get(port, "/api/incidents?state=open")
+    assert isinstance(found, list)
+    return [i for i in found if i["target"] == target]
+
+
+def test_a_check_in_posted_to_either_member_keeps_the_heartbeat_up_on_the_one_that_decides(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    config = write_config(
+        tmp_path,
+        textwrap.dedent(f"""
+            site: acme
+            state: {postgres.new_url()}
+            listen: {LOOPBACK}:{free_port()}
+            api_token: {TOKEN}
+            cluster: {{lease: 2s}}
+            defaults: {{interval: 1s, timeout: 1s}}
+            checkins:
+              - {{name: sync, period: 2s, grace: 2s}}
+            """),
+    )
+    nodes = {name: Node(name, config, tmp_path) for name in ("a", "b")}
+    decides = nodes[owner("sync", ["a", "b"]) or "a"]
+    other = next(n for n in nodes.values() if n is not decides)
+    try:
+        for node in nodes.values():
+            node.start()
+        for node in nodes.values():
+            assert node.wait_healthy(60), (tmp_path / f"{node.name}.log").read_text()[-3000:]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if sum(n["live"] for n in _cluster(config)["nodes"]) == 2:
+                break
+            time.sleep(0.5)
+        time.sleep(3)  # both have followed the join
+
+        # Check-ins sent only to the member that does not decide keep the job up for
+        # several periods plus grace.
+        _post(other.port, "/checkin/sync")
+        started = time.monotonic()
+        while time.monotonic() - started < 10:
+            _post(other.port, "/checkin/sync")
+            time.sleep(0.5)
+            assert not _open_for(decides.port, "sync"), tmp_path / f"{decides.name}.log"
+        # Once they stop, the heartbeat goes late: the member does judge it.
+        incident = _wait_for_incident(decides.port, "sync")
+        assert incident["target"] == "sync"
+    finally:
+        for node in nodes.values():
+            if node.proc:
+                node.proc.terminate()
+                node.proc.wait(15)
+
+
+def test_an_unacknowledged_p1_is_paged_again_once_per_interval_by_the_cluster(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    listeners = Listeners(4)
+    pages = Pings()
+    targets = "\n".join(
+        f"  - {{name: t{n}, probes: [{{tcp: {{host: {LOOPBACK}, port: {port}}}}}]}}"
+        for n, port in enumerate(listeners.ports)
+    )
+    config = write_config(
+        tmp_path,
+        textwrap.dedent(f"""
+            site: acme
+            state: {postgres.new_url()}
+            listen: {LOOPBACK}:{free_port()}
+            api_token: {TOKEN}
+            cluster: {{lease: 2s}}
+            defaults: {{interval: 1s, timeout: 1s}}
+            rules: [default, fast.yml]
+            integrations:
+              paging: [{{webhook: {{url: "{pages.url}", name: pager}}}}]
+            targets:
+            """)
+        + targets,
+        extra={
+            "fast.yml": "priorities:\n  P1: {name: Urgent, response: 2h, resolve: 4h,"
+            " ticket: false, page: true, repage_every: 2s}\n"
+            "rules:\n  - {name: down, probe: tcp, when: failed,"
+            " priority: P1, summary: '{target}: port closed'}\n"
+        },
+    )
+    nodes = [Node(name, config, tmp_path) for name in ("a", "b")]
+    try:
+        for node in nodes:
+            node.start()
+        for node in nodes:
+            assert node.wait_healthy(60), (tmp_path / f"{node.name}.log").read_text()[-3000:]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if sum(n["live"] for n in _cluster(config)["nodes"]) == 2:
+                break
+            time.sleep(0.5)
+        time.sleep(3)  # both have followed the join
+        listeners.close(listeners.ports[1])
+        _wait_for_incident(nodes[0].port, "t1")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and pages.count == 0:
+            time.sleep(0.2)
+        before, started = pages.count, time.monotonic()
+        assert before >= 1, (tmp_path / "a.log").read_text()[-3000:]
+        time.sleep(10)
+        intervals = (time.monotonic() - started) / 2
+        assert 1 <= pages.count - before <= intervals + 1, pages.count - before
+    finally:
+        for node in nodes:
+            if node.proc:
+                node.proc.terminate()
+                node.proc.wait(15)
+        listeners.stop()
+        pages.server.shutdown()
