@@ -30,9 +30,9 @@ rules: [default, alertmanager, site.yml]
 alertmanager: {token: "t0ken", resolve_silent_after: 12h}
 targets:
   - name: core
-    host: 10.9.0.1
+    host: 127.9.0.1
   - name: db1
-    host: 10.9.0.7
+    host: 127.9.0.7
     depends_on: [core]
 """
 
@@ -54,7 +54,7 @@ def alert(
     status: str = "firing",
     *,
     name: str = "DiskFull",
-    instance: str = "10.9.0.7:9100",
+    instance: str = "127.9.0.7:9100",
     starts: str = "2026-11-23T03:50:00Z",
     ends: str = "0001-01-01T00:00:00Z",
     severity: str = "critical",
@@ -128,7 +128,7 @@ def test_a_firing_alert_opens_one_incident_on_the_configured_target_by_its_host(
     assert world.send(post(alert())) == {"applied": 1, "duplicates": 0, "stale": 0}
     (incident,) = world.incidents()
     assert (incident.target, incident.state, incident.priority) == ("db1", "open", "P1")
-    assert incident.summary == "db1: DiskFull on 10.9.0.7:9100"
+    assert incident.summary == "db1: DiskFull on 127.9.0.7:9100"
     assert "Source: http://127.0.0.1:9090/graph" in incident.evidence
 
 
@@ -137,7 +137,7 @@ def test_repeats_and_a_move_to_another_group_leave_one_incident(world: World) ->
     for minutes in (5, 10, 15):
         world.clock.advance(minutes=minutes)
         assert world.send(post(alert()))["duplicates"] == 1
-    world.send(post(alert(), group='{}:{instance="10.9.0.7:9100"}'))  # regrouped
+    world.send(post(alert(), group='{}:{instance="127.9.0.7:9100"}'))  # regrouped
     (incident,) = world.incidents()
     assert incident.state == "open" and incident.occurrences >= 4
 
@@ -256,7 +256,7 @@ maintenance:
 
 
 def test_a_child_alert_is_held_while_its_parent_target_is_down(world: World) -> None:
-    down = alert(name="HostDown", instance="10.9.0.1:9100")
+    down = alert(name="HostDown", instance="127.9.0.1:9100")
     world.send(post(down, alert()))
     by_target = {i.target: i for i in world.incidents()}
     assert by_target["core"].suppressed is None
@@ -307,10 +307,10 @@ def test_ended_alerts_are_forgotten_after_a_day(world: World) -> None:
 def test_alerts_on_the_members_of_an_outage_group_make_one_outage(tmp_path: Path) -> None:
     extra = """
   - name: web1
-    host: 10.9.0.11
+    host: 127.9.0.11
     labels: {role: web}
   - name: web2
-    host: 10.9.0.12
+    host: 127.9.0.12
     labels: {role: web}
 outages:
   - {name: web-farm, labels: {role: web}, min_failing: 2, priority: P1}
@@ -319,8 +319,8 @@ outages:
     try:
         w.send(
             post(
-                alert(name="HttpDown", instance="10.9.0.11:9115"),
-                alert(name="HttpDown", instance="10.9.0.12:9115"),
+                alert(name="HttpDown", instance="127.9.0.11:9115"),
+                alert(name="HttpDown", instance="127.9.0.12:9115"),
             )
         )
         by_target = {i.target: i for i in w.incidents()}
