@@ -123,7 +123,7 @@ def test_one_bad_alert_among_good_ones_refuses_the_post() -> None:
 
 
 SETTINGS = AlertmanagerSettings()
-KNOWN = target_index({"db1": "10.20.0.7", "web": None})
+KNOWN = target_index({"db1": "127.20.0.7", "web": None})
 
 
 @pytest.mark.parametrize(
@@ -131,7 +131,7 @@ KNOWN = target_index({"db1": "10.20.0.7", "web": None})
     [
         ({"instance": "db1"}, ("db1", "instance")),
         ({"instance": "db1:9100"}, ("db1", "instance")),
-        ({"instance": "10.20.0.7:9100"}, ("db1", "instance")),  # a configured target's host
+        ({"instance": "127.20.0.7:9100"}, ("db1", "instance")),  # a configured target's host
         ({"instance": "https://web/health"}, ("web", "instance")),  # blackbox: a URL
         ({"instance": "[::1]:9100"}, ("::1", "instance")),
         ({"instance": "cache3:9121"}, ("cache3", "instance")),  # not configured: its host

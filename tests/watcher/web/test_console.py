@@ -202,7 +202,7 @@ def test_hostile_labels_and_probe_output_reach_the_console_only_as_text(
 def test_a_session_expires_and_failed_logins_are_throttled() -> None:
     now = [0.0]
     sessions = Sessions(Secret("right-token"), clock=lambda: now[0])
-    session = sessions.login("right-token", "10.0.0.1")
+    session = sessions.login("right-token", "127.0.0.8")
     assert session is not None and sessions.get(session.id) is session
     assert sessions.csrf_ok(session, session.csrf) and not sessions.csrf_ok(session, "")
     now[0] += 13 * 3600
