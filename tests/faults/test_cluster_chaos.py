@@ -100,8 +100,11 @@ class Listeners:
 
 
 class Node:
-    def __init__(self, name: str, config: Path, directory: Path, env: dict[str, str]) -> None:
-        self.name, self.config, self.dir, self.env = name, config, directory, env
+    def __init__(
+        self, name: str, config: Path, directory: Path, env: dict[str, str] | None = None
+    ) -> None:
+        self.name, self.config, self.dir = name, config, directory
+        self.env = env if env is not None else dict(os.environ)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
