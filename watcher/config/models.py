@@ -42,6 +42,7 @@ from watcher.core.types import (
     OptionalRetryInterval,
     RetryInterval,
     check_timezone,
+    check_weekdays,
     label_strings,
 )
 from watcher.core.yamlsource import (
@@ -150,15 +151,7 @@ class BusinessHoursConfig(Model):
     @field_validator("days")
     @classmethod
     def _days(cls, value: list[str]) -> list[str]:
-        out = []
-        for day in value:
-            short = str(day).lower()[:3]
-            if short not in WEEKDAYS:
-                raise ValueError(
-                    f"{day!r} is not a weekday; write mon, tue, wed, thu, fri, sat or sun"
-                )
-            out.append(short)
-        return out
+        return check_weekdays(value)
 
     @field_validator("start", "end", mode="before")
     @classmethod

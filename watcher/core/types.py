@@ -53,6 +53,20 @@ def check_timezone(value: str | None) -> str | None:
     return value
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def check_weekdays(values: list[str]) -> list[str]:
+    """``values`` as three-letter weekday names (``Monday`` -> ``mon``)."""
+    out = []
+    for day in values:
+        short = str(day).lower()[:3]
+        if short not in WEEKDAYS:
+            raise ValueError(f"{day!r} is not a weekday; write mon, tue, wed, thu, fri, sat or sun")
+        out.append(short)
+    return out
+
+
 def check_regex(value: str | None) -> str | None:
     """``value`` if it compiles as a regular expression (or is unset)."""
     if value is not None:

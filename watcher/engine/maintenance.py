@@ -32,7 +32,15 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from watcher.core.durations import format_duration, parse_duration
-from watcher.core.types import OptionalDuration, check_timezone, label_strings
+from watcher.core.types import (
+    WEEKDAYS as WEEKDAY_NAMES,
+)
+from watcher.core.types import (
+    OptionalDuration,
+    check_timezone,
+    check_weekdays,
+    label_strings,
+)
 from watcher.schedule.cron import check_cron
 
 log = logging.getLogger("watcher.maintenance")
@@ -48,7 +56,6 @@ __all__ = [
     "WEEKDAY_NAMES",
 ]
 
-WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$|^24:00$")
 
 
@@ -106,15 +113,7 @@ class MaintenanceConfig(BaseModel):
     @field_validator("days")
     @classmethod
     def _days(cls, value: list[str]) -> list[str]:
-        out = []
-        for day in value:
-            short = str(day).lower()[:3]
-            if short not in WEEKDAY_NAMES:
-                raise ValueError(
-                    f"{day!r} is not a weekday; write mon, tue, wed, thu, fri, sat or sun"
-                )
-            out.append(short)
-        return out
+        return check_weekdays(value)
 
     @field_validator("cron")
     @classmethod
